@@ -1,0 +1,1 @@
+"""Mesh layer: identity, signed records, DHT membership and the encrypted peer channel."""
