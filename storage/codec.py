@@ -1,0 +1,156 @@
+"""Systematic Reed-Solomon erasure codec over GF(2^8): k data + m parity fragments.
+
+Why a bitmatrix: reedsolo run one byte column at a time managed ~1 MB/s here. Instead every
+generator coefficient is expanded into its 8x8 bitmatrix over GF(2) and the code runs as bulk
+numpy XORs of whole packets (Jerasure's technique), which reaches GB/s in one thread.
+
+Generator: by default the parity matrix is reedsolo's own systematic RS code (``RSCodec(nsym=m)``,
+prim 0x11d, generator 2, fcr 0), read off by encoding unit vectors, so every symbol column of a
+stripe is a reedsolo codeword (tests decode columns with reedsolo). ``matrix="cauchy"`` selects a
+"good" Cauchy matrix instead; see benchmarks/RESULTS.md for why reedsolo's is the default.
+
+On-disk layout (format version 1), for a stripe of L bytes and packet size P:
+  * F = fragment_size(L): ceil(L / k) rounded up to whole chunks of 8*P bytes, except that the
+    last chunk may be shorter, 8*T bytes with T a multiple of 8 (so F is a multiple of 64).
+  * Data fragment d (0 <= d < k) holds stripe bytes [d*F, (d+1)*F), zero-padded past L.
+    Parity fragment k+i holds parity row i; n = k + m fragments in all.
+  * Inside a chunk of 8*Q bytes (Q = P, or T for the tail chunk), packet j is bytes
+    [j*Q, (j+1)*Q). The GF(2^8) symbol at byte offset o, bit b of a chunk is
+    sum_j ((packet_j[o] >> b) & 1) << j, and across fragments d=0..n-1 those symbols form
+    the codeword ``reedsolo.RSCodec(m).encode(data symbols)``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from mesh.errors import MeshError
+from storage import _gf, _xor
+
+MatrixKind = Literal["reedsolo", "cauchy"]
+DEFAULT_PACKET = 32768
+_DECODE_CACHE = 64
+
+
+class NotEnoughFragmentsError(MeshError):
+    """Fewer than k distinct usable fragments were supplied to decode."""
+
+
+@lru_cache(maxsize=32)
+def _encoder(k: int, m: int, kind: MatrixKind) -> tuple[tuple[tuple[int, ...], ...], _xor.Schedule]:
+    parity = _gf.reedsolo_parity(k, m) if kind == "reedsolo" else _gf.cauchy_parity(k, m)
+    return parity, _xor.compile_schedule(_gf.expand(parity, k))
+
+
+class Codec:
+    """Encode a stripe into k+m fragments; rebuild it from any k of them."""
+
+    def __init__(
+        self, k: int, m: int, packet_size: int = DEFAULT_PACKET, matrix: MatrixKind = "reedsolo"
+    ) -> None:
+        for name, v in (("k", k), ("m", m), ("packet_size", packet_size)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{name} must be an int, got {v!r}")
+        if k < 1 or m < 0:
+            raise ValueError(f"need k >= 1 and m >= 0, got k={k}, m={m}")
+        if k + m > 255:
+            raise ValueError(f"k + m must be <= 255 in GF(2^8), got {k + m}")
+        if packet_size < 8 or packet_size % 8:
+            raise ValueError(f"packet_size must be a positive multiple of 8, got {packet_size}")
+        if matrix not in ("reedsolo", "cauchy"):
+            raise ValueError(f"matrix must be 'reedsolo' or 'cauchy', got {matrix!r}")
+        self.k, self.m, self.n = k, m, k + m
+        self.packet_size = packet_size
+        self.matrix: MatrixKind = matrix
+        self._parity, self._enc = _encoder(k, m, matrix)
+        self._dec: OrderedDict[tuple[int, ...], _xor.Schedule] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return (
+            f"Codec(k={self.k}, m={self.m}, packet_size={self.packet_size}, matrix={self.matrix!r})"
+        )
+
+    @property
+    def parity_matrix(self) -> tuple[tuple[int, ...], ...]:
+        """The m x k GF(2^8) parity matrix P of the generator [I; P]."""
+        return self._parity
+
+    def fragment_size(self, stripe_len: int) -> int:
+        """Bytes in each fragment of a stripe of stripe_len bytes (see the layout above)."""
+        if stripe_len < 0:
+            raise ValueError(f"stripe_len must be >= 0, got {stripe_len}")
+        per = -(-stripe_len // self.k)
+        chunk = 8 * self.packet_size
+        full, rem = divmod(per, chunk)
+        return full * chunk + -(-rem // 64) * 64
+
+    def encode(self, stripe: bytes | bytearray | memoryview) -> list[bytes]:
+        """Return the n = k + m fragments of a stripe, data fragments first."""
+        src = memoryview(stripe).cast("B")
+        size = self.fragment_size(len(src))
+        data = np.zeros(self.k * size, dtype=np.uint8)
+        data[: len(src)] = np.frombuffer(src, dtype=np.uint8)
+        rows = [data[d * size : (d + 1) * size] for d in range(self.k)]
+        frags = [r.tobytes() for r in rows]
+        if self.m and size:
+            parity = np.empty(self.m * size, dtype=np.uint8)
+            outs = [parity[i * size : (i + 1) * size] for i in range(self.m)]
+            _xor.run(self._enc, rows, outs, self.packet_size)
+            frags.extend(o.tobytes() for o in outs)
+        else:
+            frags.extend(bytes(size) for _ in range(self.m))
+        return frags
+
+    def decode(
+        self, fragments: Mapping[int, bytes | bytearray | memoryview], stripe_len: int
+    ) -> bytes:
+        """Rebuild the stripe from any k fragments (a dict index -> fragment bytes)."""
+        size = self.fragment_size(stripe_len)
+        for i, frag in fragments.items():
+            if not isinstance(i, int) or not 0 <= i < self.n:
+                raise ValueError(f"fragment index {i!r} outside 0..{self.n - 1}")
+            if len(frag) != size:
+                raise ValueError(
+                    f"fragment {i} has {len(frag)} bytes, expected {size} for a "
+                    f"{stripe_len}-byte stripe"
+                )
+        if len(fragments) < self.k:
+            raise NotEnoughFragmentsError(
+                f"need {self.k} of {self.n} fragments, got {len(fragments)}: {sorted(fragments)}"
+            )
+        present = [i for i in range(self.k) if i in fragments]
+        chosen = tuple(
+            present + sorted(i for i in fragments if i >= self.k)[: self.k - len(present)]
+        )
+        missing = [d for d in range(self.k) if d not in fragments]
+        out = np.empty(self.k * size, dtype=np.uint8)
+        for d in present:
+            out[d * size : (d + 1) * size] = np.frombuffer(fragments[d], dtype=np.uint8)
+        if missing and size:
+            inputs = [np.frombuffer(fragments[i], dtype=np.uint8) for i in chosen]
+            outputs = [out[d * size : (d + 1) * size] for d in missing]
+            _xor.run(self._decoder(chosen), inputs, outputs, self.packet_size)
+        return out[:stripe_len].tobytes()
+
+    def _decoder(self, chosen: tuple[int, ...]) -> _xor.Schedule:
+        """Schedule rebuilding the missing data fragments from the chosen k; LRU-cached."""
+        sched = self._dec.get(chosen)
+        if sched is not None:
+            self._dec.move_to_end(chosen)
+            return sched
+        rows = [
+            [int(i == j) for j in range(self.k)] if i < self.k else list(self._parity[i - self.k])
+            for i in chosen
+        ]
+        inverse = _gf.invert(rows)
+        missing = [d for d in range(self.k) if d not in chosen]
+        sched = _xor.compile_schedule(_gf.expand([inverse[d] for d in missing], self.k))
+        self._dec[chosen] = sched
+        if len(self._dec) > _DECODE_CACHE:
+            self._dec.popitem(last=False)
+        return sched

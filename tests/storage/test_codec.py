@@ -1,0 +1,200 @@
+"""Codec: round trips, every erasure pattern, reedsolo compatibility, and a pinned format."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import random
+
+import numpy as np
+import pytest
+import reedsolo
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage import _gf
+from storage.codec import Codec, NotEnoughFragmentsError
+
+
+def symbols(frag: bytes, packet: int) -> np.ndarray:
+    """GF(2^8) symbols of a fragment in layout order (see the storage.codec docstring)."""
+    arr = np.frombuffer(frag, dtype=np.uint8)
+    out = []
+    chunk, pos = 8 * packet, 0
+    while pos < len(arr):
+        q = packet if len(arr) - pos >= chunk else (len(arr) - pos) // 8
+        c = arr[pos : pos + 8 * q].reshape(8, q)  # packet j, offset o
+        bits = np.unpackbits(c[..., None], axis=-1, bitorder="little")  # j, o, b
+        sym = np.zeros((q, 8), dtype=np.uint8)
+        for j in range(8):
+            sym |= bits[j] << j
+        out.append(sym.ravel())
+        pos += 8 * q
+    return np.concatenate(out) if out else np.zeros(0, np.uint8)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(0, 2), (4, -1), (200, 56), (4, 2, 12), (4, 2, 0), (4.0, 2), (True, 2)],
+)
+def test_bad_arguments_raise_value_error(args: tuple[object, ...]) -> None:
+    with pytest.raises(ValueError):
+        Codec(*args)  # type: ignore[arg-type]
+
+
+def test_bad_matrix_kind() -> None:
+    with pytest.raises(ValueError, match="matrix"):
+        Codec(4, 2, matrix="vandermonde")  # type: ignore[arg-type]
+
+
+def test_fragment_size_layout() -> None:
+    c = Codec(4, 2, packet_size=4096)
+    assert c.fragment_size(0) == 0
+    assert c.fragment_size(1) == 64
+    assert c.fragment_size(4 * 32768) == 32768
+    assert c.fragment_size(4 * 32768 + 1) == 32768 + 64
+    assert Codec(4, 2).fragment_size(64 << 20) == 16 << 20
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.integers(1, 12),
+    m=st.integers(0, 6),
+    size=st.integers(0, 6000),
+    packet=st.sampled_from([8, 64, 512]),
+    kind=st.sampled_from(["reedsolo", "cauchy"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_round_trip_random_erasures(
+    k: int, m: int, size: int, packet: int, kind: str, seed: int
+) -> None:
+    rng = random.Random(seed)
+    data = rng.randbytes(size)
+    c = Codec(k, m, packet_size=packet, matrix=kind)  # type: ignore[arg-type]
+    frags = c.encode(data)
+    assert len(frags) == k + m
+    assert all(len(f) == c.fragment_size(size) for f in frags)
+    keep = rng.sample(range(k + m), rng.randint(k, k + m))
+    assert c.decode({i: frags[i] for i in keep}, size) == data
+
+
+@pytest.mark.parametrize("kind", ["reedsolo", "cauchy"])
+@pytest.mark.parametrize("k,m", [(1, 3), (2, 2), (3, 3), (4, 2), (5, 3), (6, 4)])
+def test_every_erasure_pattern_decodes(kind: str, k: int, m: int) -> None:
+    data = os.urandom(3 * k * 64 + 5)
+    c = Codec(k, m, packet_size=64, matrix=kind)  # type: ignore[arg-type]
+    frags = c.encode(data)
+    for keep in itertools.combinations(range(k + m), k):
+        assert c.decode({i: frags[i] for i in keep}, len(data)) == data, keep
+
+
+@pytest.mark.parametrize("k,m", [(8, 4), (10, 4), (12, 6)])
+def test_generator_is_mds(k: int, m: int) -> None:
+    """Any k rows of [I; P] are invertible: exhaustive, the MDS property of RS codes."""
+    rows = [[int(i == j) for j in range(k)] for i in range(k)]
+    rows += [list(r) for r in _gf.reedsolo_parity(k, m)]
+    for keep in itertools.combinations(range(k + m), k):
+        _gf.invert([rows[i] for i in keep])  # raises on a singular submatrix
+
+
+def test_large_code_samples_are_mds() -> None:
+    k, m = 40, 20
+    rows = [[int(i == j) for j in range(k)] for i in range(k)]
+    rows += [list(r) for r in _gf.reedsolo_parity(k, m)]
+    rng = random.Random(7)
+    for _ in range(20):
+        _gf.invert([rows[i] for i in rng.sample(range(k + m), k)])
+
+
+def test_max_n_round_trip() -> None:
+    c = Codec(200, 55, packet_size=8)
+    data = os.urandom(200 * 64 * 2)
+    frags = c.encode(data)
+    keep = list(range(55, 255))
+    assert c.decode({i: frags[i] for i in keep}, len(data)) == data
+
+
+@pytest.mark.parametrize("k,m,packet", [(4, 2, 8), (10, 4, 16), (3, 5, 64)])
+def test_symbol_columns_are_reedsolo_codewords(k: int, m: int, packet: int) -> None:
+    data = os.urandom(k * 8 * packet * 3 + 200)
+    c = Codec(k, m, packet_size=packet)
+    frags = c.encode(data)
+    cols = np.stack([symbols(f, packet) for f in frags], axis=1)  # one row per codeword
+    rs = reedsolo.RSCodec(nsym=m)
+    rng = random.Random(1)
+    for row in rng.sample(range(len(cols)), 40):
+        word = bytes(cols[row])
+        assert bytes(rs.encode(word[:k])) == word
+        erase = rng.sample(range(k + m), m)
+        damaged = bytearray(word)
+        for e in erase:
+            damaged[e] = rng.randrange(256)
+        msg = rs.decode(damaged, erase_pos=erase, only_erasures=True)[0]
+        assert bytes(msg) == word[:k]
+    # Symbols of the data fragments are the stripe's bits, re-sliced: round-trip them too.
+    assert cols[:, :k].size == k * c.fragment_size(len(data))
+
+
+def test_reedsolo_corrects_errors_in_a_column() -> None:
+    k, m = 4, 4
+    c = Codec(k, m, packet_size=8)
+    frags = c.encode(os.urandom(4 * 64 * 2))
+    word = bytes(np.stack([symbols(f, 8) for f in frags], axis=1)[5])
+    bad = bytearray(word)
+    bad[1] ^= 0x5A
+    bad[6] ^= 0x01
+    assert bytes(reedsolo.RSCodec(nsym=m).decode(bad)[0]) == word[:k]
+
+
+def test_too_few_fragments() -> None:
+    c = Codec(4, 2, packet_size=64)
+    frags = c.encode(b"x" * 1000)
+    with pytest.raises(NotEnoughFragmentsError, match="need 4 of 6"):
+        c.decode({0: frags[0], 4: frags[4], 5: frags[5]}, 1000)
+
+
+def test_wrong_fragment_length_and_index() -> None:
+    c = Codec(4, 2, packet_size=64)
+    frags = c.encode(b"x" * 1000)
+    good = {i: frags[i] for i in range(4)}
+    with pytest.raises(ValueError, match="bytes, expected"):
+        c.decode({**good, 1: frags[1][:-1]}, 1000)
+    with pytest.raises(ValueError, match="outside"):
+        c.decode({**good, 6: frags[0]}, 1000)
+
+
+def test_memoryview_input_and_fragments() -> None:
+    data = bytearray(os.urandom(5000))
+    c = Codec(3, 2, packet_size=64)
+    frags = c.encode(memoryview(data))
+    assert frags == c.encode(bytes(data))
+    assert c.decode({i: memoryview(frags[i]) for i in (1, 3, 4)}, len(data)) == data
+
+
+def test_empty_stripe() -> None:
+    c = Codec(4, 2)
+    frags = c.encode(b"")
+    assert frags == [b""] * 6
+    assert c.decode({2: b"", 3: b"", 4: b"", 5: b""}, 0) == b""
+
+
+def test_format_is_pinned() -> None:
+    """The layout is an on-disk format: these digests change only with a format version."""
+    data = bytes((i * i + 7 * i) % 251 for i in range(2000))
+    expected = {
+        "reedsolo": "c7b124e5203bd30ee0b44c75709c1499e58469d3d8e8c425a75e28ea9f25d302",
+        "cauchy": "35de45094db94aef52156d5385957ba3dba0f5a77ae85f90c1fee3882c8a1145",
+    }
+    for kind, digest in expected.items():
+        frags = Codec(4, 2, packet_size=64, matrix=kind).encode(data)  # type: ignore[arg-type]
+        assert hashlib.sha256(b"".join(frags)).hexdigest() == digest
+
+
+def test_decode_cache_reused_and_bounded() -> None:
+    c = Codec(6, 3, packet_size=8)
+    data = os.urandom(6 * 64)
+    frags = c.encode(data)
+    for keep in itertools.combinations(range(9), 6):
+        assert c.decode({i: frags[i] for i in keep}, len(data)) == data
+    assert len(c._dec) <= 64
