@@ -1,0 +1,274 @@
+"""A node's fragment store: content-addressed files on disk, indexed in SQLite.
+
+Layout under DATA/fragments/: ``ab/abcdef…`` holds the fragment whose sha256 hex digest is
+``abcdef…``; ``ab/abcdef….refs`` lists the (file, index) references to it as JSON, so the index
+can be rebuilt from the files alone; ``index.sqlite3`` is the index. Only validated hex digests
+ever become paths. Blobs are written temp -> fsync -> rename -> fsync(dir), so a crash leaves
+either the whole fragment or none. Every read re-hashes the bytes: a truncated or rotted file is
+counted, removed and reported as missing, and the caller fetches or repairs it elsewhere.
+
+The store is synchronous and thread-safe (one SQLite connection behind a lock; file I/O runs
+outside it), meant to be called from asyncio through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL,
+                                  created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (hash TEXT NOT NULL, file TEXT NOT NULL, idx INTEGER NOT NULL,
+                                 PRIMARY KEY (hash, file, idx));
+CREATE INDEX IF NOT EXISTS refs_file ON refs (file);
+"""
+
+
+@dataclass(frozen=True)
+class FragmentInfo:
+    """One indexed fragment and the (file, index) pairs that reference it."""
+
+    hash: str
+    size: int
+    created: float
+    refs: tuple[tuple[str, int], ...]
+
+
+def fragment_hash(data: bytes | bytearray | memoryview) -> str:
+    """The name a fragment is stored under: its sha256 hex digest."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check(h: str) -> str:
+    if not isinstance(h, str) or not _HEX.fullmatch(h):
+        raise ValueError(f"not a fragment hash (64 lower-case hex digits): {h!r:.80}")
+    return h
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    if durable:
+        _fsync_dir(path.parent)
+
+
+class FragmentStore:
+    """Content-addressed fragment files plus a SQLite index; survives restarts."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(data_dir) / "fragments"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "index.sqlite3"
+        self.corrupt_count = 0
+        self._lock = threading.Lock()
+        for tmp in self.root.glob("*/.tmp-*"):  # debris of a crash mid-write
+            tmp.unlink(missing_ok=True)
+        fresh = not self.db_path.exists()
+        try:
+            self._db = self._open_db()
+        except sqlite3.DatabaseError:
+            self.db_path.replace(self.db_path.with_name(f"index.corrupt-{int(time.time())}"))
+            for side in ("-wal", "-shm"):
+                Path(str(self.db_path) + side).unlink(missing_ok=True)
+            self._db, fresh = self._open_db(), True
+        if fresh:
+            self.rebuild_index()
+
+    def _open_db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        try:
+            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("index failed quick_check")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _path(self, h: str) -> Path:
+        return self.root / h[:2] / h
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _refs(self, h: str) -> list[tuple[str, int]]:
+        with self._lock:
+            rows = self._db.execute("SELECT file, idx FROM refs WHERE hash=? ORDER BY 1, 2", (h,))
+            return [(str(f), int(i)) for f, i in rows]
+
+    def _write_refs(self, h: str) -> None:
+        """Mirror the refs of h beside its blob, for rebuild_index (not fsynced: hints only)."""
+        refs = self._refs(h)
+        if self._path(h).exists():
+            _write_atomic(self._path(h).with_suffix(".refs"), json.dumps(refs).encode(), False)
+
+    def put(self, data: bytes | bytearray | memoryview, file: str = "", index: int = -1) -> str:
+        """Store a fragment (idempotent) and record that `file` uses it as fragment `index`."""
+        if not isinstance(file, str) or len(file) > 512 or not isinstance(index, int):
+            raise ValueError("file must be a str of at most 512 chars and index an int")
+        h = fragment_hash(data)
+        path = self._path(h)
+        size = memoryview(data).nbytes
+        if not (self.has(h) and path.stat().st_size == size):
+            path.parent.mkdir(exist_ok=True)
+            _write_atomic(path, data, durable=True)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (h, size, time.time()))
+            added = db.execute("INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", (h, file, index))
+        if file and added.rowcount:
+            self._write_refs(h)
+        return h
+
+    def has(self, h: str) -> bool:
+        """Indexed and present on disk (not re-hashed; get() does that)."""
+        _check(h)
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM blobs WHERE hash=?", (h,)).fetchone()
+        return row is not None and self._path(h).is_file()
+
+    def get(self, h: str) -> bytes | None:
+        """The fragment's bytes, or None if absent, truncated or corrupt (then it is dropped)."""
+        _check(h)
+        try:
+            data = self._path(h).read_bytes()
+        except FileNotFoundError:
+            self._forget(h)
+            return None
+        if fragment_hash(data) != h:
+            self.corrupt_count += 1
+            self.delete(h)
+            return None
+        return data
+
+    def _forget(self, h: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM blobs WHERE hash=?", (h,))
+            db.execute("DELETE FROM refs WHERE hash=?", (h,))
+
+    def delete(self, h: str, file: str | None = None, index: int | None = None) -> bool:
+        """Drop a fragment, or just one file's reference to it (the blob goes with its last ref).
+
+        Returns True if the blob was removed from disk.
+        """
+        _check(h)
+        if file is not None:
+            where = "hash=? AND file=?" + ("" if index is None else " AND idx=?")
+            args = (h, file) if index is None else (h, file, index)
+            with self._tx() as db:
+                db.execute(f"DELETE FROM refs WHERE {where}", args)
+                left = db.execute("SELECT 1 FROM refs WHERE hash=?", (h,)).fetchone()
+            if left:
+                self._write_refs(h)
+                return False
+        self._forget(h)
+        self._path(h).with_suffix(".refs").unlink(missing_ok=True)
+        try:
+            self._path(h).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list(self, file: str | None = None) -> list[FragmentInfo]:
+        """Indexed fragments, optionally only those referenced by `file`."""
+        with self._lock:
+            if file is None:
+                blobs = self._db.execute("SELECT hash, size, created FROM blobs ORDER BY hash")
+            else:
+                blobs = self._db.execute(
+                    "SELECT DISTINCT b.hash, b.size, b.created FROM blobs b JOIN refs r "
+                    "ON r.hash = b.hash WHERE r.file=? ORDER BY b.hash",
+                    (file,),
+                )
+            rows = blobs.fetchall()
+        return [FragmentInfo(h, s, c, tuple(self._refs(h))) for h, s, c in rows]
+
+    def stats(self) -> tuple[int, int]:
+        """(number of fragments, total bytes) according to the index."""
+        with self._lock:
+            n, total = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs"
+            ).fetchone()
+        return int(n), int(total)
+
+    def scrub(self) -> builtins.list[str]:
+        """Re-hash every fragment; drop and return the bad ones; index orphaned good files."""
+        bad = [i.hash for i in self.list() if self.get(i.hash) is None]
+        self.rebuild_index(keep_existing=True)
+        return bad
+
+    def _blob_files(self) -> Iterator[Path]:
+        for shard in self.root.iterdir():
+            if shard.is_dir() and re.fullmatch(r"[0-9a-f]{2}", shard.name):
+                for p in shard.iterdir():
+                    if _HEX.fullmatch(p.name) and p.name[:2] == shard.name:
+                        yield p
+
+    def rebuild_index(self, keep_existing: bool = False) -> int:
+        """Index every blob file on disk whose content matches its name; returns how many."""
+        count = 0
+        for p in self._blob_files():
+            h = p.name
+            if keep_existing and self.has(h):
+                continue
+            data = p.read_bytes()
+            if fragment_hash(data) != h:
+                self.corrupt_count += 1
+                p.unlink(missing_ok=True)
+                p.with_suffix(".refs").unlink(missing_ok=True)
+                continue
+            refs: builtins.list[tuple[str, int]] = []
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                raw = json.loads(p.with_suffix(".refs").read_bytes())
+                refs = [(str(f), int(i)) for f, i in raw]
+            with self._tx() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)",
+                    (h, len(data), p.stat().st_mtime),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", [(h, f, i) for f, i in refs]
+                )
+            count += 1
+        return count
