@@ -1,0 +1,257 @@
+"""Kademlia RPCs for the mesh: kademlia 2.2.3's ``KademliaProtocol`` subclassed.
+
+Section numbers refer to Maymounkov & Mazières 2002. Changes from 2.2.3:
+
+* RPC timeout configurable (default 1 s instead of rpcudp's 5 s).
+* Every background task is tracked in ``_tasks`` and cancelled by ``aclose()``; malformed
+  datagrams and bad RPC arguments are dropped instead of raising inside stray tasks.
+* Defect 4 (section 2.5): ``welcome_if_new`` hashed the already-hashed storage keys again, so
+  a joining node received the wrong keys. Keys are used as they are here.
+* Defect 6 (section 2.2): replacement-list nodes are known contacts (see routing.py).
+* Defect 5: a contact that fails to answer is buried (see routing.py).
+* ``rpc_store`` accepts only signed records at their own key (see storage.py) and answers
+  False on refusal, so the writer can count real acknowledgements.
+* ``rpc_identify`` lets a node prove that it holds the key behind its node ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import umsgpack  # type: ignore[import-untyped]
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+from rpcudp.protocol import RPCProtocol
+
+from mesh.dht.routing import MeshRoutingTable
+from mesh.dht.storage import RecordStorage
+from mesh.errors import RecordError
+
+log = logging.getLogger(__name__)
+
+RpcResult = tuple[bool, Any]
+DEFAULT_RPC_TIMEOUT_S = 1.0
+
+
+def valid_id(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == 20
+
+
+class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
+    """UDP RPC endpoint of one node: PING, STORE, FIND_NODE, FIND_VALUE (section 2.3), IDENTIFY."""
+
+    def __init__(self, source_node: Node, storage: RecordStorage, ksize: int, *,
+                 rpc_timeout: float = DEFAULT_RPC_TIMEOUT_S) -> None:
+        RPCProtocol.__init__(self, wait_timeout=rpc_timeout)
+        self.source_node = source_node
+        self.storage = storage
+        self.router = MeshRoutingTable(self, ksize, source_node)
+        self.rpc_count = 0
+        self.closed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Hooks set by Membership: admission gate, failure report, identify answer.
+        self.gate: Callable[[Node], bool] | None = None
+        self.on_failure: Callable[[Node], None] | None = None
+        self.identify_answer: Callable[[bytes, bytes], list[bytes] | None] | None = None
+
+    # --- task tracking ---------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Run ``coro`` as a tracked task (cancelled by ``aclose``)."""
+        if self.closed:
+            coro.close()
+            return None
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("dht task failed: %r", task.exception())
+
+    async def aclose(self) -> None:
+        """Stop answering, fail outstanding calls and cancel every tracked task."""
+        self.closed = True
+        for future, timer in list(self._outstanding.values()):
+            timer.cancel()
+            if not future.done():
+                future.set_result((False, None))
+        self._outstanding.clear()
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- rpcudp plumbing -------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.spawn(self._solve_datagram(data, addr))
+
+    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
+        if len(datagram) < 22:
+            return
+        msg_id = datagram[1:21]
+        try:
+            data = umsgpack.unpackb(datagram[21:])
+        except Exception:  # umsgpack raises many types on garbage
+            log.debug("undecodable datagram from %s:%s", *address[:2])
+            return
+        if datagram[:1] == b"\x00":
+            await self._accept_request(msg_id, data, address)
+        elif datagram[:1] == b"\x01":
+            self._accept_response(msg_id, data, address)
+
+    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+        if not isinstance(data, list) or len(data) != 2 or not isinstance(data[0], str):
+            return
+        funcname, args = data
+        func = getattr(self, f"rpc_{funcname}", None)
+        if func is None or not callable(func) or not isinstance(args, list) or self.closed:
+            return
+        try:
+            response = func(address, *args)
+        except (TypeError, ValueError) as exc:
+            log.debug("bad %s request from %s:%s: %s", funcname, address[0], address[1], exc)
+            return
+        if self.transport is not None and not self.closed:
+            self.transport.sendto(b"\x01" + msg_id + umsgpack.packb(response), address)
+
+    def _timeout(self, msg_id: bytes) -> None:
+        entry = self._outstanding.pop(msg_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result((False, None))
+
+    # --- inbound RPCs (section 2.3) ----------------------------------------------------------
+
+    def _sender(self, sender: tuple[str, int], nodeid: object) -> Node:
+        if not valid_id(nodeid):
+            raise ValueError("sender node id must be 20 bytes")
+        assert isinstance(nodeid, bytes)
+        source = Node(nodeid, sender[0], sender[1])
+        self.welcome_if_new(source)
+        return source
+
+    def rpc_ping(self, sender: tuple[str, int], nodeid: object) -> bytes:
+        self._sender(sender, nodeid)
+        node_id: bytes = self.source_node.id
+        return node_id
+
+    def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object,
+                  value: object) -> bool:
+        """STORE: accept only verified, current signed records at their own key."""
+        self._sender(sender, nodeid)
+        if not valid_id(key):
+            return False
+        assert isinstance(key, bytes)
+        try:
+            return self.storage.put_set(key, value)
+        except RecordError as exc:
+            log.debug("refused store at %s from %s:%s: %s", key.hex()[:8], *sender[:2], exc)
+            return False
+
+    def rpc_find_node(self, sender: tuple[str, int], nodeid: object,
+                      key: object) -> list[tuple[bytes, str, int]]:
+        source = self._sender(sender, nodeid)
+        if not valid_id(key):
+            raise ValueError("key must be 20 bytes")
+        neighbors = self.router.find_neighbors(Node(key), exclude=source)
+        return [(n.id, n.ip, n.port) for n in neighbors]
+
+    def rpc_find_value(self, sender: tuple[str, int], nodeid: object,
+                       key: object) -> list[tuple[bytes, str, int]] | dict[str, bytes]:
+        """FIND_VALUE: the RecordSet held at ``key`` or, failing that, the closest contacts."""
+        if not valid_id(key):
+            raise ValueError("key must be 20 bytes")
+        assert isinstance(key, bytes)
+        value = self.storage.get(key)
+        if value is None:
+            return self.rpc_find_node(sender, nodeid, key)
+        self._sender(sender, nodeid)
+        return {"value": value}
+
+    def rpc_identify(self, sender: tuple[str, int], nodeid: object,
+                     nonce: object) -> list[bytes] | None:
+        """IDENTIFY: our signed peer record and a signature over the caller's nonce."""
+        source = self._sender(sender, nodeid)
+        if self.identify_answer is None or not isinstance(nonce, bytes) or len(nonce) > 64:
+            return None
+        return self.identify_answer(nonce, source.id)
+
+    # --- outbound RPCs ---------------------------------------------------------------------
+
+    async def _call(self, name: str, node: Node, *args: Any) -> RpcResult:
+        self.rpc_count += 1
+        if self.closed or self.transport is None:
+            return (False, None)
+        result: RpcResult = await getattr(self, name)((node.ip, node.port),
+                                                      self.source_node.id, *args)
+        return result
+
+    async def call_ping(self, node_to_ask: Node) -> RpcResult:
+        return self.handle_call_response(await self._call("ping", node_to_ask), node_to_ask)
+
+    async def call_store(self, node_to_ask: Node, key: bytes, value: bytes) -> RpcResult:
+        result = await self._call("store", node_to_ask, key, value)
+        return self.handle_call_response(result, node_to_ask)
+
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
+        result = await self._call("find_node", node_to_ask, node_to_find.id)
+        return self.handle_call_response(result, node_to_ask)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
+        result = await self._call("find_value", node_to_ask, node_to_find.id)
+        return self.handle_call_response(result, node_to_ask)
+
+    async def call_identify(self, node_to_ask: Node, nonce: bytes) -> RpcResult:
+        """Raw identify call: the caller decides what the answer means."""
+        return await self._call("identify", node_to_ask, nonce)
+
+    # --- contacts --------------------------------------------------------------------------
+
+    def handle_call_response(self, result: RpcResult, node: Node) -> RpcResult:
+        """A reply welcomes the node; silence buries it (defect 5) and reports it."""
+        if not result[0]:
+            self.router.bury(node)
+            if self.on_failure is not None and not self.closed:
+                self.on_failure(node)
+            return result
+        self.welcome_if_new(node)
+        return result
+
+    def welcome_if_new(self, node: Node) -> None:
+        """Every caller is a direct contact from ``node``; admit it through the gate, if any."""
+        if node.id == self.source_node.id or self.closed:
+            return
+        if self.gate is not None and not self.gate(node):
+            return
+        self.accept_contact(node)
+
+    def accept_contact(self, node: Node) -> None:
+        """Add or refresh a contact; new ones get the keys they should hold (section 2.5)."""
+        self.router.revive(node.id)
+        if not self.router.is_new_node(node):
+            self.router.touch(node)
+            return
+        log.debug("new contact %s at %s:%s", node.id.hex()[:8], node.ip, node.port)
+        self._replicate_to(node)
+        self.router.add_contact(node)
+
+    def _replicate_to(self, node: Node) -> None:
+        """Defect 4: storage keys are already DHT keys; do not hash them again."""
+        k = self.router.ksize
+        for key, value in self.storage:
+            keynode = Node(key)
+            neighbors = self.router.find_neighbors(keynode)
+            if neighbors:
+                new_close = (len(neighbors) < k
+                             or node.distance_to(keynode) < neighbors[-1].distance_to(keynode))
+                this_closest = (self.source_node.distance_to(keynode)
+                                < neighbors[0].distance_to(keynode))
+            if not neighbors or (new_close and this_closest):
+                self.spawn(self.call_store(node, key, value))

@@ -1,0 +1,168 @@
+"""Local DHT storage that holds only signed records (Kademlia section 2.5: <key, value> pairs).
+
+A key holds a ``RecordSet``: records from several owners (e.g. several providers of one
+function), newest per owner. Every record is verified on the way in, must live at
+``record_key(kind, owner_key, name)``, may not be older than what is held for the same owner,
+and is dropped at its ``expires_ms``. The encoded set stays under ``MAX_SET_BYTES`` so that it
+fits one kademlia (rpcudp) datagram.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+from google.protobuf.message import DecodeError
+from kademlia.storage import IStorage
+
+from mesh.errors import RecordError
+from mesh.records import now_ms, record_key, verify_record
+from proto import mesh_pb2
+
+MAX_SET_BYTES = 7000
+MAX_RECORDS_PER_KEY = 32
+
+_Ident = tuple[bytes, str, bytes]
+
+
+def _ident(record: mesh_pb2.SignedRecord) -> _Ident:
+    return (record.owner_key, record.kind, record.name)
+
+
+def check_record(key: bytes, record: mesh_pb2.SignedRecord, *, at_ms: int | None = None) -> None:
+    """Raise RecordError unless ``record`` verifies and belongs at DHT key ``key``."""
+    verify_record(record, at_ms=at_ms)
+    if record_key(record.kind, record.owner_key, record.name) != key:
+        raise RecordError("record does not belong at this key")
+
+
+def encode_set(records: Iterable[mesh_pb2.SignedRecord]) -> bytes:
+    return mesh_pb2.RecordSet(records=list(records)).SerializeToString(deterministic=True)
+
+
+def decode_set(data: object) -> list[mesh_pb2.SignedRecord]:
+    """Parse RecordSet bytes from the wire (anything else raises RecordError)."""
+    if not isinstance(data, bytes) or len(data) > MAX_SET_BYTES + 1024:
+        raise RecordError("value is not a RecordSet of acceptable size")
+    rset = mesh_pb2.RecordSet()
+    try:
+        rset.ParseFromString(data)
+    except DecodeError as exc:
+        raise RecordError("value is not a valid RecordSet") from exc
+    return list(rset.records)
+
+
+def merge_verified(key: bytes, records: Iterable[mesh_pb2.SignedRecord]
+                   ) -> list[mesh_pb2.SignedRecord]:
+    """Verify each record again and keep the newest per owner (replaces kademlia's
+    "most common value" rule, section 2.3's find_value)."""
+    best: dict[_Ident, mesh_pb2.SignedRecord] = {}
+    at = now_ms()
+    for record in records:
+        try:
+            check_record(key, record, at_ms=at)
+        except RecordError:
+            continue
+        held = best.get(_ident(record))
+        if held is None or record.seq > held.seq:
+            best[_ident(record)] = record
+    return sorted(best.values(), key=lambda r: (r.owner_key, r.kind, r.name))
+
+
+class RecordStorage(IStorage):  # type: ignore[misc]
+    """In-memory record store keyed by 20-byte DHT keys."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, dict[_Ident, mesh_pb2.SignedRecord]] = {}
+        self._stored_at: dict[bytes, float] = {}
+
+    def put(self, key: bytes, record: mesh_pb2.SignedRecord) -> bool:
+        """Store one record; False when it is refused as stale or does not fit.
+
+        Raises RecordError when the record is forged, expired or at the wrong key.
+        """
+        check_record(key, record)
+        held = self._records(key)
+        old = held.get(_ident(record))
+        if old is not None:
+            if record.seq < old.seq:
+                return False
+            if record.seq == old.seq:
+                return record.signature == old.signature
+        held[_ident(record)] = record
+        self._fit(held)
+        if _ident(record) not in held:
+            return False
+        self._data[key] = held
+        self._stored_at[key] = time.monotonic()
+        return True
+
+    def put_set(self, key: bytes, data: object) -> bool:
+        """Store every record of a RecordSet; True only when all were accepted."""
+        records = decode_set(data)
+        if not records:
+            raise RecordError("empty RecordSet")
+        accepted = True
+        for record in records:
+            try:
+                accepted = self.put(key, record) and accepted
+            except RecordError:
+                accepted = False
+        return accepted
+
+    def records(self, key: bytes) -> list[mesh_pb2.SignedRecord]:
+        return list(self._records(key).values())
+
+    def _records(self, key: bytes) -> dict[_Ident, mesh_pb2.SignedRecord]:
+        held = self._data.get(key)
+        if held is None:
+            return {}
+        at = now_ms()
+        live = {i: r for i, r in held.items() if r.expires_ms > at}
+        if not live:
+            self._data.pop(key, None)
+            self._stored_at.pop(key, None)
+        elif len(live) != len(held):
+            self._data[key] = live
+        return dict(live)
+
+    @staticmethod
+    def _fit(held: dict[_Ident, mesh_pb2.SignedRecord]) -> None:
+        """Evict the records expiring soonest until the set fits one datagram."""
+        while held and (len(held) > MAX_RECORDS_PER_KEY
+                        or len(encode_set(held.values())) > MAX_SET_BYTES):
+            victim = min(held, key=lambda i: held[i].expires_ms)
+            del held[victim]
+
+    # --- kademlia IStorage interface: values are encoded RecordSets -------------------------
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.put_set(key, value)
+
+    def __getitem__(self, key: bytes) -> bytes:
+        records = self.records(key)
+        if not records:
+            raise KeyError(key)
+        return encode_set(records)
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def iter_older_than(self, seconds_old: float) -> Iterator[tuple[bytes, bytes]]:
+        cutoff = time.monotonic() - seconds_old
+        for key in [k for k, t in self._stored_at.items() if t < cutoff]:
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in list(self._data):
+            value = self.get(key)
+            if value is not None:
+                yield key, value
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
