@@ -1,0 +1,80 @@
+"""Per-call limits and the host-side policy hook for requests coming out of the sandbox."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+JSON = Any  # a JSON-compatible value: None, bool, int, float, str, list, dict[str, JSON]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one call. Every field is enforced; see docs/sandbox.md."""
+
+    wall_time_s: float = 5.0  # host SIGKILLs the worker after this (includes host requests)
+    cpu_time_s: float = 5.0  # RLIMIT_CPU (soft -> TimeLimit, hard = soft + 1 -> SIGKILL)
+    memory_bytes: int = 256 * 2**20  # RLIMIT_AS
+    output_bytes: int = 1 * 2**20  # cap on any single frame sent to the host
+    max_open_files: int = 32  # RLIMIT_NOFILE
+    file_size_bytes: int = 0  # RLIMIT_FSIZE
+    max_host_requests: int = 64  # get_secret / call_external_api / resolve per call
+    source_bytes: int = 1 * 2**20  # cap on user source size
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"Limits.{f.name} must be a non-negative number")
+        if self.wall_time_s <= 0 or self.cpu_time_s <= 0:
+            raise ValueError("time limits must be positive")
+        if self.memory_bytes < 32 * 2**20:
+            raise ValueError("memory_bytes below 32 MiB cannot start Python")
+        if self.max_open_files < 4:
+            raise ValueError("max_open_files must be at least 4")
+
+    def to_wire(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+@runtime_checkable
+class HostServices(Protocol):
+    """Policy hook: serves the requests a sandboxed function sends up its pipe.
+
+    Raise PermissionError to refuse (the user sees a PermissionError); any other exception
+    reaches the user as a RuntimeError with the exception's message.
+    """
+
+    async def get_secret(self, name: str) -> str: ...
+
+    async def call_external_api(
+        self,
+        url: str,
+        method: str,
+        headers: dict[str, str] | None,
+        body: str | bytes | None,
+        timeout: float,
+    ) -> dict[str, Any]: ...
+
+    async def resolve(self, domain: str, record_type: str) -> list[dict[str, Any]]: ...
+
+
+class DenyAllHost:
+    """Default HostServices: every request is refused."""
+
+    async def get_secret(self, name: str) -> str:
+        raise PermissionError(f"no secret {name!r} is available to this function")
+
+    async def call_external_api(
+        self,
+        url: str,
+        method: str,
+        headers: dict[str, str] | None,
+        body: str | bytes | None,
+        timeout: float,
+    ) -> dict[str, Any]:
+        raise PermissionError("external API calls are not allowed for this function")
+
+    async def resolve(self, domain: str, record_type: str) -> list[dict[str, Any]]:
+        raise PermissionError("DNS lookups are not allowed for this function")

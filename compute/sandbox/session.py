@@ -1,0 +1,155 @@
+"""One call's conversation with one worker, host side: send the call, serve the worker's
+requests through the HostServices policy hook, read the result. Everything the worker sends
+is untrusted: strict JSON in size-capped frames, validated before use."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors, framing
+from .limits import JSON, HostServices, Limits
+
+_ERROR_SLACK = 64 * 1024
+
+
+@dataclass
+class Worker:
+    wid: int
+    sock: socket.socket
+    pidfd: int
+    exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop()
+                                        .create_future())
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.kill()
+        self.sock.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = await loop.sock_recv_into(sock, view[got:])
+        if k == 0:
+            raise framing.FrameError("connection closed")
+        got += k
+    return bytes(buf)
+
+
+async def read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket, cap: int) -> Any:
+    (size,) = framing.HEADER.unpack(await _read_exact(loop, sock, framing.HEADER.size))
+    if size > cap:
+        raise framing.FrameTooLarge(size, cap)
+    return framing.loads(await _read_exact(loop, sock, size))
+
+
+def _user_failure(msg: dict[str, Any]) -> errors.SandboxError:
+    kind = msg.get("kind")
+    text = str(msg.get("message", ""))[:8192]
+    if kind == "user":
+        return errors.UserCodeError(str(msg.get("type", "Exception"))[:200], text,
+                                    str(msg.get("traceback", ""))[:65536])
+    table: dict[Any, type[errors.SandboxError]] = {
+        "policy": errors.PolicyViolation, "time": errors.TimeLimit,
+        "memory": errors.MemoryLimit, "output": errors.OutputLimit,
+        "args": errors.BadArguments, "entry": errors.EntryNotFound,
+    }
+    return table.get(kind, errors.SandboxError)(text or "sandbox failure")
+
+
+async def _serve_request(host: HostServices, msg: dict[str, Any]) -> dict[str, Any]:
+    method, params = msg.get("method"), msg.get("params")
+    reply: dict[str, Any] = {"op": "resp", "id": msg.get("id")}
+    try:
+        if not isinstance(params, dict):
+            raise ValueError("malformed request")
+        value: JSON
+        if method == "get_secret":
+            value = await host.get_secret(str(params["name"]))
+        elif method == "resolve":
+            value = await host.resolve(str(params["domain"]), str(params["record_type"]))
+        elif method == "call_external_api":
+            body = params.get("body")
+            if isinstance(body, dict) and isinstance(body.get("b64"), str):
+                body = base64.b64decode(body["b64"])
+            elif body is not None and not isinstance(body, str):
+                raise ValueError("body must be str or bytes")
+            headers = params.get("headers")
+            if headers is not None and not (isinstance(headers, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+                raise ValueError("headers must map str to str")
+            value = await host.call_external_api(str(params["url"]), str(params["method"]),
+                                                 headers, body, float(params["timeout"]))
+        else:
+            raise ValueError(f"unknown request {method!r}")
+        framing.dumps(value)
+        reply.update(ok=True, value=value)
+    except PermissionError as exc:
+        reply.update(ok=False, denied=True, error=str(exc)[:1000] or "permission denied")
+    except Exception as exc:  # the policy hook's failure becomes the user's RuntimeError
+        reply.update(ok=False, error=str(exc)[:1000] or type(exc).__name__)
+    return reply
+
+
+async def _classify_exit(worker: Worker) -> errors.SandboxError:
+    try:
+        status = await asyncio.wait_for(asyncio.shield(worker.exited), 2.0)
+    except TimeoutError:
+        return errors.SandboxError("worker vanished without a result")
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig in (signal.SIGXCPU, signal.SIGKILL):
+            return errors.TimeLimit("CPU time limit exceeded")
+        if sig == signal.SIGSYS:
+            return errors.PolicyViolation("forbidden system call")
+        return errors.SandboxError(f"worker crashed ({signal.Signals(sig).name})")
+    return errors.SandboxError("worker exited without a result")
+
+
+async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServices) -> JSON:
+    """Run one call on ``worker`` (which the caller kills and closes afterwards)."""
+    loop = asyncio.get_running_loop()
+    cap = max(limits.output_bytes, _ERROR_SLACK) + 1024
+    requests = 0
+    try:
+        async with asyncio.timeout(limits.wall_time_s):
+            await loop.sock_sendall(worker.sock, call)
+            while True:
+                msg = await read_frame(loop, worker.sock, cap)
+                if not isinstance(msg, dict):
+                    raise errors.SandboxError("malformed message from worker")
+                op = msg.get("op")
+                if op == "result":
+                    return msg.get("value")
+                if op == "error":
+                    raise _user_failure(msg)
+                if op != "req":
+                    raise errors.SandboxError("malformed message from worker")
+                requests += 1
+                if requests > limits.max_host_requests:
+                    raise errors.PolicyViolation("too many host requests in one call")
+                reply = await _serve_request(host, msg)
+                await loop.sock_sendall(worker.sock, framing.encode(reply))
+    except TimeoutError:
+        raise errors.TimeLimit(f"wall-clock limit of {limits.wall_time_s:g}s exceeded") from None
+    except framing.FrameTooLarge as exc:
+        raise errors.OutputLimit(f"output exceeds the cap of {limits.output_bytes} bytes") \
+            from exc
+    except (framing.FrameError, ConnectionError):
+        raise await _classify_exit(worker) from None

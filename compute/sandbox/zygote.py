@@ -1,0 +1,173 @@
+"""The zygote: a minimal process, started with ``python -I -S`` by the pool, that forks the
+single-use workers. It never runs user code and holds nothing of the node's (no secrets,
+sockets or threads). Stdlib only.
+
+Lifecycle: receive config -> new user/mount/net/ipc/uts/pid namespaces (host writes the id
+maps) -> preload allowed modules -> chroot into an empty read-only tmpfs -> fork "init"
+(pid 1 of the namespace) which serves ``spawn``/``quit`` and reports worker exits.
+"""
+
+from __future__ import annotations
+
+import base64
+import gc
+import importlib
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any, NoReturn
+
+from . import child, framing, guard, kernel
+
+_NS_ALL = (kernel.CLONE_NEWNS | kernel.CLONE_NEWNET | kernel.CLONE_NEWIPC
+           | kernel.CLONE_NEWUTS | kernel.CLONE_NEWPID)
+
+
+def _send(ctrl: socket.socket, msg: dict[str, Any], fds: list[int] | None = None) -> None:
+    data = framing.dumps(msg)
+    if fds:
+        socket.send_fds(ctrl, [data], fds)
+    else:
+        ctrl.send(data)
+
+
+def _recv(ctrl: socket.socket) -> dict[str, Any]:
+    data = ctrl.recv(1 << 20)
+    if not data:
+        os._exit(0)  # host went away
+    msg = framing.loads(data)
+    assert isinstance(msg, dict)
+    return msg
+
+
+def _namespaces(ctrl: socket.socket, layers: dict[str, Any]) -> bool:
+    """Enter new namespaces; returns whether workers can drop to uid nobody."""
+    for flags, label in ((kernel.CLONE_NEWUSER | _NS_ALL, "user"), (_NS_ALL, "")):
+        try:
+            kernel.unshare(flags)
+        except OSError as exc:
+            layers.setdefault("namespace_errors", []).append(str(exc))
+            continue
+        layers["namespaces"] = [n for n in ("user", "mount", "net", "ipc", "uts", "pid")
+                                if n != "user" or label]
+        if label:
+            _send(ctrl, {"op": "map", "pid": os.getpid()})
+            reply = _recv(ctrl)
+            return bool(reply.get("drop_uid"))
+        return os.geteuid() == 0
+    layers["namespaces"] = []
+    return os.geteuid() == 0
+
+
+def _empty_root(layers: dict[str, Any]) -> None:
+    """Replace the filesystem with an empty read-only tmpfs (inside our mount namespace)."""
+    try:
+        kernel.mount("none", "/", None, kernel.MS_REC | kernel.MS_PRIVATE, None)
+        opts = "mode=0555,size=4k,nr_inodes=4"
+        kernel.mount("tmpfs", "/tmp", "tmpfs", 0, opts)
+        ro = kernel.MS_REMOUNT | kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV
+        kernel.mount("tmpfs", "/tmp", None, ro | kernel.MS_NOEXEC, opts)
+        os.chroot("/tmp")
+        os.chdir("/")
+        layers["chroot"] = True
+    except OSError as exc:
+        layers["chroot"] = False
+        layers["chroot_error"] = str(exc)
+
+
+def _base_vm_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Init:
+    """Pid 1 of the sandbox namespace: forks workers, reaps them, reports exits."""
+
+    def __init__(self, ctrl: socket.socket, cfg: child.WorkerConfig) -> None:
+        self.ctrl, self.cfg = ctrl, cfg
+        self.next_wid = 0
+        self.pids: dict[int, int] = {}
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+
+    def spawn(self) -> None:
+        host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.next_wid += 1
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            fd = worker_end.detach()
+            os.dup2(fd, 3)
+            os.closerange(4, 1 << 16)
+            child.worker_main(3, self.cfg)
+        worker_end.close()
+        pidfd = os.pidfd_open(pid)
+        try:
+            _send(self.ctrl, {"op": "worker", "wid": self.next_wid}, [host_end.fileno(), pidfd])
+        finally:
+            host_end.close()
+            os.close(pidfd)
+        self.pids[pid] = self.next_wid
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            wid = self.pids.pop(pid, 0)
+            if wid:
+                _send(self.ctrl, {"op": "exit", "wid": wid, "status": status})
+
+    def serve(self) -> NoReturn:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        sel = selectors.DefaultSelector()
+        sel.register(self.ctrl, selectors.EVENT_READ)
+        sel.register(self.wake_r, selectors.EVENT_READ)
+        gc.freeze()  # keep the collector from dirtying shared pages in every fork
+        while True:
+            for key, _ in sel.select():
+                if key.fileobj == self.wake_r:
+                    os.read(self.wake_r, 4096)
+                    self.reap()
+                    continue
+                msg = _recv(self.ctrl)
+                if msg.get("op") == "spawn":
+                    for _ in range(int(msg.get("n", 1))):
+                        self.spawn()
+                elif msg.get("op") == "quit":
+                    os._exit(0)
+
+
+def main(ctrl_fd: int) -> NoReturn:
+    ctrl = socket.socket(fileno=ctrl_fd)
+    config = _recv(ctrl)
+    layers: dict[str, Any] = {"seccomp": bool(config.get("bpf"))}
+    for name in guard.PRELOAD:
+        importlib.import_module(name)
+    drop_uid = _namespaces(ctrl, layers)
+    layers["uid"] = "nobody (65534)" if drop_uid else f"unchanged ({os.geteuid()})"
+    base_vm = _base_vm_bytes()
+    _empty_root(layers)
+    abi = kernel.landlock_abi()
+    layers["landlock_abi"] = abi
+    cfg = child.WorkerConfig(bpf=base64.b64decode(config.get("bpf", "")), drop_uid=drop_uid,
+                             landlock_abi=abi, stdlib_dir=os.path.dirname(os.__file__),
+                             base_vm_bytes=base_vm)
+    if "pid" in layers.get("namespaces", []):
+        pid = os.fork()  # the first child is pid 1 of the new pid namespace
+        if pid:
+            ctrl.close()
+            _, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    init = Init(ctrl, cfg)
+    _send(ctrl, {"op": "ready", "layers": layers, "pid": os.getpid()})
+    sys.stdout.flush()
+    init.serve()
