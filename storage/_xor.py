@@ -16,8 +16,9 @@ from itertools import combinations
 
 import numpy as np
 
-# Working-set target per block (bytes of input + output packets), about one core's L2 (1 MiB here).
-BLOCK_BYTES = 1024 * 1024
+# Bytes each numpy op touches: big enough to amortise ~1 us of call overhead, small enough
+# that a tile's packets (all fragments x 8) stay in cache between the ops that reuse them.
+TILE_BYTES = 32 * 1024
 _MAX_PAIR_WORK = 400_000  # skip pair elimination when counting pairs would cost seconds
 
 
@@ -82,10 +83,31 @@ def compile_schedule(bits: np.ndarray, eliminate_pairs: bool = True) -> Schedule
     return Schedule(n_in, len(temps), n_out, tuple(ops))
 
 
-def _packets(frag: np.ndarray, start: int, chunks: int, packet: int) -> np.ndarray:
-    """View of `chunks` chunks of a fragment as (chunks, 8, packet/8) uint64 words."""
-    seg = frag[start : start + chunks * 8 * packet]
-    return seg.view(np.uint64).reshape(chunks, 8, packet // 8)
+def _segments(size: int, packet: int) -> list[tuple[int, int, int, int, int]]:
+    """Tiles (start, chunks, packet, word0, word1) covering a fragment of `size` bytes.
+
+    XOR is elementwise, so any rectangle of (chunk, offset-in-packet) positions can be done as
+    a unit: small packets are grouped, large ones split, so each op touches ~TILE_BYTES.
+    """
+    chunk = 8 * packet
+    n_full = size // chunk
+    words = packet // 8
+    out: list[tuple[int, int, int, int, int]] = []
+    if packet >= TILE_BYTES:
+        step = TILE_BYTES // 8
+        for c in range(n_full):
+            out.extend(
+                (c * chunk, 1, packet, w, min(w + step, words)) for w in range(0, words, step)
+            )
+    else:
+        group = max(1, TILE_BYTES // packet)
+        out.extend(
+            (c * chunk, min(group, n_full - c), packet, 0, words) for c in range(0, n_full, group)
+        )
+    tail = size - n_full * chunk
+    if tail:
+        out.append((n_full * chunk, 1, tail // 8, 0, tail // 64))
+    return out
 
 
 def run(
@@ -97,27 +119,19 @@ def run(
     """Apply a schedule whose inputs/outputs are the 8 packets of each given fragment.
 
     Fragments are 1-D uint8 arrays of equal length: whole chunks of 8*packet bytes, then one
-    tail chunk of 8*tail bytes (tail a multiple of 8, smaller than packet).
+    tail chunk of 8*tail bytes (tail a multiple of 8, at most packet).
     """
-    size = len(inputs[0])
-    chunk = 8 * packet
-    n_full = size // chunk
-    per_chunk = (len(inputs) + len(outputs)) * chunk
-    group = max(1, BLOCK_BYTES // per_chunk)
-    segments = [(c * chunk, min(group, n_full - c), packet) for c in range(0, n_full, group)]
-    tail = size - n_full * chunk
-    if tail:
-        segments.append((n_full * chunk, 1, tail // 8))
-    for start, chunks, pkt in segments:
+    frags = [*inputs, *outputs]
+    temps = [np.empty(TILE_BYTES // 8 + packet // 8, np.uint64) for _ in range(sched.n_tmp)]
+    xor = np.bitwise_xor
+    for start, chunks, pkt, w0, w1 in _segments(len(inputs[0]), packet):
         bufs: list[np.ndarray] = []
-        for frag in inputs:
-            v = _packets(frag, start, chunks, pkt)
+        for i, frag in enumerate(frags):
+            if i == len(inputs):
+                bufs.extend(t[: chunks * (w1 - w0)].reshape(chunks, w1 - w0) for t in temps)
+            seg = frag[start : start + chunks * 8 * pkt].view(np.uint64)
+            v = seg.reshape(chunks, 8, pkt // 8)[:, :, w0:w1]
             bufs.extend(v[:, j] for j in range(8))
-        bufs.extend(np.empty((chunks, pkt // 8), np.uint64) for _ in range(sched.n_tmp))
-        for frag in outputs:
-            v = _packets(frag, start, chunks, pkt)
-            bufs.extend(v[:, j] for j in range(8))
-        xor = np.bitwise_xor
         for dst, a, b in sched.ops:
             if b >= 0:
                 xor(bufs[a], bufs[b], out=bufs[dst])

@@ -93,15 +93,18 @@ class Codec:
         """Return the n = k + m fragments of a stripe, data fragments first."""
         src = memoryview(stripe).cast("B")
         size = self.fragment_size(len(src))
-        data = np.zeros(self.k * size, dtype=np.uint8)
-        data[: len(src)] = np.frombuffer(src, dtype=np.uint8)
-        rows = [data[d * size : (d + 1) * size] for d in range(self.k)]
+        flat = np.frombuffer(src, dtype=np.uint8)
+        rows: list[np.ndarray] = []
+        for d in range(self.k):  # views of the caller's buffer; only the tail is padded
+            row = flat[d * size : (d + 1) * size]
+            if len(row) < size:
+                row = np.concatenate([row, np.zeros(size - len(row), np.uint8)])
+            rows.append(row)
         frags = [r.tobytes() for r in rows]
         if self.m and size:
-            parity = np.empty(self.m * size, dtype=np.uint8)
-            outs = [parity[i * size : (i + 1) * size] for i in range(self.m)]
-            _xor.run(self._enc, rows, outs, self.packet_size)
-            frags.extend(o.tobytes() for o in outs)
+            parity = np.empty((self.m, size), dtype=np.uint8)
+            _xor.run(self._enc, rows, list(parity), self.packet_size)
+            frags.extend(p.tobytes() for p in parity)
         else:
             frags.extend(bytes(size) for _ in range(self.m))
         return frags
@@ -111,31 +114,36 @@ class Codec:
     ) -> bytes:
         """Rebuild the stripe from any k fragments (a dict index -> fragment bytes)."""
         size = self.fragment_size(stripe_len)
+        views: dict[int, memoryview] = {}
         for i, frag in fragments.items():
             if not isinstance(i, int) or not 0 <= i < self.n:
                 raise ValueError(f"fragment index {i!r} outside 0..{self.n - 1}")
-            if len(frag) != size:
+            views[i] = memoryview(frag).cast("B")
+            if len(views[i]) != size:
                 raise ValueError(
-                    f"fragment {i} has {len(frag)} bytes, expected {size} for a "
+                    f"fragment {i} has {len(views[i])} bytes, expected {size} for a "
                     f"{stripe_len}-byte stripe"
                 )
-        if len(fragments) < self.k:
+        if len(views) < self.k:
             raise NotEnoughFragmentsError(
-                f"need {self.k} of {self.n} fragments, got {len(fragments)}: {sorted(fragments)}"
+                f"need {self.k} of {self.n} fragments, got {len(views)}: {sorted(views)}"
             )
-        present = [i for i in range(self.k) if i in fragments]
-        chosen = tuple(
-            present + sorted(i for i in fragments if i >= self.k)[: self.k - len(present)]
-        )
-        missing = [d for d in range(self.k) if d not in fragments]
-        out = np.empty(self.k * size, dtype=np.uint8)
-        for d in present:
-            out[d * size : (d + 1) * size] = np.frombuffer(fragments[d], dtype=np.uint8)
+        present = [i for i in range(self.k) if i in views]
+        spare = sorted(i for i in views if i >= self.k)[: self.k - len(present)]
+        chosen = tuple(present + spare)
+        missing = [d for d in range(self.k) if d not in views]
+        parts: dict[int, memoryview] = {d: views[d] for d in present}
         if missing and size:
-            inputs = [np.frombuffer(fragments[i], dtype=np.uint8) for i in chosen]
-            outputs = [out[d * size : (d + 1) * size] for d in missing]
-            _xor.run(self._decoder(chosen), inputs, outputs, self.packet_size)
-        return out[:stripe_len].tobytes()
+            rebuilt = np.empty((len(missing), size), dtype=np.uint8)
+            inputs = [np.frombuffer(views[i], dtype=np.uint8) for i in chosen]
+            _xor.run(self._decoder(chosen), inputs, list(rebuilt), self.packet_size)
+            parts.update((d, r.data) for d, r in zip(missing, rebuilt, strict=True))
+        # One copy into the result: join takes the buffers as they are; cut the padding off.
+        full, rest = divmod(stripe_len, size) if size else (0, 0)
+        pieces = [parts[d] for d in range(full)]
+        if rest:
+            pieces.append(parts[full][:rest])
+        return b"".join(pieces)
 
     def _decoder(self, chosen: tuple[int, ...]) -> _xor.Schedule:
         """Schedule rebuilding the missing data fragments from the chosen k; LRU-cached."""

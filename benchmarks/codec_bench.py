@@ -1,0 +1,171 @@
+"""Erasure-codec throughput: tw-mesh's bitmatrix codec against zfec and pyeclib, same run.
+
+Run: ``.venv/bin/python -m benchmarks.codec_bench [--size-mib 64] [--runs 5]``.
+Figures are MB/s (10^6 bytes) of original data, medians of --runs runs. Decode always has
+fragments 0..m-1 erased, so the matrix-inverse path runs rather than a concatenation.
+zfec (Tahoe-LAFS's codec) and pyeclib's ``isa_l_rs_cauchy`` (ISA-L in the wheel) are measured
+on the same buffer; pyeclib gets 1 MiB segments, its fastest setting here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.codec import DEFAULT_PACKET, Codec
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+PYECLIB_SEGMENT = 1 << 20
+
+
+@dataclass
+class Row:
+    codec: str
+    k: int
+    m: int
+    encode_mbs: float
+    decode_mbs: float
+
+
+# A contender: name -> (encode, decode) zero-argument callables, already checked for correctness.
+Contender = tuple[str, Callable[[], object], Callable[[], object]]
+
+
+def ours(data: bytes, k: int, m: int, matrix: str, packet: int) -> Contender:
+    codec = Codec(k, m, packet_size=packet, matrix=matrix)  # type: ignore[arg-type]
+    keep = {i: f for i, f in enumerate(codec.encode(data)) if i >= m}
+    assert codec.decode(keep, len(data)) == data
+    return f"tw-mesh {matrix}", lambda: codec.encode(data), lambda: codec.decode(keep, len(data))
+
+
+def zfec_contender(data: bytes, k: int, m: int) -> Contender:
+    import zfec
+
+    n, size = k + m, -(-len(data) // k)
+    enc, dec = zfec.Encoder(k, n), zfec.Decoder(k, n)
+
+    def encode() -> list[bytes]:
+        padded = data + bytes(size * k - len(data))
+        return list(enc.encode(tuple(padded[i * size : (i + 1) * size] for i in range(k))))
+
+    nums = tuple(range(m, n))
+    blocks = tuple(encode()[m:])
+
+    def decode() -> bytes:
+        return b"".join(dec.decode(blocks, nums))[: len(data)]
+
+    assert decode() == data
+    return "zfec", encode, decode
+
+
+def pyeclib_contender(data: bytes, k: int, m: int) -> Contender:
+    from pyeclib.ec_iface import ECDriver
+
+    drv = ECDriver(k=k, m=m, ec_type="isa_l_rs_cauchy")
+    segs = range(0, len(data), PYECLIB_SEGMENT)
+
+    def encode() -> list[list[bytes]]:
+        return [drv.encode(data[s : s + PYECLIB_SEGMENT]) for s in segs]
+
+    kept = [f[m:] for f in encode()]
+
+    def decode() -> bytes:
+        return b"".join(drv.decode(f) for f in kept)
+
+    assert decode() == data
+    return "pyeclib isa_l_rs_cauchy", encode, decode
+
+
+def _secs(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run(size: int, runs: int, codes: list[tuple[int, int]], packet: int) -> list[Row]:
+    """Runs are interleaved across contenders so load from other processes hits all alike."""
+    data = os.urandom(size)
+    rows: list[Row] = []
+    for k, m in codes:
+        contenders = [ours(data, k, m, "reedsolo", packet), ours(data, k, m, "cauchy", packet)]
+        for make in (zfec_contender, pyeclib_contender):
+            try:
+                contenders.append(make(data, k, m))
+            except ImportError as e:  # the bench extra is optional
+                print(f"skipping {make.__name__}: {e}", file=sys.stderr)
+        times: dict[str, tuple[list[float], list[float]]] = {c[0]: ([], []) for c in contenders}
+        for _ in range(runs):
+            for name, enc, dec in contenders:
+                times[name][0].append(_secs(enc))
+                times[name][1].append(_secs(dec))
+        for name, (te, td) in times.items():
+            mbs = (size / statistics.median(te) / 1e6, size / statistics.median(td) / 1e6)
+            rows.append(Row(name, k, m, *mbs))
+            print(rows[-1], flush=True)
+    return rows
+
+
+def table(rows: list[Row], size: int, runs: int, packet: int) -> str:
+    base = {(r.k, r.m): r for r in rows if r.codec == "zfec"}
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"### Codec throughput, {now}",
+        f"`{platform.machine()}`, nproc {os.cpu_count()}, Python {platform.python_version()}, "
+        f"{size / 2**20:g} MiB buffer, median of {runs} runs, packet {packet} B, "
+        "MB/s of original data; decode with fragments 0..m-1 erased; ratio = / zfec.",
+        "",
+        "| codec | (k,m) | encode MB/s | decode MB/s | enc × zfec | dec × zfec |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        z = base.get((r.k, r.m))
+        ratio = (
+            f"{r.encode_mbs / z.encode_mbs:.1f}× | {r.decode_mbs / z.decode_mbs:.1f}×"
+            if z
+            else "– | –"
+        )
+        lines.append(
+            f"| {r.codec} | ({r.k},{r.m}) | {r.encode_mbs:.0f} | {r.decode_mbs:.0f} | {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.codec_bench", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--size-mib", type=float, default=64, help="buffer size in MiB (default 64)")
+    p.add_argument("--runs", type=int, default=5, help="runs per figure; the median is reported")
+    p.add_argument(
+        "--codes", default="4,2 10,4", help="space-separated k,m pairs (default '4,2 10,4')"
+    )
+    p.add_argument(
+        "--packet-size", type=int, default=DEFAULT_PACKET, help="codec packet size in bytes"
+    )
+    p.add_argument(
+        "--no-append", action="store_true", help=f"do not append the table to {RESULTS.name}"
+    )
+    args = p.parse_args(argv)
+    codes = [(int(a), int(b)) for a, b in (c.split(",") for c in args.codes.split())]
+    size = int(args.size_mib * 2**20)
+    rows = run(size, args.runs, codes, args.packet_size)
+    text = table(rows, size, args.runs, args.packet_size)
+    print(text)
+    if not args.no_append:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in benchmarks/.\n")
+        with RESULTS.open("a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
