@@ -7,6 +7,7 @@ user's source is executed (seccomp last, since it also forbids the setup syscall
 
 from __future__ import annotations
 
+import builtins
 import inspect
 import linecache
 import math
@@ -16,6 +17,7 @@ import resource
 import signal
 import sys
 import traceback
+import types
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -32,6 +34,7 @@ class WorkerConfig:
     landlock_abi: int
     stdlib_dir: str
     base_vm_bytes: int
+    inprocess: bool = True  # False only in tests that check the OS layers alone
 
 
 class Refusal(Exception):
@@ -61,6 +64,7 @@ def harden(cfg: WorkerConfig) -> None:
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
     if cfg.landlock_abi:
         kernel.landlock_deny_all(cfg.landlock_abi)
+    os.environ.clear()  # already empty but for the LC_CTYPE that locale coercion adds
     random.seed()  # the zygote's state is shared by every fork: reseed from getrandom()
 
 
@@ -143,11 +147,16 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig) -> bytes:
     filename, source = str(msg["filename"]), str(msg["source"])
     apply_limits(msg["limits"], cfg)
     gate = guard.AuditGate(cfg.stdlib_dir)
-    sys.addaudithook(gate)
     worker, module = shim.make_modules()
     importer = guard.make_import(guard.ALLOWED_MODULES, {"taskworker": module})
-    env: dict[str, Any] = {"__name__": "user_module", "worker": worker,
-                           "__builtins__": guard.safe_builtins(importer)}
+    user_module = types.ModuleType("user_module")  # dataclasses/pickle-free lookups need it
+    sys.modules["user_module"] = user_module
+    env: dict[str, Any] = user_module.__dict__
+    env.update(worker=worker, __builtins__=guard.safe_builtins(importer), __file__=filename)
+    if cfg.inprocess:
+        sys.addaudithook(gate)
+    else:
+        env["__builtins__"] = builtins.__dict__
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     shim.PIPE.fd = sock_fd
     if cfg.bpf:

@@ -19,6 +19,7 @@ ALLOWED_MODULES: frozenset[str] = frozenset(
         "math", "numbers", "operator", "pprint", "random", "re", "statistics", "string",
         "struct", "textwrap", "time", "typing", "unicodedata", "uuid", "zlib",
         "taskworker",
+        "_strptime",  # imported from C by datetime.strptime/time.strptime
     }
 )
 # Loaded in the zygote (before the filesystem disappears) so workers never touch the disk.
@@ -70,14 +71,14 @@ class AuditGate:
             raise SandboxPolicyError(f"{reason} is not allowed in the sandbox")
 
     def _refusal(self, event: str, args: tuple[Any, ...]) -> str | None:
-        if event == "object.__getattr__":
-            return f"access to {args[1]}" if args[1] in _FRAME_ATTRS else None
-        if event == "object.__setattr__":
-            return f"setting {args[1]}" if args[1] in _FRAME_ATTRS else None
-        if event == "sys._getframe":
-            # namedtuple, enum and typing peek at their caller: allow the stdlib only.
-            caller = sys._getframe(2).f_code.co_filename
-            return None if caller.startswith(self.stdlib_dir) else "sys._getframe()"
+        if event in ("object.__getattr__", "object.__setattr__", "sys._getframe"):
+            if event != "sys._getframe" and args[1] not in _FRAME_ATTRS:
+                return None
+            # namedtuple, enum, typing and dataclasses peek at frames and code objects:
+            # allow the (pre-loaded, read-only) stdlib, refuse user code.
+            if sys._getframe(2).f_code.co_filename.startswith(self.stdlib_dir):
+                return None
+            return "sys._getframe()" if event == "sys._getframe" else f"access to {args[1]}"
         if event == "compile":
             filename = str(args[1]) if len(args) > 1 else ""
             return "compiling as a stdlib file" if filename.startswith(self.stdlib_dir) else None

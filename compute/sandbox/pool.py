@@ -29,11 +29,14 @@ DEFAULT_LIMITS = Limits()
 
 class SandboxPool:
     def __init__(self, size: int = 4, limits: Limits = DEFAULT_LIMITS, *, seccomp: bool = True,
-                 acquire_timeout_s: float = 10.0) -> None:
+                 acquire_timeout_s: float = 10.0, inprocess_guard: bool = True) -> None:
+        """``seccomp=False`` / ``inprocess_guard=False`` exist only so tests can check that the
+        remaining layers hold on their own; the node never sets them."""
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size, self.limits, self.seccomp = size, limits, seccomp
         self.acquire_timeout_s = acquire_timeout_s
+        self.inprocess_guard = inprocess_guard
         self.layers: dict[str, Any] = {}
         self._proc: asyncio.subprocess.Process | None = None
         self._ctrl: socket.socket | None = None
@@ -60,7 +63,8 @@ class SandboxPool:
             theirs.close()
         ours.setblocking(False)
         self._ctrl = ours
-        await loop.sock_sendall(ours, framing.dumps({"op": "config", "bpf": bpf}))
+        await loop.sock_sendall(ours, framing.dumps({"op": "config", "bpf": bpf,
+                                                        "inprocess": self.inprocess_guard}))
         try:
             async with asyncio.timeout(10):
                 msg = framing.loads(await loop.sock_recv(ours, 1 << 16))
@@ -75,7 +79,8 @@ class SandboxPool:
         if msg.get("op") != "ready":
             await self.stop()
             raise errors.SandboxUnavailable("sandbox zygote failed to start")
-        self.layers = dict(msg["layers"], rlimits=True, import_allowlist=True, audit_gate=True)
+        self.layers = dict(msg["layers"], rlimits=True, import_allowlist=self.inprocess_guard,
+                           audit_gate=self.inprocess_guard)
         self._closed = False
         loop.add_reader(ours.fileno(), self._on_ctrl)
         self._refill = asyncio.create_task(self._refill_loop(), name="sandbox-refill")

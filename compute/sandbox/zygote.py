@@ -159,7 +159,7 @@ def main(ctrl_fd: int) -> NoReturn:
     layers["landlock_abi"] = abi
     cfg = child.WorkerConfig(bpf=base64.b64decode(config.get("bpf", "")), drop_uid=drop_uid,
                              landlock_abi=abi, stdlib_dir=os.path.dirname(os.__file__),
-                             base_vm_bytes=base_vm)
+                             base_vm_bytes=base_vm, inprocess=config.get("inprocess", True))
     if "pid" in layers.get("namespaces", []):
         pid = os.fork()  # the first child is pid 1 of the new pid namespace
         if pid:

@@ -1,0 +1,224 @@
+"""Functional tests of compute.sandbox: real zygote, real single-use workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from compute.sandbox import (
+    BadArguments,
+    EntryNotFound,
+    Limits,
+    OutputLimit,
+    PolicyViolation,
+    SandboxPool,
+    SandboxUnavailable,
+    TimeLimit,
+    UserCodeError,
+)
+
+SEED = '''
+from taskworker import TaskWorker
+
+worker = TaskWorker("worker_001")
+
+@worker.function("hello")
+def hello_world():
+    return "Hello from HiveMind!"
+
+@worker.function("add")
+def add_numbers(a, b):
+    return a + b
+
+@worker.function("calculate")
+def calculate_result(x, y):
+    return x + y
+
+@worker.function("process_data")
+def process_data(data):
+    return {"processed": True, "result": data}
+
+def plain(x, *, scale=2):
+    return x * scale
+
+async def coro(x):
+    return x + 1
+
+def boom(x):
+    return helper(x)
+
+def helper(x):
+    return 1 / x
+
+def not_json():
+    return {1, 2}
+
+def use_secret():
+    return worker.get_secret("external_api_key")
+
+def use_api():
+    return worker.call_external_api("https://api.example.com/v1",
+                                    headers={"Authorization": "Bearer " + worker.get_secret("k")})
+
+def use_dns():
+    return worker.resolve("example.com", "A")
+
+def stdlib():
+    import json, math, re, datetime, collections, itertools, functools, random, hashlib
+    import base64, decimal, fractions, statistics, typing, dataclasses, string, time
+    from collections import namedtuple
+    P = namedtuple("P", "x y")
+    @dataclasses.dataclass
+    class D:
+        a: int
+    T = typing.TypeVar("T")
+    return [math.sqrt(16), hashlib.sha256(b"x").hexdigest()[:8], P(1, 2).y, D(3).a,
+            str(decimal.Decimal("1.1") + 1), str(fractions.Fraction(1, 3)),
+            statistics.mean([1, 2, 3]), datetime.date(2020, 1, 2).isoformat(),
+            datetime.datetime.strptime("2021-03-04", "%Y-%m-%d").day,
+            re.sub("a", "b", "aa"), base64.b64encode(b"hi").decode(), str(T)]
+'''
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[SandboxPool]:
+    p = SandboxPool(size=2)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+class Host:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    async def get_secret(self, name: str) -> str:
+        self.calls.append(("get_secret", name))
+        if name in ("external_api_key", "k"):
+            return "s3cret"
+        raise PermissionError(f"secret {name!r} not allowed")
+
+    async def call_external_api(self, url: str, method: str, headers: dict[str, str] | None,
+                                body: str | bytes | None, timeout: float) -> dict[str, Any]:
+        self.calls.append(("call_external_api", (url, method, headers)))
+        return {"status": 200, "body": "ok"}
+
+    async def resolve(self, domain: str, record_type: str) -> list[dict[str, Any]]:
+        self.calls.append(("resolve", (domain, record_type)))
+        return [{"type": "A", "value": "93.184.216.34", "ttl": 60}]
+
+
+@pytest.mark.parametrize(("entry", "args", "kwargs", "expected"), [
+    ("hello", [], {}, "Hello from HiveMind!"),
+    ("add", [2, 3], {}, 5),
+    ("calculate", [1.5, 2], {}, 3.5),
+    ("process_data", [{"a": [1, 2, {"b": None}]}], {},
+     {"processed": True, "result": {"a": [1, 2, {"b": None}]}}),
+    ("process_data", [[1, "x", True]], {}, {"processed": True, "result": [1, "x", True]}),
+    ("plain", [3], {"scale": 5}, 15),
+    ("coro", [1], {}, 2),
+])
+async def test_seed_functions(pool: SandboxPool, entry: str, args: list[Any],
+                              kwargs: dict[str, Any], expected: Any) -> None:
+    assert await pool.run(SEED, entry, args, kwargs) == expected
+
+
+async def test_allowed_stdlib(pool: SandboxPool) -> None:
+    out = await pool.run(SEED, "stdlib", [], {})
+    assert out[:4] == [4.0, "2d711642", 2, 3]
+    assert out[4:] == ["2.1", "1/3", 2, "2020-01-02", 4, "bb", "aGk=", "~T"]
+
+
+async def test_user_exception_structure(pool: SandboxPool) -> None:
+    with pytest.raises(UserCodeError) as info:
+        await pool.run(SEED, "boom", [0], {}, filename="mod.py")
+    err = info.value
+    assert err.type == "ZeroDivisionError" and err.user_message == "division by zero"
+    assert err.code == grpc.StatusCode.UNKNOWN
+    assert 'File "mod.py", line 29, in boom' in err.traceback
+    assert "return 1 / x" in err.traceback
+    assert "compute/sandbox" not in err.traceback and "child.py" not in err.traceback
+
+
+async def test_syntax_error_and_non_json_result(pool: SandboxPool) -> None:
+    with pytest.raises(UserCodeError) as info:
+        await pool.run("def f(:\n  pass", "f", [], {})
+    assert info.value.type == "SyntaxError"
+    with pytest.raises(UserCodeError, match="not JSON"):
+        await pool.run(SEED, "not_json", [], {})
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    ([1], {}), ([1, 2, 3], {}), ([1], {"zz": 2}), ([{1, 2}], {}), ([float("nan")], {}),
+])
+async def test_bad_arguments(pool: SandboxPool, args: list[Any], kwargs: dict[str, Any]) -> None:
+    with pytest.raises(BadArguments) as info:
+        await pool.run(SEED, "add", args, kwargs)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_bad_entry(pool: SandboxPool) -> None:
+    with pytest.raises(EntryNotFound):
+        await pool.run(SEED, "missing", [], {})
+    with pytest.raises(BadArguments):
+        await pool.run(SEED, "not a name", [], {})
+    with pytest.raises(EntryNotFound):
+        await pool.run(SEED, "__import__", [], {})
+
+
+async def test_host_services_through_the_pipe(pool: SandboxPool) -> None:
+    host = Host()
+    assert await pool.run(SEED, "use_secret", [], {}, host=host) == "s3cret"
+    assert await pool.run(SEED, "use_api", [], {}, host=host) == {"status": 200, "body": "ok"}
+    assert (await pool.run(SEED, "use_dns", [], {}, host=host))[0]["ttl"] == 60
+    assert ("call_external_api", ("https://api.example.com/v1", "GET",
+                                  {"Authorization": "Bearer s3cret"})) in host.calls
+    src = "def f():\n    return worker.get_secret('other')\n"
+    with pytest.raises(PolicyViolation, match="not allowed"):
+        await pool.run(src, "f", [], {}, host=host)
+    with pytest.raises(PolicyViolation):  # default host refuses everything
+        await pool.run(SEED, "use_secret", [], {})
+
+
+async def test_per_call_limits(pool: SandboxPool) -> None:
+    src = "def f(n):\n    return 'x' * n\n"
+    assert len(await pool.run(src, "f", [1000], {})) == 1000
+    with pytest.raises(OutputLimit) as info:
+        await pool.run(src, "f", [1000], {}, limits=Limits(output_bytes=500))
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    slow = "import time\ndef f():\n    time.sleep(3)\n"
+    t0 = time.monotonic()
+    with pytest.raises(TimeLimit) as tinfo:
+        await pool.run(slow, "f", [], {}, limits=Limits(wall_time_s=0.3))
+    assert time.monotonic() - t0 < 2
+    assert tinfo.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await pool.run(SEED, "add", [1, 1], {}) == 2
+
+
+async def test_concurrent_calls_and_stats(pool: SandboxPool) -> None:
+    results = await asyncio.gather(*[pool.run(SEED, "add", [i, i], {}) for i in range(40)])
+    assert results == [2 * i for i in range(40)]
+    stats = pool.stats()
+    assert stats["calls"] == 40 and stats["failures"] == 0 and stats["size"] == 2
+    assert stats["layers"]["seccomp"] is True
+
+
+async def test_stopped_pool_refuses() -> None:
+    p = SandboxPool(size=1)
+    await p.start()
+    await p.stop()
+    with pytest.raises(SandboxUnavailable):
+        await p.run(SEED, "add", [1, 2], {})
+
+
+async def test_every_call_uses_a_fresh_process(pool: SandboxPool) -> None:
+    src = "import random\ndef f():\n    return random.getrandbits(64)\n"
+    values = {await pool.run(src, "f", [], {}) for _ in range(6)}
+    assert len(values) == 6  # reseeded per worker, not cloned zygote state
