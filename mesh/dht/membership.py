@@ -214,8 +214,12 @@ class Membership:
                 accepted = False
             peer = peer if accepted else None
         if signed is None or peer is None:
-            self._refused[(node.id, node.ip, node.port)] = time.monotonic()
-            if ok:
+            if ok:  # it answered but proved nothing: do not ask again for a while
+                now = time.monotonic()
+                if len(self._refused) > 1024:
+                    self._refused = {k: t for k, t in self._refused.items()
+                                     if now - t < REFUSE_RETRY_S}
+                self._refused[(node.id, node.ip, node.port)] = now
                 log.warning("refused %s at %s:%s: identity not proven",
                             short(node.id), node.ip, node.port)
             return False
