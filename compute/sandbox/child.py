@@ -8,7 +8,6 @@ user's source is executed (seccomp last, since it also forbids the setup syscall
 from __future__ import annotations
 
 import builtins
-import inspect
 import linecache
 import math
 import os
@@ -35,6 +34,22 @@ class WorkerConfig:
     stdlib_dir: str
     base_vm_bytes: int
     inprocess: bool = True  # False only in tests that check the OS layers alone
+
+
+class Prepared:
+    """Per-worker objects built once in the zygote (fork shares them copy-on-write), so a
+    worker touches as few pages as possible: every page it writes costs a COW fault."""
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.gate = guard.AuditGate(cfg.stdlib_dir)
+        self.worker, taskworker = shim.make_modules()
+        importer = guard.make_import(guard.ALLOWED_MODULES, {"taskworker": taskworker})
+        self.module = types.ModuleType("user_module")  # dataclasses look classes up here
+        sys.modules["user_module"] = self.module
+        self.module.__dict__.update(worker=self.worker, __builtins__=(
+            guard.safe_builtins(importer) if cfg.inprocess else builtins.__dict__))
+        if cfg.inprocess:
+            sys.addaudithook(self.gate)  # inert until gate.active is set in a worker
 
 
 class Refusal(Exception):
@@ -105,9 +120,35 @@ def _user_error(exc: BaseException, filename: str) -> dict[str, Any]:
             "message": _text(exc), "traceback": "".join(lines)[-4 * _MAX_TEXT:]}
 
 
+def check_args(func: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Raise TypeError if a plain function cannot take these arguments (inspect-free)."""
+    if not isinstance(func, types.FunctionType):
+        return  # other callables: the call itself decides
+    code = func.__code__
+    npos, posonly, kwonly = code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount
+    names = code.co_varnames[:npos + kwonly]
+    has_varargs, has_varkw = bool(code.co_flags & 0x04), bool(code.co_flags & 0x08)
+    if len(args) > npos and not has_varargs:
+        raise TypeError(f"takes {npos} positional arguments but {len(args)} were given")
+    bound = set(names[:min(len(args), npos)])
+    for key in kwargs:
+        if key in names[posonly:]:
+            if key in bound:
+                raise TypeError(f"got multiple values for argument {key!r}")
+            bound.add(key)
+        elif not has_varkw:
+            raise TypeError(f"got an unexpected keyword argument {key!r}")
+    ndefaults = len(func.__defaults__ or ())
+    kwdefaults = func.__kwdefaults__ or {}
+    missing = [n for n in names[:npos - ndefaults] if n not in bound]
+    missing += [n for n in names[npos:] if n not in bound and n not in kwdefaults]
+    if missing:
+        raise TypeError(f"missing required argument(s): {', '.join(missing)}")
+
+
 def _drive(value: Any) -> Any:
     """Run an ``async def`` entry point to completion (it may not await real I/O)."""
-    if not inspect.iscoroutine(value):
+    if not isinstance(value, types.CoroutineType):
         return value
     try:
         while True:
@@ -130,11 +171,9 @@ def _run_user(env: dict[str, Any], msg: dict[str, Any], gate: guard.AuditGate) -
     if not callable(func) or entry.startswith("__"):
         raise Refusal("entry", f"no function {entry!r} in the module")
     try:
-        inspect.signature(func).bind(*args, **kwargs)
+        check_args(func, args, kwargs)
     except TypeError as exc:
         raise Refusal("args", f"bad arguments for {entry!r}: {exc}") from None
-    except ValueError:
-        pass  # no signature available: let the call decide
     try:
         gate.active = True
         return _drive(func(*args, **kwargs))
@@ -142,23 +181,14 @@ def _run_user(env: dict[str, Any], msg: dict[str, Any], gate: guard.AuditGate) -
         gate.active = False
 
 
-def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig) -> bytes:
+def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared) -> bytes:
     """Run the call; returns the encoded reply body (result or classified error)."""
-    filename, source = str(msg["filename"]), str(msg["source"])
+    filename = str(msg["filename"])
     apply_limits(msg["limits"], cfg)
-    gate = guard.AuditGate(cfg.stdlib_dir)
-    worker, module = shim.make_modules()
-    importer = guard.make_import(guard.ALLOWED_MODULES, {"taskworker": module})
-    user_module = types.ModuleType("user_module")  # dataclasses/pickle-free lookups need it
-    sys.modules["user_module"] = user_module
-    env: dict[str, Any] = user_module.__dict__
-    env.update(worker=worker, __builtins__=guard.safe_builtins(importer), __file__=filename)
-    if cfg.inprocess:
-        sys.addaudithook(gate)
-    else:
-        env["__builtins__"] = builtins.__dict__
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    env = prep.module.__dict__
+    env["__file__"] = filename
     shim.PIPE.fd = sock_fd
+    gate = prep.gate
     if cfg.bpf:
         kernel.load_seccomp(cfg.bpf)
     try:
@@ -172,6 +202,8 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig) -> bytes:
     except PermissionError as exc:
         raise Refusal("policy", _text(exc) or "operation not permitted") from None
     except BaseException as exc:  # noqa: B036 - everything user code raises is reported
+        source = str(msg["source"])
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         return framing.dumps(_user_error(exc, filename))
     try:
         body = framing.dumps({"op": "result", "value": result})
@@ -184,13 +216,13 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig) -> bytes:
     return body
 
 
-def worker_main(sock_fd: int, cfg: WorkerConfig) -> NoReturn:
+def worker_main(sock_fd: int, cfg: WorkerConfig, prep: Prepared) -> NoReturn:
     """Entry point in the freshly forked worker; never returns."""
     try:
         harden(cfg)
         msg = framing.read_frame(sock_fd)
         try:
-            body = execute(msg, sock_fd, cfg)
+            body = execute(msg, sock_fd, cfg, prep)
         except Refusal as ref:
             body = framing.dumps({"op": "error", "kind": ref.kind, "message": _text(ref)})
         except CpuTimeExceeded:

@@ -24,8 +24,7 @@ ALLOWED_MODULES: frozenset[str] = frozenset(
 )
 # Loaded in the zygote (before the filesystem disappears) so workers never touch the disk.
 PRELOAD: tuple[str, ...] = tuple(sorted(ALLOWED_MODULES - {"taskworker"})) + (
-    "_strptime", "encodings.idna", "json.decoder", "json.encoder", "traceback", "inspect",
-    "linecache",
+    "_strptime", "encodings.idna", "json.decoder", "json.encoder", "traceback", "linecache",
 )
 
 # Audit events refused while user code runs (see docs/sandbox.md for the reasoning).

@@ -46,6 +46,10 @@ def compile_bpf() -> bytes:
     import pyseccomp as seccomp  # costly import: only here
 
     filt = seccomp.SyscallFilter(seccomp.ALLOW)
+    try:  # binary-tree layout: cheaper for the kernel to evaluate and to cache per syscall
+        filt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+    except (OSError, ValueError, AttributeError):
+        pass
     for name in DENIED:
         try:
             filt.add_rule(seccomp.ERRNO(errno.EPERM), name)

@@ -87,6 +87,7 @@ class Init:
 
     def __init__(self, ctrl: socket.socket, cfg: child.WorkerConfig) -> None:
         self.ctrl, self.cfg = ctrl, cfg
+        self.prep = child.Prepared(cfg)
         self.next_wid = 0
         self.pids: dict[int, int] = {}
         self.wake_r, self.wake_w = os.pipe()
@@ -102,7 +103,7 @@ class Init:
             fd = worker_end.detach()
             os.dup2(fd, 3)
             os.closerange(4, 1 << 16)
-            child.worker_main(3, self.cfg)
+            child.worker_main(3, self.cfg, self.prep)
         worker_end.close()
         pidfd = os.pidfd_open(pid)
         try:

@@ -37,7 +37,7 @@ MARKER = Path("/tmp/tw-sandbox-escape-marker")
 
 
 def clear_marker() -> None:
-    clear_marker()
+    MARKER.unlink(missing_ok=True)
 
 
 def marker_exists() -> bool:
