@@ -10,6 +10,7 @@ on the same buffer; pyeclib gets 1 MiB segments, its fastest setting here.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
 import os
 import platform
@@ -39,37 +40,49 @@ class Row:
 Contender = tuple[str, Callable[[], object], Callable[[], object]]
 
 
-def ours(data: bytes, k: int, m: int, matrix: str, packet: int) -> Contender:
+def ours(stripes: list[bytes], k: int, m: int, matrix: str, packet: int) -> Contender:
     codec = Codec(k, m, packet_size=packet, matrix=matrix)  # type: ignore[arg-type]
-    keep = {i: f for i, f in enumerate(codec.encode(data)) if i >= m}
-    assert codec.decode(keep, len(data)) == data
-    return f"tw-mesh {matrix}", lambda: codec.encode(data), lambda: codec.decode(keep, len(data))
+    kept = [{i: f for i, f in enumerate(codec.encode(s)) if i >= m} for s in stripes]
+
+    def encode() -> list[list[bytes]]:
+        return [codec.encode(s) for s in stripes]
+
+    def decode() -> list[bytes]:
+        return [codec.decode(f, len(s)) for f, s in zip(kept, stripes, strict=True)]
+
+    assert decode() == stripes
+    return f"tw-mesh {matrix}", encode, decode
 
 
-def zfec_contender(data: bytes, k: int, m: int) -> Contender:
+def zfec_contender(stripes: list[bytes], k: int, m: int, packet: int) -> Contender:
     import zfec
 
-    n, size = k + m, -(-len(data) // k)
+    n = k + m
     enc, dec = zfec.Encoder(k, n), zfec.Decoder(k, n)
+    nums = tuple(range(m, n))
 
-    def encode() -> list[bytes]:
+    def encode_one(data: bytes) -> list[bytes]:
+        size = -(-len(data) // k)
         padded = data + bytes(size * k - len(data))
         return list(enc.encode(tuple(padded[i * size : (i + 1) * size] for i in range(k))))
 
-    nums = tuple(range(m, n))
-    blocks = tuple(encode()[m:])
+    kept = [tuple(encode_one(s)[m:]) for s in stripes]
 
-    def decode() -> bytes:
-        return b"".join(dec.decode(blocks, nums))[: len(data)]
+    def encode() -> list[list[bytes]]:
+        return [encode_one(s) for s in stripes]
 
-    assert decode() == data
+    def decode() -> list[bytes]:
+        return [b"".join(dec.decode(b, nums))[: len(s)] for b, s in zip(kept, stripes, strict=True)]
+
+    assert decode() == stripes
     return "zfec", encode, decode
 
 
-def pyeclib_contender(data: bytes, k: int, m: int) -> Contender:
+def pyeclib_contender(stripes: list[bytes], k: int, m: int, packet: int) -> Contender:
     from pyeclib.ec_iface import ECDriver
 
     drv = ECDriver(k=k, m=m, ec_type="isa_l_rs_cauchy")
+    data = b"".join(stripes)
     segs = range(0, len(data), PYECLIB_SEGMENT)
 
     def encode() -> list[list[bytes]]:
@@ -90,15 +103,19 @@ def _secs(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def run(size: int, runs: int, codes: list[tuple[int, int]], packet: int) -> list[Row]:
+def run(size: int, stripe: int, runs: int, codes: list[tuple[int, int]], packet: int) -> list[Row]:
     """Runs are interleaved across contenders so load from other processes hits all alike."""
     data = os.urandom(size)
+    stripes = [data[i : i + stripe] for i in range(0, size, stripe)] if stripe else [data]
     rows: list[Row] = []
     for k, m in codes:
-        contenders = [ours(data, k, m, "reedsolo", packet), ours(data, k, m, "cauchy", packet)]
+        contenders = [
+            ours(stripes, k, m, "reedsolo", packet),
+            ours(stripes, k, m, "cauchy", packet),
+        ]
         for make in (zfec_contender, pyeclib_contender):
             try:
-                contenders.append(make(data, k, m))
+                contenders.append(make(stripes, k, m, packet))
             except ImportError as e:  # the bench extra is optional
                 print(f"skipping {make.__name__}: {e}", file=sys.stderr)
         times: dict[str, tuple[list[float], list[float]]] = {c[0]: ([], []) for c in contenders}
@@ -113,13 +130,27 @@ def run(size: int, runs: int, codes: list[tuple[int, int]], packet: int) -> list
     return rows
 
 
-def table(rows: list[Row], size: int, runs: int, packet: int) -> str:
+def tune_malloc() -> bool:
+    """Keep freed big blocks in glibc's heap: fresh bytes objects then skip page faults."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, 512 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
+    return bool(ok)
+
+
+def table(rows: list[Row], size: int, stripe: int, runs: int, packet: int, tuned: bool) -> str:
     base = {(r.k, r.m): r for r in rows if r.codec == "zfec"}
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"### Codec throughput, {now}",
         f"`{platform.machine()}`, nproc {os.cpu_count()}, Python {platform.python_version()}, "
-        f"{size / 2**20:g} MiB buffer, median of {runs} runs, packet {packet} B, "
+        f"{size / 2**20:g} MiB buffer"
+        + (f" in {stripe / 2**20:g} MiB stripes" if stripe else " in one call")
+        + (", glibc malloc tuned (mallopt)" if tuned else ", default malloc")
+        + f", median of {runs} interleaved runs, packet {packet} B, "
         "MB/s of original data; decode with fragments 0..m-1 erased; ratio = / zfec.",
         "",
         "| codec | (k,m) | encode MB/s | decode MB/s | enc × zfec | dec × zfec |",
@@ -153,11 +184,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-append", action="store_true", help=f"do not append the table to {RESULTS.name}"
     )
+    p.add_argument(
+        "--stripe-mib",
+        type=float,
+        default=0,
+        help="encode the buffer as stripes of this many MiB, as streaming Push does (default: "
+        "the whole buffer in one call)",
+    )
+    p.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="set glibc mallopt so freed large blocks are reused (applies to every contender)",
+    )
     args = p.parse_args(argv)
     codes = [(int(a), int(b)) for a, b in (c.split(",") for c in args.codes.split())]
-    size = int(args.size_mib * 2**20)
-    rows = run(size, args.runs, codes, args.packet_size)
-    text = table(rows, size, args.runs, args.packet_size)
+    size, stripe = int(args.size_mib * 2**20), int(args.stripe_mib * 2**20)
+    tuned = tune_malloc() if args.tune_malloc else False
+    rows = run(size, stripe, args.runs, codes, args.packet_size)
+    text = table(rows, size, stripe, args.runs, args.packet_size, tuned)
     print(text)
     if not args.no_append:
         if not RESULTS.exists():

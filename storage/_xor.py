@@ -9,6 +9,7 @@ time so a block's packets stay in the CPU cache while every output is built from
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 # Bytes each numpy op touches: big enough to amortise ~1 us of call overhead, small enough
 # that a tile's packets (all fragments x 8) stay in cache between the ops that reuse them.
 TILE_BYTES = 32 * 1024
-_MAX_PAIR_WORK = 400_000  # skip pair elimination when counting pairs would cost seconds
+_MAX_PAIR_WORK = 600_000  # above (20,10)-sized matrices pair elimination takes seconds
 
 
 @dataclass(frozen=True)
@@ -44,30 +45,33 @@ def compile_schedule(bits: np.ndarray, eliminate_pairs: bool = True) -> Schedule
     n_out, n_in = bits.shape
     rows: list[set[int]] = [set(np.flatnonzero(bits[r]).tolist()) for r in range(n_out)]
     temps: list[tuple[int, int]] = []
-    work = sum(len(r) ** 2 for r in rows)
-    if eliminate_pairs and work <= _MAX_PAIR_WORK:
+    if eliminate_pairs and sum(len(r) ** 2 for r in rows) <= _MAX_PAIR_WORK:
         counts: Counter[tuple[int, int]] = Counter()
         for r in rows:
             counts.update(combinations(sorted(r), 2))
-        while counts:
-            (a, b), c = counts.most_common(1)[0]
-            if c < 2:
-                break
+        heap = [(-c, p) for p, c in counts.items() if c > 1]
+        heapq.heapify(heap)
+        while heap:
+            neg, (a, b) = heapq.heappop(heap)
+            if counts.get((a, b), 0) != -neg:
+                continue  # stale entry; the current count was pushed separately
             t = n_in + len(temps)
             temps.append((a, b))
+            touched: set[tuple[int, int]] = set()
             for r in rows:
                 if a in r and b in r:
-                    r.discard(a)
-                    r.discard(b)
+                    r -= {a, b}
                     for x in r:
-                        for p in ((a, x), (b, x)):
-                            key = (min(p), max(p))
+                        for key in ((min(a, x), max(a, x)), (min(b, x), max(b, x))):
                             counts[key] -= 1
-                            if counts[key] <= 0:
-                                del counts[key]
+                            touched.add(key)
                         counts[(x, t)] += 1
+                        touched.add((x, t))
                     r.add(t)
             del counts[(a, b)]
+            for key in touched:
+                if counts[key] > 1:
+                    heapq.heappush(heap, (-counts[key], key))
     ops: list[tuple[int, int, int]] = [(n_in + i, a, b) for i, (a, b) in enumerate(temps)]
     base = n_in + len(temps)
     for out_row, srcs in enumerate(rows):

@@ -22,7 +22,6 @@ On-disk layout (format version 1), for a stripe of L bytes and packet size P:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Literal
@@ -34,7 +33,6 @@ from storage import _gf, _xor
 
 MatrixKind = Literal["reedsolo", "cauchy"]
 DEFAULT_PACKET = 32768
-_DECODE_CACHE = 64
 
 
 class NotEnoughFragmentsError(MeshError):
@@ -45,6 +43,16 @@ class NotEnoughFragmentsError(MeshError):
 def _encoder(k: int, m: int, kind: MatrixKind) -> tuple[tuple[tuple[int, ...], ...], _xor.Schedule]:
     parity = _gf.reedsolo_parity(k, m) if kind == "reedsolo" else _gf.cauchy_parity(k, m)
     return parity, _xor.compile_schedule(_gf.expand(parity, k))
+
+
+@lru_cache(maxsize=256)
+def _decoder(k: int, m: int, kind: MatrixKind, chosen: tuple[int, ...]) -> _xor.Schedule:
+    """Schedule rebuilding the data fragments absent from `chosen` (k indices) out of them."""
+    parity = _encoder(k, m, kind)[0]
+    rows = [[int(i == j) for j in range(k)] if i < k else list(parity[i - k]) for i in chosen]
+    inverse = _gf.invert(rows)
+    missing = [d for d in range(k) if d not in chosen]
+    return _xor.compile_schedule(_gf.expand([inverse[d] for d in missing], k))
 
 
 class Codec:
@@ -68,7 +76,6 @@ class Codec:
         self.packet_size = packet_size
         self.matrix: MatrixKind = matrix
         self._parity, self._enc = _encoder(k, m, matrix)
-        self._dec: OrderedDict[tuple[int, ...], _xor.Schedule] = OrderedDict()
 
     def __repr__(self) -> str:
         return (
@@ -136,7 +143,12 @@ class Codec:
         if missing and size:
             rebuilt = np.empty((len(missing), size), dtype=np.uint8)
             inputs = [np.frombuffer(views[i], dtype=np.uint8) for i in chosen]
-            _xor.run(self._decoder(chosen), inputs, list(rebuilt), self.packet_size)
+            _xor.run(
+                _decoder(self.k, self.m, self.matrix, chosen),
+                inputs,
+                list(rebuilt),
+                self.packet_size,
+            )
             parts.update((d, r.data) for d, r in zip(missing, rebuilt, strict=True))
         # One copy into the result: join takes the buffers as they are; cut the padding off.
         full, rest = divmod(stripe_len, size) if size else (0, 0)
@@ -144,21 +156,3 @@ class Codec:
         if rest:
             pieces.append(parts[full][:rest])
         return b"".join(pieces)
-
-    def _decoder(self, chosen: tuple[int, ...]) -> _xor.Schedule:
-        """Schedule rebuilding the missing data fragments from the chosen k; LRU-cached."""
-        sched = self._dec.get(chosen)
-        if sched is not None:
-            self._dec.move_to_end(chosen)
-            return sched
-        rows = [
-            [int(i == j) for j in range(self.k)] if i < self.k else list(self._parity[i - self.k])
-            for i in chosen
-        ]
-        inverse = _gf.invert(rows)
-        missing = [d for d in range(self.k) if d not in chosen]
-        sched = _xor.compile_schedule(_gf.expand([inverse[d] for d in missing], self.k))
-        self._dec[chosen] = sched
-        if len(self._dec) > _DECODE_CACHE:
-            self._dec.popitem(last=False)
-        return sched

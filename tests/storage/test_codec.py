@@ -13,7 +13,7 @@ import reedsolo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storage import _gf
+from storage import _gf, _xor
 from storage.codec import Codec, NotEnoughFragmentsError
 
 
@@ -197,4 +197,46 @@ def test_decode_cache_reused_and_bounded() -> None:
     frags = c.encode(data)
     for keep in itertools.combinations(range(9), 6):
         assert c.decode({i: frags[i] for i in keep}, len(data)) == data
-    assert len(c._dec) <= 64
+    from storage.codec import _decoder
+
+    assert _decoder.cache_info().currsize <= 256
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 24),
+    cols=st.integers(1, 40),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_xor_schedule_equals_matrix_product(
+    rows: int, cols: int, density: float, seed: int
+) -> None:
+    """Pair elimination must not change the result: out[r] = XOR of in[c] where bits[r, c]."""
+    rng = np.random.default_rng(seed)
+    bits = (rng.random((rows, cols)) < density).astype(np.uint8)
+    values = [int(v) for v in rng.integers(0, 2**63, cols)]
+    for eliminate in (True, False):
+        sched = _xor.compile_schedule(bits, eliminate_pairs=eliminate)
+        buf = values + [0] * (sched.n_tmp + sched.n_out)
+        for dst, a, b in sched.ops:
+            buf[dst] = (buf[a] if a >= 0 else 0) ^ (buf[b] if b >= 0 else 0)
+        for r in range(rows):
+            want = 0
+            for c in np.flatnonzero(bits[r]):
+                want ^= values[c]
+            assert buf[cols + sched.n_tmp + r] == want
+
+
+def test_pair_elimination_saves_xors() -> None:
+    bits = _gf.expand(_gf.reedsolo_parity(10, 4), 10)
+    plain = _xor.compile_schedule(bits, eliminate_pairs=False).xor_count
+    assert _xor.compile_schedule(bits).xor_count < plain * 0.6
+
+
+def test_mid_size_code_round_trip() -> None:
+    c = Codec(20, 10, packet_size=64)
+    data = os.urandom(20 * 512 * 3 + 77)
+    frags = c.encode(data)
+    keep = random.Random(3).sample(range(30), 20)
+    assert c.decode({i: frags[i] for i in keep}, len(data)) == data
