@@ -11,7 +11,6 @@ import builtins
 import linecache
 import math
 import os
-import random
 import resource
 import signal
 import sys
@@ -23,14 +22,15 @@ from typing import Any, NoReturn
 from . import framing, guard, kernel, shim
 
 NOBODY = 65534
+SOCK_FD, LANDLOCK_FD = 3, 4  # where the zygote places a worker's only two descriptors
 _MAX_TEXT = 8192
 
 
 @dataclass
 class WorkerConfig:
-    bpf: bytes
+    seccomp: kernel.SeccompProgram | None
     drop_uid: bool
-    landlock_abi: int
+    landlock_fd: int  # ruleset fd inherited at LANDLOCK_FD, or -1
     stdlib_dir: str
     base_vm_bytes: int
     inprocess: bool = True  # False only in tests that check the OS layers alone
@@ -77,28 +77,29 @@ def harden(cfg: WorkerConfig) -> None:
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
-    if cfg.landlock_abi:
-        kernel.landlock_deny_all(cfg.landlock_abi)
+    if cfg.landlock_fd >= 0:
+        kernel.landlock_restrict(LANDLOCK_FD)
     os.environ.clear()  # already empty but for the LC_CTYPE that locale coercion adds
-    random.seed()  # the zygote's state is shared by every fork: reseed from getrandom()
+    # random reseeds itself in the child (os.register_at_fork), so forks never share a stream
+
+
+def fixed_limits() -> None:
+    """Limits common to every worker, set once in the zygote and inherited; also the
+    SIGXCPU handler (CPU soft limit -> TimeLimit; the hard limit, 1 s later, is SIGKILL)."""
+    for which in (resource.RLIMIT_CORE, resource.RLIMIT_MEMLOCK, resource.RLIMIT_MSGQUEUE):
+        resource.setrlimit(which, (0, 0))
+    signal.signal(signal.SIGXCPU, _on_sigxcpu)
 
 
 def apply_limits(limits: dict[str, Any], cfg: WorkerConfig) -> None:
     cpu = max(1, math.ceil(float(limits["cpu_time_s"])))
-    table = [
-        (resource.RLIMIT_AS, cfg.base_vm_bytes + int(limits["memory_bytes"])),
-        (resource.RLIMIT_CPU, cpu),
-        (resource.RLIMIT_FSIZE, int(limits["file_size_bytes"])),
-        (resource.RLIMIT_NOFILE, int(limits["max_open_files"])),
-        (resource.RLIMIT_NPROC, 0),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_MEMLOCK, 0),
-        (resource.RLIMIT_MSGQUEUE, 0),
-    ]
-    for which, soft in table:
-        hard = soft + 1 if which == resource.RLIMIT_CPU else soft
-        resource.setrlimit(which, (soft, hard))
-    signal.signal(signal.SIGXCPU, _on_sigxcpu)
+    setrlimit = resource.setrlimit
+    setrlimit(resource.RLIMIT_AS, (cfg.base_vm_bytes + int(limits["memory_bytes"]),) * 2)
+    setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_bytes"]),) * 2)
+    setrlimit(resource.RLIMIT_NOFILE, (int(limits["max_open_files"]),) * 2)
+    if cfg.drop_uid:  # NPROC binds only non-root ids (and nobody has no other processes)
+        setrlimit(resource.RLIMIT_NPROC, (0, 0))
 
 
 def _text(value: object) -> str:
@@ -189,8 +190,8 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared
     env["__file__"] = filename
     shim.PIPE.fd = sock_fd
     gate = prep.gate
-    if cfg.bpf:
-        kernel.load_seccomp(cfg.bpf)
+    if cfg.seccomp is not None:
+        cfg.seccomp.load()
     try:
         result = _run_user(env, msg, gate)
     except Refusal:

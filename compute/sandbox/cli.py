@@ -108,11 +108,12 @@ def run_command(argv: list[str]) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             return _fail(EXIT_USAGE, f"cannot read {ns.file}: {exc}")
         try:
-            args, kwargs = json.loads(ns.args), json.loads(ns.kwargs)
+            args: Any = json.loads(ns.args)
+            kwargs: Any = json.loads(ns.kwargs)
         except ValueError as exc:
             return _fail(EXIT_ARGS, f"--args/--kwargs must be JSON: {exc}")
-        if isinstance(args, dict):
-            args, kwargs = [], {**args, **kwargs} if isinstance(kwargs, dict) else kwargs
+        if isinstance(args, dict) and isinstance(kwargs, dict):
+            args, kwargs = [], {**args, **kwargs}
         try:
             result = asyncio.run(_run(ns, source, args, kwargs))
         except ValueError as exc:  # invalid limits

@@ -22,12 +22,18 @@ _SYS_LANDLOCK_CREATE_RULESET, _SYS_LANDLOCK_RESTRICT_SELF = 444, 446
 _LANDLOCK_CREATE_RULESET_VERSION = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+# Bound once (in the zygote): a worker's first ctypes lookup would dirty many shared pages.
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+_get_errno = ctypes.get_errno
 
 
 def _check(rc: int, what: str) -> None:
     if rc < 0:
-        err = ctypes.get_errno()
+        err = _get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
@@ -46,12 +52,13 @@ def mount(source: str, target: str, fstype: str | None, flags: int, data: str | 
     _check(rc, f"mount {target}")
 
 
-def prctl(option: int, arg: int) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
+def prctl(option: int, arg: int, arg3: int = 0) -> None:
+    if _prctl(option, arg, arg3, 0, 0) < 0:
+        _check(-1, f"prctl({option})")
 
 
 def landlock_abi() -> int:
-    rc = _libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)
+    rc = _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, 0, _LANDLOCK_CREATE_RULESET_VERSION)
     return int(rc) if rc > 0 else 0
 
 
@@ -63,28 +70,41 @@ class _RulesetAttr(ctypes.Structure):
     ]
 
 
-def landlock_deny_all(abi: int) -> None:
-    """Deny every filesystem access the ABI knows, TCP bind/connect, and (ABI >= 6)
-    signals and abstract Unix sockets outside this process's own domain."""
+def landlock_ruleset(abi: int) -> int:
+    """A ruleset fd (built once in the zygote, inherited by every worker) that denies every
+    filesystem access the ABI knows, TCP bind/connect, and (ABI >= 6) signals and abstract
+    Unix sockets outside the worker's own domain. No rules are added: nothing is allowed."""
     fs_bits = {1: 13, 2: 14, 3: 15, 4: 15, 5: 16}.get(abi, 16)
     attr = _RulesetAttr((1 << fs_bits) - 1, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
-    fd = int(_libc.syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0))
+    fd = int(_syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0))
     _check(fd, "landlock_create_ruleset")
+    return fd
+
+
+def landlock_restrict(ruleset_fd: int) -> None:
+    """Enforce the ruleset on this process (needs no_new_privs) and close its fd."""
     try:
-        _check(int(_libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, fd, 0)), "landlock_restrict_self")
+        if _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0) < 0:
+            _check(-1, "landlock_restrict_self")
     finally:
-        os.close(fd)
+        os.close(ruleset_fd)
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def load_seccomp(bpf: bytes) -> None:
-    """Install a pre-compiled classic-BPF seccomp program (8 bytes per instruction)."""
-    if not bpf or len(bpf) % 8:
-        raise ValueError("invalid seccomp program")
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    prog = _SockFprog(len(bpf) // 8, ctypes.cast(buf, ctypes.c_void_p).value)
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
+class SeccompProgram:
+    """A pre-compiled classic-BPF seccomp program, laid out in memory once (in the zygote)."""
+
+    def __init__(self, bpf: bytes) -> None:
+        if not bpf or len(bpf) % 8:
+            raise ValueError("invalid seccomp program")
+        self._buf = ctypes.create_string_buffer(bpf, len(bpf))
+        self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
+        self.address = ctypes.addressof(self._prog)
+
+    def load(self) -> None:
+        """Install on this process; no_new_privs must be set. Irreversible."""
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.address)
