@@ -177,10 +177,14 @@ class FragmentStore:
             self._forget(h)
             return None
         if fragment_hash(data) != h:
-            self.corrupt_count += 1
+            self._count_corrupt()
             self.delete(h)
             return None
         return data
+
+    def _count_corrupt(self) -> None:
+        with self._lock:
+            self.corrupt_count += 1
 
     def _forget(self, h: str) -> None:
         with self._tx() as db:
@@ -254,7 +258,7 @@ class FragmentStore:
                 continue
             data = p.read_bytes()
             if fragment_hash(data) != h:
-                self.corrupt_count += 1
+                self._count_corrupt()
                 p.unlink(missing_ok=True)
                 p.with_suffix(".refs").unlink(missing_ok=True)
                 continue
