@@ -1,8 +1,10 @@
 """The single-use worker: hardens itself, runs exactly one call, reports, exits. Stdlib only.
 
-Runs in a process forked from the zygote. Order matters: privileges and filesystem go
-before the call is read; per-call rlimits, the audit gate and seccomp go right before the
-user's source is executed (seccomp last, since it also forbids the setup syscalls).
+Runs in a process forked from the zygote. Everything but the per-call rlimits is in place
+before the call is read (uid, Landlock, seccomp), and the call path is walked once on a
+throwaway function so its copy-on-write faults are paid while the worker is idle. When the
+call arrives: rlimits (soft == hard: nobody can only lower them), then the user's code with
+the audit gate active.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _on_sigxcpu(_signum: int, _frame: Any) -> None:
 
 
 def harden(cfg: WorkerConfig) -> None:
-    """Pre-call layers: parent-death kill, non-dumpable, nobody, no_new_privs, Landlock."""
+    """Pre-call layers: parent-death kill, non-dumpable, nobody, no_new_privs, Landlock,
+    seccomp. Only the per-call rlimits remain, set (lowered) once the call arrives."""
     kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
     kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
     if cfg.drop_uid:
@@ -79,7 +82,8 @@ def harden(cfg: WorkerConfig) -> None:
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
     if cfg.landlock_fd >= 0:
         kernel.landlock_restrict(LANDLOCK_FD)
-    os.environ.clear()  # already empty but for the LC_CTYPE that locale coercion adds
+    if cfg.seccomp is not None:
+        cfg.seccomp.load()
     # random reseeds itself in the child (os.register_at_fork), so forks never share a stream
 
 
@@ -190,8 +194,6 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared
     env["__file__"] = filename
     shim.PIPE.fd = sock_fd
     gate = prep.gate
-    if cfg.seccomp is not None:
-        cfg.seccomp.load()
     try:
         result = _run_user(env, msg, gate)
     except Refusal:
@@ -217,10 +219,26 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared
     return body
 
 
+_WARMUP_SOURCE = "def f(a, b, *, c=1):\n    return [a + b, {'k': c}]\n"
+_WARMUP_CALL = framing.dumps({"op": "call", "entry": "f", "args": [1, 2], "kwargs": {"c": 3},
+                              "limits": {"wall_time_s": 1.0}, "source": _WARMUP_SOURCE})
+
+
+def warm_up(prep: Prepared) -> None:
+    """Walk the call path once on a throwaway function while the worker is idle, so the
+    copy-on-write faults it costs are paid before the call arrives, not during it."""
+    msg = framing.loads(_WARMUP_CALL)
+    scratch: dict[str, Any] = {"__builtins__": prep.module.__dict__["__builtins__"]}
+    exec(compile(msg["source"], "<warm-up>", "exec"), scratch)  # noqa: S102 - our constant
+    check_args(scratch["f"], msg["args"], msg["kwargs"])
+    framing.dumps({"op": "result", "value": scratch["f"](*msg["args"], **msg["kwargs"])})
+
+
 def worker_main(sock_fd: int, cfg: WorkerConfig, prep: Prepared) -> NoReturn:
     """Entry point in the freshly forked worker; never returns."""
     try:
         harden(cfg)
+        warm_up(prep)
         msg = framing.read_frame(sock_fd)
         try:
             body = execute(msg, sock_fd, cfg, prep)

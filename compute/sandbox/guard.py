@@ -38,7 +38,7 @@ _DENIED_EVENTS: frozenset[str] = frozenset(
         "socket.getaddrinfo", "socket.gethostbyname", "subprocess.Popen",
         "gc.get_objects", "gc.get_referrers", "gc.get_referents", "import",
         "builtins.input", "builtins.breakpoint", "cpython.run_command", "compile",
-        "sys.excepthook", "sys.unraisablehook",
+        "sys.excepthook", "sys.unraisablehook", "resource.setrlimit", "resource.prlimit",
     }
 )
 _FRAME_ATTRS = frozenset(

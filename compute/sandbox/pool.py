@@ -133,7 +133,7 @@ class SandboxPool:
         assert self._ctrl is not None
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 1 << 16, 2)
+                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 1 << 16, 16)
             except BlockingIOError:
                 return
             except OSError:
@@ -147,35 +147,44 @@ class SandboxPool:
 
     def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
         op = msg.get("op")
-        if op == "worker" and len(fds) == 2:
-            self._requested = max(0, self._requested - 1)
-            sock = socket.socket(fileno=fds[0])
-            sock.setblocking(False)
-            worker = Worker(int(msg["wid"]), sock, fds[1])
-            if self._closed:
-                worker.close()
-                return
-            self._live[worker.wid] = worker
-            self._idle.append(worker)
-            while self._waiters:
-                fut = self._waiters.popleft()
-                if not fut.done():
-                    fut.set_result(None)
-                    break
+        wids = msg.get("wids") if op == "workers" else None
+        if isinstance(wids, list) and len(fds) == 2 * len(wids):
+            self._requested = max(0, self._requested - len(wids))
+            for i, wid in enumerate(wids):
+                self._add_worker(int(wid), fds[2 * i], fds[2 * i + 1])
             return
         for fd in fds:
             os.close(fd)
-        if op == "exit":
-            dead = self._live.get(int(msg["wid"]))
-            if dead is None:
-                return
-            if not dead.exited.done():
-                dead.exited.set_result(int(msg["status"]))
-            if dead in self._idle:  # died before use (should not happen): discard
-                self._idle.remove(dead)
-                self._live.pop(dead.wid, None)
-                dead.close()
-                self._wake.set()
+        if op == "exits":
+            for wid, status in msg.get("items", []):
+                self._worker_exited(int(wid), int(status))
+
+    def _add_worker(self, wid: int, sock_fd: int, pidfd: int) -> None:
+        sock = socket.socket(fileno=sock_fd)
+        sock.setblocking(False)
+        worker = Worker(wid, sock, pidfd)
+        if self._closed:
+            worker.close()
+            return
+        self._live[wid] = worker
+        self._idle.append(worker)
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                break
+
+    def _worker_exited(self, wid: int, status: int) -> None:
+        dead = self._live.get(wid)
+        if dead is None:
+            return
+        if not dead.exited.done():
+            dead.exited.set_result(status)
+        if dead in self._idle:  # died before use (should not happen): discard
+            self._idle.remove(dead)
+            self._live.pop(wid, None)
+            dead.close()
+            self._wake.set()
 
     def _zygote_lost(self) -> None:
         if self._ctrl is not None and not self._closed:

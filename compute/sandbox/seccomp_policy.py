@@ -28,13 +28,16 @@ DENIED: tuple[str, ...] = (
     "io_uring_setup", "io_uring_enter", "io_uring_register",
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid",
     "setgroups", "setfsuid", "setfsgid", "capset",
-    "setrlimit", "prlimit64", "prctl", "personality", "setpriority",
+    "prctl", "personality", "setpriority",
     "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     "iopl", "ioperm", "modify_ldt", "uselib", "vhangup", "fanotify_init",
     "migrate_pages", "move_pages", "mbind", "set_mempolicy",
     "inotify_init", "inotify_init1", "memfd_secret",
 )
+# prlimit64 is allowed on the worker itself only (pid 0): per-call rlimits are set after
+# seccomp is loaded, with soft == hard so that nobody can only lower them. Other workers run
+# as the same uid, so touching their limits (pid != 0) is refused.
 # clone3 takes its flags in memory seccomp cannot inspect: ENOSYS makes libc fall back to
 # clone(), which is refused above.
 ENOSYS_CALLS: tuple[str, ...] = ("clone3",)
@@ -55,6 +58,7 @@ def compile_bpf() -> bytes:
             filt.add_rule(seccomp.ERRNO(errno.EPERM), name)
         except (ValueError, OSError):  # syscall unknown on this architecture
             continue
+    filt.add_rule(seccomp.ERRNO(errno.EPERM), "prlimit64", seccomp.Arg(0, seccomp.NE, 0))
     for name in ENOSYS_CALLS:
         try:
             filt.add_rule(seccomp.ERRNO(errno.ENOSYS), name)

@@ -95,7 +95,8 @@ class Init:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
 
-    def spawn(self) -> None:
+    def _fork_one(self) -> tuple[int, int]:
+        """Fork one worker; returns (host end of its socket, pidfd)."""
         host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.next_wid += 1
         pid = os.fork()
@@ -108,25 +109,39 @@ class Init:
             os.closerange(child.LANDLOCK_FD + 1, 1 << 16)
             child.worker_main(child.SOCK_FD, self.cfg, self.prep)
         worker_end.close()
-        pidfd = os.pidfd_open(pid)
-        try:
-            _send(self.ctrl, {"op": "worker", "wid": self.next_wid}, [host_end.fileno(), pidfd])
-        finally:
-            host_end.close()
-            os.close(pidfd)
         self.pids[pid] = self.next_wid
+        return host_end.detach(), os.pidfd_open(pid)
+
+    def spawn(self, n: int) -> None:
+        """Fork n workers and hand them to the host, up to 8 per message."""
+        while n > 0:
+            batch = min(n, 8)
+            n -= batch
+            wids: list[int] = []
+            fds: list[int] = []
+            try:
+                for _ in range(batch):
+                    fds.extend(self._fork_one())
+                    wids.append(self.next_wid)
+                _send(self.ctrl, {"op": "workers", "wids": wids}, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
     def reap(self) -> None:
+        exits: list[list[int]] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             wid = self.pids.pop(pid, 0)
             if wid:
-                _send(self.ctrl, {"op": "exit", "wid": wid, "status": status})
+                exits.append([wid, status])
+        if exits:
+            _send(self.ctrl, {"op": "exits", "items": exits})
 
     def serve(self) -> NoReturn:
         signal.set_wakeup_fd(self.wake_w)
@@ -143,8 +158,7 @@ class Init:
                     continue
                 msg = _recv(self.ctrl)
                 if msg.get("op") == "spawn":
-                    for _ in range(int(msg.get("n", 1))):
-                        self.spawn()
+                    self.spawn(int(msg.get("n", 1)))
                 elif msg.get("op") == "quit":
                     os._exit(0)
 
@@ -175,6 +189,7 @@ def main(ctrl_fd: int) -> NoReturn:
             _, status = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.environ.clear()  # empty already, but for the LC_CTYPE that locale coercion adds
     init = Init(ctrl, cfg)
     _send(ctrl, {"op": "ready", "layers": layers, "pid": os.getpid()})
     sys.stdout.flush()

@@ -114,6 +114,8 @@ POLICY_ATTACKS: list[tuple[str, str, str]] = [
     ("code-object", "return str((lambda: 0).__code__.co_consts)", "__code__"),
     ("compile-as-stdlib",
      "return compile('x=1', os_globals()['__file__'], 'exec') is not None", "compiling"),
+    ("raise-rlimit", "r = os_globals()['sys'].modules['resource']\n"
+     "r.setrlimit(r.RLIMIT_AS, (-1, -1))", "resource.setrlimit"),
     ("settrace", "os_globals()['sys'].settrace(lambda *a: None)\nreturn 1", "settrace"),
     ("breakpoint", "breakpoint()\nreturn 1", "breakpoint"),
     ("start-server", "import taskworker\nimport json\n"
@@ -268,6 +270,10 @@ OS_ATTACKS: list[tuple[str, str, tuple[str, ...]]] = [
      ("<returns EPERM>",)),
     ("ctypes-libc-execve", "import ctypes\nlibc = ctypes.CDLL(None)\n"
      "return libc.execv(b'/bin/sh', None)", ("<returns -1>",)),
+    ("raise-rlimit", "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (-1, -1))",
+     ("ValueError",)),
+    ("other-worker-rlimit", "import resource\nresource.prlimit(2, resource.RLIMIT_CPU, (0, 0))",
+     ("PermissionError",)),
     ("chroot-escape", "import os\nos.chroot('/')", ("PermissionError",)),
     ("ptrace-parent", "import os\nreturn os.listdir('/proc')", ("FileNotFoundError",)),
 ]
