@@ -132,10 +132,12 @@ def run(
         bufs: list[np.ndarray] = []
         for i, frag in enumerate(frags):
             if i == len(inputs):
-                bufs.extend(t[: chunks * (w1 - w0)].reshape(chunks, w1 - w0) for t in temps)
+                shape = (w1 - w0,) if chunks == 1 else (chunks, w1 - w0)
+                bufs.extend(t[: chunks * (w1 - w0)].reshape(shape) for t in temps)
             seg = frag[start : start + chunks * 8 * pkt].view(np.uint64)
             v = seg.reshape(chunks, 8, pkt // 8)[:, :, w0:w1]
-            bufs.extend(v[:, j] for j in range(8))
+            # 1-D views when possible: numpy's contiguous 1-D loop is ~1.5x faster here.
+            bufs.extend(v[0, j] if chunks == 1 else v[:, j] for j in range(8))
         for dst, a, b in sched.ops:
             if b >= 0:
                 xor(bufs[a], bufs[b], out=bufs[dst])
