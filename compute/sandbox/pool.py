@@ -4,25 +4,17 @@ forked by a zygote process (never by the node), and runs each call in a fresh on
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import os
 import socket
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from . import errors, framing
+from .launcher import Zygote
 from .limits import JSON, DenyAllHost, HostServices, Limits
 from .seccomp_policy import compile_bpf
 from .session import Worker, converse
-
-_ROOT = str(Path(__file__).resolve().parents[2])
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from compute.sandbox.zygote import main; main(int(sys.argv[2]))")
-
 
 DEFAULT_LIMITS = Limits()
 
@@ -38,7 +30,9 @@ class SandboxPool:
         self.acquire_timeout_s = acquire_timeout_s
         self.inprocess_guard = inprocess_guard
         self.layers: dict[str, Any] = {}
-        self._proc: asyncio.subprocess.Process | None = None
+        self._zygote: Zygote | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self._restarts = 0
         self._ctrl: socket.socket | None = None
         self._idle: collections.deque[Worker] = collections.deque()
         self._live: dict[int, Worker] = {}
@@ -50,84 +44,46 @@ class SandboxPool:
         self._calls = self._failures = 0
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        bpf = base64.b64encode(compile_bpf()).decode() if self.seccomp else ""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-I", "-S", "-c", _BOOT, _ROOT, str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),), env={}, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=None if os.environ.get("TW_SANDBOX_DEBUG") else subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        self._ctrl = ours
-        await loop.sock_sendall(ours, framing.dumps({"op": "config", "bpf": bpf,
-                                                        "inprocess": self.inprocess_guard}))
-        try:
-            async with asyncio.timeout(10):
-                msg = framing.loads(await loop.sock_recv(ours, 1 << 16))
-                if msg.get("op") == "map":
-                    drop = self._write_id_maps(int(msg["pid"]))
-                    await loop.sock_sendall(ours, framing.dumps({"op": "mapped",
-                                                                 "drop_uid": drop}))
-                    msg = framing.loads(await loop.sock_recv(ours, 1 << 16))
-        except (TimeoutError, framing.FrameError) as exc:
-            await self.stop()
-            raise errors.SandboxUnavailable(f"sandbox zygote failed to start: {exc}") from None
-        if msg.get("op") != "ready":
-            await self.stop()
-            raise errors.SandboxUnavailable("sandbox zygote failed to start")
-        self.layers = dict(msg["layers"], rlimits=True, import_allowlist=self.inprocess_guard,
-                           audit_gate=self.inprocess_guard)
+        bpf = compile_bpf() if self.seccomp else b""
+        self._zygote = await Zygote.launch(bpf, self.inprocess_guard)
+        self.layers = dict(self._zygote.layers)
         self._closed = False
-        loop.add_reader(ours.fileno(), self._on_ctrl)
+        self._attach()
         self._refill = asyncio.create_task(self._refill_loop(), name="sandbox-refill")
+
+    def _attach(self) -> None:
+        assert self._zygote is not None
+        self._ctrl = self._zygote.ctrl
+        asyncio.get_running_loop().add_reader(self._ctrl.fileno(), self._on_ctrl)
+        self._requested = 0
         self._wake.set()
 
-    @staticmethod
-    def _write_id_maps(pid: int) -> bool:
-        """Map root and nobody (root host) or just our own id (unprivileged host)."""
-        proc = Path(f"/proc/{pid}")
-        try:
-            if os.geteuid() == 0:
-                (proc / "uid_map").write_text("0 0 1\n65534 65534 1\n")
-                (proc / "gid_map").write_text("0 0 1\n65534 65534 1\n")
-                return True
-            (proc / "setgroups").write_text("deny")
-            (proc / "uid_map").write_text(f"0 {os.geteuid()} 1\n")
-            (proc / "gid_map").write_text(f"0 {os.getegid()} 1\n")
-        except OSError:
-            pass
-        return False
-
-    async def stop(self) -> None:
-        self._closed = True
-        if self._refill is not None:
-            self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill
-            self._refill = None
-        if self._ctrl is not None:
+    def _detach(self) -> None:
+        """Forget the current zygote's control socket and workers (its pid 1 took them)."""
+        if self._ctrl is not None and self._ctrl.fileno() >= 0:
             asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
-            with contextlib.suppress(OSError):
-                self._ctrl.send(framing.dumps({"op": "quit"}))
-            self._ctrl.close()
-            self._ctrl = None
+        self._ctrl = None
         for worker in list(self._live.values()):
             worker.close()
         self._live.clear()
         self._idle.clear()
+
+    async def stop(self) -> None:
+        self._closed = True
+        for task in (self._refill, self._restart):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refill = self._restart = None
+        self._detach()
         while self._waiters:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-            await self._proc.wait()
-            self._proc = None
+        if self._zygote is not None:
+            zygote, self._zygote = self._zygote, None
+            await zygote.shutdown()
 
     def _on_ctrl(self) -> None:
         assert self._ctrl is not None
@@ -187,14 +143,28 @@ class SandboxPool:
             self._wake.set()
 
     def _zygote_lost(self) -> None:
-        if self._ctrl is not None and not self._closed:
-            asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
-        self._closed = True
-        self.layers["zygote"] = "lost"
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+        """The zygote died (killed, crashed): drop its workers and start a new one."""
+        self._detach()
+        if not self._closed and self._restart is None:
+            self._restart = asyncio.create_task(self._relaunch(), name="sandbox-relaunch")
+
+    async def _relaunch(self) -> None:
+        old, self._zygote = self._zygote, None
+        if old is not None:
+            await old.shutdown()
+        delay = 0.05
+        while not self._closed:
+            try:
+                self._zygote = await Zygote.launch(compile_bpf() if self.seccomp else b"",
+                                                   self.inprocess_guard)
+            except errors.SandboxUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._restarts += 1
+            self._attach()
+            break
+        self._restart = None
 
     async def _refill_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -204,7 +174,11 @@ class SandboxPool:
             deficit = self.size - len(self._idle) - self._requested
             if deficit > 0 and self._ctrl is not None:
                 self._requested += deficit
-                await loop.sock_sendall(self._ctrl, framing.dumps({"op": "spawn", "n": deficit}))
+                try:
+                    await loop.sock_sendall(self._ctrl, framing.dumps({"op": "spawn",
+                                                                       "n": deficit}))
+                except OSError:  # zygote gone: _on_ctrl sees EOF and relaunches it
+                    self._requested -= deficit
 
     async def _acquire(self) -> Worker:
         async with asyncio.timeout(self.acquire_timeout_s):
@@ -243,7 +217,8 @@ class SandboxPool:
     def stats(self) -> dict[str, Any]:
         return {"size": self.size, "idle": len(self._idle), "calls": self._calls,
                 "failures": self._failures, "busy": len(self._live) - len(self._idle),
-                "running": not self._closed, "layers": dict(self.layers)}
+                "running": not self._closed, "zygote_restarts": self._restarts,
+                "layers": dict(self.layers)}
 
 
 def _encode_call(source: str, entry: str, args: list[JSON], kwargs: dict[str, JSON],

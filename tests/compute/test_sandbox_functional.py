@@ -222,3 +222,16 @@ async def test_every_call_uses_a_fresh_process(pool: SandboxPool) -> None:
     src = "import random\ndef f():\n    return random.getrandbits(64)\n"
     values = {await pool.run(src, "f", [], {}) for _ in range(6)}
     assert len(values) == 6  # reseeded per worker, not cloned zygote state
+
+
+async def test_zygote_killed_is_relaunched(pool: SandboxPool) -> None:
+    assert await pool.run(SEED, "add", [1, 2], {}) == 3
+    zygote = pool._zygote
+    assert zygote is not None
+    zygote.proc.kill()  # takes pid 1 of the sandbox namespace and every idle worker with it
+    for _ in range(100):
+        if pool.stats()["zygote_restarts"] == 1 and pool.stats()["idle"]:
+            break
+        await asyncio.sleep(0.05)
+    assert pool.stats()["zygote_restarts"] == 1
+    assert await pool.run(SEED, "add", [2, 2], {}) == 4
