@@ -90,6 +90,28 @@ class Codec:
             f"Codec(k={self.k}, m={self.m}, packet_size={self.packet_size}, matrix={self.matrix!r})"
         )
 
+    def params(self) -> dict[str, int | str]:
+        """Everything a reader needs to decode these fragments; store it in the manifest."""
+        return {
+            "format": FORMAT_VERSION,
+            "k": self.k,
+            "m": self.m,
+            "packet_size": self.packet_size,
+            "matrix": self.matrix,
+        }
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> Codec:
+        """Inverse of params(); ValueError on an unknown format or bad values."""
+        if params.get("format") != FORMAT_VERSION:
+            raise ValueError(f"unsupported codec format {params.get('format')!r}")
+        return cls(
+            params.get("k"),  # type: ignore[arg-type]  # validated by __init__
+            params.get("m"),  # type: ignore[arg-type]
+            params.get("packet_size"),  # type: ignore[arg-type]
+            params.get("matrix"),  # type: ignore[arg-type]
+        )
+
     @property
     def parity_matrix(self) -> tuple[tuple[int, ...], ...]:
         """The m x k GF(2^8) parity matrix P of the generator [I; P]."""

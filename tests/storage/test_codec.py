@@ -240,3 +240,13 @@ def test_mid_size_code_round_trip() -> None:
     frags = c.encode(data)
     keep = random.Random(3).sample(range(30), 20)
     assert c.decode({i: frags[i] for i in keep}, len(data)) == data
+
+
+def test_params_round_trip() -> None:
+    c = Codec(10, 4, packet_size=4096, matrix="cauchy")
+    d = Codec.from_params(c.params())
+    assert (d.k, d.m, d.packet_size, d.matrix) == (10, 4, 4096, "cauchy")
+    with pytest.raises(ValueError, match="format"):
+        Codec.from_params({**c.params(), "format": 99})
+    with pytest.raises(ValueError):
+        Codec.from_params({**c.params(), "k": "4"})
