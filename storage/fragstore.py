@@ -109,6 +109,7 @@ class FragmentStore:
             if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("index failed quick_check")
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # the index can be rebuilt from the files
             db.executescript(_SCHEMA)
         except sqlite3.DatabaseError:
             db.close()
