@@ -3,8 +3,8 @@
 A schedule computes ``out[r] = XOR of in[c] for every c with bits[r, c] == 1`` where each in/out
 is a whole packet. Pairs of inputs shared by several outputs are XORed once into a temporary
 (greedy common-pair elimination, as in Plank's "smart scheduling"), which cuts the XOR count
-noticeably for dense decode matrices. Execution walks the fragments a block of chunks at a
-time so a block's packets stay in the CPU cache while every output is built from them.
+noticeably for dense decode matrices. Execution walks the fragments one tile at a time (the
+same offsets of every packet) so a tile's packets stay in cache while each output is built.
 """
 
 from __future__ import annotations
@@ -91,26 +91,27 @@ def _segments(size: int, packet: int) -> list[tuple[int, int, int, int, int]]:
     """Tiles (start, chunks, packet, word0, word1) covering a fragment of `size` bytes.
 
     XOR is elementwise, so any rectangle of (chunk, offset-in-packet) positions can be done as
-    a unit: small packets are grouped, large ones split, so each op touches ~TILE_BYTES.
+    a unit: small packets are grouped, large ones split, so each op touches <= TILE_BYTES.
     """
+    step = TILE_BYTES // 8  # words per tile
+    out: list[tuple[int, int, int, int, int]] = []
+
+    def split(start: int, pkt: int) -> None:
+        out.extend((start, 1, pkt, w, min(w + step, pkt // 8)) for w in range(0, pkt // 8, step))
+
     chunk = 8 * packet
     n_full = size // chunk
-    words = packet // 8
-    out: list[tuple[int, int, int, int, int]] = []
     if packet >= TILE_BYTES:
-        step = TILE_BYTES // 8
         for c in range(n_full):
-            out.extend(
-                (c * chunk, 1, packet, w, min(w + step, words)) for w in range(0, words, step)
-            )
+            split(c * chunk, packet)
     else:
-        group = max(1, TILE_BYTES // packet)
+        group = TILE_BYTES // packet
         out.extend(
-            (c * chunk, min(group, n_full - c), packet, 0, words) for c in range(0, n_full, group)
+            (c * chunk, min(group, n_full - c), packet, 0, packet // 8)
+            for c in range(0, n_full, group)
         )
-    tail = size - n_full * chunk
-    if tail:
-        out.append((n_full * chunk, 1, tail // 8, 0, tail // 64))
+    if size > n_full * chunk:
+        split(n_full * chunk, (size - n_full * chunk) // 8)
     return out
 
 
@@ -126,7 +127,7 @@ def run(
     tail chunk of 8*tail bytes (tail a multiple of 8, at most packet).
     """
     frags = [*inputs, *outputs]
-    temps = [np.empty(TILE_BYTES // 8 + packet // 8, np.uint64) for _ in range(sched.n_tmp)]
+    temps = [np.empty(TILE_BYTES // 8, np.uint64) for _ in range(sched.n_tmp)]
     xor = np.bitwise_xor
     for start, chunks, pkt, w0, w1 in _segments(len(inputs[0]), packet):
         bufs: list[np.ndarray] = []

@@ -250,3 +250,14 @@ def test_params_round_trip() -> None:
         Codec.from_params({**c.params(), "format": 99})
     with pytest.raises(ValueError):
         Codec.from_params({**c.params(), "k": "4"})
+
+
+@pytest.mark.parametrize("packet", [32768, 65536])
+def test_large_packets_with_tiled_tail(packet: int) -> None:
+    """Default-sized packets: whole chunks are split into tiles, and so is a long tail chunk."""
+    c = Codec(4, 2, packet_size=packet)
+    n = 4 * (8 * packet * 2 + 6 * packet) + 13
+    data = os.urandom(n)
+    frags = c.encode(data)
+    assert len(frags[0]) == 8 * packet * 2 + 6 * packet + 64
+    assert c.decode({0: frags[0], 2: frags[2], 4: frags[4], 5: frags[5]}, n) == data
