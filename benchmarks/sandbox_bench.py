@@ -95,8 +95,7 @@ async def run(calls: int, concurrency: int, size: int) -> str:
     pool = SandboxPool(size=size)
     await pool.start()
     try:
-        assert pool._proc is not None
-        zygote = pool._proc.pid
+        zygote = pool.stats()["zygote_pid"]
         init = _first_child(zygote)  # pid 1 of the sandbox pid namespace
         await _sequential(pool, 200)  # warm-up
         seq = await _sequential(pool, calls)

@@ -218,6 +218,7 @@ class SandboxPool:
         return {"size": self.size, "idle": len(self._idle), "calls": self._calls,
                 "failures": self._failures, "busy": len(self._live) - len(self._idle),
                 "running": not self._closed, "zygote_restarts": self._restarts,
+                "zygote_pid": self._zygote.proc.pid if self._zygote else None,
                 "layers": dict(self.layers)}
 
 

@@ -12,7 +12,8 @@ import tempfile
 
 # Refused with EPERM (Python sees PermissionError): no network, no new processes or
 # programs, no debugging of other processes, no namespace/mount/kernel-module games,
-# no signals to other processes, no privilege or limit changes.
+# no signals to or scheduling of other processes (every worker runs as the same uid), no
+# privilege changes.
 DENIED: tuple[str, ...] = (
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
     "sendmsg", "sendmmsg", "recvmsg", "recvmmsg", "sendto", "recvfrom",
@@ -32,7 +33,9 @@ DENIED: tuple[str, ...] = (
     "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
     "iopl", "ioperm", "modify_ldt", "uselib", "vhangup", "fanotify_init",
-    "migrate_pages", "move_pages", "mbind", "set_mempolicy",
+    "migrate_pages", "move_pages", "mbind", "set_mempolicy", "process_madvise",
+    "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr",
+    "ioprio_set", "get_robust_list",
     "inotify_init", "inotify_init1", "memfd_secret",
 )
 # prlimit64 is allowed on the worker itself only (pid 0): per-call rlimits are set after
