@@ -59,12 +59,20 @@ async def read_frame(loop: asyncio.AbstractEventLoop, sock: socket.socket, cap: 
     return framing.loads(await _read_exact(loop, sock, size))
 
 
-def _user_failure(msg: dict[str, Any]) -> errors.SandboxError:
+def _redact(text: str, secrets: set[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+def _user_failure(msg: dict[str, Any], secrets: set[str]) -> errors.SandboxError:
+    """The worker's error report as an exception; secrets handed out in this call are
+    redacted from the message and the traceback (not from a result the user returns)."""
     kind = msg.get("kind")
-    text = str(msg.get("message", ""))[:8192]
+    text = _redact(str(msg.get("message", ""))[:8192], secrets)
     if kind == "user":
-        return errors.UserCodeError(str(msg.get("type", "Exception"))[:200], text,
-                                    str(msg.get("traceback", ""))[:65536])
+        return errors.UserCodeError(_redact(str(msg.get("type", "Exception"))[:200], secrets),
+                                    text, _redact(str(msg.get("traceback", ""))[:65536], secrets))
     table: dict[Any, type[errors.SandboxError]] = {
         "policy": errors.PolicyViolation, "time": errors.TimeLimit,
         "memory": errors.MemoryLimit, "output": errors.OutputLimit,
@@ -127,6 +135,7 @@ async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServic
     loop = asyncio.get_running_loop()
     cap = max(limits.output_bytes, _ERROR_SLACK) + 1024
     requests = 0
+    secrets: set[str] = set()
     try:
         async with asyncio.timeout(limits.wall_time_s):
             await loop.sock_sendall(worker.sock, call)
@@ -138,13 +147,16 @@ async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServic
                 if op == "result":
                     return msg.get("value")
                 if op == "error":
-                    raise _user_failure(msg)
+                    raise _user_failure(msg, secrets)
                 if op != "req":
                     raise errors.SandboxError("malformed message from worker")
                 requests += 1
                 if requests > limits.max_host_requests:
                     raise errors.PolicyViolation("too many host requests in one call")
                 reply = await _serve_request(host, msg)
+                if msg.get("method") == "get_secret" and reply.get("ok"):
+                    if len(str(reply["value"])) >= 4:  # shorter would redact noise
+                        secrets.add(str(reply["value"]))
                 await loop.sock_sendall(worker.sock, framing.encode(reply))
     except TimeoutError:
         raise errors.TimeLimit(f"wall-clock limit of {limits.wall_time_s:g}s exceeded") from None

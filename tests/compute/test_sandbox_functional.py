@@ -187,6 +187,15 @@ async def test_host_services_through_the_pipe(pool: SandboxPool) -> None:
         await pool.run(SEED, "use_secret", [], {})
 
 
+async def test_secrets_are_redacted_from_errors(pool: SandboxPool) -> None:
+    src = ("def f():\n    key = worker.get_secret('external_api_key')\n"
+           "    raise ValueError('bad key ' + key)\n")
+    with pytest.raises(UserCodeError) as info:
+        await pool.run(src, "f", [], {}, host=Host())
+    assert "s3cret" not in str(info.value) and "s3cret" not in info.value.traceback
+    assert info.value.user_message == "bad key [REDACTED]"
+
+
 async def test_per_call_limits(pool: SandboxPool) -> None:
     src = "def f(n):\n    return 'x' * n\n"
     assert len(await pool.run(src, "f", [1000], {})) == 1000
