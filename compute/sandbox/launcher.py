@@ -28,7 +28,7 @@ class Zygote:
         self.proc, self.ctrl, self.layers = proc, ctrl, layers
 
     @classmethod
-    async def launch(cls, bpf: bytes, inprocess: bool) -> Zygote:
+    async def launch(cls, bpf: bytes, inprocess: bool, namespaces: bool = True) -> Zygote:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -48,7 +48,7 @@ class Zygote:
             async with asyncio.timeout(10):
                 await loop.sock_sendall(ours, framing.dumps({
                     "op": "config", "bpf": base64.b64encode(bpf).decode(),
-                    "inprocess": inprocess}))
+                    "inprocess": inprocess, "namespaces": namespaces}))
                 msg = framing.loads(await loop.sock_recv(ours, 1 << 16))
                 if isinstance(msg, dict) and msg.get("op") == "map":
                     drop = _write_id_maps(proc.pid)

@@ -21,14 +21,17 @@ DEFAULT_LIMITS = Limits()
 
 class SandboxPool:
     def __init__(self, size: int = 4, limits: Limits = DEFAULT_LIMITS, *, seccomp: bool = True,
-                 acquire_timeout_s: float = 10.0, inprocess_guard: bool = True) -> None:
-        """``seccomp=False`` / ``inprocess_guard=False`` exist only so tests can check that the
-        remaining layers hold on their own; the node never sets them."""
+                 acquire_timeout_s: float = 10.0, inprocess_guard: bool = True,
+                 namespaces: bool = True) -> None:
+        """``seccomp=False`` / ``inprocess_guard=False`` / ``namespaces=False`` exist so tests
+        can check that the remaining layers hold on their own (``namespaces=False`` is also
+        what a kernel without namespaces gets); the node never sets them."""
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size, self.limits, self.seccomp = size, limits, seccomp
         self.acquire_timeout_s = acquire_timeout_s
         self.inprocess_guard = inprocess_guard
+        self.namespaces = namespaces
         self.layers: dict[str, Any] = {}
         self._zygote: Zygote | None = None
         self._restart: asyncio.Task[None] | None = None
@@ -45,7 +48,7 @@ class SandboxPool:
 
     async def start(self) -> None:
         bpf = compile_bpf() if self.seccomp else b""
-        self._zygote = await Zygote.launch(bpf, self.inprocess_guard)
+        self._zygote = await Zygote.launch(bpf, self.inprocess_guard, self.namespaces)
         self.layers = dict(self._zygote.layers)
         self._closed = False
         self._attach()
@@ -156,7 +159,7 @@ class SandboxPool:
         while not self._closed:
             try:
                 self._zygote = await Zygote.launch(compile_bpf() if self.seccomp else b"",
-                                                   self.inprocess_guard)
+                                                   self.inprocess_guard, self.namespaces)
             except errors.SandboxUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

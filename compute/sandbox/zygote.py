@@ -170,10 +170,16 @@ def main(ctrl_fd: int) -> NoReturn:
     sys.modules["_hashlib"] = None  # type: ignore[assignment]  # builtin hashes: -4 MB RSS
     for name in guard.PRELOAD:
         importlib.import_module(name)
-    drop_uid = _namespaces(ctrl, layers)
+    if config.get("namespaces", True):
+        drop_uid = _namespaces(ctrl, layers)
+    else:
+        layers["namespaces"], drop_uid = [], os.geteuid() == 0
     layers["uid"] = "nobody (65534)" if drop_uid else f"unchanged ({os.geteuid()})"
     base_vm = _base_vm_bytes()
-    _empty_root(layers)
+    if "mount" in layers["namespaces"]:  # never touch the host's own mount table
+        _empty_root(layers)
+    else:
+        layers["chroot"] = False
     abi = kernel.landlock_abi()
     layers["landlock_abi"] = abi
     ruleset = fcntl.fcntl(kernel.landlock_ruleset(abi), fcntl.F_DUPFD, 200) if abi else -1

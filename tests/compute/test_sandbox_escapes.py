@@ -314,3 +314,36 @@ async def test_os_layers_block_sockets_without_the_inprocess_guard(
         with pytest.raises(BlockingIOError):
             listener.accept()
     await still_serving(bare_pool)
+
+
+# --- no namespaces and no chroot (what a kernel without them gets): Landlock, seccomp,
+# --- uid and rlimits alone, in-process layers off too ---------------------------------------
+
+NO_NS_ATTACKS: list[str] = [
+    "return open('/etc/passwd').read()",
+    "return open('/proc/self/environ').read()",
+    "import os\nreturn os.listdir('/')",
+    "open('/tmp/tw-sandbox-escape-marker', 'w').write('x')",
+    "import os\nreturn os.fork()",
+    "import socket\nsocket.create_connection(('127.0.0.1', 9))",
+    "import os\nos.kill(1, 0)",
+]
+
+
+async def test_landlock_and_seccomp_hold_without_namespaces() -> None:
+    pool = SandboxPool(size=2, inprocess_guard=False, namespaces=False)
+    await pool.start()
+    try:
+        layers = pool.stats()["layers"]
+        assert layers["namespaces"] == [] and layers["chroot"] is False
+        assert layers["landlock_abi"] >= 1 and layers["uid"].startswith("nobody")
+        for attack in NO_NS_ATTACKS:
+            clear_marker()
+            with pytest.raises(PolicyViolation):
+                await pool.run(body(attack), "attack", [], {})
+            assert not marker_exists()
+        environ = await pool.run(body("import os\nreturn dict(os.environ)"), "attack", [], {})
+        assert environ == {}
+        await still_serving(pool)
+    finally:
+        await pool.stop()
