@@ -1,0 +1,194 @@
+"""Client half of the peer channel: a pool of authenticated sessions, one per peer.
+
+``ChannelPool.peer(node_id, address)`` gives a PeerChannel; typed clients (storage, compute,
+...) wrap it. A session is established lazily, re-keyed when it ages out, and re-established
+once, transparently, if the server has forgotten it (e.g. after a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from mesh.channel.handshake import ClientHandshake
+from mesh.channel.session import Session, SessionPolicy
+from mesh.errors import (
+    ChannelError,
+    FrameError,
+    HandshakeError,
+    PeerCallError,
+    UnavailableError,
+    error_for_code,
+    status_value,
+)
+from mesh.identity import Identity
+from proto import peer_pb2, peer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 * 2**20
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True)
+class ChannelTimeouts:
+    """Per-phase timeouts in seconds (None: no limit)."""
+
+    handshake: float = 3.0
+    call: float | None = 30.0
+
+
+def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> ChannelError | PeerCallError:
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return HandshakeError(f"{address}: {details}")
+    if code == grpc.StatusCode.DATA_LOSS:
+        return FrameError(f"{address}: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnavailableError(f"peer {address} unreachable: {details}")
+    return error_for_code(code, f"{address}: {details}")
+
+
+class PeerChannel:
+    """Sealed calls to one peer whose identity is its node ID."""
+
+    def __init__(self, pool: ChannelPool, node_id: bytes, address: str) -> None:
+        self.node_id = node_id
+        self.address = address
+        self._pool = pool
+        self._grpc = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        self._stub = peer_pb2_grpc.PeerChannelStub(self._grpc)
+        self._session: Session | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ensure_session(self) -> Session:
+        async with self._lock:
+            if self._session is None or self._session.expired():
+                hs = ClientHandshake(self._pool.identity, self.node_id)
+                try:
+                    resp = await self._stub.Handshake(hs.request,
+                                                      timeout=self._pool.timeouts.handshake)
+                except grpc.aio.AioRpcError as exc:
+                    raise self._failed(exc) from exc
+                keys = hs.finish(resp)
+                self._session = Session(keys, is_client=True, policy=self._pool.policy)
+            return self._session
+
+    def _failed(self, exc: grpc.aio.AioRpcError) -> ChannelError | PeerCallError:
+        err = _transport_error(exc, self.address)
+        if isinstance(err, UnavailableError) and self._pool.on_unreachable is not None:
+            self._pool.on_unreachable(self.node_id)
+        return err
+
+    def _forget(self, session: Session) -> None:
+        if self._session is session:
+            self._session = None
+
+    async def unary(self, method: str, body: bytes, *, timeout: float | None = None) -> bytes:
+        """One sealed request, one sealed reply; raises the peer's error as PeerCallError."""
+        for attempt in (0, 1):
+            session = await self._ensure_session()
+            call_id = session.new_call_id()
+            envelope = peer_pb2.Envelope(method=method, body=body).SerializeToString()
+            try:
+                resp = await self._stub.Call(session.seal(call_id, 0, True, envelope),
+                                             timeout=timeout or self._pool.timeouts.call)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
+                    self._forget(session)    # server lost or expired the session: re-key once
+                    continue
+                raise self._failed(exc) from exc
+            if not resp.final:
+                raise FrameError("unary reply is not a single final frame")
+            return _unwrap(session.open(resp, call_id, 0))
+        raise AssertionError("unreachable")
+
+    async def stream(self, method: str, body: bytes, chunks: AsyncIterable[bytes] | None = None,
+                     *, timeout: float | None = None) -> AsyncIterator[bytes]:
+        """Send a header and optional chunks; yield the peer's response chunks.
+
+        Truncation in either direction is detected: each side ends with a final frame.
+        """
+        session = await self._ensure_session()
+        call_id = session.new_call_id()
+
+        async def frames() -> AsyncIterator[peer_pb2.SealedFrame]:
+            header = peer_pb2.Envelope(method=method, body=body).SerializeToString()
+            yield session.seal(call_id, 0, chunks is None, header)
+            if chunks is None:
+                return
+            index = 1
+            async for chunk in chunks:
+                yield session.seal(call_id, index, False, chunk)
+                index += 1
+            yield session.seal(call_id, index, True, b"")
+
+        call = self._stub.Stream(frames(), timeout=timeout)
+        index = 0
+        try:
+            async for frame in call:
+                plaintext = session.open(frame, call_id, index)
+                index += 1
+                if frame.final:
+                    _unwrap(plaintext)
+                    return
+                yield plaintext
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._forget(session)
+            raise self._failed(exc) from exc
+        finally:
+            call.cancel()
+        raise FrameError("response stream ended without its final frame (truncated)")
+
+    async def close(self) -> None:
+        await self._grpc.close(None)
+
+
+def _unwrap(plaintext: bytes) -> bytes:
+    try:
+        reply = peer_pb2.Reply.FromString(plaintext)
+    except DecodeError as exc:
+        raise FrameError("malformed reply") from exc
+    if reply.code == status_value(grpc.StatusCode.DATA_LOSS):
+        raise FrameError(reply.message)
+    if reply.code:
+        raise error_for_code(reply.code, reply.message)
+    return reply.body
+
+
+class ChannelPool:
+    """Owns the client sessions of one node."""
+
+    def __init__(self, identity: Identity, *, timeouts: ChannelTimeouts | None = None,
+                 policy: SessionPolicy | None = None,
+                 on_unreachable: Callable[[bytes], None] | None = None) -> None:
+        self.identity = identity
+        self.timeouts = timeouts or ChannelTimeouts()
+        self.policy = policy or SessionPolicy()
+        self.on_unreachable = on_unreachable
+        self._peers: dict[tuple[bytes, str], PeerChannel] = {}
+
+    def peer(self, node_id: bytes, address: str) -> PeerChannel:
+        key = (node_id, address)
+        channel = self._peers.get(key)
+        if channel is None:
+            channel = self._peers[key] = PeerChannel(self, node_id, address)
+        return channel
+
+    async def forget(self, node_id: bytes) -> None:
+        for key in [k for k in self._peers if k[0] == node_id]:
+            await self._peers.pop(key).close()
+
+    async def close(self) -> None:
+        peers, self._peers = list(self._peers.values()), {}
+        for channel in peers:
+            await channel.close()

@@ -1,0 +1,300 @@
+"""The peer channel on real gRPC servers over loopback, including a hostile relay."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from mesh.channel import Caller, ChannelPool, ChannelServer, SessionPolicy
+from mesh.errors import (
+    FrameError,
+    HandshakeError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from mesh.identity import Identity
+from proto import peer_pb2
+from tests.support.relay import Relay
+
+
+class Node:
+    """A real grpc.aio server with a ChannelServer, plus a client pool."""
+
+    def __init__(self, policy: SessionPolicy | None = None) -> None:
+        self.identity = Identity.generate()
+        self.channel = ChannelServer(self.identity, policy=policy)
+        self.pool = ChannelPool(self.identity, policy=policy)
+        self.seen: list[bytes] = []
+        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                               ("grpc.max_send_message_length", 64 << 20)])
+        self.channel.add_to(self.server)
+        self.channel.handle("test.Echo", self._echo)
+        self.channel.handle("test.Fail", self._fail)
+        self.channel.handle_stream("test.Sum", self._sum)
+        self.address = ""
+
+    async def _echo(self, caller: Caller, body: bytes) -> bytes:
+        self.seen.append(body)
+        return caller.node_id + body
+
+    async def _fail(self, caller: Caller, body: bytes) -> bytes:
+        raise InvalidArgumentError("bad things")
+
+    async def _sum(self, caller: Caller, header: bytes,
+                   chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        total = 0
+        async for chunk in chunks:
+            total += len(chunk)
+            self.seen.append(chunk[:8])
+        for _ in range(int(header or b"1")):
+            yield total.to_bytes(8, "big") + b"x" * (1 << 20)
+
+    async def start(self) -> None:
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        self.address = f"127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.pool.close()
+        await self.server.stop(None)
+
+
+@pytest.fixture
+async def relays() -> AsyncIterator[list[Relay]]:
+    made: list[Relay] = []
+    yield made
+    for relay in made:
+        await relay.stop()
+
+
+async def _relay(relays: list[Relay], target: str, mutate: object = None) -> tuple[Relay, str]:
+    relay = Relay(target, mutate)  # type: ignore[arg-type]
+    relays.append(relay)
+    return relay, await relay.start()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Node, Node]]:
+    a, b = Node(), Node()
+    await a.start()
+    await b.start()
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+async def test_unary_roundtrip_authenticates_caller(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    out = await a.pool.peer(b.identity.node_id, b.address).unary("test.Echo", b"hi")
+    assert out == a.identity.node_id + b"hi"
+
+
+async def test_errors_map_to_status(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    peer = a.pool.peer(b.identity.node_id, b.address)
+    with pytest.raises(InvalidArgumentError, match="bad things"):
+        await peer.unary("test.Fail", b"")
+    with pytest.raises(NotFoundError):
+        await peer.unary("no.Such", b"")
+
+
+async def test_stream_large_payload(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    peer = a.pool.peer(b.identity.node_id, b.address)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(20):
+            yield bytes([i]) * (1 << 20)
+
+    replies = [r async for r in peer.stream("test.Sum", b"3", chunks())]
+    assert len(replies) == 3
+    assert all(int.from_bytes(r[:8], "big") == 20 << 20 for r in replies)
+
+
+async def test_impostor_key_refused(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    someone_else = Identity.generate().node_id
+    with pytest.raises(HandshakeError, match="another node id"):
+        await a.pool.peer(someone_else, b.address).unary("test.Echo", b"x")
+    assert b.seen == []
+
+
+async def test_unreachable_peer_is_unavailable() -> None:
+    node = Node()
+    reported: list[bytes] = []
+    pool = ChannelPool(node.identity, on_unreachable=reported.append)
+    target = Identity.generate().node_id
+    with pytest.raises(UnavailableError):
+        await pool.peer(target, "127.0.0.1:1").unary("test.Echo", b"x")
+    assert reported == [target]
+    await pool.close()
+
+
+async def test_tampered_frame_refused_then_recovers(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+    a, b = pair
+    flip = {"on": False}
+
+    def mutate(method: str, direction: str, msg: bytes) -> bytes:
+        if flip["on"] and method == "Call" and direction == "req":
+            flip["on"] = False
+            frame = peer_pb2.SealedFrame.FromString(msg)
+            ct = bytearray(frame.ciphertext)
+            ct[len(ct) // 2] ^= 0x01
+            frame.ciphertext = bytes(ct)
+            return frame.SerializeToString()
+        return msg
+
+    relay, address = await _relay(relays, b.address, mutate)
+    peer = a.pool.peer(b.identity.node_id, address)
+    assert await peer.unary("test.Echo", b"one")
+    flip["on"] = True
+    with pytest.raises(FrameError):
+        await peer.unary("test.Echo", b"two")
+    assert b"two" not in b.seen and b.channel.refused_frames == 1
+    assert await peer.unary("test.Echo", b"three")     # the session survives
+
+
+@pytest.mark.parametrize("field", ["index", "call_id", "final", "nonce", "session_id"])
+async def test_frame_header_tamper_refused(pair: tuple[Node, Node], field: str, relays: list[Relay]) -> None:
+    a, b = pair
+    armed = {"on": False}
+
+    def mutate(method: str, direction: str, msg: bytes) -> bytes:
+        if armed["on"] and method == "Call" and direction == "req":
+            armed["on"] = False
+            frame = peer_pb2.SealedFrame.FromString(msg)
+            if field == "final":
+                frame.final = not frame.final
+            elif field in ("nonce", "session_id"):
+                value = bytearray(getattr(frame, field))
+                value[0] ^= 1
+                setattr(frame, field, bytes(value))
+            else:
+                setattr(frame, field, getattr(frame, field) + 1)
+            return frame.SerializeToString()
+        return msg
+
+    relay, address = await _relay(relays, b.address, mutate)
+    peer = a.pool.peer(b.identity.node_id, address)
+    await peer.unary("test.Echo", b"warmup")
+    armed["on"] = True
+    if field == "session_id":
+        # The server does not know that session: it refuses the frame unopened; the client
+        # re-keys and sends a fresh frame, which is the only one the handler ever sees.
+        await peer.unary("test.Echo", b"evil")
+        assert b.seen.count(b"evil") == 1
+        assert sum(1 for m, d, _ in relay.log if m == "Handshake" and d == "req") == 2
+        return
+    with pytest.raises(FrameError):
+        await peer.unary("test.Echo", b"evil")
+    assert b"evil" not in b.seen
+
+
+async def test_replayed_frame_refused(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+    a, b = pair
+    relay, address = await _relay(relays, b.address)
+    peer = a.pool.peer(b.identity.node_id, address)
+    await peer.unary("test.Echo", b"pay 10")
+    captured = next(msg for m, d, msg in relay.log if m == "Call" and d == "req")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await relay.replay("Call", captured)
+    assert info.value.code() == grpc.StatusCode.DATA_LOSS
+    assert b.seen.count(b"pay 10") == 1
+
+
+async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+    a, b = pair
+    held: list[bytes] = []
+
+    def mutate(method: str, direction: str, msg: bytes) -> bytes:
+        if method == "Stream" and direction == "req":
+            frame = peer_pb2.SealedFrame.FromString(msg)
+            if frame.index == 1:          # swap frames 1 and 2
+                held.append(msg)
+                return peer_pb2.SealedFrame(session_id=frame.session_id,
+                                            call_id=frame.call_id, index=2).SerializeToString()
+        return msg
+
+    relay, address = await _relay(relays, b.address, mutate)
+    peer = a.pool.peer(b.identity.node_id, address)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield bytes([i]) * 100
+
+    with pytest.raises(FrameError):
+        _ = [r async for r in peer.stream("test.Sum", b"1", chunks())]
+
+
+async def test_truncated_request_stream_refused(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+    a, b = pair
+
+    def mutate(method: str, direction: str, msg: bytes) -> bytes:
+        if method == "Stream" and direction == "req":
+            frame = peer_pb2.SealedFrame.FromString(msg)
+            if frame.final and frame.index > 0:       # drop the final marker: truncation
+                frame.final = False
+                frame.index = 10**6
+                return frame.SerializeToString()
+        return msg
+
+    relay, address = await _relay(relays, b.address, mutate)
+    peer = a.pool.peer(b.identity.node_id, address)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"abc"
+
+    with pytest.raises(FrameError):
+        _ = [r async for r in peer.stream("test.Sum", b"1", chunks())]
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_ephemeral_key_swap_mitm_fails(pair: tuple[Node, Node], side: str, relays: list[Relay]) -> None:
+    a, b = pair
+    mitm_key = os.urandom(32)
+
+    def mutate(method: str, direction: str, msg: bytes) -> bytes:
+        if method != "Handshake":
+            return msg
+        if side == "client" and direction == "req":
+            req = peer_pb2.HandshakeRequest.FromString(msg)
+            req.client_ephemeral = mitm_key
+            return req.SerializeToString()
+        if side == "server" and direction == "resp":
+            resp = peer_pb2.HandshakeResponse.FromString(msg)
+            resp.server_ephemeral = mitm_key
+            return resp.SerializeToString()
+        return msg
+
+    relay, address = await _relay(relays, b.address, mutate)
+    peer = a.pool.peer(b.identity.node_id, address)
+    with pytest.raises(HandshakeError, match="signature"):
+        await peer.unary("test.Echo", b"secret")
+    assert b.seen == []
+
+
+async def test_session_rekeys_after_frame_limit(relays: list[Relay]) -> None:
+    policy = SessionPolicy(max_frames=6)
+    a, b = Node(policy), Node(policy)
+    await a.start()
+    await b.start()
+    relay, address = await _relay(relays, b.address)
+    peer = a.pool.peer(b.identity.node_id, address)
+    for i in range(10):
+        assert await peer.unary("test.Echo", bytes([i])) == a.identity.node_id + bytes([i])
+    handshakes = sum(1 for m, d, _ in relay.log if m == "Handshake" and d == "req")
+    assert handshakes >= 3
+    await a.stop()
+    await b.stop()
+
+
+async def test_server_restart_forgets_session_client_rekeys(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    peer = a.pool.peer(b.identity.node_id, b.address)
+    await peer.unary("test.Echo", b"1")
+    b.channel._sessions.clear()          # as after a restart
+    assert await peer.unary("test.Echo", b"2") == a.identity.node_id + b"2"
