@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from . import framing, guard, kernel, shim
+from . import codecache, framing, guard, kernel, shim
 
 NOBODY = 65534
 SOCK_FD, LANDLOCK_FD = 3, 4  # where the zygote places a worker's only two descriptors
@@ -42,7 +42,9 @@ class Prepared:
     """Per-worker objects built once in the zygote (fork shares them copy-on-write), so a
     worker touches as few pages as possible: every page it writes costs a COW fault."""
 
-    def __init__(self, cfg: WorkerConfig) -> None:
+    def __init__(self, cfg: WorkerConfig, code: codecache.CodeCache) -> None:
+        self.code = code  # the zygote's compiled modules, as of this worker's fork
+        self.cache_hit = False
         self.gate = guard.AuditGate(cfg.stdlib_dir)
         self.worker, taskworker = shim.make_modules()
         importer = guard.make_import(guard.ALLOWED_MODULES, {"taskworker": taskworker})
@@ -164,9 +166,13 @@ def _drive(value: Any) -> Any:
         return stop.value
 
 
-def _run_user(env: dict[str, Any], msg: dict[str, Any], gate: guard.AuditGate) -> Any:
+def _run_user(env: dict[str, Any], msg: dict[str, Any], prep: Prepared) -> Any:
     entry, args, kwargs = str(msg["entry"]), msg["args"], msg["kwargs"]
-    code = compile(str(msg["source"]), str(msg["filename"]), "exec")
+    gate = prep.gate
+    code = prep.code.get(msg.get("code_key"))
+    prep.cache_hit = code is not None
+    if code is None:
+        code = compile(str(msg["source"]), str(msg["filename"]), "exec", dont_inherit=True)
     try:
         gate.active = True
         exec(code, env)  # noqa: S102 - running user code is this process's only job
@@ -193,9 +199,8 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared
     env = prep.module.__dict__
     env["__file__"] = filename
     shim.PIPE.fd = sock_fd
-    gate = prep.gate
     try:
-        result = _run_user(env, msg, gate)
+        result = _run_user(env, msg, prep)
     except Refusal:
         raise
     except CpuTimeExceeded:
@@ -209,7 +214,7 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         return framing.dumps(_user_error(exc, filename))
     try:
-        body = framing.dumps({"op": "result", "value": result})
+        body = framing.dumps({"op": "result", "value": result, "cached": prep.cache_hit})
     except (TypeError, ValueError, RecursionError) as exc:
         return framing.dumps({"op": "error", "kind": "user", "type": "TypeError",
                               "message": f"result is not JSON-serializable: {_text(exc)}",

@@ -10,7 +10,7 @@ import os
 import socket
 from typing import Any
 
-from . import errors, framing
+from . import codecache, errors, framing
 from .launcher import Zygote
 from .limits import JSON, DenyAllHost, HostServices, Limits
 from .seccomp_policy import compile_bpf
@@ -36,6 +36,8 @@ class SandboxPool:
         self._zygote: Zygote | None = None
         self._restart: asyncio.Task[None] | None = None
         self._restarts = 0
+        self._compiled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._cache_hits = 0
         self._ctrl: socket.socket | None = None
         self._idle: collections.deque[Worker] = collections.deque()
         self._live: dict[int, Worker] = {}
@@ -59,6 +61,7 @@ class SandboxPool:
         self._ctrl = self._zygote.ctrl
         asyncio.get_running_loop().add_reader(self._ctrl.fileno(), self._on_ctrl)
         self._requested = 0
+        self._compiled.clear()  # a new zygote has an empty code cache
         self._wake.set()
 
     def _detach(self) -> None:
@@ -201,15 +204,20 @@ class SandboxPool:
         limits = limits or self.limits
         self._calls += 1
         try:
-            call = _encode_call(source, entry, args, kwargs, limits, filename)
+            key = codecache.cache_key(source, str(filename)) if isinstance(source, str) else ""
+            call = _encode_call(source, entry, args, kwargs, limits, filename, key)
             if self._closed:
                 raise errors.SandboxUnavailable("sandbox pool is not running")
+            self._ask_compile(key, source, str(filename))
             try:
                 worker = await self._acquire()
             except TimeoutError:
                 raise errors.SandboxUnavailable("no sandbox worker available in time") from None
+            info: dict[str, Any] = {}
             try:
-                return await converse(worker, call, limits, host or DenyAllHost())
+                value = await converse(worker, call, limits, host or DenyAllHost(), info)
+                self._cache_hits += bool(info.get("cached"))
+                return value
             finally:
                 self._live.pop(worker.wid, None)
                 worker.close()
@@ -217,16 +225,33 @@ class SandboxPool:
             self._failures += 1
             raise
 
+    def _ask_compile(self, key: str, source: str, filename: str) -> None:
+        """Have the zygote compile this module once, so later workers inherit the code."""
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return
+        if self._ctrl is None or len(source) > codecache.MAX_SOURCE:
+            return
+        try:
+            self._ctrl.send(framing.dumps({"op": "compile", "source": source,
+                                           "filename": filename}))
+        except OSError:  # buffer full or zygote gone: the worker compiles it this time
+            return
+        self._compiled[key] = None
+        while len(self._compiled) > 256:
+            self._compiled.popitem(last=False)
+
     def stats(self) -> dict[str, Any]:
         return {"size": self.size, "idle": len(self._idle), "calls": self._calls,
                 "failures": self._failures, "busy": len(self._live) - len(self._idle),
                 "running": not self._closed, "zygote_restarts": self._restarts,
                 "zygote_pid": self._zygote.proc.pid if self._zygote else None,
+                "code_cache_hits": self._cache_hits,
                 "layers": dict(self.layers)}
 
 
 def _encode_call(source: str, entry: str, args: list[JSON], kwargs: dict[str, JSON],
-                 limits: Limits, filename: str) -> bytes:
+                 limits: Limits, filename: str, code_key: str) -> bytes:
     if not isinstance(source, str) or len(source.encode()) > limits.source_bytes:
         raise errors.BadArguments("source must be a string within the source size limit")
     if not isinstance(entry, str) or not entry.isidentifier():
@@ -237,6 +262,6 @@ def _encode_call(source: str, entry: str, args: list[JSON], kwargs: dict[str, JS
     try:
         return framing.encode({"op": "call", "source": source, "entry": entry, "args": args,
                                "kwargs": kwargs, "limits": limits.to_wire(),
-                               "filename": str(filename)})
+                               "filename": str(filename), "code_key": code_key})
     except (TypeError, ValueError, RecursionError) as exc:
         raise errors.BadArguments(f"arguments are not JSON: {exc}") from None

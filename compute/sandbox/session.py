@@ -130,8 +130,10 @@ async def _classify_exit(worker: Worker) -> errors.SandboxError:
     return errors.SandboxError("worker exited without a result")
 
 
-async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServices) -> JSON:
-    """Run one call on ``worker`` (which the caller kills and closes afterwards)."""
+async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServices,
+                   info: dict[str, Any] | None = None) -> JSON:
+    """Run one call on ``worker`` (which the caller kills and closes afterwards); ``info``
+    receives ``cached`` (the worker found the module compiled by the zygote)."""
     loop = asyncio.get_running_loop()
     cap = max(limits.output_bytes, _ERROR_SLACK) + 1024
     requests = 0
@@ -145,6 +147,8 @@ async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServic
                     raise errors.SandboxError("malformed message from worker")
                 op = msg.get("op")
                 if op == "result":
+                    if info is not None:
+                        info["cached"] = msg.get("cached") is True
                     return msg.get("value")
                 if op == "error":
                     raise _user_failure(msg, secrets)

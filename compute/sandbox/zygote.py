@@ -20,7 +20,7 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-from . import child, framing, guard, kernel
+from . import child, codecache, framing, guard, kernel
 
 _NS_ALL = (kernel.CLONE_NEWNS | kernel.CLONE_NEWNET | kernel.CLONE_NEWIPC
            | kernel.CLONE_NEWUTS | kernel.CLONE_NEWPID)
@@ -88,7 +88,8 @@ class Init:
 
     def __init__(self, ctrl: socket.socket, cfg: child.WorkerConfig) -> None:
         self.ctrl, self.cfg = ctrl, cfg
-        self.prep = child.Prepared(cfg)
+        self.code = codecache.CodeCache()
+        self.prep = child.Prepared(cfg, self.code)
         child.fixed_limits()
         self.next_wid = 0
         self.pids: dict[int, int] = {}
@@ -159,6 +160,9 @@ class Init:
                 msg = _recv(self.ctrl)
                 if msg.get("op") == "spawn":
                     self.spawn(int(msg.get("n", 1)))
+                elif msg.get("op") == "compile":
+                    if self.code.add(str(msg.get("source")), str(msg.get("filename"))):
+                        gc.freeze()
                 elif msg.get("op") == "quit":
                     os._exit(0)
 
@@ -188,6 +192,10 @@ def main(ctrl_fd: int) -> NoReturn:
                              drop_uid=drop_uid, landlock_fd=ruleset,
                              stdlib_dir=os.path.dirname(os.__file__),
                              base_vm_bytes=base_vm, inprocess=config.get("inprocess", True))
+    if ruleset >= 0:  # the zygote compiles user source: take its filesystem away too
+        kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+        kernel.landlock_restrict(os.dup(ruleset))
+        layers["zygote_landlock"] = True
     if "pid" in layers.get("namespaces", []):
         pid = os.fork()  # the first child is pid 1 of the new pid namespace
         if pid:

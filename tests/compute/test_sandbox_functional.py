@@ -244,3 +244,27 @@ async def test_zygote_killed_is_relaunched(pool: SandboxPool) -> None:
         await asyncio.sleep(0.05)
     assert pool.stats()["zygote_restarts"] == 1
     assert await pool.run(SEED, "add", [2, 2], {}) == 4
+
+
+async def test_modules_are_compiled_once_in_the_zygote(pool: SandboxPool) -> None:
+    for i in range(12):
+        assert await pool.run(SEED, "add", [i, 1], {}) == i + 1
+    assert pool.stats()["code_cache_hits"] >= 8  # the first few workers were forked before
+    big = "X = 1\n" * 30000 + "def f():\n    return X\n"  # above the cache's size limit
+    assert await pool.run(big, "f", [], {}) == 1
+
+
+@pytest.mark.parametrize("source", [
+    "def f(:\n    pass\n",
+    "x = " + "(" * 5000 + ")" * 5000 + "\n",
+    "x = " + "[" * 100 + "]" * 100 + "\n" + "def f():\n    return x\n",
+    "x = 2 ** 10 ** 8\n",
+])
+async def test_hostile_sources_do_not_hurt_the_zygote(pool: SandboxPool, source: str) -> None:
+    for _ in range(4):
+        try:
+            await pool.run(source, "f", [], {}, limits=Limits(wall_time_s=2))
+        except (UserCodeError, TimeLimit, EntryNotFound):
+            pass
+    assert pool.stats()["zygote_restarts"] == 0
+    assert await pool.run(SEED, "add", [1, 2], {}) == 3
