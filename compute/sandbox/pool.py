@@ -69,8 +69,11 @@ class SandboxPool:
         if self._ctrl is not None and self._ctrl.fileno() >= 0:
             asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
         self._ctrl = None
-        for worker in list(self._live.values()):
+        for worker in self._idle:
             worker.close()
+        for worker in self._live.values():  # busy: their calls see EOF and close them
+            if not worker.exited.done():
+                worker.exited.set_result(-1)
         self._live.clear()
         self._idle.clear()
 

@@ -120,6 +120,8 @@ async def _classify_exit(worker: Worker) -> errors.SandboxError:
         status = await asyncio.wait_for(asyncio.shield(worker.exited), 2.0)
     except TimeoutError:
         return errors.SandboxError("worker vanished without a result")
+    if status == -1:
+        return errors.SandboxError("the sandbox zygote died during the call")
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig in (signal.SIGXCPU, signal.SIGKILL):

@@ -18,6 +18,7 @@ from compute.sandbox import (
     Limits,
     OutputLimit,
     PolicyViolation,
+    SandboxError,
     SandboxPool,
     SandboxUnavailable,
     TimeLimit,
@@ -267,4 +268,56 @@ async def test_hostile_sources_do_not_hurt_the_zygote(pool: SandboxPool, source:
         except (UserCodeError, TimeLimit, EntryNotFound):
             pass
     assert pool.stats()["zygote_restarts"] == 0
+    assert await pool.run(SEED, "add", [1, 2], {}) == 3
+
+
+class OddHost(Host):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[object] = []
+
+    async def get_secret(self, name: str) -> str:
+        if name == "slow":
+            await asyncio.sleep(10)
+        if name == "odd":
+            return {1, 2}  # type: ignore[return-value]  # not JSON: the user gets an error
+        if name == "crash":
+            raise KeyError("vault offline")
+        return await super().get_secret(name)
+
+    async def call_external_api(self, url: str, method: str, headers: dict[str, str] | None,
+                                body: str | bytes | None, timeout: float) -> dict[str, Any]:
+        self.bodies.append(body)
+        return {"status": 201}
+
+
+async def test_host_hook_edge_cases(pool: SandboxPool) -> None:
+    host = OddHost()
+    src = ("def get(name):\n    try:\n        return worker.get_secret(name)\n"
+           "    except Exception as exc:\n        return [type(exc).__name__, str(exc)]\n"
+           "def post(data):\n    return worker.call_external_api('https://x.test', 'POST',"
+           " body=data.encode() if data.startswith('b:') else data)\n")
+    assert (await pool.run(src, "get", ["odd"], {}, host=host))[0] == "HostRequestError"
+    assert await pool.run(src, "get", ["crash"], {}, host=host) == [
+        "HostRequestError", "'vault offline'"]
+    assert await pool.run(src, "post", ["b:raw"], {}, host=host) == {"status": 201}
+    assert await pool.run(src, "post", ["text"], {}, host=host) == {"status": 201}
+    assert host.bodies == [b"b:raw", "text"]
+    t0 = time.monotonic()
+    with pytest.raises(TimeLimit):  # time spent in the host hook counts toward the deadline
+        await pool.run(src, "get", ["slow"], {}, host=host, limits=Limits(wall_time_s=0.5))
+    assert time.monotonic() - t0 < 2
+
+
+async def test_call_in_flight_when_the_zygote_dies(pool: SandboxPool) -> None:
+    spin = "def f():\n    while True:\n        pass\n"
+    task = asyncio.create_task(pool.run(spin, "f", [], {}, limits=Limits(wall_time_s=20)))
+    await asyncio.sleep(0.3)
+    os.kill(pool.stats()["zygote_pid"], signal.SIGKILL)
+    with pytest.raises(SandboxError):
+        await asyncio.wait_for(task, 10)
+    for _ in range(100):
+        if pool.stats()["idle"]:
+            break
+        await asyncio.sleep(0.05)
     assert await pool.run(SEED, "add", [1, 2], {}) == 3
