@@ -295,6 +295,14 @@ class DNSResponse(_message.Message):
     source: str
     def __init__(self, records: _Optional[_Iterable[_Union[DNSRecord, _Mapping]]] = ..., cached: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
 
+class ClosestRequest(_message.Message):
+    __slots__ = ("key", "n")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    n: int
+    def __init__(self, key: _Optional[bytes] = ..., n: _Optional[int] = ...) -> None: ...
+
 class PeersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -622,6 +622,11 @@ class NodeServiceStub:
                 request_serializer=proto_dot_taskworker__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=proto_dot_taskworker__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.Closest = channel.unary_unary(
+                '/taskworker.NodeService/Closest',
+                request_serializer=proto_dot_taskworker__pb2.ClosestRequest.SerializeToString,
+                response_deserializer=proto_dot_taskworker__pb2.PeersResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -646,6 +651,13 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Closest(self, request, context):
+        """n XOR-closest live peers to a key
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -663,6 +675,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=proto_dot_taskworker__pb2.LeaveRequest.FromString,
                     response_serializer=proto_dot_taskworker__pb2.LeaveResponse.SerializeToString,
+            ),
+            'Closest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Closest,
+                    request_deserializer=proto_dot_taskworker__pb2.ClosestRequest.FromString,
+                    response_serializer=proto_dot_taskworker__pb2.PeersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -747,6 +764,33 @@ class NodeService:
             '/taskworker.NodeService/Leave',
             proto_dot_taskworker__pb2.LeaveRequest.SerializeToString,
             proto_dot_taskworker__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Closest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskworker.NodeService/Closest',
+            proto_dot_taskworker__pb2.ClosestRequest.SerializeToString,
+            proto_dot_taskworker__pb2.PeersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,89 @@
+"""Shared CLI plumbing: addresses, the local-API channel, output, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+DEFAULT_API = "127.0.0.1:50052"
+API_ENV = "TW_MESH_API"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, or ``[v6]:PORT``) → (host, port); argparse-friendly."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+    return host, port
+
+
+def add_api_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", metavar="HOST:PORT", type=parse_hostport,
+                        default=parse_hostport(os.environ.get(API_ENV, DEFAULT_API)),
+                        help=f"local API of the node to talk to (default: ${API_ENV} or {DEFAULT_API})")
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def api_channel(args: argparse.Namespace) -> grpc.Channel:
+    host, port = args.api
+    return grpc.insecure_channel(f"{host}:{port}", options=[
+        ("grpc.max_receive_message_length", 64 * 2**20),
+        ("grpc.max_send_message_length", 64 * 2**20)])
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def describe_rpc_error(exc: grpc.RpcError, args: argparse.Namespace | None = None) -> str:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE and args is not None and hasattr(args, "api"):
+        host, port = args.api
+        return (f"no node answers at {host}:{port} (start one with `tw-mesh join`, "
+                f"or pass --api / set {API_ENV})")
+    name = code.name if code is not None else "ERROR"
+    return f"{details} ({name})"
+
+
+def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; turn every expected failure into one line on stderr."""
+    from mesh.errors import MeshError
+
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"tw-mesh: error: {exc}", file=sys.stderr)
+    except grpc.RpcError as exc:
+        print(f"tw-mesh: error: {describe_rpc_error(exc, args)}", file=sys.stderr)
+    except MeshError as exc:
+        print(f"tw-mesh: error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"tw-mesh: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("tw-mesh: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_ERROR

@@ -1,0 +1,236 @@
+"""The composition root: one process = one node (DHT + channel server + local API + services).
+
+Start order matters: the peer gRPC server is up before the DHT announces us, so a peer that
+learns about this node can reach it; the local API opens last, when the node can serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh.channel import Caller, ChannelPool, ChannelServer
+from mesh.channel.client import MAX_MESSAGE_BYTES
+from mesh.context import MeshContext, MeshService
+from mesh.dht import Membership
+from mesh.errors import MeshError
+from mesh.identity import Identity, load_or_create
+from proto import mesh_pb2, taskworker_pb2
+from taskworker.api import NodeServicer
+
+log = logging.getLogger("tw-mesh")
+
+VERSION = "0.1.0"
+# Optional capability modules; each exposes ``create(ctx) -> MeshService``.
+SERVICE_MODULES = ("storage.service", "compute.service", "compute.proxy.service",
+                   "taskworker.monitor")
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),     # a second node on a busy port must fail, not share it
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class StartupError(MeshError):
+    """The node could not start (port in use, bootstrap unreachable, ...)."""
+
+
+@dataclass
+class NodeConfig:
+    data_dir: Path = Path(".tw-mesh")
+    listen: tuple[str, int] = ("127.0.0.1", 50051)
+    api: tuple[str, int] = ("127.0.0.1", 50052)
+    bootstrap: list[tuple[str, int]] = field(default_factory=list)
+    roles: tuple[str, ...] = ("storage", "compute")
+    rpc_timeout: float = 1.0
+    sweep_interval: float = 2.0
+    allow_remote_api: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _free_port(host: str) -> int:
+    """A port free for UDP (the caller then binds TCP on the same number)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Node:
+    def __init__(self, config: NodeConfig, identity: Identity | None = None) -> None:
+        self.config = config
+        self.identity = identity or load_or_create(config.data_dir)
+        self.started = time.time()
+        self.services: list[MeshService] = []
+        self.channel_server = ChannelServer(self.identity)
+        self.channels = ChannelPool(self.identity, on_unreachable=self._unreachable)
+        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.api_server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.port = 0
+        self.api_port = 0
+        self.membership: Membership | None = None
+        self.ctx: MeshContext | None = None
+        self.shutdown = asyncio.Event()      # set by SIGINT/SIGTERM or NodeService.Leave
+        self._watch: asyncio.Task[None] | None = None
+
+    # -- wiring ------------------------------------------------------------------------------
+    def _bind_peer_port(self) -> int:
+        host, port = self.config.listen
+        for _ in range(20):
+            candidate = port or _free_port(host)
+            try:
+                bound = self.peer_server.add_insecure_port(f"{host}:{candidate}")
+            except RuntimeError:
+                bound = 0
+            if bound:
+                return bound
+            if port:
+                break
+        raise StartupError(f"cannot listen on {host}:{port or 'any port'} (TCP): address in use?")
+
+    def _peer_record(self) -> mesh_pb2.PeerRecord:
+        usage = shutil.disk_usage(self.config.data_dir)
+        return mesh_pb2.PeerRecord(
+            address=f"{self.config.listen[0]}:{self.port}", roles=list(self.config.roles),
+            capacity_bytes=usage.total, free_bytes=usage.free,
+            load=sum(s.load() for s in self.services), version=VERSION)
+
+    def _unreachable(self, node_id: bytes) -> None:
+        if self.membership is not None:
+            self.membership.mark_dead(node_id)
+
+    def status(self) -> dict[str, Any]:
+        peers = self.membership.live_peers() if self.membership else []
+        return {
+            "node_id": self.identity.node_id_hex,
+            "address": f"{self.config.listen[0]}:{self.port}",
+            "api": f"{self.config.api[0]}:{self.api_port}",
+            "uptime_s": round(time.time() - self.started, 1),
+            "version": VERSION,
+            "roles": list(self.config.roles),
+            "peers": len(peers),
+            "channel": {"refused_frames": self.channel_server.refused_frames},
+            "services": {s.name: s.status() for s in self.services},
+        }
+
+    async def _rpc_status(self, caller: Caller, body: bytes) -> bytes:
+        return mesh_pb2.StatusReply(json=json.dumps(self.status())).SerializeToString()
+
+    async def _rpc_ping(self, caller: Caller, body: bytes) -> bytes:
+        return body
+
+    def _load_services(self, ctx: MeshContext) -> None:
+        for name in SERVICE_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and name.startswith(exc.name):
+                    continue           # capability not built into this tree
+                raise
+            service: MeshService | None = module.create(ctx)
+            if service is not None:
+                self.services.append(service)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        api_host, api_port = cfg.api
+        if not _is_loopback(api_host) and not cfg.allow_remote_api:
+            raise StartupError(f"the local API must listen on loopback, not {api_host} "
+                               "(pass --allow-remote-api to expose it)")
+        self.port = self._bind_peer_port()
+        self.channel_server.add_to(self.peer_server)
+        self.channel_server.handle("mesh.Status", self._rpc_status)
+        self.channel_server.handle("mesh.Ping", self._rpc_ping)
+        self.membership = Membership(
+            self.identity, host=cfg.listen[0], port=self.port, rpc_timeout=cfg.rpc_timeout,
+            sweep_interval=cfg.sweep_interval, peer_record_factory=self._peer_record)
+        self.ctx = MeshContext(self.identity, self.membership, self.channels,
+                               self.channel_server, cfg.data_dir,
+                               f"{cfg.listen[0]}:{self.port}", cfg.roles, cfg.settings)
+        self._load_services(self.ctx)
+        NodeServicer(self).add_to(self.api_server)
+        for service in self.services:
+            service.attach(self.api_server)
+        self._add_health_and_reflection()
+        try:
+            self.api_port = self.api_server.add_insecure_port(f"{api_host}:{api_port}")
+        except RuntimeError:
+            self.api_port = 0
+        if not self.api_port:
+            raise StartupError(f"cannot serve the local API on {api_host}:{api_port}: "
+                               "address in use? (pass --api HOST:PORT)")
+        await self.peer_server.start()
+        try:
+            await self.membership.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {cfg.listen[0]}:{self.port} (UDP): {exc}") from exc
+        log.info("node %s started; peer address %s:%d", self.identity.node_id_hex[:16],
+                 cfg.listen[0], self.port)
+        self._watch = asyncio.create_task(self._log_membership(), name="membership-log")
+        if cfg.bootstrap:
+            reached = await self.membership.bootstrap(cfg.bootstrap)
+            if reached == 0:
+                targets = ", ".join(f"{h}:{p}" for h, p in cfg.bootstrap)
+                raise StartupError(f"no bootstrap peer answered ({targets})")
+            log.info("joined the mesh through %d bootstrap address(es); %d peers live",
+                     len(cfg.bootstrap), reached)
+        else:
+            log.info("no --bootstrap given: this node starts a new mesh")
+        for service in self.services:
+            await service.start()
+        await self.api_server.start()
+        log.info("local API on %s:%d", api_host, self.api_port)
+
+    def _add_health_and_reflection(self) -> None:
+        servicer = health.HealthServicer()
+        for name in ("", "taskworker.FileService", "taskworker.RPCService",
+                     "taskworker.DNSService", "taskworker.NodeService"):
+            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, self.api_server)
+        names = [s.full_name for s in taskworker_pb2.DESCRIPTOR.services_by_name.values()]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME,
+                                             reflection.SERVICE_NAME], self.api_server)
+
+    async def _log_membership(self) -> None:
+        assert self.membership is not None
+        queue = self.membership.subscribe()
+        while True:
+            event = await queue.get()
+            verb = "up" if event.kind == "join" else "down"
+            log.info("peer %s %s at %s", verb, event.record.node_id.hex()[:16],
+                     event.record.address)
+            if event.kind == "leave":
+                await self.channels.forget(event.record.node_id)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self.api_server.stop(grace)
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        if self.membership is not None:
+            await self.membership.stop()
+        await self.channels.close()
+        await self.peer_server.stop(grace)
+        log.info("node %s stopped", self.identity.node_id_hex[:16])
