@@ -78,6 +78,10 @@ class SwarmNode(ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
+    @abstractmethod
+    def live_count(self) -> int:
+        """Peers this node currently believes live (routing-table size for stock kademlia)."""
+
 
 class MeshNode(SwarmNode):
     """The project's membership layer (mesh.dht.Membership: kademlia 2.2.3, fixed)."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simulations.plots import plt, save
+import matplotlib.pyplot as plt
+
+from simulations.plots import save
 
 if TYPE_CHECKING:
     from simulations.swarm import Phase

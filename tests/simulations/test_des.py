@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from simulations import closed_form, ctmc, des
 from simulations.model import Code, Repair, node_leave_rate
