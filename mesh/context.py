@@ -29,6 +29,9 @@ class MeshContext:
     address: str                                   # this node's peer address host:port
     roles: tuple[str, ...] = ("storage", "compute")
     settings: dict[str, Any] = field(default_factory=dict)   # parsed CLI/config options
+    # Services register themselves here by name in their create(); a service that needs
+    # another (compute needs the proxy for HostServices) looks it up at call time.
+    registry: dict[str, Any] = field(default_factory=dict)
 
     def peer(self, record: mesh_pb2.PeerRecord) -> PeerChannel:
         """The sealed channel to a peer named by its verified peer record."""

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from proto import taskworker_pb2, taskworker_pb2_grpc
-from taskworker import cli_compute, cli_storage
+from taskworker import cli_compute, cli_monitor, cli_proxy, cli_storage, cli_versions
 from taskworker.cli_common import (
     add_api_flag,
     add_json_flag,
@@ -21,6 +21,8 @@ from taskworker.cli_common import (
     print_json,
     run_guarded,
 )
+
+CAPABILITIES = (cli_storage, cli_versions, cli_compute, cli_proxy, cli_monitor)
 
 EPILOG = """\
 examples:
@@ -60,8 +62,8 @@ def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--allow-remote-api", action="store_true",
                    help="let --api listen on a non-loopback address (the API has no auth)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    cli_storage.add_join_flags(p)
-    cli_compute.add_join_flags(p)
+    for capability in CAPABILITIES:
+        capability.add_join_flags(p)
     p.set_defaults(func=cmd_join)
 
 
@@ -74,8 +76,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     for noisy in ("kademlia", "rpcudp", "mesh.dht"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings: dict[str, object] = {}
-    cli_storage.collect_join_settings(args, settings)
-    cli_compute.collect_join_settings(args, settings)
+    for capability in CAPABILITIES:
+        capability.collect_join_settings(args, settings)
     config = NodeConfig(data_dir=args.data_dir, listen=args.listen, api=args.api,
                         bootstrap=args.bootstrap, roles=tuple(args.roles or ("storage", "compute")),
                         rpc_timeout=args.rpc_timeout, sweep_interval=args.sweep_interval,
@@ -174,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     _peers_parser(sub)
     _status_parser(sub)
     _leave_parser(sub)
-    cli_storage.register(sub)
-    cli_compute.register(sub)
+    for capability in CAPABILITIES:
+        capability.register(sub)
     return parser
 
 

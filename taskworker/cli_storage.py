@@ -1,4 +1,4 @@
-"""`tw-mesh` subcommands for storage (filled in as the capability lands)."""
+"""`tw-mesh` subcommands for storage (put, get, stat, user) (filled in as the capability lands)."""
 
 from __future__ import annotations
 
