@@ -36,6 +36,7 @@ class WorkerConfig:
     stdlib_dir: str
     base_vm_bytes: int
     inprocess: bool = True  # False only in tests that check the OS layers alone
+    pid_namespace: bool = False
 
 
 class Prepared:
@@ -75,13 +76,14 @@ def _on_sigxcpu(_signum: int, _frame: Any) -> None:
 def harden(cfg: WorkerConfig) -> None:
     """Pre-call layers: parent-death kill, non-dumpable, nobody, no_new_privs, Landlock,
     seccomp. Only the per-call rlimits remain, set (lowered) once the call arrives."""
-    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-    kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+    # no_new_privs and non-dumpable are inherited from the zygote; in a pid namespace the
+    # death of its init (the zygote) already takes every worker with it.
+    if not cfg.pid_namespace:
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
     if cfg.drop_uid:
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)
-    kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
     if cfg.landlock_fd >= 0:
         kernel.landlock_restrict(LANDLOCK_FD)
     if cfg.seccomp is not None:

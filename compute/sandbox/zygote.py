@@ -191,9 +191,13 @@ def main(ctrl_fd: int) -> NoReturn:
     cfg = child.WorkerConfig(seccomp=kernel.SeccompProgram(bpf) if bpf else None,
                              drop_uid=drop_uid, landlock_fd=ruleset,
                              stdlib_dir=os.path.dirname(os.__file__),
-                             base_vm_bytes=base_vm, inprocess=config.get("inprocess", True))
+                             base_vm_bytes=base_vm, inprocess=config.get("inprocess", True),
+                             pid_namespace="pid" in layers["namespaces"])
+    # Inherited by every worker: no privilege gain through exec (needed by Landlock and
+    # seccomp), and no ptrace or /proc/PID/mem access by other processes of the same uid.
+    kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
+    kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
     if ruleset >= 0:  # the zygote compiles user source: take its filesystem away too
-        kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1)
         kernel.landlock_restrict(os.dup(ruleset))
         layers["zygote_landlock"] = True
     if "pid" in layers.get("namespaces", []):
