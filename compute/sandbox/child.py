@@ -76,7 +76,7 @@ def _on_sigxcpu(_signum: int, _frame: Any) -> None:
 def harden(cfg: WorkerConfig) -> None:
     """Pre-call layers: parent-death kill, non-dumpable, nobody, no_new_privs, Landlock,
     seccomp. Only the per-call rlimits remain, set (lowered) once the call arrives."""
-    # no_new_privs and non-dumpable are inherited from the zygote; in a pid namespace the
+    # no_new_privs (and non-dumpable) are inherited from the zygote; in a pid namespace the
     # death of its init (the zygote) already takes every worker with it.
     if not cfg.pid_namespace:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -84,6 +84,7 @@ def harden(cfg: WorkerConfig) -> None:
         os.setgroups([])
         os.setresgid(NOBODY, NOBODY, NOBODY)
         os.setresuid(NOBODY, NOBODY, NOBODY)
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)  # a uid change resets it to suid_dumpable
     if cfg.landlock_fd >= 0:
         kernel.landlock_restrict(LANDLOCK_FD)
     if cfg.seccomp is not None:
