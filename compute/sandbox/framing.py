@@ -18,6 +18,11 @@ class FrameError(Exception):
     """Malformed, oversized or truncated frame."""
 
 
+class ConnectionClosed(FrameError):
+    def __init__(self) -> None:
+        super().__init__("connection closed")
+
+
 class FrameTooLarge(FrameError):
     def __init__(self, size: int, cap: int) -> None:
         super().__init__(f"frame of {size} bytes exceeds the cap of {cap} bytes")
@@ -67,7 +72,7 @@ def _read_exact(fd: int, n: int) -> bytes:
     while n:
         chunk = os.read(fd, min(n, 1 << 20))
         if not chunk:
-            raise FrameError("connection closed")
+            raise ConnectionClosed
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)

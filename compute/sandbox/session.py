@@ -47,7 +47,7 @@ async def _read_exact(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: i
     while got < n:
         k = await loop.sock_recv_into(sock, view[got:])
         if k == 0:
-            raise framing.FrameError("connection closed")
+            raise framing.ConnectionClosed
         got += k
     return bytes(buf)
 
@@ -169,5 +169,7 @@ async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServic
     except framing.FrameTooLarge as exc:
         raise errors.OutputLimit(f"output exceeds the cap of {limits.output_bytes} bytes") \
             from exc
-    except (framing.FrameError, ConnectionError):
+    except (framing.ConnectionClosed, ConnectionError):
         raise await _classify_exit(worker) from None
+    except framing.FrameError as exc:
+        raise errors.SandboxError(f"malformed frame from worker: {exc}") from None

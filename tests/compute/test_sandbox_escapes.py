@@ -228,12 +228,36 @@ async def test_forged_frames_on_the_pipe(pool: SandboxPool) -> None:
     with pytest.raises(OutputLimit):
         await pool.run(huge, "attack", [], {})
     garbage = body("os_globals()['write'](3, b'\\x00\\x00\\x00\\x03{{{')\nwhile True:\n    pass")
-    with pytest.raises(SandboxError):
-        await pool.run(garbage, "attack", [], {}, limits=Limits(wall_time_s=1))
+    with pytest.raises(SandboxError, match="malformed"):
+        await pool.run(garbage, "attack", [], {}, limits=Limits(wall_time_s=5))
+    nested = body("import json\nb = json.dumps({'op': 'result', 'value': 1}).encode()\n"
+                  "b = b'[' * 100000 + b']' * 100000\n"
+                  "os_globals()['write'](3, len(b).to_bytes(4, 'big') + b)\nwhile True:\n"
+                  "    pass")
+    t0 = time.monotonic()
+    with pytest.raises(SandboxError, match="malformed"):  # the host's parser refuses depth
+        await pool.run(nested, "attack", [], {}, limits=Limits(wall_time_s=5))
+    assert time.monotonic() - t0 < 2
     spam = body("while True:\n    try:\n        worker.get_secret('x')\n"
                 "    except PermissionError:\n        pass")
     with pytest.raises(PolicyViolation, match="too many host requests"):
         await pool.run(spam, "attack", [], {})
+    await still_serving(pool)
+
+
+@pytest.mark.parametrize(("attack", "fragment"), [
+    ("raise ValueError('x' * 10 ** 7)", "ValueError"),
+    ("return 10 ** 5000", "not JSON-serializable"),
+    ("return '\\udc80'", "not JSON-serializable"),
+    ("x = []\nfor _ in range(100000):\n    x = [x]\nreturn x", "not JSON-serializable"),
+    ("return (i for i in range(3))", "not JSON-serializable"),
+    ("return float('nan')", "not JSON-serializable"),
+], ids=["huge-message", "huge-int", "lone-surrogate", "deep-nesting", "generator", "nan"])
+async def test_hostile_results_are_user_errors(pool: SandboxPool, attack: str,
+                                               fragment: str) -> None:
+    with pytest.raises(UserCodeError) as info:
+        await pool.run(body(attack), "attack", [], {})
+    assert fragment in str(info.value) and len(info.value.user_message) <= 8192
     await still_serving(pool)
 
 
