@@ -130,32 +130,6 @@ def _user_error(exc: BaseException, filename: str) -> dict[str, Any]:
             "message": _text(exc), "traceback": "".join(lines)[-4 * _MAX_TEXT:]}
 
 
-def check_args(func: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
-    """Raise TypeError if a plain function cannot take these arguments (inspect-free)."""
-    if not isinstance(func, types.FunctionType):
-        return  # other callables: the call itself decides
-    code = func.__code__
-    npos, posonly, kwonly = code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount
-    names = code.co_varnames[:npos + kwonly]
-    has_varargs, has_varkw = bool(code.co_flags & 0x04), bool(code.co_flags & 0x08)
-    if len(args) > npos and not has_varargs:
-        raise TypeError(f"takes {npos} positional arguments but {len(args)} were given")
-    bound = set(names[:min(len(args), npos)])
-    for key in kwargs:
-        if key in names[posonly:]:
-            if key in bound:
-                raise TypeError(f"got multiple values for argument {key!r}")
-            bound.add(key)
-        elif not has_varkw:
-            raise TypeError(f"got an unexpected keyword argument {key!r}")
-    ndefaults = len(func.__defaults__ or ())
-    kwdefaults = func.__kwdefaults__ or {}
-    missing = [n for n in names[:npos - ndefaults] if n not in bound]
-    missing += [n for n in names[npos:] if n not in bound and n not in kwdefaults]
-    if missing:
-        raise TypeError(f"missing required argument(s): {', '.join(missing)}")
-
-
 def _drive(value: Any) -> Any:
     """Run an ``async def`` entry point to completion (it may not await real I/O)."""
     if not isinstance(value, types.CoroutineType):
@@ -185,7 +159,7 @@ def _run_user(env: dict[str, Any], msg: dict[str, Any], prep: Prepared) -> Any:
     if not callable(func) or entry.startswith("__"):
         raise Refusal("entry", f"no function {entry!r} in the module")
     try:
-        check_args(func, args, kwargs)
+        guard.check_args(func, args, kwargs)
     except TypeError as exc:
         raise Refusal("args", f"bad arguments for {entry!r}: {exc}") from None
     try:
@@ -238,7 +212,7 @@ def warm_up(prep: Prepared) -> None:
     msg = framing.loads(_WARMUP_CALL)
     scratch: dict[str, Any] = {"__builtins__": prep.module.__dict__["__builtins__"]}
     exec(compile(msg["source"], "<warm-up>", "exec"), scratch)  # noqa: S102 - our constant
-    check_args(scratch["f"], msg["args"], msg["kwargs"])
+    guard.check_args(scratch["f"], msg["args"], msg["kwargs"])
     framing.dumps({"op": "result", "value": scratch["f"](*msg["args"], **msg["kwargs"])})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -130,3 +131,29 @@ def safe_builtins(importer: Callable[..., Any]) -> dict[str, Any]:
     table["breakpoint"] = _denied("breakpoint()")
     table["__import__"] = importer
     return table
+
+
+def check_args(func: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Raise TypeError if a plain function cannot take these arguments (inspect-free)."""
+    if not isinstance(func, types.FunctionType):
+        return  # other callables: the call itself decides
+    code = func.__code__
+    npos, posonly, kwonly = code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount
+    names = code.co_varnames[:npos + kwonly]
+    has_varargs, has_varkw = bool(code.co_flags & 0x04), bool(code.co_flags & 0x08)
+    if len(args) > npos and not has_varargs:
+        raise TypeError(f"takes {npos} positional arguments but {len(args)} were given")
+    bound = set(names[:min(len(args), npos)])
+    for key in kwargs:
+        if key in names[posonly:]:
+            if key in bound:
+                raise TypeError(f"got multiple values for argument {key!r}")
+            bound.add(key)
+        elif not has_varkw:
+            raise TypeError(f"got an unexpected keyword argument {key!r}")
+    ndefaults = len(func.__defaults__ or ())
+    kwdefaults = func.__kwdefaults__ or {}
+    missing = [n for n in names[:npos - ndefaults] if n not in bound]
+    missing += [n for n in names[npos:] if n not in bound and n not in kwdefaults]
+    if missing:
+        raise TypeError(f"missing required argument(s): {', '.join(missing)}")

@@ -14,7 +14,7 @@ from . import codecache, errors, framing
 from .launcher import Zygote
 from .limits import JSON, DenyAllHost, HostServices, Limits
 from .seccomp_policy import compile_bpf
-from .session import Worker, converse
+from .session import Worker, converse, encode_call
 
 DEFAULT_LIMITS = Limits()
 
@@ -208,7 +208,7 @@ class SandboxPool:
         self._calls += 1
         try:
             key = codecache.cache_key(source, str(filename)) if isinstance(source, str) else ""
-            call = _encode_call(source, entry, args, kwargs, limits, filename, key)
+            call = encode_call(source, entry, args, kwargs, limits, filename, key)
             if self._closed:
                 raise errors.SandboxUnavailable("sandbox pool is not running")
             self._ask_compile(key, source, str(filename))
@@ -252,19 +252,3 @@ class SandboxPool:
                 "code_cache_hits": self._cache_hits,
                 "layers": dict(self.layers)}
 
-
-def _encode_call(source: str, entry: str, args: list[JSON], kwargs: dict[str, JSON],
-                 limits: Limits, filename: str, code_key: str) -> bytes:
-    if not isinstance(source, str) or len(source.encode()) > limits.source_bytes:
-        raise errors.BadArguments("source must be a string within the source size limit")
-    if not isinstance(entry, str) or not entry.isidentifier():
-        raise errors.BadArguments("entry must be a function name")
-    if not isinstance(args, list) or not isinstance(kwargs, dict) or not all(
-            isinstance(k, str) and k.isidentifier() for k in kwargs):
-        raise errors.BadArguments("args must be a list and kwargs a dict of names")
-    try:
-        return framing.encode({"op": "call", "source": source, "entry": entry, "args": args,
-                               "kwargs": kwargs, "limits": limits.to_wire(),
-                               "filename": str(filename), "code_key": code_key})
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise errors.BadArguments(f"arguments are not JSON: {exc}") from None

@@ -173,3 +173,21 @@ async def converse(worker: Worker, call: bytes, limits: Limits, host: HostServic
         raise await _classify_exit(worker) from None
     except framing.FrameError as exc:
         raise errors.SandboxError(f"malformed frame from worker: {exc}") from None
+
+
+def encode_call(source: str, entry: str, args: list[JSON], kwargs: dict[str, JSON],
+                limits: Limits, filename: str, code_key: str) -> bytes:
+    """Validate and encode a call (BadArguments for anything that is not JSON)."""
+    if not isinstance(source, str) or len(source.encode()) > limits.source_bytes:
+        raise errors.BadArguments("source must be a string within the source size limit")
+    if not isinstance(entry, str) or not entry.isidentifier():
+        raise errors.BadArguments("entry must be a function name")
+    if not isinstance(args, list) or not isinstance(kwargs, dict) or not all(
+            isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise errors.BadArguments("args must be a list and kwargs a dict of names")
+    try:
+        return framing.encode({"op": "call", "source": source, "entry": entry, "args": args,
+                               "kwargs": kwargs, "limits": limits.to_wire(),
+                               "filename": str(filename), "code_key": code_key})
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise errors.BadArguments(f"arguments are not JSON: {exc}") from None
