@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     _peers_parser(sub)
     _status_parser(sub)
     _leave_parser(sub)
+    sub.add_parser("sandbox", add_help=False,
+                   help="run a function locally in the sandbox remote calls use "
+                   "(tw-mesh sandbox --help)")
     for capability in CAPABILITIES:
         capability.register(sub)
     return parser
@@ -183,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:2] == ["sandbox", "run"]:
+    if argv[:1] == ["sandbox"]:
         from compute.sandbox.cli import run_command
 
-        return run_command(argv[2:])
+        return run_command(argv[1:])
     args = build_parser().parse_args(argv)
     return run_guarded(args.func, args)
 
