@@ -192,7 +192,9 @@ class Node:
             log.info("joined the mesh through %d bootstrap address(es); %d peers live",
                      len(cfg.bootstrap), reached)
         else:
-            log.info("no --bootstrap given: this node starts a new mesh")
+            log.info("no --bootstrap given: this node starts a new mesh; other nodes join with "
+                     "`tw-mesh join --bootstrap %s:%d --listen HOST:PORT --api HOST:PORT "
+                     "--data-dir DIR`", cfg.listen[0], self.port)
         for service in self.services:
             await service.start()
         await self.api_server.start()
