@@ -1,0 +1,236 @@
+"""Signed version records and grants: creation, canonical signing, stand-alone verification.
+
+Conventions (as mesh/records.py): Ed25519 over a domain tag followed by the deterministic
+protobuf encoding of the message with its signature field empty. Version records use
+``tw-mesh/version/v1\\0`` and grants ``tw-mesh/grant/v1\\0``, so no signature made for one can be
+replayed as the other (or as a DHT record or channel handshake).
+
+A version id is the BLAKE2b-256 of the whole signed record's encoding: the same record always has
+the same id (a replay is a duplicate), and any change to a signed byte changes it.
+
+The owner is bound to the file: ``file_id = BLAKE2b-160(person="tw-mesh-file-id", owner_key ||
+nonce)``. Each record and grant carries that binding (owner key + nonce), so a verifier checks it
+without the genesis record, and nobody can claim another owner's file_id: they would need a
+second preimage of the hash under their own key.
+
+Writers are named by ``writer_id = node_id_for(writer_key)`` (20 bytes), the same derivation as
+node IDs. Vectors are lists of (writer_id, counter) sorted by writer, counters > 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from collections.abc import Iterable, Mapping
+
+from google.protobuf.message import DecodeError
+
+from mesh.identity import Identity, node_id_for, verify_signature
+from proto import versions_pb2
+from storage.cid import is_cid
+from storage.versions.errors import (
+    ForgedSignatureError,
+    FutureRecordError,
+    MalformedRecordError,
+)
+
+VERSION_DOMAIN = b"tw-mesh/version/v1\x00"
+GRANT_DOMAIN = b"tw-mesh/grant/v1\x00"
+FILE_ID_BYTES = 20
+NONCE_BYTES = 16
+VERSION_ID_BYTES = 32
+MAX_RECORD_BYTES = 16 * 1024
+MAX_PARENTS = 64
+MAX_WRITERS = 256
+CLOCK_SKEW_MS = 120_000
+
+Vector = dict[bytes, int]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- file binding ----------------------------------------------------------------------------
+def file_id_for(owner_key: bytes, nonce: bytes) -> bytes:
+    if len(owner_key) != 32 or len(nonce) != NONCE_BYTES:
+        raise MalformedRecordError("a file binding needs a 32-byte owner key and 16-byte nonce")
+    return hashlib.blake2b(owner_key + nonce, digest_size=FILE_ID_BYTES,
+                           person=b"tw-mesh-file-id").digest()
+
+
+def new_binding(owner_key: bytes, nonce: bytes | None = None) -> versions_pb2.FileBinding:
+    """A fresh file_id owned by ``owner_key``."""
+    nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    return versions_pb2.FileBinding(file_id=file_id_for(owner_key, nonce), owner_key=owner_key,
+                                    nonce=nonce)
+
+
+def check_binding(binding: versions_pb2.FileBinding) -> None:
+    if (len(binding.file_id) != FILE_ID_BYTES or len(binding.owner_key) != 32
+            or len(binding.nonce) != NONCE_BYTES):
+        raise MalformedRecordError("file binding has wrong field sizes")
+    if file_id_for(binding.owner_key, binding.nonce) != binding.file_id:
+        raise MalformedRecordError("file_id is not bound to the owner key it names")
+
+
+def writer_id(public_key: bytes) -> bytes:
+    return node_id_for(public_key)
+
+
+# -- vectors ---------------------------------------------------------------------------------
+def vector_of(entries: Iterable[versions_pb2.VectorEntry]) -> Vector:
+    return {e.writer: e.counter for e in entries}
+
+
+def vector_entries(vector: Mapping[bytes, int]) -> list[versions_pb2.VectorEntry]:
+    return [versions_pb2.VectorEntry(writer=w, counter=c)
+            for w, c in sorted(vector.items()) if c > 0]
+
+
+def leq(a: Mapping[bytes, int], b: Mapping[bytes, int]) -> bool:
+    """a ≤ b entry-wise (missing entries are 0)."""
+    return all(c <= b.get(w, 0) for w, c in a.items())
+
+
+def dominates(a: Mapping[bytes, int], b: Mapping[bytes, int]) -> bool:
+    """a > b: a ≥ b entry-wise and a ≠ b."""
+    return leq(b, a) and dict(a) != dict(b)
+
+
+def vmax(vectors: Iterable[Mapping[bytes, int]]) -> Vector:
+    out: Vector = {}
+    for v in vectors:
+        for w, c in v.items():
+            if c > out.get(w, 0):
+                out[w] = c
+    return out
+
+
+def _check_entries(entries: Iterable[versions_pb2.VectorEntry], what: str) -> None:
+    prev = b""
+    n = 0
+    for e in entries:
+        n += 1
+        if len(e.writer) != FILE_ID_BYTES or e.counter <= 0:
+            raise MalformedRecordError(f"{what}: entries need a 20-byte writer and counter > 0")
+        if e.writer <= prev:
+            raise MalformedRecordError(f"{what}: entries must be sorted by writer, unique")
+        prev = e.writer
+    if n > MAX_WRITERS:
+        raise MalformedRecordError(f"{what}: more than {MAX_WRITERS} writers")
+
+
+# -- signing ---------------------------------------------------------------------------------
+def _signed_bytes(domain: bytes, msg: versions_pb2.VersionRecord | versions_pb2.GrantRecord
+                  ) -> bytes:
+    unsigned = copy.deepcopy(msg)
+    unsigned.signature = b""
+    return domain + unsigned.SerializeToString(deterministic=True)
+
+
+def encode(msg: versions_pb2.VersionRecord | versions_pb2.GrantRecord) -> bytes:
+    return msg.SerializeToString(deterministic=True)
+
+
+def record_id(record: versions_pb2.VersionRecord) -> bytes:
+    """The version id: BLAKE2b-256 of the signed record."""
+    return hashlib.blake2b(encode(record), digest_size=VERSION_ID_BYTES,
+                           person=b"tw-mesh-version").digest()
+
+
+def grant_id(grant: versions_pb2.GrantRecord) -> bytes:
+    return hashlib.blake2b(encode(grant), digest_size=VERSION_ID_BYTES,
+                           person=b"tw-mesh-grant").digest()
+
+
+def sign_version(identity: Identity, binding: versions_pb2.FileBinding, cid: str,
+                 vector: Mapping[bytes, int], parents: Iterable[bytes], *, size: int = 0,
+                 content_ref: bytes = b"", time_ms: int | None = None
+                 ) -> versions_pb2.VersionRecord:
+    record = versions_pb2.VersionRecord(
+        cid=cid, vector=vector_entries(vector), parents=sorted(set(parents)),
+        writer_key=identity.public_key, time_ms=now_ms() if time_ms is None else time_ms,
+        size=size, content_ref=content_ref)
+    record.file.CopyFrom(binding)
+    record.signature = identity.sign(_signed_bytes(VERSION_DOMAIN, record))
+    return record
+
+
+def sign_grant(owner: Identity, binding: versions_pb2.FileBinding, grantee_key: bytes, *,
+               revoke: bool = False, seq: int | None = None,
+               vector: Mapping[bytes, int] | None = None) -> versions_pb2.GrantRecord:
+    ts = now_ms()
+    grant = versions_pb2.GrantRecord(
+        grantee_key=grantee_key, revoke=revoke, seq=ts if seq is None else seq,
+        vector=vector_entries(vector or {}), time_ms=ts)
+    grant.file.CopyFrom(binding)
+    grant.signature = owner.sign(_signed_bytes(GRANT_DOMAIN, grant))
+    return grant
+
+
+# -- stand-alone verification ----------------------------------------------------------------
+def verify_version(record: versions_pb2.VersionRecord, *, at_ms: int | None = None) -> None:
+    """Checks that need no other record: structure, file binding, signature, clock.
+
+    The rules that depend on the rest of the file's history (authorization, parents, counters)
+    are in VersionSet.add.
+    """
+    check_binding(record.file)
+    if len(record.writer_key) != 32 or len(record.signature) != 64:
+        raise MalformedRecordError("record has no valid writer key or signature")
+    if not is_cid(record.cid):
+        raise MalformedRecordError("record names no valid CID")
+    if len(record.parents) > MAX_PARENTS:
+        raise MalformedRecordError(f"more than {MAX_PARENTS} parents")
+    prev = b""
+    for p in record.parents:
+        if len(p) != VERSION_ID_BYTES or p <= prev:
+            raise MalformedRecordError("parents must be 32-byte ids, sorted and unique")
+        prev = p
+    _check_entries(record.vector, "vector")
+    if len(record.content_ref) > 4096:
+        raise MalformedRecordError("content_ref too large")
+    if not verify_signature(record.writer_key, _signed_bytes(VERSION_DOMAIN, record),
+                            record.signature):
+        raise ForgedSignatureError("version record signature does not verify")
+    me = writer_id(record.writer_key)
+    if vector_of(record.vector).get(me, 0) <= 0:
+        raise MalformedRecordError("the writer's own vector entry is missing")
+    t = now_ms() if at_ms is None else at_ms
+    if record.time_ms > t + CLOCK_SKEW_MS:
+        raise FutureRecordError("version record is dated in the future")
+
+
+def verify_grant(grant: versions_pb2.GrantRecord) -> None:
+    check_binding(grant.file)
+    if len(grant.grantee_key) != 32 or len(grant.signature) != 64:
+        raise MalformedRecordError("grant has no valid grantee key or signature")
+    _check_entries(grant.vector, "grant vector")
+    if not verify_signature(grant.file.owner_key, _signed_bytes(GRANT_DOMAIN, grant),
+                            grant.signature):
+        raise ForgedSignatureError("grant is not signed by the file's owner")
+
+
+def decode_version(data: bytes) -> versions_pb2.VersionRecord:
+    if len(data) > MAX_RECORD_BYTES:
+        raise MalformedRecordError(f"version record of {len(data)} bytes is too large")
+    record = versions_pb2.VersionRecord()
+    try:
+        record.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedRecordError("not a VersionRecord") from exc
+    return record
+
+
+def decode_grant(data: bytes) -> versions_pb2.GrantRecord:
+    if len(data) > MAX_RECORD_BYTES:
+        raise MalformedRecordError(f"grant of {len(data)} bytes is too large")
+    grant = versions_pb2.GrantRecord()
+    try:
+        grant.ParseFromString(data)
+    except DecodeError as exc:
+        raise MalformedRecordError("not a GrantRecord") from exc
+    return grant
