@@ -1,0 +1,297 @@
+"""Discover every peer and poll its status over the sealed channel.
+
+Discovery: the node's live set (``membership.live_peers()``) plus, once the mesh outgrows a
+k-bucket, one DHT walk per round towards a random key (``closest_peers`` admits the live nodes
+it meets, so the live set grows to the whole mesh over a few rounds). Each known peer is asked
+``mesh.Status`` (its ``Node.status()`` JSON); a peer that stops answering is kept as "down"
+for ``forget_after`` seconds so the page can show it, then dropped.
+
+Several monitors agree because they read the same peers; nothing here is authoritative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh.context import MeshContext
+from mesh.errors import MeshError
+from proto import mesh_pb2
+
+log = logging.getLogger(__name__)
+
+# Counters whose rate is "calls/s": (service, key) in a peer's status JSON.
+CALL_COUNTERS = (("compute", "executed"), ("compute", "routed"), ("storage", "calls"),
+                 ("storage", "gets"), ("storage", "puts"), ("proxy", "requests"))
+# Counters that add up to "errors".
+ERROR_COUNTERS = (("compute", "failed"), ("compute", "sandbox.failures"), ("storage", "errors"),
+                  ("storage", "corrupt"), ("proxy", "errors"))
+HISTORY = 360              # samples kept for the charts (30 min at the default 5 s interval)
+
+
+def lookup(doc: Any, path: str) -> Any:
+    """``doc["a"]["b"]`` for ``path`` "a.b", or None."""
+    for part in path.split("."):
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(part)
+    return doc
+
+
+def number(doc: Any, *paths: str) -> float | None:
+    """The first numeric value found at one of ``paths`` (bools excluded)."""
+    for path in paths:
+        value = lookup(doc, path)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+@dataclass
+class PeerState:
+    """What the monitor knows about one peer."""
+
+    node_id: str
+    address: str
+    roles: tuple[str, ...] = ()
+    capacity_bytes: int = 0
+    free_bytes: int = 0
+    up: bool = False
+    last_ok: float = 0.0
+    last_try: float = 0.0
+    failures: int = 0
+    error: str = ""
+    status: dict[str, Any] = field(default_factory=dict)
+    rtt: deque[float] = field(default_factory=lambda: deque(maxlen=100))
+    calls_total: float = 0.0
+    calls_per_s: float = 0.0
+    _prev_calls: tuple[float, float] | None = None
+
+    # -- derived figures (whatever the services' status() documents expose) --------------
+    @property
+    def services(self) -> dict[str, Any]:
+        svc = self.status.get("services")
+        return svc if isinstance(svc, dict) else {}
+
+    @property
+    def uptime_s(self) -> float:
+        return number(self.status, "uptime_s") or 0.0
+
+    @property
+    def fragments(self) -> float:
+        return number(self.services, "storage.fragments", "storage.fragments_held",
+                      "storage.fragment_count", "storage.store.fragments") or 0.0
+
+    @property
+    def stored_bytes(self) -> float:
+        return number(self.services, "storage.bytes", "storage.stored_bytes",
+                      "storage.fragment_bytes", "storage.store.bytes") or 0.0
+
+    @property
+    def disk_free(self) -> float:
+        return number(self.services, "storage.disk_free", "storage.free_bytes") \
+            or float(self.free_bytes)
+
+    @property
+    def disk_used(self) -> float:
+        used = number(self.services, "storage.disk_used", "storage.used_bytes")
+        if used is not None:
+            return used
+        return float(max(0, self.capacity_bytes - self.free_bytes))
+
+    @property
+    def errors(self) -> float:
+        total = sum(number(self.services, f"{svc}.{key}") or 0.0 for svc, key in ERROR_COUNTERS)
+        return total + (number(self.status, "channel.refused_frames") or 0.0)
+
+    @property
+    def sandbox(self) -> dict[str, float]:
+        pool = lookup(self.services, "compute.sandbox")
+        if not isinstance(pool, dict):
+            return {}
+        return {k: float(v) for k, v in pool.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    @property
+    def p99_latency_s(self) -> float | None:
+        """The services' own p99 call latency if they report one, else None."""
+        ms = number(self.services, "compute.p99_ms", "storage.p99_ms", "compute.latency_p99_ms")
+        return ms / 1000.0 if ms is not None else None
+
+    @property
+    def status_rtt_p99_s(self) -> float:
+        if not self.rtt:
+            return 0.0
+        ordered = sorted(self.rtt)
+        return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+    def under_replicated(self) -> list[dict[str, Any]]:
+        """Files this peer (as a manifest holder / repairer) reports below k+m."""
+        files = lookup(self.services, "storage.repair.under_replicated")
+        if not isinstance(files, list):
+            files = lookup(self.services, "storage.under_replicated")
+        return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+
+    def update_rates(self, now: float) -> None:
+        total = sum(number(self.services, f"{svc}.{key}") or 0.0 for svc, key in CALL_COUNTERS)
+        if self._prev_calls is not None:
+            t0, c0 = self._prev_calls
+            if now > t0 and total >= c0:
+                self.calls_per_s = (total - c0) / (now - t0)
+        self._prev_calls = (now, total)
+        self.calls_total = total
+
+
+@dataclass
+class Sample:
+    """One point of the mesh-wide time series."""
+
+    t: float
+    peers_up: int
+    calls_per_s: float
+    stored_bytes: float
+    fragments: float
+    disk_used: float
+
+
+class MeshPoller:
+    def __init__(self, ctx: MeshContext, *, interval: float = 5.0, timeout: float = 3.0,
+                 forget_after: float = 600.0, concurrency: int = 32) -> None:
+        self.ctx = ctx
+        self.interval = interval
+        self.timeout = timeout
+        self.forget_after = forget_after
+        self.peers: dict[str, PeerState] = {}
+        self.history: deque[Sample] = deque(maxlen=HISTORY)
+        self.rounds = 0
+        self.last_round = 0.0
+        self._sem = asyncio.Semaphore(concurrency)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="monitor-poller")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:          # never let one bad round end monitoring
+                log.exception("monitor round failed")
+            await asyncio.sleep(self.interval)
+
+    # -- one round ---------------------------------------------------------------------------
+    async def discover(self) -> list[mesh_pb2.PeerRecord]:
+        membership = self.ctx.membership
+        if len(membership.live_peers()) + 1 >= membership.ksize:
+            try:               # big mesh: walk towards a random key to meet more of it
+                await asyncio.wait_for(membership.closest_peers(os.urandom(20), membership.ksize),
+                                       self.timeout * 2)
+            except (TimeoutError, MeshError, OSError):
+                pass
+        own = mesh_pb2.PeerRecord(node_id=self.ctx.identity.node_id, address=self.ctx.address,
+                                  roles=list(self.ctx.roles))
+        return [own, *(p.record for p in membership.live_peers())]
+
+    async def poll_once(self) -> None:
+        records = await self.discover()
+        live_ids = {r.node_id.hex() for r in records}
+        for record in records:
+            key = record.node_id.hex()
+            state = self.peers.get(key)
+            if state is None:
+                state = self.peers[key] = PeerState(key, record.address)
+            state.address = record.address or state.address
+            state.roles = tuple(record.roles) or state.roles
+            if record.capacity_bytes:
+                state.capacity_bytes, state.free_bytes = record.capacity_bytes, record.free_bytes
+        await asyncio.gather(*(self._poll(r) for r in records))
+        now = time.time()
+        for key, state in list(self.peers.items()):
+            if key not in live_ids:
+                state.up = False
+                state.error = state.error or "not in the live set"
+            if not state.up and now - max(state.last_ok, state.last_try) > self.forget_after:
+                del self.peers[key]
+        self.rounds += 1
+        self.last_round = now
+        up = [s for s in self.peers.values() if s.up]
+        self.history.append(Sample(now, len(up), sum(s.calls_per_s for s in up),
+                                   sum(s.stored_bytes for s in up), sum(s.fragments for s in up),
+                                   sum(s.disk_used for s in up)))
+
+    async def _poll(self, record: mesh_pb2.PeerRecord) -> None:
+        state = self.peers[record.node_id.hex()]
+        async with self._sem:
+            started = time.monotonic()
+            state.last_try = time.time()
+            try:
+                raw = await asyncio.wait_for(self.ctx.peer(record).unary("mesh.Status", b""),
+                                             self.timeout)
+                reply = mesh_pb2.StatusReply.FromString(raw)
+                doc = json.loads(reply.json)
+                if not isinstance(doc, dict):
+                    raise ValueError("status is not a JSON object")
+            except (TimeoutError, MeshError, OSError, ValueError) as exc:
+                state.failures += 1
+                state.up = False
+                state.error = f"{type(exc).__name__}: {exc}"[:200]
+                return
+        state.rtt.append(time.monotonic() - started)
+        services = doc.get("services")
+        if isinstance(services, dict):
+            services.pop("monitor", None)        # another monitor's mesh view: not its health
+        state.status = doc
+        state.up = True
+        state.failures = 0
+        state.error = ""
+        state.last_ok = time.time()
+        state.update_rates(state.last_ok)
+
+    # -- views -------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The mesh view: what `tw-mesh status` at a monitor and /api/status show."""
+        up = [s for s in self.peers.values() if s.up]
+        files: dict[str, dict[str, Any]] = {}
+        for s in up:
+            for f in s.under_replicated():
+                cid = str(f.get("cid", ""))
+                if cid and (cid not in files or
+                            (number(f, "healthy") or 0) < (number(files[cid], "healthy") or 0)):
+                    files[cid] = f
+        return {
+            "peers_known": len(self.peers),
+            "peers_up": len(up),
+            "fragments_total": int(sum(s.fragments for s in up)),
+            "stored_bytes_total": int(sum(s.stored_bytes for s in up)),
+            "calls_per_s": round(sum(s.calls_per_s for s in up), 3),
+            "errors_total": int(sum(s.errors for s in up)),
+            "files_under_replicated": sorted(files.values(), key=lambda f: str(f.get("cid"))),
+            "rounds": self.rounds,
+            "last_round": round(self.last_round, 3),
+            "peers": [self.peer_view(s) for s in sorted(self.peers.values(),
+                                                         key=lambda s: s.node_id)],
+        }
+
+    @staticmethod
+    def peer_view(s: PeerState) -> dict[str, Any]:
+        return {
+            "node_id": s.node_id, "address": s.address, "roles": list(s.roles), "up": s.up,
+            "uptime_s": s.uptime_s, "disk_used_bytes": int(s.disk_used),
+            "disk_free_bytes": int(s.disk_free), "fragments": int(s.fragments),
+            "stored_bytes": int(s.stored_bytes), "calls_per_s": round(s.calls_per_s, 3),
+            "p99_latency_s": s.p99_latency_s, "status_rtt_p99_s": round(s.status_rtt_p99_s, 4),
+            "sandbox": s.sandbox, "errors": int(s.errors), "error": s.error,
+            "last_ok": round(s.last_ok, 3),
+        }
