@@ -1,0 +1,245 @@
+"""Outbound HTTP for sandboxed functions, performed by the node with httpx.
+
+Every hop (the first request and each redirect) is checked before any connection: scheme
+http/https, host on the worker's allow-list, every resolved address public (or explicitly
+allowed). The connection then goes to the checked address itself (the URL carries the IP, the
+Host header and TLS SNI/verification carry the name), so a second DNS answer cannot swap in
+another address (DNS rebinding). Responses are streamed and capped; the whole exchange,
+redirects included, has one deadline. Secret values substituted into headers are removed from
+every error and from the response handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from mesh.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    NotFoundError,
+    PeerCallError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+
+from .policy import IPAddress, ProxyPolicy, host_allowed
+
+REDIRECTS = (301, 302, 303, 307, 308)
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Headers dropped when a redirect leaves the origin (with any header that carried a secret).
+CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
+HOP_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
+
+ResolveIPs = Callable[[str], Awaitable[list[str]]]
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
+@dataclass
+class Request:
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    timeout: float = 10.0
+    allowed_hosts: list[str] = field(default_factory=list)
+    max_bytes: int = 2**20
+    secret_headers: set[str] = field(default_factory=set)   # lower-case names
+    secrets: list[str] = field(default_factory=list)         # values to redact
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str
+
+    def to_sandbox(self, secrets: list[str]) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        for k, v in self.headers:
+            headers[k.lower()] = redact(v, secrets)
+        out: dict[str, Any] = {"status": self.status, "headers": headers,
+                               "url": redact(self.url, secrets)}
+        try:
+            out["body"] = redact(self.body.decode("utf-8"), secrets)
+        except UnicodeDecodeError:
+            import base64
+
+            out["body_b64"] = base64.b64encode(self.body).decode()
+        return out
+
+
+class HttpProxy:
+    def __init__(self, policy: ProxyPolicy, resolve_ips: ResolveIPs, *,
+                 max_clients: int = 64) -> None:
+        self.policy = policy
+        self.resolve_ips = resolve_ips
+        self._ssl = ssl.create_default_context()
+        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self.max_clients = max_clients
+        self.connections_attempted = 0     # requests actually sent (tests assert refusals)
+        self.stats = {"requests": 0, "refused": 0, "failures": 0, "redirects": 0}
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            await client.aclose()
+
+    def _client(self, hostname: str) -> httpx.AsyncClient:
+        """One client (connection pool) per host name, so a pooled TLS connection is only
+        reused for the name its certificate was checked against."""
+        client = self._clients.get(hostname)
+        if client is None:
+            client = httpx.AsyncClient(verify=self._ssl, trust_env=False, follow_redirects=False,
+                                       limits=httpx.Limits(max_connections=16,
+                                                           max_keepalive_connections=4))
+            self._clients[hostname] = client
+            while len(self._clients) > self.max_clients:
+                _, old = self._clients.popitem(last=False)
+                asyncio.get_running_loop().create_task(old.aclose())  # noqa: RUF006
+        self._clients.move_to_end(hostname)
+        return client
+
+    async def _pin(self, host: str) -> IPAddress:
+        """The checked address to connect to for ``host``; refuses before any connection."""
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                names = await self.resolve_ips(host)
+            except NotFoundError:
+                raise UnavailableError(f"cannot resolve {host}") from None
+            addresses = [ipaddress.ip_address(a) for a in names]
+            if not addresses:
+                raise UnavailableError(f"{host} has no address")
+        for ip in addresses:
+            reason = self.policy.address_allowed(ip)
+            if reason is not None:
+                raise PermissionDeniedError(
+                    f"{host} resolves to a {reason} address ({ip}); refused by the proxy")
+        return addresses[0]
+
+    def _check(self, url: httpx.URL, allowed: list[str]) -> None:
+        if url.scheme not in ("http", "https"):
+            raise PermissionDeniedError(f"scheme {url.scheme!r} is not allowed (http/https only)")
+        if not url.host:
+            raise InvalidArgumentError("URL has no host")
+        if url.userinfo:
+            raise InvalidArgumentError("credentials in the URL are not allowed")
+        if not host_allowed(url.host, allowed):
+            raise PermissionDeniedError(f"host {url.host} is not on this function's allow-list")
+
+    async def fetch(self, req: Request) -> Response:
+        self.stats["requests"] += 1
+        try:
+            return await self._fetch(req)
+        except PeerCallError as exc:
+            if isinstance(exc, PermissionDeniedError):
+                self.stats["refused"] += 1
+            else:
+                self.stats["failures"] += 1
+            raise type(exc)(redact(str(exc), req.secrets)) from None
+
+    async def _fetch(self, req: Request) -> Response:
+        method = req.method.upper()
+        if method not in METHODS:
+            raise InvalidArgumentError(f"method {req.method[:16]!r} is not allowed")
+        timeout = min(max(req.timeout, 0.001), self.policy.max_timeout_s)
+        max_bytes = min(req.max_bytes, self.policy.max_response_bytes)
+        try:
+            url = httpx.URL(req.url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            raise InvalidArgumentError("malformed URL") from None
+        headers = {k: v for k, v in req.headers.items() if k.lower() not in HOP_HEADERS}
+        if not any(k.lower() == "accept-encoding" for k in headers):
+            headers["Accept-Encoding"] = "identity"   # the cap counts what the caller gets
+        body = req.body
+        try:
+            async with asyncio.timeout(timeout):
+                for _hop in range(self.policy.max_redirects + 1):
+                    response = await self._one(url, method, headers, body, timeout, max_bytes,
+                                               req.allowed_hosts)
+                    location = dict((k.lower(), v) for k, v in response.headers).get("location")
+                    if response.status not in REDIRECTS or not location:
+                        return response
+                    self.stats["redirects"] += 1
+                    try:
+                        target = url.join(location)
+                    except (httpx.InvalidURL, ValueError):
+                        raise UnavailableError("redirect to a malformed URL") from None
+                    if (target.scheme, target.host, target.port) != (url.scheme, url.host,
+                                                                     url.port):
+                        headers = {k: v for k, v in headers.items()
+                                   if k.lower() not in CREDENTIAL_HEADERS
+                                   and k.lower() not in req.secret_headers}
+                    if response.status == 303 or (response.status in (301, 302)
+                                                  and method == "POST"):
+                        method, body = ("GET" if method != "HEAD" else "HEAD"), None
+                    url = target
+                raise UnavailableError(f"more than {self.policy.max_redirects} redirects")
+        except TimeoutError:
+            raise DeadlineExceededError(f"external call exceeded {timeout:g}s") from None
+
+    async def _one(self, url: httpx.URL, method: str, headers: dict[str, str],
+                   body: bytes | None, timeout: float, max_bytes: int,
+                   allowed: list[str]) -> Response:
+        self._check(url, allowed)
+        host = url.host
+        ip = await self._pin(host)
+        ip_host = f"[{ip}]" if ip.version == 6 else str(ip)
+        pinned = url.copy_with(host=ip_host.strip("[]"))
+        default_port = 443 if url.scheme == "https" else 80
+        host_header = host if url.port in (None, default_port) else f"{host}:{url.port}"
+        extensions: dict[str, Any] = {"timeout": {"connect": timeout, "read": timeout,
+                                                  "write": timeout, "pool": timeout}}
+        if url.scheme == "https":
+            extensions["sni_hostname"] = host
+        client = self._client(host)
+        request = client.build_request(method, pinned, headers={**headers, "Host": host_header},
+                                       content=body, extensions=extensions)
+        self.connections_attempted += 1
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise UnavailableError(f"{method} {url.scheme}://{host_header}{url.raw_path.decode()}"
+                                   f" failed: {type(exc).__name__}") from None
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise ResourceExhaustedError(
+                    f"response of {declared} bytes exceeds the cap of {max_bytes}")
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                async for chunk in response.aiter_raw():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ResourceExhaustedError(
+                            f"response exceeds the cap of {max_bytes} bytes")
+                    chunks.append(chunk)
+            except httpx.HTTPError as exc:
+                raise UnavailableError(f"reading the response failed: {type(exc).__name__}") \
+                    from None
+        finally:
+            await response.aclose()
+        return Response(response.status_code, list(response.headers.multi_items()),
+                        b"".join(chunks), str(url))

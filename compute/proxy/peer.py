@@ -1,0 +1,139 @@
+"""Proxy requests served by another peer of the pool over the sealed channel.
+
+Peer methods: "proxy.Resolve" (ResolveRequest → ResolveReply) and "proxy.Http" (HttpRequest →
+HttpReply). The serving node applies its own DNS policy, its own SSRF address rules and its own
+size/time caps; the worker's host allow-list travels with the request (the origin node decided
+it) and is re-checked on every hop by the serving node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
+
+from mesh.channel import Caller
+from mesh.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MeshError,
+    PeerCallError,
+    UnavailableError,
+)
+from proto import proxy_pb2
+
+from .dns import Answer, Record
+from .http import Request, Response
+
+if TYPE_CHECKING:
+    from .service import ProxyService
+
+log = logging.getLogger("tw-mesh.proxy")
+MAX_PEER_TRIES = 3
+
+
+class PeerProxy:
+    def __init__(self, service: ProxyService) -> None:
+        self.service = service
+        self.stats = {"served_resolve": 0, "served_http": 0, "forwarded": 0}
+
+    # -- server side ---------------------------------------------------------------------------
+    def register(self) -> None:
+        server = self.service.ctx.channel_server
+        server.handle("proxy.Resolve", self._serve_resolve)
+        server.handle("proxy.Http", self._serve_http)
+
+    def _check_serving(self) -> None:
+        policy = self.service.policy
+        if not policy.serve_peers or policy.via_peers:
+            raise FailedPreconditionError("this node does not serve proxy requests for peers")
+
+    async def _serve_resolve(self, caller: Caller, body: bytes) -> bytes:
+        self._check_serving()
+        req = proxy_pb2.ResolveRequest()
+        try:
+            req.ParseFromString(body)
+        except DecodeError:
+            raise InvalidArgumentError("malformed ResolveRequest") from None
+        answer = await self.service.resolver.resolve(req.domain, req.record_type)
+        self.stats["served_resolve"] += 1
+        return proxy_pb2.ResolveReply(
+            records=[proxy_pb2.Record(type=r.type, value=r.value, ttl=r.ttl)
+                     for r in answer.records],
+            cached=answer.cached, source=answer.source).SerializeToString()
+
+    async def _serve_http(self, caller: Caller, body: bytes) -> bytes:
+        self._check_serving()
+        msg = proxy_pb2.HttpRequest()
+        try:
+            msg.ParseFromString(body)
+        except DecodeError:
+            raise InvalidArgumentError("malformed HttpRequest") from None
+        log.info("proxy.Http for worker %s from peer %s", msg.worker[:64],
+                 caller.node_id.hex()[:16])
+        response = await self.service.http.fetch(Request(
+            url=msg.url, method=msg.method, headers={h.name: h.value for h in msg.headers},
+            body=msg.body if msg.has_body else None, timeout=msg.timeout,
+            allowed_hosts=list(msg.allowed_hosts), max_bytes=int(msg.max_bytes) or 2**20))
+        self.stats["served_http"] += 1
+        return proxy_pb2.HttpReply(
+            status=response.status, body=response.body, url=response.url,
+            headers=[proxy_pb2.Header(name=k, value=v) for k, v in response.headers],
+        ).SerializeToString()
+
+    # -- client side ---------------------------------------------------------------------------
+    def _candidates(self, topic: str) -> list[tuple[bytes, str]]:
+        """Live compute peers, nearest (XOR) to a hash of the topic first, so one name tends
+        to be served by the same peer (its cache stays warm)."""
+        key = int.from_bytes(hashlib.blake2b(topic.encode(), digest_size=20).digest(), "big")
+        me = self.service.ctx.identity.node_id
+        peers = [(p.node_id, p.address) for p in self.service.ctx.membership.live_peers()
+                 if p.node_id != me]
+        peers.sort(key=lambda p: int.from_bytes(p[0], "big") ^ key)
+        return peers
+
+    async def _call(self, topic: str, method: str, body: bytes, timeout: float
+                    ) -> tuple[bytes, bytes]:
+        last: MeshError = UnavailableError("no peer of the pool serves proxy requests")
+        tried = 0
+        for node_id, address in self._candidates(topic):
+            if tried >= MAX_PEER_TRIES:
+                break
+            tried += 1
+            try:
+                reply = await self.service.ctx.channels.peer(node_id, address).unary(
+                    method, body, timeout=timeout)
+                self.stats["forwarded"] += 1
+                return node_id, reply
+            except (FailedPreconditionError, UnavailableError) as exc:
+                last = exc
+            except PeerCallError:
+                raise
+            except MeshError as exc:   # channel failures: try the next peer
+                last = UnavailableError(f"peer {node_id.hex()[:16]}: {exc}")
+        raise UnavailableError(f"no peer could serve the request: {last}")
+
+    async def resolve(self, domain: str, record_type: str, worker: str) -> Answer:
+        body = proxy_pb2.ResolveRequest(domain=domain, record_type=record_type,
+                                        worker=worker).SerializeToString()
+        node_id, raw = await self._call(domain, "proxy.Resolve", body, 10.0)
+        reply = proxy_pb2.ResolveReply()
+        reply.ParseFromString(raw)
+        return Answer([Record(r.type, r.value, r.ttl) for r in reply.records], reply.cached,
+                      f"peer:{node_id.hex()[:16]}")
+
+    async def http(self, req: Request, worker: str) -> Response:
+        msg = proxy_pb2.HttpRequest(
+            url=req.url, method=req.method, body=req.body or b"", has_body=req.body is not None,
+            timeout=req.timeout, max_bytes=req.max_bytes, allowed_hosts=req.allowed_hosts,
+            worker=worker, headers=[proxy_pb2.Header(name=k, value=v)
+                                    for k, v in req.headers.items()])
+        topic = req.url.split("/")[2] if req.url.count("/") >= 2 else req.url
+        _, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(),
+                                  req.timeout + 5.0)
+        reply = proxy_pb2.HttpReply()
+        reply.ParseFromString(raw)
+        return Response(reply.status, [(h.name, h.value) for h in reply.headers], reply.body,
+                        reply.url)
