@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import logging
 import re
@@ -23,6 +24,7 @@ from mesh.errors import (
 )
 from mesh.identity import node_id_for
 from mesh.records import record_key
+from proto import mesh_pb2
 
 from .dns import Answer, Record, Resolver
 from .http import HttpProxy, Request, Response, redact
@@ -57,6 +59,19 @@ def _address_records(addresses: list[tuple[bytes, str]], rtype: str) -> list[Rec
                 seen.add(host)
                 out.append(Record(rtype, host, MESH_TTL))
     return out
+
+
+def _live_providers(function: str, records: list[mesh_pb2.SignedRecord]
+                    ) -> list[mesh_pb2.SignedRecord]:
+    """Provider records of ``function`` that are not withdrawn (decoded by compute.registry
+    when that module is present)."""
+    records = [r for r in records if r.kind == "provider" and r.name == function.encode()]
+    try:
+        registry = importlib.import_module("compute.registry")
+    except ImportError:
+        return records
+    live = {p.owner_id for p in registry.decode_providers(function, records)}
+    return [r for r in records if node_id_for(r.owner_key) in live]
 
 
 class WorkerHost:
@@ -194,9 +209,7 @@ class ProxyService:
             records = await self.ctx.membership.fetch(
                 record_key("provider", b"", function.encode()))
             providers: list[tuple[bytes, str]] = []
-            for record in records:
-                if record.kind != "provider":
-                    continue
+            for record in _live_providers(function, records):
                 node_id = node_id_for(record.owner_key)
                 peer = await self.ctx.membership.fetch_peer(node_id)
                 if peer is not None:

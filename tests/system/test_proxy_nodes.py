@@ -1,0 +1,168 @@
+"""The proxy on real nodes: `tw-mesh join` subprocesses (DNSService through the local API,
+resolve forwarded to another peer over the sealed channel, `tw-mesh secret` and `resolve`),
+and in-process Nodes (real DHT and channel) for secrets read on another node and HTTP
+forwarded to a peer. DNS is a dnsmasq the test starts; HTTP an http.server; loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from compute.proxy.service import ProxyService
+from proto import proxy_pb2, proxy_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
+from taskworker.node import Node, NodeConfig
+from tests.compute.test_proxy_support import (  # noqa: F401 - fixtures
+    ZONE_TTL,
+    Dnsmasq,
+    HttpServer,
+    dnsmasq_fixture,
+    http_server_fixture,
+)
+from tests.support.nodes import NodeCluster, run_cli
+
+SECRET = "tok-9d1e77a0c4b2f3"
+
+
+async def test_dns_and_secrets_on_node_processes(tmp_path: Path, dnsmasq: Dnsmasq) -> None:
+    base = ["--sweep-interval", "0.5"]
+    async with NodeCluster(tmp_path, 1, extra=[*base, "--resolver", dnsmasq.address,
+                                               "--dns-deny", "blocked.test"]) as cluster:
+        await cluster.add(1, extra=[*base, "--proxy-via-peers"])        # no local egress
+        await cluster.add(1, extra=[*base, "--no-proxy-for-peers"])     # refuses peers
+        await cluster.wait_converged()
+        n0, n1 = cluster.nodes[0], cluster.nodes[1]
+        dns0 = cluster.stub(0, taskworker_pb2_grpc.DNSServiceStub)
+        first = await dns0.ResolveDomain(taskworker_pb2.DNSRequest(domain="api.test"))
+        assert [(r.type, r.value, r.ttl) for r in first.records] == [("A", "127.0.0.1",
+                                                                       ZONE_TTL)]
+        assert first.source == "upstream" and not first.cached
+        again = await dns0.ResolveDomain(taskworker_pb2.DNSRequest(domain="api.test"))
+        assert again.cached and again.source == "cache"
+        txt = await dns0.ResolveDomain(taskworker_pb2.DNSRequest(domain="txt.test",
+                                                                 record_type="TXT"))
+        assert txt.records[0].value == "hello world"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await dns0.ResolveDomain(taskworker_pb2.DNSRequest(domain="nope.test"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await dns0.ResolveDomain(taskworker_pb2.DNSRequest(domain="a.blocked.test"))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        # node 1 has no egress: node 2 refuses peers, node 0 answers over the sealed channel
+        dns1 = cluster.stub(1, taskworker_pb2_grpc.DNSServiceStub)
+        ids = {i: (await cluster.peers_of(i)).self_id for i in range(3)}
+        for _ in range(3):
+            fwd = await dns1.ResolveDomain(taskworker_pb2.DNSRequest(domain="other.test"))
+            assert fwd.records[0].value == "127.0.0.1"
+            assert fwd.source == f"peer:{ids[0][:16]}"
+        with pytest.raises(grpc.aio.AioRpcError) as info:     # node 0's policy still applies
+            await dns1.ResolveDomain(taskworker_pb2.DNSRequest(domain="x.blocked.test"))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        # names inside the mesh
+        mesh = await dns0.ResolveDomain(taskworker_pb2.DNSRequest(
+            domain=f"{ids[1][:10]}.node.mesh", record_type="TXT"))
+        assert mesh.source == "mesh" and mesh.records[0].value == f"{ids[1]} {n1.peer}"
+        proc = run_cli("resolve", f"{ids[2][:8]}.node.mesh", "--json", api=n1.api)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["records"][0]["value"] == "127.0.0.1"
+        proc = run_cli("resolve", "txt.test", "--type", "TXT", api=n0.api)
+        assert proc.returncode == 0 and b"hello world" in proc.stdout
+
+        # secrets through the CLI: value on stdin only, sealed to the 3 compute nodes
+        proc = run_cli("secret", "set", "api_key", "--for", "weather", "--for", "billing/charge",
+                       api=n0.api, input_data=SECRET.encode() + b"\n")
+        assert proc.returncode == 0, proc.stderr
+        assert b"sealed to 3 node(s)" in proc.stdout
+        listing = json.loads(run_cli("secret", "list", "--json", api=n0.api).stdout)
+        assert listing[0]["name"] == "api_key" and listing[0]["recipients"] == 3
+        assert listing[0]["allowed"] == ["billing/charge", "weather"]
+        proc = run_cli("secret", "set", "x", api=n0.api, input_data=b"v\n")
+        assert proc.returncode != 0 and b"--for" in proc.stderr
+        proc = run_cli("secret", "revoke", "api_key", api=n0.api)
+        assert proc.returncode == 0, proc.stderr
+        listing = json.loads(run_cli("secret", "list", "--json", api=n0.api).stdout)
+        assert listing[0]["revoked"] is True
+        status = json.loads(run_cli("status", "--json", api=n0.api).stdout)
+        assert status["services"]["proxy"]["dns"]["upstream"] >= 3
+    for path in sorted(tmp_path.rglob("*")):  # noqa: ASYNC240 - no plaintext in dirs or logs
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+# ---------------------------------------------------------------- in-process nodes
+@pytest.fixture
+async def nodes(tmp_path: Path, dnsmasq: Dnsmasq) -> AsyncIterator[list[Node]]:
+    common = {"proxy_resolvers": [dnsmasq.address], "proxy_allow_networks": ["127.0.0.1/32"],
+              "proxy_http_allow": ["weather=api.test"], "proxy_secret_cache": 0.0}
+    started: list[Node] = []
+    try:
+        for i, extra in enumerate(({}, {}, {"proxy_via_peers": True})):
+            boot = [("127.0.0.1", started[0].port)] if started else []
+            node = Node(NodeConfig(data_dir=tmp_path / f"n{i}", listen=("127.0.0.1", 0),
+                                   api=("127.0.0.1", 0), bootstrap=boot, sweep_interval=0.5,
+                                   settings={**common, **extra}))
+            await node.start()
+            started.append(node)
+        for _ in range(200):
+            if all(len(n.membership.live_peers()) == 2 for n in started if n.membership):
+                break
+            await asyncio.sleep(0.05)
+        yield started
+    finally:
+        for node in reversed(started):
+            await node.stop(grace=0.1)
+
+
+def proxy_of(node: Node) -> ProxyService:
+    assert node.ctx is not None
+    proxy = node.ctx.registry["proxy"]
+    assert isinstance(proxy, ProxyService)
+    return proxy
+
+
+async def test_secret_read_on_another_node_and_http_through_a_peer(
+        nodes: list[Node], http_server: HttpServer) -> None:
+    owner, server, egressless = (proxy_of(n) for n in nodes)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{nodes[0].api_port}")
+    try:
+        reply = await proxy_pb2_grpc.ProxyServiceStub(channel).SetSecret(
+            proxy_pb2.SetSecretRequest(name="api_key", value=SECRET.encode(),
+                                       allowed=["weather"]))
+    finally:
+        await channel.close()
+    assert reply.recipients == 3 and reply.stored >= 1
+
+    host = server.host_for("weather", "forecast")
+    assert await host.get_secret("api_key") == SECRET             # fetched from the DHT
+    with pytest.raises(PermissionError):
+        await server.host_for("billing", "charge").get_secret("api_key")
+
+    # rotation reaches the other node without a restart
+    await owner.secrets.set("api_key", b"rotated-value-2", ["weather"], [])
+    assert await host.get_secret("api_key") == "rotated-value-2"
+    await owner.secrets.set("api_key", SECRET.encode(), ["weather"], [])
+
+    # node 2 has no egress: its call goes out through a peer over the sealed channel, with
+    # the secret substituted by node 2 and never handed to the function
+    hits = len(http_server.hits)
+    far = egressless.host_for("weather", "forecast")
+    resp = await far.call_external_api(
+        f"http://api.test:{http_server.port}/echo", "GET",
+        {"Authorization": "Bearer {{secret:api_key}}"}, None, 5.0)
+    assert resp["status"] == 200 and SECRET not in json.dumps(resp)
+    assert http_server.hits[hits][2]["Authorization"] == f"Bearer {SECRET}"
+    assert owner.peers.stats["served_http"] + server.peers.stats["served_http"] == 1
+    with pytest.raises(PermissionError):          # the peer re-checks the allow-list per hop
+        await far.call_external_api(
+            f"http://api.test:{http_server.port}/redirect?to=http://127.0.0.1:"
+            f"{http_server.port}/echo", "GET", None, None, 5.0)
+    egressless.policy.http_allow["weather"].append("internal.test")
+    with pytest.raises(PermissionError, match="private"):     # 10.1.2.3, refused by the peer
+        await far.call_external_api("http://internal.test/", "GET", None, None, 5.0)
+    assert len(http_server.hits) == hits + 2
