@@ -8,20 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PushRequest(_message.Message):
-    __slots__ = ("file_data", "filename", "user_id", "public", "k", "m")
+    __slots__ = ("file_data", "filename", "user_id", "public", "k", "m", "readers", "stripe_size")
     FILE_DATA_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
+    READERS_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_SIZE_FIELD_NUMBER: _ClassVar[int]
     file_data: bytes
     filename: str
     user_id: str
     public: bool
     k: int
     m: int
-    def __init__(self, file_data: _Optional[bytes] = ..., filename: _Optional[str] = ..., user_id: _Optional[str] = ..., public: _Optional[bool] = ..., k: _Optional[int] = ..., m: _Optional[int] = ...) -> None: ...
+    readers: _containers.RepeatedScalarFieldContainer[str]
+    stripe_size: int
+    def __init__(self, file_data: _Optional[bytes] = ..., filename: _Optional[str] = ..., user_id: _Optional[str] = ..., public: _Optional[bool] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., readers: _Optional[_Iterable[str]] = ..., stripe_size: _Optional[int] = ...) -> None: ...
 
 class PushResponse(_message.Message):
     __slots__ = ("file_id", "cid", "size", "k", "m", "fragments_placed", "under_replicated", "warnings")

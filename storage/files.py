@@ -1,0 +1,587 @@
+"""Push and Get: stripes → AEAD → erasure code → XOR-closest peers, and back. No gRPC here.
+
+Push (``FileStore.push``) reads the source stripe by stripe (default 4 MiB). Per stripe, in a
+worker thread (hashlib, libsodium and numpy release the GIL): feed the plaintext CID hasher,
+seal the stripe with the per-file key (context = file_id, index, last flag), erasure-code the
+ciphertext into n = k+m fragments and hash each. The stores of up to ``window`` stripes run
+concurrently with the encoding of the next, so memory stays ~window stripes whatever the size.
+At the end the owner signs the manifest (storage/manifest.py), which goes to the m+1 closest
+peers to the CID, and a document record (storage/documents.py) maps the file_id to the CID.
+
+Get (``FileStore.open`` then ``Reader.stripes``) resolves a CID or file_id to a verified manifest
+the user can open, then fetches any k hash-verified fragments per stripe (data fragments first:
+no decode work; on failure the next holder), several stripes ahead with bounded concurrency,
+decodes, authenticates and decrypts each stripe in order and recomputes the CID; a mismatch raises
+IntegrityError (DATA_LOSS) — never silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import nacl.signing
+
+from mesh.errors import (
+    InvalidArgumentError,
+    MeshError,
+    NotFoundError,
+    PeerCallError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from proto import storage_pb2
+from storage.cid import CidHasher, cid_for, is_cid
+from storage.codec import Codec, NotEnoughFragmentsError
+from storage.crypto import (
+    STRIPE_OVERHEAD,
+    CryptoError,
+    DecryptionError,
+    new_file_key,
+    open_stripe,
+    seal_key_to,
+    seal_stripe,
+)
+from storage.documents import Documents, is_file_id, new_file_id
+from storage.manifest import NO_HOLDER, Manifest, manifest_key, sign_manifest, verify_manifest
+from storage.placement import Network, assign, placement_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_K, DEFAULT_M = 4, 2
+DEFAULT_STRIPE = 4 * 2**20
+MIN_STRIPE, MAX_STRIPE = 4096, 32 * 2**20
+MAX_FILENAME = 1024
+FILENAME_INDEX = 2**63        # AEAD index used for the sealed filename (never a stripe index)
+
+
+class IntegrityError(PeerCallError):
+    """Fetched data did not authenticate or its CID did not match (DATA_LOSS)."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
+@dataclass
+class PushOptions:
+    k: int = DEFAULT_K
+    m: int = DEFAULT_M
+    stripe_size: int = DEFAULT_STRIPE
+    public: bool = False
+    filename: str = ""
+    readers: list[bytes] = field(default_factory=list)   # Ed25519 public keys
+
+    def validate(self) -> Codec:
+        if not MIN_STRIPE <= self.stripe_size <= MAX_STRIPE:
+            raise InvalidArgumentError(
+                f"stripe_size must be in {MIN_STRIPE}..{MAX_STRIPE}, got {self.stripe_size}")
+        if not 1 <= self.k or not 0 <= self.m or self.k + self.m > 255:
+            raise InvalidArgumentError(f"need k >= 1, m >= 0, k+m <= 255; got k={self.k} m={self.m}")
+        if not isinstance(self.filename, str) or len(self.filename) > MAX_FILENAME:
+            raise InvalidArgumentError(f"filename longer than {MAX_FILENAME} characters")
+        for r in self.readers:
+            if len(r) != 32:
+                raise InvalidArgumentError("a reader is named by a 32-byte Ed25519 public key")
+        try:
+            return Codec(self.k, self.m)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+
+
+@dataclass
+class PushResult:
+    cid: str
+    file_id: str
+    size: int
+    k: int
+    m: int
+    fragments_placed: int
+    under_replicated: bool
+    warnings: list[str]
+    manifest_replicas: int = 0
+
+
+@dataclass
+class FragmentHealth:
+    index: int
+    holder: bytes | None
+    address: str
+    reachable: bool
+    healthy: bool
+
+
+@dataclass
+class StatResult:
+    manifest: Manifest
+    filename: str
+    fragments: list[FragmentHealth]
+    health: str
+    stripes_ok: int
+    stripes_degraded: int
+    stripes_lost: int
+
+    def as_dict(self) -> dict[str, Any]:
+        b = self.manifest.body
+        return {
+            "cid": b.cid, "file_id": b.file_id, "size": b.size, "k": b.k, "m": b.m,
+            "stripe_size": b.stripe_size, "stripes": len(b.stripes), "filename": self.filename,
+            "owner": b.owner_key.hex(), "public": bool(b.public_key), "health": self.health,
+            "under_replicated": b.under_replicated,
+            "stripes_healthy": self.stripes_ok, "stripes_degraded": self.stripes_degraded,
+            "stripes_unrecoverable": self.stripes_lost,
+            "fragments": [{"index": f.index, "holder": f.holder.hex() if f.holder else "",
+                           "address": f.address, "reachable": f.reachable,
+                           "healthy": f.healthy} for f in self.fragments],
+        }
+
+
+async def restripe(source: AsyncIterable[bytes],
+                   size: int) -> AsyncIterator[tuple[int, bytes, bool]]:
+    """(index, stripe, is_last) for a stream of arbitrary chunks; holds one stripe back."""
+    buf = bytearray()
+    pending: bytes | None = None
+    index = 0
+    async for chunk in source:
+        buf += chunk
+        while len(buf) >= size:
+            if pending is not None:
+                yield index, pending, False
+                index += 1
+            pending = bytes(buf[:size])
+            del buf[:size]
+    if buf:
+        if pending is not None:
+            yield index, pending, False
+            index += 1
+        pending = bytes(buf)
+    if pending is not None:
+        yield index, pending, True
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+class _Placer:
+    """Holder choice for one upload: primaries by index, spares for failed holders."""
+
+    def __init__(self, ranked: list[bytes], n: int) -> None:
+        self.current = assign(ranked[:n], n)
+        self.spares = ranked[n:]
+        self.failed: set[bytes] = set()
+        self.holders: list[bytes] = []
+        self._slot: dict[bytes, int] = {}
+
+    def slot(self, node_id: bytes) -> int:
+        if node_id not in self._slot:
+            self._slot[node_id] = len(self.holders)
+            self.holders.append(node_id)
+        return self._slot[node_id]
+
+    def replace(self, index: int, bad: bytes) -> bytes | None:
+        self.failed.add(bad)
+        if self.current[index] != bad and self.current[index] not in self.failed:
+            return self.current[index]          # another stripe already replaced it
+        while self.spares:
+            spare = self.spares.pop(0)
+            if spare not in self.failed:
+                self.current[index] = spare
+                return spare
+        others = [h for h in dict.fromkeys(self.current) if h not in self.failed]
+        if others:
+            self.current[index] = others[index % len(others)]
+            return self.current[index]
+        return None
+
+
+class Reader:
+    """A resolved, readable file: its verified manifest and file key."""
+
+    def __init__(self, store: FileStore, manifest: Manifest, key: bytes) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.key = key
+        self.codec = manifest.codec()
+
+    @property
+    def filename(self) -> str:
+        return _open_filename(self.manifest, self.key)
+
+    async def read_all(self) -> bytes:
+        parts = [s async for s in self.stripes()]
+        return b"".join(parts)
+
+    async def stripes(self) -> AsyncIterator[bytes]:
+        """Plaintext stripes in order; the CID is checked before the last one is released."""
+        body = self.manifest.body
+        count = len(body.stripes)
+        hasher = CidHasher()
+        window = self.store.read_window
+        tasks: deque[asyncio.Task[bytes]] = deque()
+        nxt = 0
+        try:
+            for s in range(count):
+                while nxt < count and nxt < s + window:
+                    tasks.append(asyncio.create_task(self._stripe(nxt)))
+                    nxt += 1
+                data = await tasks.popleft()
+                hasher.update(data)
+                if s == count - 1:
+                    self._check(hasher)
+                yield data
+            if count == 0:
+                self._check(hasher)
+        finally:
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _check(self, hasher: CidHasher) -> None:
+        body = self.manifest.body
+        if hasher.size != body.size or hasher.cid() != body.cid:
+            raise IntegrityError(f"content does not match its CID {body.cid} "
+                                 f"(got {hasher.cid()}, {hasher.size} bytes)")
+
+    async def _stripe(self, s: int) -> bytes:
+        body = self.manifest.body
+        plain_len = self.manifest.stripe_len(s)
+        frags = await self.store._fetch_fragments(self.manifest, s)
+        last = s == len(body.stripes) - 1
+
+        def decode() -> bytes:
+            try:
+                sealed = self.codec.decode(frags, plain_len + STRIPE_OVERHEAD)
+                return open_stripe(self.key, sealed, context=body.file_id.encode(), index=s,
+                                   last=last)
+            except (DecryptionError, NotEnoughFragmentsError, ValueError) as exc:
+                raise IntegrityError(f"stripe {s} of {body.cid}: {exc}") from exc
+
+        return await asyncio.to_thread(decode)
+
+
+def _open_filename(manifest: Manifest, key: bytes) -> str:
+    sealed = manifest.body.filename_sealed
+    if not sealed:
+        return ""
+    try:
+        raw = open_stripe(key, sealed, context=b"filename\x00" + manifest.body.file_id.encode(),
+                          index=FILENAME_INDEX, last=True)
+        return raw.decode("utf-8", errors="replace")
+    except CryptoError:
+        return ""
+
+
+class FileStore:
+    """Push/Get/Stat over a Network (the mesh in a node, a fake in unit tests)."""
+
+    def __init__(self, network: Network, *, defaults: PushOptions | None = None,
+                 window: int = 4, read_window: int = 4, fetch_concurrency: int = 24) -> None:
+        self.network = network
+        self.defaults = defaults or PushOptions()
+        self.window = window
+        self.read_window = read_window
+        self._fetch_sem = asyncio.Semaphore(fetch_concurrency)
+        self.documents = Documents(network, replicas=self.defaults.m + 1)
+        self.counters = {"pushes": 0, "gets": 0, "bytes_in": 0, "bytes_out": 0,
+                         "corrupt_fragments": 0, "fragment_failures": 0}
+        self.inflight = 0
+
+    # -- Push -------------------------------------------------------------------------------
+    async def push_bytes(self, data: bytes, owner: nacl.signing.SigningKey,
+                         opts: PushOptions) -> PushResult:
+        """Unary Push: the CID is known first, so placement derives from it."""
+        cid = await asyncio.to_thread(cid_for, data) if len(data) > 65536 else cid_for(data)
+        return await self.push(_one_chunk(data), owner, opts, cid=cid)
+
+    async def push(self, source: AsyncIterable[bytes], owner: nacl.signing.SigningKey,
+                   opts: PushOptions, *, cid: str | None = None) -> PushResult:
+        codec = opts.validate()
+        owner_pub = bytes(owner.verify_key)
+        file_id, nonce = new_file_id(owner_pub)
+        pkey = placement_key("cid", cid) if cid else placement_key("upload", file_id)
+        ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
+        placer = _Placer(ranked, codec.n)
+        warnings: list[str] = []
+        if len(set(placer.current)) < codec.n:
+            warnings.append(f"only {len(set(placer.current))} live storage peer(s) for "
+                            f"{codec.n} fragments: several fragments share a holder "
+                            "(under-replicated)")
+        file_key = new_file_key()
+        context = file_id.encode()
+        hasher = CidHasher()
+        stripes: list[storage_pb2.Stripe] = []
+        inflight: deque[asyncio.Task[int]] = deque()
+        placed_min = codec.n
+        self.inflight += 1
+
+        def encode(data: bytes, index: int, last: bool) -> tuple[list[bytes], list[bytes]]:
+            hasher.update(data)
+            sealed = seal_stripe(file_key, data, context=context, index=index, last=last)
+            frags = codec.encode(sealed)
+            return frags, [hashlib.sha256(f).digest() for f in frags]
+
+        try:
+            async for index, data, last in restripe(source, opts.stripe_size):
+                frags, hashes = await asyncio.to_thread(encode, data, index, last)
+                del data
+                stripe = storage_pb2.Stripe(fragments=[
+                    storage_pb2.Fragment(hash=h, holder=NO_HOLDER) for h in hashes])
+                stripes.append(stripe)
+                inflight.append(asyncio.create_task(
+                    self._send_stripe(file_id, index, frags, stripe, placer, codec)))
+                del frags
+                while len(inflight) >= self.window:
+                    placed_min = min(placed_min, await inflight.popleft())
+            while inflight:
+                placed_min = min(placed_min, await inflight.popleft())
+        finally:
+            self.inflight -= 1
+            for t in inflight:
+                t.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+
+        final_cid = hasher.cid()
+        if cid is not None and cid != final_cid:
+            raise IntegrityError("the uploaded bytes changed while being stored")
+        under = len(set(placer.current)) < codec.n or placed_min < codec.n
+        if placed_min < codec.n:
+            warnings.append(f"some stripes have only {placed_min} of {codec.n} fragments placed")
+        sealed_name = seal_stripe(file_key, opts.filename.encode(),
+                                  context=b"filename\x00" + context, index=FILENAME_INDEX,
+                                  last=True) if opts.filename else b""
+        keys = [storage_pb2.SealedKey(recipient=r, sealed=seal_key_to(r, file_key))
+                for r in dict.fromkeys([owner_pub, *opts.readers])]
+        body = storage_pb2.ManifestBody(
+            format=1, cid=final_cid, file_id=file_id, size=hasher.size, k=codec.k, m=codec.m,
+            stripe_size=opts.stripe_size, codec_format=int(codec.params()["format"]),
+            packet_size=codec.packet_size, matrix=codec.matrix, owner_key=owner_pub,
+            keys=[] if opts.public else keys, public_key=file_key if opts.public else b"",
+            filename_sealed=sealed_name, placement_key=pkey, holders=placer.holders,
+            stripes=stripes, under_replicated=under, created_ms=int(time.time() * 1000))
+        signed = sign_manifest(body, owner)
+        replicas, docs = await asyncio.gather(
+            self._store_manifest(final_cid, signed, codec.m + 1),
+            self.documents.create(file_id, final_cid, owner, nonce))
+        if replicas == 0:
+            raise UnavailableError(f"no peer accepted the manifest of {final_cid}")
+        if replicas < codec.m + 1:
+            warnings.append(f"manifest stored on {replicas} of {codec.m + 1} peers")
+        if docs == 0:
+            warnings.append("no peer accepted the document record: Get by file_id will fail")
+        for w in warnings:
+            log.warning("push %s: %s", final_cid, w)
+        self.counters["pushes"] += 1
+        self.counters["bytes_in"] += hasher.size
+        placed = sum(1 for s in stripes for f in s.fragments if f.holder != NO_HOLDER)
+        return PushResult(final_cid, file_id, hasher.size, codec.k, codec.m, placed, under,
+                          warnings, replicas)
+
+    async def _send_stripe(self, file_id: str, index: int, frags: list[bytes],
+                           stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec) -> int:
+        async def one(i: int) -> bool:
+            holder: bytes | None = placer.current[i]
+            while holder is not None:
+                try:
+                    client = await self.network.client(holder)
+                    await client.store_fragment(file_id, index * 256 + i, frags[i],
+                                                stripe.fragments[i].hash)
+                except MeshError as exc:
+                    self.counters["fragment_failures"] += 1
+                    log.warning("storing fragment %d of stripe %d on %s failed: %s", i, index,
+                                holder.hex()[:16], exc)
+                    holder = placer.replace(i, holder)
+                    continue
+                stripe.fragments[i].holder = placer.slot(holder)
+                return True
+            return False
+
+        placed = sum(await asyncio.gather(*(one(i) for i in range(codec.n))))
+        if placed < codec.k:
+            raise UnavailableError(f"stripe {index}: only {placed} of {codec.n} fragments could "
+                                   f"be stored (need at least k={codec.k})")
+        return placed
+
+    async def _store_manifest(self, cid: str, signed: storage_pb2.SignedManifest,
+                              replicas: int) -> int:
+        peers = await self.network.closest(manifest_key(cid), replicas)
+
+        async def one(node_id: bytes) -> bool:
+            try:
+                await (await self.network.client(node_id)).store_manifest(signed)
+            except MeshError as exc:
+                log.warning("manifest of %s not stored on %s: %s", cid, node_id.hex()[:16], exc)
+                return False
+            return True
+
+        return sum(await asyncio.gather(*(one(p) for p in peers)))
+
+    # -- Get --------------------------------------------------------------------------------
+    async def fetch_manifests(self, cid: str) -> list[Manifest]:
+        """Verified manifests for a CID from its closest peers (widening once if none)."""
+        key = manifest_key(cid)
+        asked: set[bytes] = set()
+        found: dict[bytes, Manifest] = {}
+        errors: list[str] = []
+        for n in (self.defaults.m + 1, 3 * (self.defaults.m + 1) + 2):
+            peers = [p for p in await self.network.closest(key, n) if p not in asked]
+            asked.update(peers)
+
+            async def one(node_id: bytes) -> list[storage_pb2.SignedManifest]:
+                try:
+                    return await (await self.network.client(node_id)).fetch_manifests(cid)
+                except MeshError as exc:
+                    errors.append(f"{node_id.hex()[:16]}: {exc}")
+                    return []
+
+            for signed_list in await asyncio.gather(*(one(p) for p in peers)):
+                for signed in signed_list:
+                    try:
+                        m = verify_manifest(signed, cid)
+                    except InvalidArgumentError:
+                        continue
+                    found.setdefault(hashlib.sha256(signed.body).digest(), m)
+            if found or not peers:
+                break
+        return list(found.values())
+
+    async def resolve(self, ref: str, user: nacl.signing.SigningKey | None,
+                      need_key: bool = True) -> tuple[Manifest, bytes | None]:
+        """The manifest (and file key) a CID or file_id names for this user."""
+        if is_cid(ref):
+            cid, want_id, want_owner = ref, None, None
+        elif is_file_id(ref):
+            doc = await self.documents.record(ref)
+            cid, want_id, want_owner = doc.cid, ref, doc.owner_key
+        else:
+            raise InvalidArgumentError(f"not a CID or file_id: {ref!r:.80}")
+        manifests = await self.fetch_manifests(cid)
+        if want_id is not None:
+            manifests = [m for m in manifests
+                         if m.file_id == want_id and m.body.owner_key == want_owner]
+        if not manifests:
+            raise NotFoundError(f"no manifest found for {ref}")
+        me = bytes(user.verify_key) if user is not None else b""
+        manifests.sort(key=lambda m: (m.body.owner_key != me, not m.body.public_key,
+                                      -m.body.created_ms))
+        for m in manifests:
+            key = await asyncio.to_thread(m.file_key, user)
+            if key is not None:
+                return m, key
+        if need_key:
+            raise PermissionDeniedError(f"{ref} is private to its owner; this user holds no key")
+        return manifests[0], None
+
+    async def open(self, ref: str, user: nacl.signing.SigningKey | None) -> Reader:
+        manifest, key = await self.resolve(ref, user)
+        assert key is not None
+        self.counters["gets"] += 1
+        self.counters["bytes_out"] += manifest.body.size
+        return Reader(self, manifest, key)
+
+    async def _fetch_fragments(self, manifest: Manifest, s: int) -> dict[int, bytes]:
+        """Any k verified fragments of stripe s; UnavailableError listing what is missing."""
+        body = manifest.body
+        k = body.k
+        frags = body.stripes[s].fragments
+        # data fragments first (decoding them is a copy); the same holder's failure is shared
+        candidates = list(range(len(frags)))
+        got: dict[int, bytes] = {}
+        missing: dict[int, str] = {}
+        pending: dict[asyncio.Task[bytes], int] = {}
+
+        async def fetch(i: int) -> bytes:
+            holder = manifest.holder_of(s, i)
+            if holder is None:
+                raise NotFoundError("never placed")
+            async with self._fetch_sem:
+                client = await self.network.client(holder)
+                return await client.fetch_fragment(frags[i].hash)
+
+        try:
+            while len(got) < k:
+                while candidates and len(pending) < k - len(got):
+                    i = candidates.pop(0)
+                    pending[asyncio.create_task(fetch(i))] = i
+                if not pending:
+                    break
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    i = pending.pop(task)
+                    try:
+                        got[i] = task.result()
+                    except MeshError as exc:
+                        holder = manifest.holder_of(s, i)
+                        who = holder.hex()[:16] if holder else "nobody"
+                        missing[i] = f"fragment {i} on {who}: {exc}"
+                        if "corrupt" in str(exc):
+                            self.counters["corrupt_fragments"] += 1
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if len(got) < k:
+            raise UnavailableError(
+                f"{body.cid}: stripe {s} has {len(got)} of the {k} fragments needed; missing: "
+                + "; ".join(missing[i] for i in sorted(missing)))
+        return dict(sorted(got.items())[:k])
+
+    # -- Stat -------------------------------------------------------------------------------
+    async def stat(self, ref: str, user: nacl.signing.SigningKey | None) -> StatResult:
+        manifest, key = await self.resolve(ref, user, need_key=False)
+        body = manifest.body
+        by_holder: dict[bytes, list[tuple[int, int]]] = {}
+        for s, stripe in enumerate(body.stripes):
+            for i, _f in enumerate(stripe.fragments):
+                holder = manifest.holder_of(s, i)
+                if holder is not None:
+                    by_holder.setdefault(holder, []).append((s, i))
+        present: dict[tuple[int, int], bool] = {}
+        reachable: dict[bytes, bool] = {}
+
+        async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
+            hashes = [body.stripes[s].fragments[i].hash for s, i in items]
+            try:
+                answer = await (await self.network.client(holder)).has_fragments(hashes)
+                reachable[holder] = True
+            except MeshError:
+                answer, reachable[holder] = [False] * len(items), False
+            present.update(zip(items, answer, strict=True))
+
+        await asyncio.gather(*(ask(h, items) for h, items in by_holder.items()))
+        n = body.k + body.m
+        ok = degraded = lost = 0
+        for s in range(len(body.stripes)):
+            count = sum(present.get((s, i), False) for i in range(n))
+            if count >= n:
+                ok += 1
+            elif count >= body.k:
+                degraded += 1
+            else:
+                lost += 1
+        fragments = []
+        for i in range(n):
+            holders = [manifest.holder_of(s, i) for s in range(len(body.stripes))]
+            holder = max(set(holders), key=holders.count) if holders else None
+            fragments.append(FragmentHealth(
+                i, holder, self.network.address(holder) if holder else "",
+                reachable.get(holder, False) if holder else False,
+                bool(holders) and all(present.get((s, i), False)
+                                      for s in range(len(body.stripes)))))
+        health = "unrecoverable" if lost else "degraded" if degraded else "healthy"
+        if not body.stripes:
+            fragments = []
+        return StatResult(manifest, _open_filename(manifest, key) if key else "", fragments,
+                          health, ok, degraded, lost)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.counters, "inflight": self.inflight}
+

@@ -1,0 +1,183 @@
+"""Manifests: the owner-signed description of one stored file, and their on-disk store.
+
+A manifest (``ManifestBody`` in proto/storage.proto) carries the CID, size, k, m, stripe size,
+codec parameters, the file key sealed to the owner and readers (or in clear for public files),
+the filename sealed with the file key, and per stripe the sha256 and holder of every fragment.
+It is signed by the owner (domain-separated Ed25519) and kept on the m+1 XOR-closest peers to
+``manifest_key(cid)``. Readers verify the signature and that the body names the CID they asked
+for before trusting anything in it. Several manifests may exist for one CID (one per owner and
+upload); the store keeps each, named by the hash of its signed bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.signing
+from google.protobuf.message import DecodeError
+
+from mesh.errors import InvalidArgumentError
+from mesh.identity import verify_signature
+from proto import storage_pb2
+from storage.cid import is_cid
+from storage.codec import Codec
+from storage.crypto import CryptoError, open_sealed_key
+
+FORMAT = 1
+NO_HOLDER = 0xFFFFFFFF
+MAX_MANIFEST_BYTES = 32 * 2**20
+_DOMAIN = b"tw-mesh/manifest/v1\x00"
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def manifest_key(cid: str) -> bytes:
+    """The 20-byte DHT key whose closest peers keep a CID's manifests."""
+    return hashlib.blake2b(cid.encode(), digest_size=20, person=b"tw-mesh-manifest").digest()
+
+
+def sign_manifest(body: storage_pb2.ManifestBody,
+                  owner: nacl.signing.SigningKey) -> storage_pb2.SignedManifest:
+    if body.owner_key != bytes(owner.verify_key):
+        raise ValueError("manifest owner_key is not the signer's key")
+    raw = body.SerializeToString(deterministic=True)
+    return storage_pb2.SignedManifest(body=raw, signature=owner.sign(_DOMAIN + raw).signature)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified manifest: its body plus the signed bytes it came from."""
+
+    body: storage_pb2.ManifestBody
+    signed: storage_pb2.SignedManifest
+
+    @property
+    def cid(self) -> str:
+        return self.body.cid
+
+    @property
+    def file_id(self) -> str:
+        return self.body.file_id
+
+    def codec(self) -> Codec:
+        b = self.body
+        return Codec.from_params({"format": b.codec_format, "k": b.k, "m": b.m,
+                                  "packet_size": b.packet_size, "matrix": b.matrix})
+
+    def stripe_len(self, index: int) -> int:
+        """Plaintext bytes in stripe ``index``."""
+        b = self.body
+        return int(min(b.stripe_size, b.size - index * b.stripe_size))
+
+    def readable_by(self, public_key: bytes) -> bool:
+        return bool(self.body.public_key) or any(k.recipient == public_key for k in self.body.keys)
+
+    def file_key(self, user: nacl.signing.SigningKey | None) -> bytes | None:
+        """The file key if public or sealed to ``user``; None if this user cannot read it."""
+        if self.body.public_key:
+            return bytes(self.body.public_key)
+        if user is None:
+            return None
+        me = bytes(user.verify_key)
+        for sealed in self.body.keys:
+            if sealed.recipient == me:
+                with contextlib.suppress(CryptoError):
+                    return open_sealed_key(user, sealed.sealed)
+        return None
+
+    def holder_of(self, stripe: int, index: int) -> bytes | None:
+        h = self.body.stripes[stripe].fragments[index].holder
+        return None if h == NO_HOLDER or h >= len(self.body.holders) else self.body.holders[h]
+
+
+def verify_manifest(signed: storage_pb2.SignedManifest, cid: str | None = None) -> Manifest:
+    """Check signature, shape and (if given) the CID binding; InvalidArgumentError otherwise."""
+    if len(signed.body) > MAX_MANIFEST_BYTES:
+        raise InvalidArgumentError("manifest too large")
+    body = storage_pb2.ManifestBody()
+    try:
+        body.ParseFromString(signed.body)
+    except DecodeError as exc:
+        raise InvalidArgumentError("manifest body is not a ManifestBody") from exc
+    if body.format != FORMAT:
+        raise InvalidArgumentError(f"unsupported manifest format {body.format}")
+    if len(body.owner_key) != 32 or not verify_signature(body.owner_key, _DOMAIN + signed.body,
+                                                         signed.signature):
+        raise InvalidArgumentError("manifest signature does not verify")
+    if cid is not None and body.cid != cid:
+        raise InvalidArgumentError(f"manifest is for {body.cid!r}, not {cid!r}")
+    if not is_cid(body.cid):
+        raise InvalidArgumentError("manifest names an invalid CID")
+    manifest = Manifest(body, signed)
+    try:
+        codec = manifest.codec()
+    except ValueError as exc:
+        raise InvalidArgumentError(f"manifest codec parameters invalid: {exc}") from exc
+    if body.stripe_size < 1:
+        raise InvalidArgumentError("manifest stripe_size must be >= 1")
+    want = -(-body.size // body.stripe_size)
+    if len(body.stripes) != want:
+        raise InvalidArgumentError(f"manifest has {len(body.stripes)} stripes, expected {want}")
+    for s in body.stripes:
+        if len(s.fragments) != codec.n or any(len(f.hash) != 32 for f in s.fragments):
+            raise InvalidArgumentError("manifest stripe has a wrong number of fragments or hashes")
+    return manifest
+
+
+class ManifestStore:
+    """Manifests on disk: DATA/storage/manifests/<cid>/<sha256 of signed bytes>.mf."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(data_dir) / "storage" / "manifests"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def put(self, signed: storage_pb2.SignedManifest) -> Manifest:
+        """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid."""
+        manifest = verify_manifest(signed)
+        raw = signed.SerializeToString(deterministic=True)
+        folder = self.root / manifest.cid          # a validated CID: safe as a name
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{hashlib.sha256(raw).hexdigest()}.mf"
+        if not path.exists():
+            tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(raw)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        return manifest
+
+    def get(self, cid: str) -> list[storage_pb2.SignedManifest]:
+        """Every manifest kept for the CID that still verifies (bad files are dropped)."""
+        if not is_cid(cid):
+            raise InvalidArgumentError(f"not a CID: {cid!r:.80}")
+        folder = self.root / cid
+        out = []
+        if folder.is_dir():
+            for p in sorted(folder.iterdir()):
+                if not (p.suffix == ".mf" and _HEX.fullmatch(p.stem)):
+                    continue
+                raw = p.read_bytes()
+                try:
+                    if hashlib.sha256(raw).hexdigest() != p.stem:
+                        raise InvalidArgumentError("hash mismatch")
+                    signed = storage_pb2.SignedManifest.FromString(raw)
+                    verify_manifest(signed, cid)
+                except (InvalidArgumentError, DecodeError):
+                    p.unlink(missing_ok=True)       # rotted on disk: treat as missing
+                    continue
+                out.append(signed)
+        return out
+
+    def cids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_cid(p.name))

@@ -1,0 +1,87 @@
+"""Placement: which peers hold which fragments, and how a node reaches them.
+
+Fragment i of every stripe goes to the i-th XOR-closest live peer to the file's placement key.
+The key is derived from the CID when the CID is known before the first stripe is sent (unary
+Push: the whole file is in memory) and from the upload's file_id otherwise (PushStream: the CID
+exists only after the last byte, and spooling a 2 GiB stream to disk to hash it first would
+double its I/O). Either way the key and the holder of every fragment are recorded in the signed
+manifest, which readers (and repair) use: nobody needs to re-derive placement to find data.
+
+With fewer live peers than n = k+m, the fragments wrap around onto the peers there are (so the
+data stays readable from what is up), and the file is recorded as under-replicated. A holder
+that refuses or is down at store time is replaced by the next-closest spare peer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+from mesh.context import MeshContext
+from mesh.errors import UnavailableError
+from storage.peer import StorageClient, StorageHandlers
+
+
+def placement_key(label: str, value: str) -> bytes:
+    """20-byte key for ``("cid", CID)`` or ``("upload", file_id)``."""
+    return hashlib.blake2b(f"{label}\x00{value}".encode(), digest_size=20,
+                           person=b"tw-mesh-place").digest()
+
+
+def assign(peers: list[bytes], n: int) -> list[bytes]:
+    """Holder of fragment i for i < n: peers[i], wrapping around when there are fewer peers."""
+    if not peers:
+        raise UnavailableError("no live storage peer to place fragments on")
+    return [peers[i % len(peers)] for i in range(n)]
+
+
+class Network(Protocol):
+    """What the file logic needs from the mesh (a fake in unit tests, MeshNetwork in nodes)."""
+
+    self_id: bytes
+
+    async def closest(self, key: bytes, n: int) -> list[bytes]:
+        """Node ids of the n XOR-closest live storage peers to key (this node included)."""
+        ...
+
+    async def client(self, node_id: bytes) -> StorageClient:
+        """A typed client for a peer; UnavailableError if it is unknown or down."""
+        ...
+
+    def address(self, node_id: bytes) -> str:
+        """The peer's address as far as this node knows ('' if unknown)."""
+        ...
+
+
+class MeshNetwork:
+    """Network over a node's Membership and sealed channels; calls to itself stay local."""
+
+    def __init__(self, ctx: MeshContext, handlers: StorageHandlers) -> None:
+        self.ctx = ctx
+        self.self_id = ctx.identity.node_id
+        self._local = StorageClient.local(self.self_id, handlers)
+        self._addresses: dict[bytes, str] = {}
+
+    async def closest(self, key: bytes, n: int) -> list[bytes]:
+        records = await self.ctx.membership.closest_peers(key, n)
+        out = []
+        for r in records:
+            if r.node_id == self.self_id or "storage" in r.roles or not r.roles:
+                self._addresses[r.node_id] = r.address
+                out.append(r.node_id)
+        return out
+
+    async def client(self, node_id: bytes) -> StorageClient:
+        if node_id == self.self_id:
+            return self._local
+        record = await self.ctx.membership.fetch_peer(node_id)
+        if record is None or not record.address:
+            raise UnavailableError(f"peer {node_id.hex()[:16]} is not in the mesh")
+        self._addresses[node_id] = record.address
+        # not cached: the pool closes a dead peer's channel, ctx.peer() hands out the live one
+        return StorageClient.remote(self.ctx.peer(record))
+
+    def address(self, node_id: bytes) -> str:
+        if node_id == self.self_id:
+            return self.ctx.address
+        return self._addresses.get(node_id, "")

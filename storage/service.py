@@ -1,0 +1,67 @@
+"""The storage capability of a node: fragment store, manifests, documents, FileService.
+
+``create(ctx)`` is called by taskworker.node. Join flags (taskworker/cli_storage.py) arrive in
+``ctx.settings``: ``storage.k``, ``storage.m``, ``storage.stripe_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from mesh.context import MeshContext
+from storage.documents import DocumentStore
+from storage.files import DEFAULT_K, DEFAULT_M, DEFAULT_STRIPE, FileStore, PushOptions
+from storage.fragstore import FragmentStore
+from storage.keyring import Keyring
+from storage.manifest import ManifestStore
+from storage.peer import StorageHandlers
+from storage.placement import MeshNetwork
+
+
+class StorageService:
+    name = "storage"
+
+    def __init__(self, ctx: MeshContext) -> None:
+        self.ctx = ctx
+        self.fragments = FragmentStore(ctx.data_dir)
+        self.manifests = ManifestStore(ctx.data_dir)
+        self.document_store = DocumentStore(ctx.data_dir)
+        self.keyring = Keyring(ctx.data_dir)
+        self.handlers = StorageHandlers(self.fragments, self.manifests, self.document_store)
+        self.network = MeshNetwork(ctx, self.handlers)
+        s = ctx.settings
+        defaults = PushOptions(k=int(s.get("storage.k", DEFAULT_K)),
+                               m=int(s.get("storage.m", DEFAULT_M)),
+                               stripe_size=int(s.get("storage.stripe_size", DEFAULT_STRIPE)))
+        defaults.validate()
+        self.files = FileStore(self.network, defaults=defaults)
+        if "storage" in ctx.roles:
+            self.handlers.register(ctx.channel_server)
+        ctx.registry["storage"] = self
+
+    def attach(self, api_server: grpc.aio.Server) -> None:
+        from storage.servicer import FileServicer
+
+        FileServicer(self).add_to(api_server)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.fragments.close()
+
+    def status(self) -> dict[str, Any]:
+        count, total = self.fragments.stats()
+        return {"fragments": count, "fragment_bytes": total,
+                "corrupt_fragments_dropped": self.fragments.corrupt_count,
+                "manifests": len(self.manifests.cids()), "peer_calls": self.handlers.calls,
+                "users": len(self.keyring.names()), **self.files.status()}
+
+    def load(self) -> int:
+        return self.files.inflight
+
+
+def create(ctx: MeshContext) -> StorageService:
+    return StorageService(ctx)

@@ -1,0 +1,209 @@
+"""storage.files without gRPC: in-process nodes (real stores on disk) behind a fake network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from mesh.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError, UnavailableError
+from storage.cid import cid_for
+from storage.documents import DocumentStore, is_file_id
+from storage.files import FileStore, PushOptions, restripe
+from storage.fragstore import FragmentStore
+from storage.manifest import ManifestStore
+from storage.peer import StorageClient, StorageHandlers
+
+
+class FakeNetwork:
+    def __init__(self, root: Path, n: int) -> None:
+        self.handlers: dict[bytes, StorageHandlers] = {}
+        self.dirs: dict[bytes, Path] = {}
+        for i in range(n):
+            node_id = hashlib.blake2b(f"node{i}".encode(), digest_size=20).digest()
+            d = root / f"node{i}"
+            self.dirs[node_id] = d
+            self.handlers[node_id] = StorageHandlers(FragmentStore(d), ManifestStore(d),
+                                                     DocumentStore(d))
+        self.self_id = next(iter(self.handlers))
+        self.down: set[bytes] = set()
+
+    async def closest(self, key: bytes, n: int) -> list[bytes]:
+        live = [x for x in self.handlers if x not in self.down]
+        live.sort(key=lambda x: int.from_bytes(x, "big") ^ int.from_bytes(key, "big"))
+        return live[:n]
+
+    async def client(self, node_id: bytes) -> StorageClient:
+        if node_id in self.down or node_id not in self.handlers:
+            raise UnavailableError(f"peer {node_id.hex()[:8]} down")
+        return StorageClient.local(node_id, self.handlers[node_id])
+
+    def address(self, node_id: bytes) -> str:
+        return f"fake:{node_id.hex()[:8]}"
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> FakeNetwork:
+    return FakeNetwork(tmp_path, 6)
+
+
+def _user() -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey.generate()
+
+
+async def _chunks(data: bytes, size: int = 10_000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+SMALL = PushOptions(stripe_size=65536)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 65536, 65537, 300_001])
+async def test_round_trip_stream_and_unary(net: FakeNetwork, size: int) -> None:
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(size)
+    for result in (await files.push(_chunks(data), alice, SMALL),
+                   await files.push_bytes(data, alice, SMALL)):
+        assert result.cid == cid_for(data)
+        assert is_file_id(result.file_id)
+        assert not result.under_replicated
+        reader = await files.open(result.cid, alice)
+        assert await reader.read_all() == data
+        by_id = await files.open(result.file_id, alice)
+        assert by_id.manifest.file_id == result.file_id
+        assert await by_id.read_all() == data
+
+
+async def test_restripe_marks_last() -> None:
+    out = [(i, len(b), last) async for i, b, last in restripe(_chunks(b"x" * 25, 7), 10)]
+    assert out == [(0, 10, False), (1, 10, False), (2, 5, True)]
+    out = [(i, len(b), last) async for i, b, last in restripe(_chunks(b"x" * 20, 3), 10)]
+    assert out == [(0, 10, False), (1, 10, True)]
+
+
+async def test_any_m_down_still_reads_m_plus_one_names_missing(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(200_000)
+    r = await files.push_bytes(data, alice, SMALL)
+    manifest = (await files.resolve(r.cid, alice))[0]
+    holders = list(manifest.body.holders)
+    assert len(holders) == 6
+    # manifests live on the 3 closest to the CID; keep those up, kill 2 fragment holders
+    keep = set(await net.closest(__import__("storage.manifest").manifest.manifest_key(r.cid), 3))
+    victims = [h for h in holders if h not in keep][:2] or holders[:2]
+    net.down.update(victims[:2])
+    assert await (await files.open(r.cid, alice)).read_all() == data
+    third = next(h for h in holders if h not in net.down)
+    net.down.add(third)
+    with pytest.raises((UnavailableError, NotFoundError)) as info:
+        await (await files.open(r.cid, alice)).read_all()
+    assert "missing" in str(info.value) or "no manifest" in str(info.value)
+
+
+async def test_corrupt_fragment_detected_and_read_still_correct(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(100_000)
+    r = await files.push_bytes(data, alice, SMALL)
+    manifest = (await files.resolve(r.cid, alice))[0]
+    frag0 = manifest.body.stripes[0].fragments[0]
+    holder = manifest.body.holders[frag0.holder]
+    path = net.dirs[holder] / "fragments" / frag0.hash.hex()[:2] / frag0.hash.hex()
+    raw = bytearray(path.read_bytes())
+    raw[10] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert await (await files.open(r.cid, alice)).read_all() == data
+    assert net.handlers[holder].fragments.corrupt_count == 1
+    st = await files.stat(r.cid, alice)
+    assert st.health == "degraded"
+
+
+async def test_private_public_readers(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice, bob, carol = _user(), _user(), _user()
+    data = b"secret " * 100
+    r = await files.push_bytes(data, alice, PushOptions(filename="../../etc/passwd"))
+    with pytest.raises(PermissionDeniedError):
+        await files.open(r.cid, bob)
+    with pytest.raises(PermissionDeniedError):
+        await files.open(r.file_id, bob)
+    reader = await files.open(r.cid, alice)
+    assert reader.filename == "../../etc/passwd"
+    pub = await files.push_bytes(b"hello world", alice, PushOptions(public=True))
+    assert await (await files.open(pub.cid, bob)).read_all() == b"hello world"
+    shared = await files.push_bytes(b"for carol", alice,
+                                    PushOptions(readers=[bytes(carol.verify_key)]))
+    assert await (await files.open(shared.cid, carol)).read_all() == b"for carol"
+    with pytest.raises(PermissionDeniedError):
+        await files.open(shared.cid, bob)
+    # bob storing the same content gets his own readable manifest for the same CID
+    mine = await files.push_bytes(data, bob, PushOptions())
+    assert mine.cid == r.cid and mine.file_id != r.file_id
+    assert await (await files.open(r.cid, bob)).read_all() == data
+
+
+async def test_no_plaintext_on_any_node(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    marker = b"PLAINTEXT-MARKER-" + os.urandom(8).hex().encode()
+    await files.push_bytes(marker * 50, _user(), PushOptions(filename="marker-name.txt"))
+    for d in net.dirs.values():
+        for p in d.rglob("*"):
+            if p.is_file():
+                blob = p.read_bytes()
+                assert marker not in blob and b"marker-name" not in blob, p
+
+
+async def test_bad_refs_and_options(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice = _user()
+    for bad in ("", "nope", "bafy", "../../etc/passwd", "f" + "0" * 31):
+        with pytest.raises(InvalidArgumentError):
+            await files.open(bad, alice)
+    with pytest.raises(NotFoundError):
+        await files.open(cid_for(b"never stored"), alice)
+    with pytest.raises(NotFoundError):
+        await files.open("f" + "0" * 32, alice)
+    for opts in (PushOptions(k=0), PushOptions(k=200, m=100), PushOptions(stripe_size=10)):
+        with pytest.raises(InvalidArgumentError):
+            await files.push_bytes(b"x", alice, opts)
+
+
+async def test_fewer_peers_than_fragments(tmp_path: Path) -> None:
+    net = FakeNetwork(tmp_path, 3)
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(50_000)
+    r = await files.push_bytes(data, alice, PushOptions(k=4, m=2))
+    assert r.under_replicated and r.warnings
+    assert await (await files.open(r.cid, alice)).read_all() == data
+
+
+async def test_holder_down_at_push_uses_spare(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(70_000)
+
+    class Flaky(FakeNetwork):
+        pass
+
+    victim = list(net.handlers)[3]
+    orig = net.client
+
+    async def client(node_id: bytes) -> StorageClient:
+        if node_id == victim:
+            raise UnavailableError("refused")
+        return await orig(node_id)
+
+    net.client = client  # type: ignore[method-assign]
+    r = await files.push_bytes(data, alice, PushOptions(k=3, m=1, stripe_size=65536))
+    assert r.fragments_placed == 8
+    manifest = (await files.resolve(r.cid, alice))[0]
+    assert victim not in manifest.body.holders
+    assert await (await files.open(r.cid, alice)).read_all() == data

@@ -1,0 +1,85 @@
+"""Manifests and document records: signatures, CID binding, on-disk stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from mesh.errors import InvalidArgumentError, PermissionDeniedError
+from proto import storage_pb2
+from storage.cid import cid_for
+from storage.documents import DocumentStore, new_file_id, sign_document, verify_document
+from storage.keyring import Keyring
+from storage.manifest import ManifestStore, sign_manifest, verify_manifest
+
+
+def _body(owner: nacl.signing.SigningKey, data: bytes = b"") -> storage_pb2.ManifestBody:
+    return storage_pb2.ManifestBody(format=1, cid=cid_for(data), file_id=new_file_id(
+        bytes(owner.verify_key))[0], size=len(data), k=4, m=2, stripe_size=4096, codec_format=1,
+        packet_size=32768, matrix="reedsolo", owner_key=bytes(owner.verify_key))
+
+
+def test_manifest_signature_and_cid_binding(tmp_path: Path) -> None:
+    owner = nacl.signing.SigningKey.generate()
+    signed = sign_manifest(_body(owner), owner)
+    m = verify_manifest(signed, cid_for(b""))
+    assert m.cid == cid_for(b"")
+    with pytest.raises(InvalidArgumentError):
+        verify_manifest(signed, cid_for(b"other"))
+    tampered = storage_pb2.SignedManifest(body=signed.body[:-1] + b"\x01",
+                                          signature=signed.signature)
+    with pytest.raises(InvalidArgumentError):
+        verify_manifest(tampered)
+    other = nacl.signing.SigningKey.generate()
+    with pytest.raises(ValueError):
+        sign_manifest(_body(owner), other)
+    # a stripe count that does not fit the size is refused
+    bad = _body(owner, b"abc")
+    with pytest.raises(InvalidArgumentError):
+        verify_manifest(sign_manifest(bad, owner))
+
+
+def test_manifest_store_on_disk_drops_rot(tmp_path: Path) -> None:
+    owner = nacl.signing.SigningKey.generate()
+    store = ManifestStore(tmp_path)
+    signed = sign_manifest(_body(owner), owner)
+    store.put(signed)
+    store.put(signed)
+    assert ManifestStore(tmp_path).get(cid_for(b"")) == [signed]
+    [path] = list((tmp_path / "storage" / "manifests" / cid_for(b"")).glob("*.mf"))
+    path.write_bytes(path.read_bytes()[:-3])
+    assert store.get(cid_for(b"")) == []
+    with pytest.raises(InvalidArgumentError):
+        store.get("../../etc")
+
+
+def test_documents_owner_bound(tmp_path: Path) -> None:
+    alice, mallory = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    file_id, nonce = new_file_id(bytes(alice.verify_key))
+    store = DocumentStore(tmp_path)
+    assert store.put(sign_document(file_id, nonce, cid_for(b"1"), alice, 1000))
+    assert not store.put(sign_document(file_id, nonce, cid_for(b"0"), alice, 999))
+    assert store.put(sign_document(file_id, nonce, cid_for(b"2"), alice, 2000))
+    forged = sign_document(file_id, nonce, cid_for(b"evil"), mallory, 3000)
+    with pytest.raises(InvalidArgumentError):
+        verify_document(forged)
+    with pytest.raises((InvalidArgumentError, PermissionDeniedError)):
+        store.put(forged)
+    [rec] = store.get(file_id)
+    assert verify_document(rec).cid == cid_for(b"2")
+
+
+def test_keyring(tmp_path: Path) -> None:
+    ring = Keyring(tmp_path)
+    key = ring.create("alice")
+    assert (tmp_path / "users" / "alice.key").stat().st_mode & 0o777 == 0o600
+    assert Keyring(tmp_path).get("alice").encode() == key.encode()
+    ring.user("")
+    assert ring.names() == ["alice", "default"]
+    for bad in ("../x", ".hidden", "", "a/b", "x" * 65):
+        with pytest.raises(InvalidArgumentError):
+            ring.create(bad)
+    with pytest.raises(InvalidArgumentError):
+        ring.create("alice")

@@ -1,0 +1,214 @@
+"""Issue 4 on six real `tw-mesh join` processes: Push/Get/Stat through the local API and CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from proto import taskworker_pb2, taskworker_pb2_grpc
+from storage.cid import cid_for
+from storage.manifest import manifest_key
+from tests.support.nodes import NodeCluster, run_cli
+
+Stub = taskworker_pb2_grpc.FileServiceStub
+
+
+async def _ids(cluster: NodeCluster) -> list[str]:
+    return [(await cluster.peers_of(i)).self_id for i in range(len(cluster.nodes))]
+
+
+async def _status(cluster: NodeCluster, i: int) -> dict[str, object]:
+    stub = cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub)
+    doc: dict[str, object] = json.loads((await stub.Status(taskworker_pb2.StatusRequest())).json)
+    return doc
+
+
+async def _push_stream(stub: Stub, data: bytes, chunk: int = 1 << 20,
+                       **header: object) -> taskworker_pb2.PushResponse:
+    async def chunks() -> AsyncIterator[taskworker_pb2.PushChunk]:
+        yield taskworker_pb2.PushChunk(header=taskworker_pb2.PushRequest(**header))  # type: ignore[arg-type]
+        for i in range(0, len(data), chunk):
+            yield taskworker_pb2.PushChunk(data=data[i:i + chunk])
+    resp: taskworker_pb2.PushResponse = await stub.PushStream(chunks(), timeout=300)
+    return resp
+
+
+async def _get_stream(stub: Stub, ref: str, user: str = "") -> tuple[str, bytes]:
+    header, parts = None, []
+    async for c in stub.GetStream(taskworker_pb2.GetRequest(file_id=ref, user_id=user),
+                                  timeout=300):
+        if c.HasField("header"):
+            header = c.header
+        else:
+            parts.append(c.data)
+    assert header is not None
+    return header.cid, b"".join(parts)
+
+
+async def _code(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call  # type: ignore[misc]
+    code: grpc.StatusCode = info.value.code()
+    return code
+
+
+def _holders_of_manifest(cluster: NodeCluster, ids: list[str], cid: str) -> set[int]:
+    key = int.from_bytes(manifest_key(cid), "big")
+    ranked = sorted(range(len(ids)), key=lambda i: int.from_bytes(bytes.fromhex(ids[i]), "big") ^ key)
+    return set(ranked[:3])
+
+
+async def test_storage_end_to_end(tmp_path: Path) -> None:
+    async with NodeCluster(tmp_path, 6) as cluster:
+        ids = await _ids(cluster)
+        stub = cluster.stub(0, Stub)
+        other = cluster.stub(3, Stub)
+
+        # 0 B, 1 B, 1 MiB: unary and streaming, read back from another node, by CID and file_id
+        for size in (0, 1, 1 << 20):
+            data = os.urandom(size)
+            r = await stub.Push(taskworker_pb2.PushRequest(file_data=data, filename="f.bin"))
+            assert r.cid == cid_for(data) and r.file_id and r.k == 4 and r.m == 2
+            assert not r.under_replicated
+            g = await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
+            assert g.file_data == data and g.cid == r.cid and g.filename == "f.bin"
+            g = await stub.Get(taskworker_pb2.GetRequest(file_id=r.file_id))
+            assert g.file_data == data
+            s = await _push_stream(stub, data)
+            assert s.cid == r.cid and s.file_id != r.file_id
+            assert await _get_stream(stub, s.file_id) == (r.cid, data)
+
+        # per-file k, m
+        data = os.urandom(300_000)
+        r = await stub.Push(taskworker_pb2.PushRequest(file_data=data, k=3, m=3))
+        assert (r.k, r.m) == (3, 3)
+        st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+        assert st.health == "healthy" and len(st.fragments) == 6
+
+        # private file: another user of the same node (and the default user of another node)
+        # cannot read it; a path-like filename is only metadata
+        marker = b"PLAINTEXT-MARKER-" + os.urandom(6).hex().encode()
+        secret = marker * 3000
+        made = run_cli("user", "create", "bob", "--data-dir", str(cluster.nodes[0].data_dir))
+        assert made.returncode == 0, made.stderr
+        r = await stub.Push(taskworker_pb2.PushRequest(file_data=secret,
+                                                       filename="../../etc/passwd"))
+        assert await _code(stub.Get(taskworker_pb2.GetRequest(file_id=r.cid, user_id="bob"))) \
+            == grpc.StatusCode.PERMISSION_DENIED
+        assert await _code(other.Get(taskworker_pb2.GetRequest(file_id=r.file_id))) \
+            == grpc.StatusCode.PERMISSION_DENIED
+        g = await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
+        assert g.file_data == secret and g.filename == "../../etc/passwd"
+        assert not (tmp_path / "etc").exists()
+        pub = await stub.Push(taskworker_pb2.PushRequest(file_data=b"open", public=True))
+        assert (await other.Get(taskworker_pb2.GetRequest(file_id=pub.cid))).file_data == b"open"
+        for node in cluster.nodes:
+            for p in node.data_dir.rglob("*"):
+                if p.is_file():
+                    assert marker not in p.read_bytes(), f"plaintext marker in {p}"
+
+        # malformed and unknown
+        for bad in ("", "hello", "../../etc/passwd", "bafkrei" + "a" * 10):
+            assert await _code(stub.Get(taskworker_pb2.GetRequest(file_id=bad))) \
+                == grpc.StatusCode.INVALID_ARGUMENT
+        assert await _code(stub.Get(taskworker_pb2.GetRequest(file_id=cid_for(b"nothing")))) \
+            == grpc.StatusCode.NOT_FOUND
+        assert await _code(stub.Get(taskworker_pb2.GetRequest(file_id="f" + "0" * 32))) \
+            == grpc.StatusCode.NOT_FOUND
+        assert await _code(stub.Push(taskworker_pb2.PushRequest(file_data=b"x", k=200, m=100))) \
+            == grpc.StatusCode.INVALID_ARGUMENT
+        assert await _code(stub.Push(taskworker_pb2.PushRequest(file_data=b"x",
+                                                                user_id="../evil"))) \
+            == grpc.StatusCode.INVALID_ARGUMENT
+        assert await _code(stub.Push(taskworker_pb2.PushRequest(file_data=b"x",
+                                                                user_id="nobody"))) \
+            == grpc.StatusCode.NOT_FOUND
+
+        # a corrupted fragment on disk is detected and the Get is still right
+        data = os.urandom(1 << 20)
+        r = await stub.Push(taskworker_pb2.PushRequest(file_data=data))
+        st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+        victim = ids.index(st.fragments[0].holder)
+        for blob in (cluster.nodes[victim].data_dir / "fragments").glob("??/*"):
+            if len(blob.name) == 64:
+                raw = bytearray(blob.read_bytes())
+                if raw:
+                    raw[len(raw) // 2] ^= 0x5A
+                    blob.write_bytes(bytes(raw))
+        assert (await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))).file_data == data
+        assert (await _status(cluster, victim))["services"]["storage"][  # type: ignore[index]
+            "corrupt_fragments_dropped"] >= 1
+
+        # CLI: put / get / stat, and a failed get leaves no partial file
+        src = tmp_path / "in.bin"
+        src.write_bytes(os.urandom(200_000))
+        api = cluster.nodes[1].api
+        put = run_cli("put", str(src), "--json", api=api)
+        assert put.returncode == 0, put.stderr
+        doc = json.loads(put.stdout)
+        assert doc["cid"] == cid_for(src.read_bytes()) and doc["file_id"]
+        out = tmp_path / "out.bin"
+        got = run_cli("get", doc["cid"], "-o", str(out), api=api)
+        assert got.returncode == 0, got.stderr
+        assert out.read_bytes() == src.read_bytes()
+        piped = run_cli("get", doc["file_id"], api=api)
+        assert piped.stdout == src.read_bytes()
+        stdin_put = run_cli("put", "-", api=api, input_data=b"from stdin")
+        assert stdin_put.stdout.decode().strip() == cid_for(b"from stdin")
+        stat = run_cli("stat", doc["cid"], "--json", api=api)
+        assert json.loads(stat.stdout)["health"] == "healthy"
+        missing = tmp_path / "missing.bin"
+        failed = run_cli("get", cid_for(b"not stored"), "-o", str(missing), api=api)
+        assert failed.returncode == 1 and b"NOT_FOUND" in failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1
+        denied = run_cli("get", r.cid, "-o", str(missing), "--user", "bob",
+                         api=cluster.nodes[0].api)
+        assert denied.returncode == 1 and b"PERMISSION_DENIED" in denied.stderr
+        assert not [n for n in os.listdir(tmp_path) if n.startswith((".missing", "missing"))]
+
+        # kill -9 any m fragment holders: Get still works; m+1: an error naming what is missing
+        data = os.urandom(1 << 20)
+        r = await stub.Push(taskworker_pb2.PushRequest(file_data=data))
+        keep = _holders_of_manifest(cluster, ids, r.cid) | {0}
+        victims = [i for i in range(1, 6) if i not in keep]
+        victims += [i for i in range(1, 6) if i not in victims and i != 0]
+        for v in victims[:2]:
+            cluster.nodes[v].kill()
+        assert (await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))).file_data == data
+        assert (await _get_stream(stub, r.file_id))[1] == data
+        cluster.nodes[victims[2]].kill()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
+        assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+        assert "missing" in (info.value.details() or ""), info.value.details()
+
+
+async def test_hundred_mib_streams(tmp_path: Path) -> None:
+    async with NodeCluster(tmp_path, 6) as cluster:
+        stub = cluster.stub(0, Stub)
+        data = os.urandom(100 * 2**20)
+        r = await _push_stream(stub, data, filename="big.bin", public=True)
+        assert r.cid == cid_for(data) and r.size == len(data)
+        cid, back = await _get_stream(cluster.stub(4, Stub), r.cid)
+        assert cid == r.cid
+        assert hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+        del back
+        # unary Get refuses what it cannot carry, with a pointer to GetStream
+        code = await _code(stub.Get(taskworker_pb2.GetRequest(file_id=r.cid)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_fewer_nodes_than_fragments_is_under_replicated(tmp_path: Path) -> None:
+    async with NodeCluster(tmp_path, 2) as cluster:
+        stub = cluster.stub(0, Stub)
+        data = os.urandom(100_000)
+        r = await stub.Push(taskworker_pb2.PushRequest(file_data=data, public=True))
+        assert r.under_replicated and r.warnings
+        assert (await cluster.stub(1, Stub).Get(
+            taskworker_pb2.GetRequest(file_id=r.cid))).file_data == data
