@@ -50,7 +50,8 @@ class Dnsmasq:
         args = [DNSMASQ, "--keep-in-foreground", "--no-resolv", "--no-hosts", "-C", "/dev/null",
                 f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
                 f"--addn-hosts={folder / 'hosts'}", f"--local-ttl={ZONE_TTL}",
-                "--pid-file=", "--local=/test/", "--cache-size=0"]
+                "--pid-file=", "--local=/test/", "--cache-size=0",
+                "--address=/wild.test/127.0.0.1"]      # any <x>.wild.test: fresh names
         args += [f"--txt-record={name},{value}" for name, value in txt.items()]
         if os.geteuid() == 0:
             args.append("--user=root")
