@@ -81,7 +81,9 @@ async def run(n: int) -> str:
                                    settings={**settings, **extra}))
             await node.start()
             nodes.append(node)
-        while not all(n.membership and n.membership.live_peers() for n in nodes):
+        for _ in range(400):
+            if all(n.membership and n.membership.live_peers() for n in nodes):
+                break
             await asyncio.sleep(0.05)
         assert nodes[0].ctx is not None and nodes[1].ctx is not None
         proxy: ProxyService = nodes[0].ctx.registry["proxy"]
