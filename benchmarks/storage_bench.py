@@ -1,0 +1,190 @@
+"""Storage Push/Get through 5 real tw-mesh nodes with (4,2), against Tahoe-LAFS in the same run.
+
+Run: ``.venv/bin/python -m benchmarks.storage_bench [--runs 5] [--small-runs 30]
+[--big-mib 64] [--no-tahoe] [--no-codec] [--write-results]``.
+
+* tw-mesh: 5 ``tw-mesh join`` subprocesses on loopback (tests/support/nodes.py); the client is
+  this process talking to node 0's local API with grpc.aio, as the CLI would: 64 MiB through
+  PushStream / GetStream (1 MiB request chunks), 1 KiB through unary Push / Get. Private files
+  (encrypted, key sealed to the default user). Fresh random data every run.
+* Tahoe-LAFS 1.20 (benchmarks/tahoe.py): introducer + 5 storage nodes + client, 4-of-6, web
+  API; immutable upload/download of the same sizes, fresh data each run. Everything runs in a
+  private network namespace (Tahoe opens a port on 0.0.0.0), so it stays on loopback.
+* Codec: benchmarks.codec_bench.run for (4,2) and (10,4) against zfec and pyeclib.
+Medians; MB/s = 10^6 bytes/s of file data; ratios are tw-mesh / Tahoe (higher is better for
+throughput, lower for latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from benchmarks.report import append_results, machine_line
+from proto import taskworker_pb2, taskworker_pb2_grpc
+from tests.support.nodes import NodeCluster
+
+MiB = 1 << 20
+
+
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+async def _push_stream(stub: taskworker_pb2_grpc.FileServiceStub,
+                       data: bytes) -> taskworker_pb2.PushResponse:
+    async def chunks() -> AsyncIterator[taskworker_pb2.PushChunk]:
+        yield taskworker_pb2.PushChunk(header=taskworker_pb2.PushRequest(filename="bench"))
+        view = memoryview(data)
+        for i in range(0, len(data), MiB):
+            yield taskworker_pb2.PushChunk(data=bytes(view[i:i + MiB]))
+    resp: taskworker_pb2.PushResponse = await stub.PushStream(chunks(), timeout=600)
+    return resp
+
+
+async def _get_stream(stub: taskworker_pb2_grpc.FileServiceStub, cid: str) -> int:
+    n = 0
+    async for chunk in stub.GetStream(taskworker_pb2.GetRequest(file_id=cid), timeout=600):
+        n += len(chunk.data)
+    return n
+
+
+async def bench_mesh(tmp: Path, runs: int, small_runs: int, big: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"big_up": [], "big_down": [], "small_up": [], "small_down": []}
+    tmp.mkdir(parents=True, exist_ok=True)
+    async with NodeCluster(tmp, 5) as cluster:
+        stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
+        warm = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(1024)))
+        await stub.Get(taskworker_pb2.GetRequest(file_id=warm.cid))
+        for _ in range(small_runs):
+            data = os.urandom(1024)
+            t0 = time.perf_counter()
+            r = await stub.Push(taskworker_pb2.PushRequest(file_data=data))
+            t1 = time.perf_counter()
+            g = await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
+            t2 = time.perf_counter()
+            assert g.file_data == data
+            out["small_up"].append(t1 - t0)
+            out["small_down"].append(t2 - t1)
+        for _ in range(runs):
+            data = os.urandom(big)
+            t0 = time.perf_counter()
+            r = await _push_stream(stub, data)
+            t1 = time.perf_counter()
+            n = await _get_stream(stub, r.cid)
+            t2 = time.perf_counter()
+            assert n == big and r.size == big
+            out["big_up"].append(t1 - t0)
+            out["big_down"].append(t2 - t1)
+            print(f"tw-mesh {big // MiB} MiB: up {big / (t1 - t0) / 1e6:.0f} MB/s, "
+                  f"down {big / (t2 - t1) / 1e6:.0f} MB/s", flush=True)
+    return out
+
+
+def bench_tahoe(tmp: Path, runs: int, small_runs: int, big: int) -> dict[str, list[float]]:
+    from benchmarks.tahoe import TahoeGrid
+
+    out: dict[str, list[float]] = {"big_up": [], "big_down": [], "small_up": [], "small_down": []}
+    with TahoeGrid(tmp) as grid:
+        grid.download(grid.upload(os.urandom(1024)))
+        for size, n, up, down in ((1024, small_runs, "small_up", "small_down"),
+                                  (big, runs, "big_up", "big_down")):
+            for _ in range(n):
+                data = os.urandom(size)
+                t0 = time.perf_counter()
+                cap = grid.upload(data)
+                t1 = time.perf_counter()
+                got = grid.download(cap)
+                t2 = time.perf_counter()
+                assert got == data
+                out[up].append(t1 - t0)
+                out[down].append(t2 - t1)
+            if size == big:
+                print(f"tahoe {big // MiB} MiB: up {big / _med(out[up]) / 1e6:.0f} MB/s, "
+                      f"down {big / _med(out[down]) / 1e6:.0f} MB/s", flush=True)
+    return out
+
+
+def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None, big: int,
+          runs: int, small_runs: int) -> str:
+    lines = ["| op | tw-mesh | Tahoe-LAFS 1.20 | tw-mesh / Tahoe | goal |", "|---|---|---|---|---|"]
+    for key, label, goal in (("big_up", f"{big // MiB} MiB Push (MB/s)", "≥ 5×"),
+                             ("big_down", f"{big // MiB} MiB Get (MB/s)", "≥ 5×")):
+        ours = big / _med(mesh[key]) / 1e6
+        theirs = big / _med(tahoe[key]) / 1e6 if tahoe else float("nan")
+        ratio = f"{ours / theirs:.1f}×" if tahoe else "–"
+        lines.append(f"| {label} | {ours:.0f} | {theirs:.0f} | {ratio} | {goal} |")
+    for key, label in (("small_up", "1 KiB Push (ms)"), ("small_down", "1 KiB Get (ms)")):
+        ours = _med(mesh[key]) * 1e3
+        theirs = _med(tahoe[key]) * 1e3 if tahoe else float("nan")
+        ratio = f"{ours / theirs:.2f}" if tahoe else "–"
+        lines.append(f"| {label} | {ours:.1f} | {theirs:.1f} | {ratio} | ≤ 0.20 |")
+    lines.append("")
+    lines.append(f"Medians of {runs} runs ({big // MiB} MiB) and {small_runs} runs (1 KiB); "
+                 "tw-mesh 1 KiB p90 up/down: "
+                 f"{_pct(mesh['small_up'], 0.9) * 1e3:.1f} / "
+                 f"{_pct(mesh['small_down'], 0.9) * 1e3:.1f} ms.")
+    return "\n".join(lines)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.storage_bench",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--small-runs", type=int, default=30)
+    p.add_argument("--big-mib", type=int, default=64)
+    p.add_argument("--no-tahoe", action="store_true")
+    p.add_argument("--no-codec", action="store_true")
+    p.add_argument("--write-results", action="store_true",
+                   help="append the tables to benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    use_tahoe = not args.no_tahoe
+    if use_tahoe:
+        from benchmarks.tahoe import installed
+        if not installed():
+            print("Tahoe-LAFS not installed (python -m benchmarks.tahoe --install): skipping it",
+                  file=sys.stderr)
+            use_tahoe = False
+        else:
+            from benchmarks.netns import reexec_in_private_netns
+            reexec_in_private_netns()
+    big = args.big_mib * MiB
+    codec_text = ""
+    if not args.no_codec:
+        from benchmarks.codec_bench import DEFAULT_PACKET, run
+        from benchmarks.codec_bench import table as codec_table
+        rows = run(64 * MiB, 4 * MiB, 5, [(4, 2), (10, 4)], DEFAULT_PACKET)
+        codec_text = codec_table(rows, 64 * MiB, 4 * MiB, 5, DEFAULT_PACKET, False)
+    with tempfile.TemporaryDirectory(prefix="storage-bench-") as tmp:
+        mesh = asyncio.run(bench_mesh(Path(tmp) / "mesh", args.runs, args.small_runs, big))
+        tahoe = (bench_tahoe(Path(tmp) / "tahoe", args.runs, args.small_runs, big)
+                 if use_tahoe else None)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    text = table(mesh, tahoe, big, args.runs, args.small_runs)
+    print(text)
+    if codec_text:
+        print(codec_text)
+    if args.write_results:
+        context = (f"`python -m benchmarks.storage_bench`: 5 tw-mesh nodes, (4,2), 4 MiB "
+                   "stripes, private files, loopback; Tahoe-LAFS 1.20 grid of 5 storage "
+                   "servers, 4-of-6, web API, same run, private netns. "
+                   f"{machine_line()}; load average after the run {load}.")
+        append_results("Storage Push/Get vs Tahoe-LAFS", context,
+                       text + ("\n\n" + codec_text if codec_text else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
