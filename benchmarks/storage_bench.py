@@ -58,7 +58,6 @@ async def _get_stream(stub: taskworker_pb2_grpc.FileServiceStub, cid: str) -> in
 
 async def bench_mesh(tmp: Path, runs: int, small_runs: int, big: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"big_up": [], "big_down": [], "small_up": [], "small_down": []}
-    tmp.mkdir(parents=True, exist_ok=True)
     async with NodeCluster(tmp, 5) as cluster:
         stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
         warm = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(1024)))
@@ -168,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run(64 * MiB, 4 * MiB, 5, [(4, 2), (10, 4)], DEFAULT_PACKET)
         codec_text = codec_table(rows, 64 * MiB, 4 * MiB, 5, DEFAULT_PACKET, False)
     with tempfile.TemporaryDirectory(prefix="storage-bench-") as tmp:
+        (Path(tmp) / "mesh").mkdir()
         mesh = asyncio.run(bench_mesh(Path(tmp) / "mesh", args.runs, args.small_runs, big))
         tahoe = (bench_tahoe(Path(tmp) / "tahoe", args.runs, args.small_runs, big)
                  if use_tahoe else None)
