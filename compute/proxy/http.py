@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -86,10 +87,10 @@ class Response:
 
 class HttpProxy:
     def __init__(self, policy: ProxyPolicy, resolve_ips: ResolveIPs, *,
-                 max_clients: int = 64) -> None:
+                 max_clients: int = 64, ssl_context: ssl.SSLContext | None = None) -> None:
         self.policy = policy
         self.resolve_ips = resolve_ips
-        self._ssl = ssl.create_default_context()
+        self._ssl = ssl_context or ssl.create_default_context()
         self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
         self.max_clients = max_clients
         self.connections_attempted = 0     # requests actually sent (tests assert refusals)
@@ -163,7 +164,9 @@ class HttpProxy:
         method = req.method.upper()
         if method not in METHODS:
             raise InvalidArgumentError(f"method {req.method[:16]!r} is not allowed")
-        timeout = min(max(req.timeout, 0.001), self.policy.max_timeout_s)
+        timeout = self.policy.max_timeout_s
+        if math.isfinite(req.timeout) and req.timeout > 0:
+            timeout = min(req.timeout, timeout)
         max_bytes = min(req.max_bytes, self.policy.max_response_bytes)
         try:
             url = httpx.URL(req.url)

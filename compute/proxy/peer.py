@@ -131,8 +131,9 @@ class PeerProxy:
             worker=worker, headers=[proxy_pb2.Header(name=k, value=v)
                                     for k, v in req.headers.items()])
         topic = req.url.split("/")[2] if req.url.count("/") >= 2 else req.url
-        _, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(),
-                                  req.timeout + 5.0)
+        timeout = req.timeout if 0 < req.timeout <= self.service.policy.max_timeout_s \
+            else self.service.policy.max_timeout_s
+        _, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(), timeout + 5.0)
         reply = proxy_pb2.HttpReply()
         reply.ParseFromString(raw)
         return Response(reply.status, [(h.name, h.value) for h in reply.headers], reply.body,

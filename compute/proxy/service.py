@@ -115,7 +115,7 @@ class WorkerHost:
             policy = self.proxy.policy
             req = Request(url=url, method=method, headers=clear,
                           body=body.encode() if isinstance(body, str) else body,
-                          timeout=min(float(timeout), policy.max_timeout_s),
+                          timeout=float(timeout),
                           allowed_hosts=policy.hosts_for(self.worker_id, self.function),
                           max_bytes=policy.max_response_bytes, secret_headers=secret_headers,
                           secrets=secrets)

@@ -8,6 +8,9 @@ import asyncio
 import ipaddress
 import json
 import logging
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from mesh.errors import (
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from mesh.identity import Identity
 from mesh.records import record_key
@@ -282,6 +286,49 @@ async def test_http_size_and_time_limits(proxy: HttpProxy, http_server: HttpServ
         await proxy.fetch(req(f"http://api.test:{port}/chunked"))
     with pytest.raises(DeadlineExceededError):
         await proxy.fetch(req(f"http://api.test:{port}/slow?s=2", timeout=0.3))
+
+
+def _tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for api.test only (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    ca_key, ca, key, csr, cert, ext = (folder / n for n in (
+        "ca.key", "ca.pem", "srv.key", "srv.csr", "srv.pem", "ext.cnf"))
+    ext.write_text("subjectAltName=DNS:api.test\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "1",
+                 "-subj", "/CN=tw-mesh test CA"],
+                ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=api.test"],
+                ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                 "-out", cert, "-days", "1", "-extfile", ext]):
+        subprocess.run(["openssl", *map(str, cmd)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+async def test_https_pinned_address_verifies_the_name(tmp_path: Path, resolver: Resolver) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    server = HttpServer()
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    client_ctx = ssl.create_default_context(cafile=str(ca))
+
+    async def ips(host: str) -> list[str]:
+        return [r.value for r in (await resolver.resolve(host, "A")).records if r.type == "A"]
+
+    proxy = HttpProxy(ProxyPolicy(allow_networks=LOOPBACK), ips, ssl_context=client_ctx)
+    try:
+        # connected to 127.0.0.1, SNI and certificate check on "api.test"
+        resp = await proxy.fetch(req(f"https://api.test:{server.port}/echo"))
+        assert resp.status == 200 and json.loads(resp.body)["headers"]["Host"] == \
+            f"api.test:{server.port}"
+        # same address under another name: the certificate does not match, refused
+        with pytest.raises(UnavailableError):
+            await proxy.fetch(req(f"https://other.test:{server.port}/echo",
+                                  allowed_hosts=["other.test"]))
+    finally:
+        await proxy.close()
+        server.stop()
 
 
 # ---------------------------------------------------------------- secrets

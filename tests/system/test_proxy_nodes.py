@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from compute.proxy.service import ProxyService
+from mesh.errors import NotFoundError
 from proto import proxy_pb2, proxy_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 from taskworker.node import Node, NodeConfig
 from tests.compute.test_proxy_support import (  # noqa: F401 - fixtures
@@ -166,3 +167,28 @@ async def test_secret_read_on_another_node_and_http_through_a_peer(
     with pytest.raises(PermissionError, match="private"):     # 10.1.2.3, refused by the peer
         await far.call_external_api("http://internal.test/", "GET", None, None, 5.0)
     assert len(http_server.hits) == hits + 2
+
+
+async def test_function_names_resolve_to_providers(nodes: list[Node]) -> None:
+    from mesh.records import sign_record
+
+    provider = nodes[1]
+    try:
+        from proto import compute_pb2
+
+        payload = compute_pb2.ProviderRecord(
+            function="hello", worker_id="w1", node_id=provider.identity.node_id,
+            address=f"127.0.0.1:{provider.port}").SerializeToString()
+    except ImportError:                      # the compute capability is not in this tree
+        payload = b""
+    assert provider.membership is not None
+    await provider.membership.publish(sign_record(provider.identity, "provider", payload,
+                                                  name=b"hello", ttl_s=60))
+    proxy = proxy_of(nodes[0])
+    a = await proxy.resolve("hello.fn.mesh", "A")
+    assert a.source == "mesh" and [r.value for r in a.records] == ["127.0.0.1"]
+    txt = await proxy.resolve("hello.fn.mesh", "TXT")
+    assert [r.value for r in txt.records] == [f"{provider.identity.node_id_hex} "
+                                              f"127.0.0.1:{provider.port}"]
+    with pytest.raises(NotFoundError):
+        await proxy.resolve("nobody.fn.mesh", "A")
