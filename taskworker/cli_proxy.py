@@ -179,6 +179,9 @@ def add_join_flags(parser: argparse.ArgumentParser) -> None:
                    help="largest response handed to a function (default 1 MiB)")
     g.add_argument("--http-timeout", type=float, default=10.0,
                    help="longest external call, redirects included, s (default 10)")
+    g.add_argument("--secret-owner", metavar="NODE_ID", action="append", default=[],
+                   help="accept secrets only from these owner nodes (hex id prefix, "
+                   "repeatable; default: any mesh member; this node always)")
     g.add_argument("--proxy-via-peers", action="store_true",
                    help="send this node's DNS and HTTP out through peers (no local egress)")
     g.add_argument("--no-proxy-for-peers", action="store_true",
@@ -197,4 +200,5 @@ def collect_join_settings(args: argparse.Namespace, settings: dict[str, object])
     settings["proxy_max_bytes"] = args.http_max_bytes
     settings["proxy_max_timeout"] = args.http_timeout
     settings["proxy_via_peers"] = args.proxy_via_peers
+    settings["proxy_secret_owners"] = list(args.secret_owner)
     settings["proxy_no_serve_peers"] = args.no_proxy_for_peers

@@ -83,10 +83,11 @@ class SecretStore:
     recipient of, for allowed workers only."""
 
     def __init__(self, ctx: MeshContext, *, cache_s: float = 2.0,
-                 trusted_owners: list[bytes] | None = None) -> None:
+                 trusted_owners: list[str] | None = None) -> None:
         self.ctx = ctx
         self.cache_s = cache_s
-        self.trusted_owners = set(trusted_owners or [])
+        # hex node-id prefixes of owners whose secrets this node accepts (empty: any member)
+        self.trusted_owners = [t.lower() for t in trusted_owners or []]
         self._box = nacl.public.SealedBox(ctx.identity.signing_key.to_curve25519_private_key())
         self._dir = Path(ctx.data_dir) / "proxy" / "secrets"
         self._own: dict[str, mesh_pb2.SignedRecord] = {}
@@ -290,7 +291,9 @@ class SecretStore:
         for record in records:
             if record.kind != KIND or record.name != name.encode():
                 continue
-            if self.trusted_owners and record.owner_key not in self.trusted_owners:
+            if self.trusted_owners and record.owner_key != self.ctx.identity.public_key and \
+                    not node_id_for(record.owner_key).hex().startswith(
+                        tuple(self.trusted_owners)):
                 continue
             try:
                 verify_record(record)

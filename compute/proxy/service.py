@@ -151,7 +151,8 @@ class ProxyService:
         self.resolver = Resolver(self.policy, resolvers or None, mesh_lookup=self.mesh_lookup,
                                  negative_ttl=float(ctx.settings.get("proxy_negative_ttl", 30)))
         self.http = HttpProxy(self.policy, self.resolve_ips)
-        self.secrets = SecretStore(ctx, cache_s=self.policy.secret_cache_s)
+        self.secrets = SecretStore(ctx, cache_s=self.policy.secret_cache_s, trusted_owners=[
+            str(t) for t in ctx.settings.get("proxy_secret_owners", [])])
         self.peers = PeerProxy(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0

@@ -376,6 +376,18 @@ async def test_secret_rotation_revocation_and_restart(tmp_path: Path) -> None:
     await asyncio.sleep(0.25)
     with pytest.raises(PermissionDeniedError):
         await s_server.get("token", "w", "fn")
+    # another member publishes the same name: accepted by default, not with --secret-owner
+    intruder = FakeCtx("intruder", dht, tmp_path)
+    link(owner, server, intruder)
+    await store(intruder).set("token", b"forged-value", ["fn"], [])
+    s_server.invalidate("token")
+    assert await s_server.get("token", "w", "fn") == "forged-value"
+    pinned = SecretStore(server, cache_s=0.0,  # type: ignore[arg-type]
+                         trusted_owners=[owner.identity.node_id_hex[:12]])
+    with pytest.raises(PermissionDeniedError):          # owner's record is the revoked one
+        await pinned.get("token", "w", "fn")
+    await s_owner.set("token", b"v3-cccc", ["fn"], [])
+    assert await pinned.get("token", "w", "fn") == "v3-cccc"
     # named recipients: sealed to this node and the owner only
     record, _ = await s_owner.set("narrow", b"n-secret", ["fn"], [owner.identity.node_id_hex[:8]])
     with pytest.raises(PermissionDeniedError, match="not sealed"):
