@@ -1,6 +1,7 @@
 """A swarm of real DHT nodes on 127.0.0.1: join time, lookup latency/RPCs, accuracy, churn.
 
-    python -m simulations.swarm                 # 1,000 nodes, 10% and 30% churn, plots
+    python -m simulations.swarm                 # 500 nodes, 10% and 30% churn, plots
+    python -m simulations.swarm --nodes 1000    # ~5-10 min on 2 busy cores
     python -m simulations.swarm --nodes 200 --backend kademlia
 
 Every node is the project's `mesh.dht.Membership` (or, if that package is not importable,
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulations.swarm_nodes import mesh_fingerprint
 from simulations.swarm_worker import WorkerHandle, raise_fd_limit
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -45,12 +47,13 @@ class Phase:
     lookups: list[Lookup] = field(default_factory=list)
     joins_s: list[float] = field(default_factory=list)
     join_rpcs: list[int] = field(default_factory=list)
+    join_known: list[int] = field(default_factory=list)  # peers known right after joining
     late: int = 0
     refused: int = 0
     cpu: float = 0.0  # worker CPU seconds per wall second, summed over workers
     known: float = 0.0  # live peers a node knows, mean over nodes, after the phase
 
-    def row(self) -> dict[str, str]:
+    def row(self, k: int = 20) -> dict[str, str]:
         lat = sorted(x.latency_s for x in self.lookups)
         acc = [x.accuracy for x in self.lookups]
         joins = sorted(self.joins_s)
@@ -64,6 +67,9 @@ class Phase:
                 else dash
             ),
             "join RPCs": f"{statistics.median(self.join_rpcs):.0f}" if self.join_rpcs else dash,
+            "joins with < k peers": (
+                str(sum(1 for x in self.join_known if x < k)) if self.join_known else dash
+            ),
             "lookup ms median / p95 / max": (
                 f"{1e3 * _q(lat, 0.5):.0f} / {1e3 * _q(lat, 0.95):.0f} / {1e3 * lat[-1]:.0f}"
                 if lat
@@ -144,9 +150,10 @@ class Swarm:
                 member = Member(index, node_id, port, worker)
                 if self.joined:
                     via = self.rng.choice(sorted(self.joined, key=lambda m: m.index))
-                    dt, rpcs = await worker.call("bootstrap", index, via.port)
+                    dt, rpcs, known = await worker.call("bootstrap", index, via.port)
                     phase.joins_s.append(dt)
                     phase.join_rpcs.append(rpcs)
+                    phase.join_known.append(known)
                 self.live[node_id] = member
                 self.joined.append(member)
 
@@ -261,8 +268,8 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def table(phases: list[Phase]) -> str:
-    rows = [p.row() for p in phases]
+def table(phases: list[Phase], k: int = 20) -> str:
+    rows = [p.row(k) for p in phases]
     head = list(rows[0])
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
@@ -283,8 +290,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lookups", type=int, default=100, help="lookups measured per phase")
     ap.add_argument("--k", type=int, default=20, help="closest peers asked for")
     ap.add_argument("--churn", type=float, nargs="*", default=[0.10, 0.30])
-    ap.add_argument("--join-concurrency", type=int, default=10)
-    ap.add_argument("--lookup-concurrency", type=int, default=10)
+    ap.add_argument("--join-concurrency", type=int, default=20)
+    ap.add_argument("--lookup-concurrency", type=int, default=20)
     ap.add_argument("--rpc-timeout", type=float, default=1.0, help="seconds (both backends)")
     ap.add_argument(
         "--sweep-interval",
@@ -304,12 +311,15 @@ def main(argv: list[str] | None = None) -> None:
     ns = parse_args(argv)
     raise_fd_limit(200)
     t0 = time.perf_counter()
+    source = mesh_fingerprint()  # taken before the workers import it
     label, phases = asyncio.run(run(ns))
+    if "FALLBACK" in label:
+        source = "stock kademlia 2.2.3"
     text = (
-        f"backend: {label}\n"
+        f"backend: {label} ({source})\n"
         f"nodes: {ns.nodes} in {ns.procs} worker process(es), seed {ns.seed}, k={ns.k}, "
         f"rpc timeout {ns.rpc_timeout:g} s, sweep interval {ns.sweep_interval:g} s\n\n"
-        f"{table(phases)}\n\n(total {time.perf_counter() - t0:.0f} s)\n"
+        f"{table(phases, ns.k)}\n\n(total {time.perf_counter() - t0:.0f} s)\n"
     )
     print(text)
     from simulations import swarm_plots

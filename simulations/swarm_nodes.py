@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import subprocess
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -168,6 +170,40 @@ class KademliaNode(SwarmNode):
     async def stop(self) -> None:
         self.server.stop()
         await asyncio.sleep(0)
+
+
+def mesh_fingerprint() -> str:
+    """Which mesh/dht was measured: the last commit touching it, and a hash of its sources
+    (it may be an uncommitted working copy)."""
+    spec = importlib.util.find_spec("mesh.dht")
+    if spec is None or not spec.submodule_search_locations:
+        return "mesh.dht not importable"
+    root = Path(next(iter(spec.submodule_search_locations)))
+    digest = hashlib.sha256()
+    for path in sorted(root.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", str(root)],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(root)],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=10,
+            check=False,
+        )
+        commit = out.stdout.strip() or "uncommitted"
+        state = " + uncommitted changes" if dirty.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        commit, state = "unknown", ""
+    return f"mesh/dht at {commit}{state}, sources sha256 {digest.hexdigest()[:12]}"
 
 
 def node_class(backend: str) -> type[MeshNode] | type[KademliaNode]:

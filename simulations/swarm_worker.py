@@ -69,8 +69,13 @@ class _Worker:
             await node.stop()
 
     def _readable(self) -> None:
-        while self.conn.poll():
-            rid, cmd, args = self.conn.recv()
+        while True:
+            try:
+                if not self.conn.poll():
+                    return
+                rid, cmd, args = self.conn.recv()
+            except (EOFError, OSError):  # the coordinator is gone: shut down
+                cmd, rid, args = "exit", 0, ()
             if cmd == "exit":
                 self.closing.set()
                 return
@@ -92,11 +97,12 @@ class _Worker:
         self.nodes[index] = node
         return node.node_id, node.port, node.label
 
-    async def do_bootstrap(self, index: int, port: int) -> tuple[float, int]:
+    async def do_bootstrap(self, index: int, port: int) -> tuple[float, int, int]:
+        """Join time, RPCs sent while joining, and the peers known right after."""
         node = self.nodes[index]
         before, t0 = node.requests, time.perf_counter()
         await node.bootstrap([(HOST, port)])
-        return time.perf_counter() - t0, node.requests - before
+        return time.perf_counter() - t0, node.requests - before, node.live_count()
 
     async def do_closest(self, index: int, key: bytes, k: int) -> tuple[float, int, list[bytes]]:
         node = self.nodes[index]
