@@ -19,7 +19,7 @@ import nacl.signing
 
 from mesh.errors import InvalidArgumentError, MeshError, PeerCallError
 from proto import taskworker_pb2, taskworker_pb2_grpc
-from storage.cid import CidError
+from storage.cid import CidError, is_cid
 from storage.crypto import CryptoError
 from storage.files import PushOptions, PushResult
 from storage.keyring import KeyringError
@@ -116,6 +116,11 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
 
     async def Get(self, request: taskworker_pb2.GetRequest,
                   context: Context) -> taskworker_pb2.GetResponse:
+        versions = self.service.ctx.registry.get("versions")
+        if versions is not None and (request.version or not is_cid(request.file_id)):
+            got: taskworker_pb2.GetResponse = await versions.Get(request, context)   # issue 5
+            return got
+
         async def work() -> taskworker_pb2.GetResponse:
             self._check_get(request)
             reader = await self.files.open(request.file_id, self._reader(request))

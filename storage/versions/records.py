@@ -8,8 +8,8 @@ replayed as the other (or as a DHT record or channel handshake).
 A version id is the BLAKE2b-256 of the whole signed record's encoding: the same record always has
 the same id (a replay is a duplicate), and any change to a signed byte changes it.
 
-The owner is bound to the file: ``file_id = BLAKE2b-160(person="tw-mesh-file-id", owner_key ||
-nonce)``. Each record and grant carries that binding (owner key + nonce), so a verifier checks it
+The owner is bound to the file: ``file_id = BLAKE2b-128(person="tw-mesh-file-id", owner_key ||
+nonce)`` (the same binding as storage/documents.py: its text form is ``"f" + hex``). Each record and grant carries that binding (owner key + nonce), so a verifier checks it
 without the genesis record, and nobody can claim another owner's file_id: they would need a
 second preimage of the hash under their own key.
 
@@ -38,7 +38,8 @@ from storage.versions.errors import (
 
 VERSION_DOMAIN = b"tw-mesh/version/v1\x00"
 GRANT_DOMAIN = b"tw-mesh/grant/v1\x00"
-FILE_ID_BYTES = 20
+FILE_ID_BYTES = 16
+WRITER_ID_BYTES = 20
 NONCE_BYTES = 16
 VERSION_ID_BYTES = 32
 MAX_RECORD_BYTES = 16 * 1024
@@ -59,6 +60,18 @@ def file_id_for(owner_key: bytes, nonce: bytes) -> bytes:
         raise MalformedRecordError("a file binding needs a 32-byte owner key and 16-byte nonce")
     return hashlib.blake2b(owner_key + nonce, digest_size=FILE_ID_BYTES,
                            person=b"tw-mesh-file-id").digest()
+
+
+def file_id_text(file_id: bytes) -> str:
+    """The API form of a file_id: 'f' + 32 hex digits (as storage/documents.py)."""
+    return "f" + file_id.hex()
+
+
+def parse_file_id(text: str) -> bytes:
+    if (not isinstance(text, str) or len(text) != 1 + 2 * FILE_ID_BYTES or text[0] != "f"
+            or any(c not in "0123456789abcdef" for c in text[1:])):
+        raise MalformedRecordError(f"not a file_id: {text!r:.80}")
+    return bytes.fromhex(text[1:])
 
 
 def new_binding(owner_key: bytes, nonce: bytes | None = None) -> versions_pb2.FileBinding:
@@ -114,7 +127,7 @@ def _check_entries(entries: Iterable[versions_pb2.VectorEntry], what: str) -> No
     n = 0
     for e in entries:
         n += 1
-        if len(e.writer) != FILE_ID_BYTES or e.counter <= 0:
+        if len(e.writer) != WRITER_ID_BYTES or e.counter <= 0:
             raise MalformedRecordError(f"{what}: entries need a 20-byte writer and counter > 0")
         if e.writer <= prev:
             raise MalformedRecordError(f"{what}: entries must be sorted by writer, unique")

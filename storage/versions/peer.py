@@ -1,0 +1,136 @@
+"""Version peer calls over the sealed channel, and test-only fault hooks.
+
+Methods (all unary; bodies are proto/versions.proto messages):
+    versions.Digest  DigestRequest -> Digest      ids of the valid records and grants held
+    versions.Pull    PullRequest   -> Bundle      the named (or all) valid records and grants
+    versions.Push    Bundle        -> PushReply   verify every record, keep what passes
+A replica answers only with records that are valid in its set, and keeps only what passes
+VersionSet.add: a record with a bad signature is refused and so is never forwarded.
+
+Test hooks (only when the environment has TW_MESH_VERSIONS_TEST_HOOKS=1): the node reads
+DATA/versions-test.json at each call: {"block": [node id hex prefixes], "withhold": true}.
+"block" drops version exchange with those peers both ways (a partition between two nodes
+without touching the rest of the mesh); "withhold" makes this node answer Digest/Pull as if it
+held only each file's first versions (a replica withholding newer ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+
+from mesh.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
+from proto import versions_pb2
+from storage.versions.records import FILE_ID_BYTES, encode
+from storage.versions.store import VersionStore
+from storage.versions.vset import VersionSet
+
+HOOKS_ENV = "TW_MESH_VERSIONS_TEST_HOOKS"
+HOOKS_FILE = "versions-test.json"
+MAX_BODY = 32 * 2**20
+MAX_IDS = 100_000
+
+
+class TestHooks:
+    """Partitions and withholding for system tests; inert unless HOOKS_ENV is set."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / HOOKS_FILE
+        self.enabled = os.environ.get(HOOKS_ENV) == "1"
+
+    def _read(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def blocked(self, node_id: bytes) -> bool:
+        prefixes = self._read().get("block", [])
+        h = node_id.hex()
+        return any(isinstance(p, str) and p and h.startswith(p) for p in prefixes)
+
+    def withhold(self) -> bool:
+        return bool(self._read().get("withhold", False))
+
+
+def parse(cls: type[Any], body: bytes) -> Any:
+    if len(body) > MAX_BODY:
+        raise ResourceExhaustedError(f"request of {len(body)} bytes exceeds {MAX_BODY}")
+    msg: Message = cls()
+    try:
+        msg.ParseFromString(body)
+    except DecodeError as exc:
+        raise InvalidArgumentError(f"malformed {cls.__name__}") from exc
+    return msg
+
+
+def _check_file(file_id: bytes) -> bytes:
+    if len(file_id) != FILE_ID_BYTES:
+        raise InvalidArgumentError("a file_id has 16 bytes")
+    return file_id
+
+
+class VersionHandlers:
+    """The server half: this node's replica of every file's version set."""
+
+    def __init__(self, store: VersionStore, hooks: TestHooks) -> None:
+        self.store = store
+        self.hooks = hooks
+        self.refused = 0
+        self.calls = 0
+
+    def visible(self, file_id: bytes) -> VersionSet:
+        vs = self.store.get(file_id)
+        if not self.hooks.withhold():
+            return vs
+        shown = VersionSet(file_id)
+        shown.add_many(vs.grants(), [v.record for v in vs.valid() if not v.record.parents])
+        return shown
+
+    def check_caller(self, node_id: bytes) -> None:
+        if self.hooks.blocked(node_id):
+            raise UnavailableError("partitioned (test hook)")
+
+    async def digest(self, body: bytes) -> bytes:
+        self.calls += 1
+        req = parse(versions_pb2.DigestRequest, body)
+        vs = self.visible(_check_file(req.file_id))
+        return versions_pb2.Digest(
+            file_id=req.file_id, grant_ids=sorted(vs.grant_ids()),
+            record_ids=sorted(vs.valid_ids()), heads=[h.id for h in vs.heads()],
+        ).SerializeToString()
+
+    async def pull(self, body: bytes) -> bytes:
+        self.calls += 1
+        req = parse(versions_pb2.PullRequest, body)
+        vs = self.visible(_check_file(req.file_id))
+        if len(req.record_ids) + len(req.grant_ids) > MAX_IDS:
+            raise ResourceExhaustedError("too many ids in one pull")
+        want_r, want_g = set(req.record_ids), set(req.grant_ids)
+        valid = vs.valid_ids()
+        from storage.versions.records import grant_id
+        grants = [encode(g) for g in vs.grants() if req.all or grant_id(g) in want_g]
+        records = [encode(v.record) for v in vs.records()
+                   if v.id in valid and (req.all or v.id in want_r)]
+        return versions_pb2.Bundle(file_id=req.file_id, grants=grants,
+                                   records=records).SerializeToString()
+
+    async def push(self, body: bytes) -> bytes:
+        self.calls += 1
+        req = parse(versions_pb2.Bundle, body)
+        fid = _check_file(req.file_id)
+        if len(req.records) + len(req.grants) > MAX_IDS:
+            raise ResourceExhaustedError("too many records in one push")
+        result = self.store.ingest_bytes(fid, list(req.grants), list(req.records))
+        self.refused += len(result.refused)
+        return versions_pb2.PushReply(
+            accepted=result.accepted, duplicate=result.duplicate,
+            refused=[f"{vid.hex()[:16]}: {type(exc).__name__}: {exc}"
+                     for vid, exc in result.refused]).SerializeToString()

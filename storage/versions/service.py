@@ -1,0 +1,499 @@
+"""The versions capability: Revise / Synchronous / Log / Grant / Get-by-file_id, replicas,
+anti-entropy. ``create(ctx)`` registers it as ``ctx.registry["versions"]``; the storage
+FileServicer delegates the version RPCs to the methods of the same name here.
+
+Replicas: a file's records live on the r XOR-closest storage peers to
+``document_key(file_id)`` (the peers that also hold its document record), r = m+1 by default
+(join flag ``--versions-replicas``). Every node that writes a file, or is one of its replicas,
+keeps its records in DATA/versions.sqlite3; a node that only reads keeps just the highest vector
+it has seen per file.
+
+Sync (Synchronous, before every Revise/Get/Log, and in the background every
+``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
+this node lacks, verify and merge, Push each replica what it lacks. If the merged vector is still
+below the highest vector this node has seen (replicas withholding), it asks wider (more of the
+closest peers) and reports the withholding replicas.
+
+Revise: the content is pushed like any Push (erasure-coded, encrypted with a fresh key sealed to
+the owner, every granted writer and the first version's readers, or public if the file is),
+then the writer's node signs a version record whose vector dominates its parents and pushes it
+to the replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+
+from mesh.context import MeshContext
+from mesh.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MeshError,
+    NotFoundError,
+    PeerCallError,
+    PermissionDeniedError,
+)
+from mesh.identity import Identity
+from proto import mesh_pb2, taskworker_pb2, versions_pb2
+from storage.versions.peer import TestHooks, VersionHandlers, parse
+from storage.versions.records import (
+    file_id_text,
+    grant_id,
+    leq,
+    parse_file_id,
+    record_id,
+    sign_grant,
+    vmax,
+    writer_id,
+)
+from storage.versions.store import VersionStore
+from storage.versions.vset import Version, VersionSet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SYNC_INTERVAL = 30.0
+CALL_TIMEOUT = 10.0
+_HEXKEY = re.compile(r"[0-9a-f]{64}")
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+
+def replica_key(file_id: bytes) -> bytes:
+    """Where a file's version replicas sit: the key of its document record."""
+    from storage.documents import document_key
+    return document_key(file_id_text(file_id))
+
+
+@dataclass
+class SyncResult:
+    vs: VersionSet
+    reached: int = 0
+    asked: int = 0
+    lagging: list[str] = field(default_factory=list)    # replicas whose heads were behind
+    stale: bool = False                                      # still below the seen vector
+    digests: dict[bytes, versions_pb2.Digest] = field(default_factory=dict)
+
+
+def _head(v: Version) -> taskworker_pb2.VersionHead:
+    return taskworker_pb2.VersionHead(
+        version=v.id.hex(), cid=v.cid, vector={w.hex(): c for w, c in v.vector.items()},
+        writer=v.writer.hex(), time=v.record.time_ms / 1000)
+
+
+class VersionService:
+    name = "versions"
+
+    def __init__(self, ctx: MeshContext) -> None:
+        self.ctx = ctx
+        self.store = VersionStore(ctx.data_dir)
+        self.hooks = TestHooks(ctx.data_dir)
+        self.handlers = VersionHandlers(self.store, self.hooks)
+        s = ctx.settings
+        self.sync_interval = float(s.get("versions.sync_interval", DEFAULT_SYNC_INTERVAL))
+        m = int(s.get("storage.m", 2))
+        self.replicas = int(s.get("versions.replicas", 0) or m + 1)
+        self.counters = {"revisions": 0, "syncs": 0, "background_syncs": 0, "withheld_seen": 0,
+                         "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0}
+        self._task: asyncio.Task[None] | None = None
+        self._readers: dict[bytes, tuple[bool, list[bytes]]] = {}
+        self._locks: dict[bytes, asyncio.Lock] = {}
+        if "storage" in ctx.roles or not ctx.roles:
+            for method, fn in (("versions.Digest", self.handlers.digest),
+                               ("versions.Pull", self.handlers.pull),
+                               ("versions.Push", self.handlers.push)):
+                ctx.channel_server.handle(method, self._guarded(fn))
+        ctx.registry["versions"] = self
+
+    def _guarded(self, fn: Callable[[bytes], Awaitable[bytes]]
+                 ) -> Callable[[Any, bytes], Awaitable[bytes]]:
+        async def handler(caller: Any, body: bytes) -> bytes:
+            self.handlers.check_caller(caller.node_id)
+            return await fn(body)
+        return handler
+
+    # -- MeshService -----------------------------------------------------------------------
+    def attach(self, api_server: grpc.aio.Server) -> None:
+        """Nothing to add: the storage FileServicer delegates Revise/Sync/Log/Grant here."""
+
+    async def start(self) -> None:
+        if self.sync_interval > 0:
+            self._task = asyncio.create_task(self._anti_entropy(), name="versions-anti-entropy")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.store.close()
+
+    def status(self) -> dict[str, Any]:
+        return {**self.counters, "files": len(self.store.files()), "replicas": self.replicas,
+                "sync_interval_s": self.sync_interval, "peer_calls": self.handlers.calls,
+                "refused_records": self.handlers.refused}
+
+    def load(self) -> int:
+        return 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def storage(self) -> Any:
+        storage = self.ctx.registry.get("storage")
+        if storage is None:
+            raise FailedPreconditionError("this node has no storage service")
+        return storage
+
+    def _lock(self, fid: bytes) -> asyncio.Lock:
+        return self._locks.setdefault(fid, asyncio.Lock())
+
+    async def _replica_peers(self, fid: bytes, n: int) -> list[mesh_pb2.PeerRecord]:
+        records = await self.ctx.membership.closest_peers(replica_key(fid), n)
+        me = self.ctx.identity.node_id
+        return [r for r in records
+                if r.node_id == me or "storage" in r.roles or not r.roles]
+
+    async def _call(self, peer: mesh_pb2.PeerRecord, method: str, body: bytes) -> bytes:
+        if peer.node_id == self.ctx.identity.node_id:
+            fn = {"versions.Digest": self.handlers.digest, "versions.Pull": self.handlers.pull,
+                  "versions.Push": self.handlers.push}[method]
+            return await fn(body)
+        self.handlers.check_caller(peer.node_id)
+        return await self.ctx.peer(peer).unary(method, body, timeout=CALL_TIMEOUT)
+
+    def _holds(self, fid: bytes) -> bool:
+        return len(self.store.get(fid)) > 0 or bool(self.store.get(fid).grant_ids())
+
+    # -- sync ------------------------------------------------------------------------------
+    async def sync(self, fid: bytes, *, persist: bool | None = None) -> SyncResult:
+        """Reconcile this node's view of ``fid`` with its replicas (see module docstring)."""
+        self.counters["syncs"] += 1
+        peers = await self._replica_peers(fid, self.replicas)
+        me = self.ctx.identity.node_id
+        if persist is None:
+            persist = self._holds(fid) or any(p.node_id == me for p in peers)
+        local = self.store.get(fid)
+        work = local if persist else local.copy()
+        result = SyncResult(work)
+        asked: set[bytes] = set()
+        seen = self.store.seen(fid)
+        rounds = [peers]
+        for attempt in range(2):
+            batch = [p for p in rounds[-1] if p.node_id not in asked]
+            asked.update(p.node_id for p in batch)
+            await self._exchange(fid, batch, work, persist, result)
+            if leq(seen, work.vector()) or attempt == 1:
+                break
+            # below the highest vector seen: some replicas withhold; ask wider
+            self.counters["withheld_seen"] += 1
+            wider = await self._replica_peers(fid, 3 * self.replicas + 4)
+            rounds.append(wider)
+        result.asked = len(asked)
+        result.stale = not leq(seen, work.vector())
+        top = work.vector()
+        for node_id, d in result.digests.items():
+            known = [v for h in d.heads if (v := work.get(h)) is not None]
+            if not leq(top, vmax(v.vector for v in known)):
+                result.lagging.append(node_id.hex())
+        if top:
+            self.store.note_seen(fid, top)
+        return result
+
+    async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,
+                        persist: bool, result: SyncResult) -> None:
+        async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:
+            try:
+                body = await self._call(p, "versions.Digest",
+                                        versions_pb2.DigestRequest(file_id=fid).SerializeToString())
+                d: versions_pb2.Digest = parse(versions_pb2.Digest, body)
+                return d
+            except MeshError as exc:
+                log.debug("versions digest from %s failed: %s", p.node_id.hex()[:16], exc)
+                return None
+
+        digests = await asyncio.gather(*(digest(p) for p in peers))
+        live = [(p, d) for p, d in zip(peers, digests, strict=True) if d is not None]
+        result.reached += len(live)
+        for p, d in live:
+            result.digests[p.node_id] = d
+        # pull what we lack, each id from the first peer that has it
+        have_r, have_g = work.record_ids(), work.grant_ids()
+        plan: dict[bytes, tuple[mesh_pb2.PeerRecord, set[bytes], set[bytes]]] = {}
+        for p, d in live:
+            want_r = set(d.record_ids) - have_r
+            want_g = set(d.grant_ids) - have_g
+            if want_r or want_g:
+                plan[p.node_id] = (p, want_r, want_g)
+                have_r |= want_r
+                have_g |= want_g
+
+        async def pull(p: mesh_pb2.PeerRecord, rids: set[bytes], gids: set[bytes]
+                       ) -> versions_pb2.Bundle | None:
+            try:
+                body = await self._call(p, "versions.Pull", versions_pb2.PullRequest(
+                    file_id=fid, record_ids=sorted(rids), grant_ids=sorted(gids)
+                ).SerializeToString())
+                b: versions_pb2.Bundle = parse(versions_pb2.Bundle, body)
+                return b
+            except MeshError as exc:
+                log.debug("versions pull from %s failed: %s", p.node_id.hex()[:16], exc)
+                return None
+
+        bundles = await asyncio.gather(*(pull(*v) for v in plan.values()))
+        grants = [g for b in bundles if b is not None for g in b.grants]
+        records = [r for b in bundles if b is not None for r in b.records]
+        if grants or records:
+            if persist:
+                res = self.store.ingest_bytes(fid, grants, records)
+            else:
+                res = work.add_bytes(grants, records)
+            self.counters["records_pulled"] += res.accepted
+            self.counters["refused_from_peers"] += len(res.refused)
+        # push each replica what it lacks (valid records only, parents first)
+        await self._push_missing(fid, work, live)
+
+    async def _push_missing(self, fid: bytes, work: VersionSet,
+                            live: list[tuple[mesh_pb2.PeerRecord, versions_pb2.Digest]]) -> None:
+        valid = work.valid_ids()
+        ordered = [v for v in work.records() if v.id in valid]
+        me = self.ctx.identity.node_id
+
+        async def push(p: mesh_pb2.PeerRecord, d: versions_pb2.Digest) -> None:
+            if p.node_id == me:
+                return
+            theirs_r, theirs_g = set(d.record_ids), set(d.grant_ids)
+            grants = [g for g in work.grants() if grant_id(g) not in theirs_g]
+            records = [v.record for v in ordered if v.id not in theirs_r]
+            if not grants and not records:
+                return
+            bundle = versions_pb2.Bundle(
+                file_id=fid, grants=[g.SerializeToString(deterministic=True) for g in grants],
+                records=[r.SerializeToString(deterministic=True) for r in records])
+            try:
+                await self._call(p, "versions.Push", bundle.SerializeToString())
+                self.counters["records_pushed"] += len(records)
+            except MeshError as exc:
+                log.debug("versions push to %s failed: %s", p.node_id.hex()[:16], exc)
+
+        await asyncio.gather(*(push(p, d) for p, d in live))
+
+    async def _anti_entropy(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval * random.uniform(0.8, 1.2))  # noqa: S311
+            for fid in self.store.files():
+                try:
+                    async with self._lock(fid):
+                        await self.sync(fid, persist=True)
+                    self.counters["background_syncs"] += 1
+                except MeshError as exc:
+                    log.debug("background sync of %s failed: %s", file_id_text(fid), exc)
+                except Exception:
+                    log.exception("background sync of %s failed", file_id_text(fid))
+
+    # -- file setup --------------------------------------------------------------------------
+    async def _ensure_bound(self, fid: bytes, vs: VersionSet, user: Identity | None) -> None:
+        """Bind the set to its owner and, for the owner, write the genesis from the document."""
+        if vs.binding is not None and len(vs) > 0:
+            return
+        doc = await self.storage.files.documents.record(file_id_text(fid))
+        binding = versions_pb2.FileBinding(file_id=fid, owner_key=doc.owner_key, nonce=doc.nonce)
+        vs.bind(binding)
+        if len(vs) == 0 and user is not None and user.public_key == doc.owner_key:
+            self.store.revise(user, binding, doc.cid, [])
+
+    async def _content_options(self, vs: VersionSet) -> tuple[bool, list[bytes]]:
+        """(public, readers) for a new version's content: like the file's first version."""
+        fid = vs.file_id
+        if fid not in self._readers:
+            public, readers = False, list[bytes]()
+            firsts = [v for v in vs.valid() if not v.record.parents]
+            if firsts:
+                try:
+                    for m in await self.storage.files.fetch_manifests(firsts[0].cid):
+                        public = public or bool(m.body.public_key)
+                        readers.extend(k.recipient for k in m.body.keys)
+                except MeshError as exc:
+                    log.warning("readers of %s unknown: %s", file_id_text(fid), exc)
+            self._readers[fid] = (public, list(dict.fromkeys(readers)))
+        public, readers = self._readers[fid]
+        return public, list(dict.fromkeys([*vs.writers(), *readers]))
+
+    def _user(self, user_id: str) -> Identity:
+        return Identity(self.storage.keyring.user(user_id))
+
+    def _key_of(self, name: str) -> bytes:
+        if _HEXKEY.fullmatch(name):
+            return bytes.fromhex(name)
+        key: bytes = self.storage.keyring.public_key(name)
+        return key
+
+    async def _push_records(self, fid: bytes, result: SyncResult) -> int:
+        live = [(p, d) for p in await self._replica_peers(fid, self.replicas)
+                if (d := result.digests.get(p.node_id, versions_pb2.Digest())) is not None]
+        await self._push_missing(fid, result.vs, live)
+        return len(live)
+
+    # -- API (called by storage.servicer.FileServicer) --------------------------------------
+    async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await work()
+        except PeerCallError as exc:
+            await context.abort(exc.code, str(exc))
+        except (MeshError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        raise AssertionError("unreachable")
+
+    async def revise(self, file_id: str, data: bytes, user: Identity,
+                     base_versions: list[str] | None = None) -> Version:
+        fid = parse_file_id(file_id)
+        async with self._lock(fid):
+            result = await self.sync(fid, persist=True)
+            vs = result.vs
+            await self._ensure_bound(fid, vs, user)
+            if vs.binding is None:
+                raise NotFoundError(f"no file {file_id}")
+            heads = vs.heads()
+            if base_versions:
+                try:
+                    parents = sorted({bytes.fromhex(b) for b in base_versions})
+                except ValueError:
+                    raise InvalidArgumentError("base versions are hex version ids") from None
+                for p in parents:
+                    if p not in vs.valid_ids():
+                        raise NotFoundError(f"no version {p.hex()} of {file_id}")
+            elif len(heads) > 1:
+                raise FailedPreconditionError(
+                    f"{file_id} has {len(heads)} conflicting heads "
+                    f"({', '.join(h.id.hex()[:16] for h in heads)}): name the base version(s); "
+                    "naming all of them merges")
+            else:
+                parents = [h.id for h in heads]
+            me = writer_id(user.public_key)
+            vs.authorize(user.public_key,
+                         vs.next_vector(user.public_key, parents,
+                                        floor=self.store.counter(fid, me)))
+            public, readers = await self._content_options(vs)
+            from storage.files import PushOptions
+            d = self.storage.files.defaults
+            opts = PushOptions(k=d.k, m=d.m, stripe_size=d.stripe_size, public=public,
+                               readers=[r for r in readers if r != user.public_key])
+            pushed = await self.storage.files.push_bytes(data, user.signing_key, opts)
+            assert vs.binding is not None
+            record = self.store.revise(user, vs.binding, pushed.cid, parents, size=pushed.size,
+                                       content_ref=pushed.file_id.encode())
+            await self._push_records(fid, result)
+            self.store.note_seen(fid, vs.vector())
+            self.counters["revisions"] += 1
+            version = vs.get(record_id(record))
+            assert version is not None
+            return version
+
+    async def Revise(self, request: taskworker_pb2.ReviseRequest,
+                     context: Context) -> taskworker_pb2.ReviseResponse:
+        async def work() -> taskworker_pb2.ReviseResponse:
+            v = await self.revise(request.file_id, request.file_data,
+                                  self._user(request.user_id), list(request.base_versions))
+            return taskworker_pb2.ReviseResponse(
+                version=v.id.hex(), cid=v.cid, vector={w.hex(): c for w, c in v.vector.items()})
+        return await self._guard(context, work)
+
+    async def synchronous(self, file_id: str) -> SyncResult:
+        fid = parse_file_id(file_id)
+        async with self._lock(fid):
+            result = await self.sync(fid)
+        if result.vs.binding is None:
+            raise NotFoundError(f"no versions of {file_id} on any replica")
+        return result
+
+    async def Synchronous(self, request: taskworker_pb2.SynchronousRequest,
+                          context: Context) -> taskworker_pb2.SynchronousResponse:
+        async def work() -> taskworker_pb2.SynchronousResponse:
+            r = await self.synchronous(request.file_id)
+            heads = r.vs.heads()
+            return taskworker_pb2.SynchronousResponse(
+                heads=[_head(h) for h in heads], records=len(r.vs.valid_ids()),
+                replicas_reached=r.reached, conflict=len(heads) > 1)
+        return await self._guard(context, work)
+
+    async def Log(self, request: taskworker_pb2.LogRequest,
+                  context: Context) -> taskworker_pb2.LogResponse:
+        async def work() -> taskworker_pb2.LogResponse:
+            r = await self.synchronous(request.file_id)
+            return taskworker_pb2.LogResponse(
+                versions=[_head(v) for v in r.vs.valid()],
+                heads=[h.id.hex() for h in r.vs.heads()])
+        return await self._guard(context, work)
+
+    async def grant(self, file_id: str, owner: Identity, grantee: bytes, revoke: bool) -> None:
+        fid = parse_file_id(file_id)
+        async with self._lock(fid):
+            result = await self.sync(fid, persist=True)
+            vs = result.vs
+            await self._ensure_bound(fid, vs, owner)
+            if vs.binding is None or vs.binding.owner_key != owner.public_key:
+                raise PermissionDeniedError(f"only the owner of {file_id} grants or revokes")
+            seq = max((g.seq for g in vs.grants()), default=0) + 1
+            grant = sign_grant(owner, vs.binding, grantee, revoke=revoke, seq=seq,
+                               vector=vs.vector() if revoke else None)
+            self.store.add_grant(grant)
+            self._readers.pop(fid, None)
+            await self._push_records(fid, result)
+
+    async def Grant(self, request: taskworker_pb2.GrantRequest,
+                    context: Context) -> taskworker_pb2.GrantResponse:
+        async def work() -> taskworker_pb2.GrantResponse:
+            if not request.grantee:
+                raise InvalidArgumentError("name the grantee (a user or a public key hex)")
+            await self.grant(request.file_id, self._user(request.user_id),
+                             self._key_of(request.grantee), request.revoke)
+            return taskworker_pb2.GrantResponse(ok=True)
+        return await self._guard(context, work)
+
+    async def Get(self, request: taskworker_pb2.GetRequest,
+                  context: Context) -> taskworker_pb2.GetResponse:
+        """Get by file_id (single head, or the conflict) or by version id."""
+        async def work() -> taskworker_pb2.GetResponse:
+            fid = parse_file_id(request.file_id)
+            async with self._lock(fid):
+                r = await self.sync(fid)
+            vs = r.vs
+            if r.stale:
+                raise FailedPreconditionError(
+                    f"replicas of {request.file_id} withhold versions newer than this node has "
+                    "seen, and no other peer has them")
+            if request.version:
+                try:
+                    vid = bytes.fromhex(request.version)
+                except ValueError:
+                    raise InvalidArgumentError("a version id is hex") from None
+                if vid not in vs.valid_ids():
+                    raise NotFoundError(f"no version {request.version} of {request.file_id}")
+                target = vs.get(vid)
+            else:
+                heads = vs.heads()
+                if not heads:
+                    return await self._get_cid(request, None)
+                if len(heads) > 1:
+                    return taskworker_pb2.GetResponse(conflicts=[_head(h) for h in heads])
+                target = heads[0]
+            assert target is not None
+            return await self._get_cid(request, target)
+        return await self._guard(context, work)
+
+    async def _get_cid(self, request: taskworker_pb2.GetRequest,
+                       target: Version | None) -> taskworker_pb2.GetResponse:
+        ref = target.cid if target is not None else request.file_id
+        reader = await self.storage.files.open(ref, self.storage.keyring.user(request.user_id))
+        data = await reader.read_all()
+        return taskworker_pb2.GetResponse(
+            file_data=data, cid=reader.manifest.cid, filename=reader.filename, size=len(data),
+            version=target.id.hex() if target is not None else "")
+
+
+def create(ctx: MeshContext) -> VersionService:
+    return VersionService(ctx)
