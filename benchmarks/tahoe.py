@@ -428,7 +428,32 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def selftest(workdir: Path, runs: int, big: int, small_runs: int) -> list[Timing]:
+def _curl_round_trip(grid: TahoeGrid, workdir: Path, size: int) -> tuple[float, float]:
+    """The design notes' recipe: ``curl -T file /uri`` then ``curl -o file /uri/CAP``."""
+    src, dst = workdir / "curl-in", workdir / "curl-out"
+    src.write_bytes(os.urandom(size))
+    t0 = time.perf_counter()
+    cap = subprocess.run(
+        ["curl", "-sSf", "--noproxy", "*", "-T", str(src), f"{grid.url}/uri"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    t1 = time.perf_counter()
+    subprocess.run(
+        ["curl", "-sSf", "--noproxy", "*", "-o", str(dst), f"{grid.url}/uri/{cap}"], check=True
+    )
+    t2 = time.perf_counter()
+    if dst.read_bytes() != src.read_bytes():
+        raise TahoeError("curl round-trip mismatch")
+    src.unlink()
+    dst.unlink()
+    return t1 - t0, t2 - t1
+
+
+def selftest(
+    workdir: Path, runs: int, big: int, small_runs: int, curl: bool = False
+) -> list[Timing]:
     results: list[Timing] = []
     t0 = time.perf_counter()
     with TahoeGrid(workdir) as grid:
@@ -440,6 +465,8 @@ def selftest(workdir: Path, runs: int, big: int, small_runs: int) -> list[Timing
         grid.download(grid.upload(os.urandom(1024)))  # warm-up: connections, first-use costs
         for size, n in ((1024, small_runs), (big, runs)):
             up, down = Timing("immutable upload", size, []), Timing("immutable download", size, [])
+            cup = Timing("immutable upload, curl -T", size, [])
+            cdown = Timing("immutable download, curl -o", size, [])
             for _ in range(n):
                 data = os.urandom(size)  # fresh every run: Tahoe deduplicates identical files
                 dt_up, cap = _timed(lambda d=data: grid.upload(d))  # type: ignore[misc]
@@ -448,8 +475,13 @@ def selftest(workdir: Path, runs: int, big: int, small_runs: int) -> list[Timing
                     raise TahoeError(f"round-trip mismatch for {_size(size)}")
                 up.runs.append(dt_up)
                 down.runs.append(dt_down)
-            results += [up, down]
-            print(up.row(), down.row(), sep="\n", flush=True)
+                if curl:
+                    a, b = _curl_round_trip(grid, workdir, size)
+                    cup.runs.append(a)
+                    cdown.runs.append(b)
+            rows = [up, down, cup, cdown] if curl else [up, down]
+            results += rows
+            print(*(t.row() for t in rows), sep="\n", flush=True)
         mib = 1 << 20
         create, modify, read = (
             Timing(f"MDMF {op}", mib, []) for op in ("create", "modify", "read")
@@ -476,14 +508,14 @@ HEADER = (
 )
 
 
-def _append_results(results: list[Timing]) -> None:
+def _append_results(results: list[Timing], load: str) -> None:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"\n## Tahoe-LAFS anchor self-test ({when})\n\n"
         f"`python -m benchmarks.tahoe --selftest`: tahoe-lafs {TAHOE_VERSION}, 1 introducer + 5 "
         f"storage nodes + 1 client, 4-of-6 (happy 5), loopback in a private netns, web API "
         f"via httpx; {platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs. MB/s = 10^6 bytes/s.\n\n{HEADER}\n"
+        f"{os.cpu_count()} CPUs, load average {load} after the run. MB/s = 10^6 bytes/s.\n\n{HEADER}\n"
         + "\n".join(t.row() for t in results)
         + "\n"
     )
@@ -498,6 +530,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=5, help="runs for 64 MiB and MDMF (median)")
     ap.add_argument("--small-runs", type=int, default=15, help="runs for 1 KiB")
     ap.add_argument("--big-mib", type=int, default=64)
+    ap.add_argument(
+        "--curl", action="store_true", help="also time curl -T / curl -o (the notes' recipe)"
+    )
     ap.add_argument("--workdir", type=Path, help="grid directory (default: a temp dir, removed)")
     ap.add_argument(
         "--write-results",
@@ -519,13 +554,15 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     if args.workdir:
-        results = selftest(args.workdir, args.runs, args.big_mib << 20, args.small_runs)
+        results = selftest(args.workdir, args.runs, args.big_mib << 20, args.small_runs, args.curl)
     else:
         with tempfile.TemporaryDirectory(prefix="tahoe-grid-") as tmp:
-            results = selftest(Path(tmp), args.runs, args.big_mib << 20, args.small_runs)
-    print("\n" + HEADER + "\n" + "\n".join(t.row() for t in results))
+            results = selftest(Path(tmp), args.runs, args.big_mib << 20, args.small_runs, args.curl)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average after the run: {load} ({os.cpu_count()} CPUs)")
+    print(HEADER + "\n" + "\n".join(t.row() for t in results))
     if args.write_results:
-        _append_results(results)
+        _append_results(results, load)
 
 
 if __name__ == "__main__":
