@@ -59,6 +59,7 @@ DEFAULT_K, DEFAULT_M = 4, 2
 DEFAULT_STRIPE = 4 * 2**20
 MIN_STRIPE, MAX_STRIPE = 4096, 32 * 2**20
 MAX_FILENAME = 1024
+SMALL_PUSH = 256 * 1024       # unary pushes up to this size take the one-round-trip path
 FILENAME_INDEX = 2**63        # AEAD index used for the sealed filename (never a stripe index)
 
 
@@ -166,6 +167,10 @@ async def restripe(source: AsyncIterable[bytes],
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def _const(value: int) -> int:
+    return value
 
 
 class _Placer:
@@ -282,7 +287,7 @@ class FileStore:
     """Push/Get/Stat over a Network (the mesh in a node, a fake in unit tests)."""
 
     def __init__(self, network: Network, *, defaults: PushOptions | None = None,
-                 window: int = 4, read_window: int = 4, fetch_concurrency: int = 24) -> None:
+                 window: int = 6, read_window: int = 4, fetch_concurrency: int = 24) -> None:
         self.network = network
         self.defaults = defaults or PushOptions()
         self.window = window
@@ -298,6 +303,8 @@ class FileStore:
                          opts: PushOptions) -> PushResult:
         """Unary Push: the CID is known first, so placement derives from it."""
         cid = await asyncio.to_thread(cid_for, data) if len(data) > 65536 else cid_for(data)
+        if len(data) <= min(opts.stripe_size, SMALL_PUSH):
+            return await self._push_small(data, owner, opts, cid)
         return await self.push(_one_chunk(data), owner, opts, cid=cid)
 
     async def push(self, source: AsyncIterable[bytes], owner: nacl.signing.SigningKey,
@@ -354,35 +361,99 @@ class FileStore:
         under = len(set(placer.current)) < codec.n or placed_min < codec.n
         if placed_min < codec.n:
             warnings.append(f"some stripes have only {placed_min} of {codec.n} fragments placed")
-        sealed_name = seal_stripe(file_key, opts.filename.encode(),
-                                  context=b"filename\x00" + context, index=FILENAME_INDEX,
-                                  last=True) if opts.filename else b""
+        body = self._manifest_body(final_cid, file_id, hasher.size, codec, opts, owner_pub,
+                                   file_key, pkey, placer.holders, stripes, under)
+        replicas, docs = await asyncio.gather(
+            self._store_manifest(final_cid, sign_manifest(body, owner), codec.m + 1),
+            self.documents.create(file_id, final_cid, owner, nonce))
+        return self._finish(body, replicas, docs, warnings)
+
+    async def _push_small(self, data: bytes, owner: nacl.signing.SigningKey, opts: PushOptions,
+                          cid: str) -> PushResult:
+        """One stripe, CID known: fragments, manifest and document are stored concurrently.
+
+        The manifest optimistically names the primary holders; if one of them fails and a
+        spare takes its fragment, a corrected manifest (newer created_ms) is stored after.
+        """
+        codec = opts.validate()
+        owner_pub = bytes(owner.verify_key)
+        file_id, nonce = new_file_id(owner_pub)
+        pkey = placement_key("cid", cid)
+        ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
+        placer = _Placer(ranked, codec.n)
+        warnings: list[str] = []
+        if len(set(placer.current)) < codec.n:
+            warnings.append(f"only {len(set(placer.current))} live storage peer(s) for "
+                            f"{codec.n} fragments: several fragments share a holder "
+                            "(under-replicated)")
+        file_key = new_file_key()
+        sealed = seal_stripe(file_key, data, context=file_id.encode(), index=0, last=True)
+        frags = codec.encode(sealed)
+        hashes = [hashlib.sha256(f).digest() for f in frags]
+        planned = [placer.slot(h) for h in placer.current]
+        stripes = [storage_pb2.Stripe(fragments=[
+            storage_pb2.Fragment(hash=h, holder=slot) for h, slot in zip(hashes, planned,
+                                                                         strict=True)])]
+        stripes = stripes if data else []
+        under = len(set(placer.current)) < codec.n
+        body = self._manifest_body(cid, file_id, len(data), codec, opts, owner_pub, file_key,
+                                   pkey, list(placer.holders), stripes, under)
+        actual = storage_pb2.Stripe()
+        if stripes:
+            actual.CopyFrom(stripes[0])
+        self.inflight += 1
+        try:
+            sent, replicas, docs = await asyncio.gather(
+                self._send_stripe(file_id, 0, frags, actual, placer, codec) if data
+                else _const(codec.n),
+                self._store_manifest(cid, sign_manifest(body, owner), codec.m + 1),
+                self.documents.create(file_id, cid, owner, nonce))
+        finally:
+            self.inflight -= 1
+        if data and (sent < codec.n or [f.holder for f in actual.fragments] != planned):
+            if sent < codec.n:
+                warnings.append(f"only {sent} of {codec.n} fragments placed")
+            body = self._manifest_body(cid, file_id, len(data), codec, opts, owner_pub,
+                                       file_key, pkey, placer.holders, [actual], True,
+                                       body.created_ms + 1, body.filename_sealed)
+            replicas = await self._store_manifest(cid, sign_manifest(body, owner), codec.m + 1)
+        return self._finish(body, replicas, docs, warnings)
+
+    def _manifest_body(self, cid: str, file_id: str, size: int, codec: Codec, opts: PushOptions,
+                       owner_pub: bytes, file_key: bytes, pkey: bytes, holders: list[bytes],
+                       stripes: list[storage_pb2.Stripe], under: bool,
+                       created_ms: int | None = None,
+                       sealed_name: bytes | None = None) -> storage_pb2.ManifestBody:
+        if sealed_name is None:
+            sealed_name = seal_stripe(
+                file_key, opts.filename.encode(), context=b"filename\x00" + file_id.encode(),
+                index=FILENAME_INDEX, last=True) if opts.filename else b""
         keys = [storage_pb2.SealedKey(recipient=r, sealed=seal_key_to(r, file_key))
                 for r in dict.fromkeys([owner_pub, *opts.readers])]
-        body = storage_pb2.ManifestBody(
-            format=1, cid=final_cid, file_id=file_id, size=hasher.size, k=codec.k, m=codec.m,
+        return storage_pb2.ManifestBody(
+            format=1, cid=cid, file_id=file_id, size=size, k=codec.k, m=codec.m,
             stripe_size=opts.stripe_size, codec_format=int(codec.params()["format"]),
             packet_size=codec.packet_size, matrix=codec.matrix, owner_key=owner_pub,
             keys=[] if opts.public else keys, public_key=file_key if opts.public else b"",
-            filename_sealed=sealed_name, placement_key=pkey, holders=placer.holders,
-            stripes=stripes, under_replicated=under, created_ms=int(time.time() * 1000))
-        signed = sign_manifest(body, owner)
-        replicas, docs = await asyncio.gather(
-            self._store_manifest(final_cid, signed, codec.m + 1),
-            self.documents.create(file_id, final_cid, owner, nonce))
+            filename_sealed=sealed_name, placement_key=pkey, holders=holders,
+            stripes=stripes, under_replicated=under,
+            created_ms=int(time.time() * 1000) if created_ms is None else created_ms)
+
+    def _finish(self, body: storage_pb2.ManifestBody, replicas: int, docs: int,
+                warnings: list[str]) -> PushResult:
         if replicas == 0:
-            raise UnavailableError(f"no peer accepted the manifest of {final_cid}")
-        if replicas < codec.m + 1:
-            warnings.append(f"manifest stored on {replicas} of {codec.m + 1} peers")
+            raise UnavailableError(f"no peer accepted the manifest of {body.cid}")
+        if replicas < body.m + 1:
+            warnings.append(f"manifest stored on {replicas} of {body.m + 1} peers")
         if docs == 0:
             warnings.append("no peer accepted the document record: Get by file_id will fail")
         for w in warnings:
-            log.warning("push %s: %s", final_cid, w)
+            log.warning("push %s: %s", body.cid, w)
         self.counters["pushes"] += 1
-        self.counters["bytes_in"] += hasher.size
-        placed = sum(1 for s in stripes for f in s.fragments if f.holder != NO_HOLDER)
-        return PushResult(final_cid, file_id, hasher.size, codec.k, codec.m, placed, under,
-                          warnings, replicas)
+        self.counters["bytes_in"] += body.size
+        placed = sum(1 for s in body.stripes for f in s.fragments if f.holder != NO_HOLDER)
+        return PushResult(body.cid, body.file_id, body.size, body.k, body.m, placed,
+                          body.under_replicated, warnings, replicas)
 
     async def _send_stripe(self, file_id: str, index: int, frags: list[bytes],
                            stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec) -> int:

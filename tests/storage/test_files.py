@@ -190,9 +190,6 @@ async def test_holder_down_at_push_uses_spare(net: FakeNetwork) -> None:
     alice = _user()
     data = os.urandom(70_000)
 
-    class Flaky(FakeNetwork):
-        pass
-
     victim = list(net.handlers)[3]
     orig = net.client
 
@@ -207,3 +204,11 @@ async def test_holder_down_at_push_uses_spare(net: FakeNetwork) -> None:
     manifest = (await files.resolve(r.cid, alice))[0]
     assert victim not in manifest.body.holders
     assert await (await files.open(r.cid, alice)).read_all() == data
+    # the small (one round trip) path: the corrected manifest wins
+    for size in range(100, 1700, 200):
+        small = os.urandom(size)
+        r = await files.push_bytes(small, alice, PushOptions(k=2, m=4))
+        assert r.fragments_placed == 6
+        manifest = (await files.resolve(r.cid, alice))[0]
+        assert all(manifest.holder_of(0, i) != victim for i in range(6))
+        assert await (await files.open(r.cid, alice)).read_all() == small
