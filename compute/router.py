@@ -1,0 +1,268 @@
+"""Routing a call: find the providers of a function, pick one, forward, retry elsewhere.
+
+* Providers come from the DHT (signed records, see registry.py), cached for ``cache_ttl``
+  seconds, and are cross-checked against ``membership.live_peers()`` on every call, so a dead
+  peer's record stops being used as soon as membership notices (or the channel reports it).
+* Choice: power of two choices (Mitzenmacher 2001) — two random candidates, the one with the
+  lower score wins, score = (published load + calls we have in flight to it + 1) × smoothed
+  latency we measured to it. The local node has no network hop, so it is naturally preferred
+  when it is not busier.
+* A call that fails for a reason another provider may not share (peer unreachable, channel
+  error, attempt timeout, provider overloaded, provider lost the function, worker crash) is
+  retried on another provider until the caller's deadline. User errors, bad arguments and
+  limits are final (they would fail anywhere). A retried call may have run partly on the
+  failed provider: functions should be idempotent (at-least-once, like any RPC retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from mesh.context import MeshContext
+from mesh.errors import (
+    ChannelError,
+    DeadlineExceededError,
+    MeshError,
+    PeerCallError,
+    UnavailableError,
+    status_value,
+)
+from proto import compute_pb2, mesh_pb2
+
+from .peer import ComputePeer
+from .registry import Provider, current_generation, decode_providers, function_key
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = {status_value(c) for c in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)}
+NOT_FOUND = status_value(grpc.StatusCode.NOT_FOUND)
+
+
+@dataclass
+class Target:
+    """One place a call can run: a node, and what to ask it."""
+
+    node_id: bytes
+    address: str
+    load: int
+    code_cid: str = ""
+    entry: str = ""
+    worker_id: str = ""
+    peer: mesh_pb2.PeerRecord | None = None
+
+
+@dataclass
+class Outcome:
+    reply: compute_pb2.CallReply
+    attempts: int
+    node_id: bytes
+
+
+@dataclass
+class _Stats:
+    latency_s: float = 0.002
+    inflight: int = 0
+    failures: int = 0
+
+
+@dataclass
+class _Cached:
+    at: float
+    providers: list[Provider] = field(default_factory=list)
+
+
+def pick(targets: list[Target], stats: dict[bytes, _Stats], rng: random.Random) -> Target:
+    """Power of two choices on (load + in flight + 1) × latency."""
+    if len(targets) == 1:
+        return targets[0]
+    a, b = rng.sample(targets, 2)
+
+    def score(t: Target) -> float:
+        s = stats.get(t.node_id) or _Stats()
+        return (t.load + s.inflight + 1) * s.latency_s
+
+    return a if score(a) <= score(b) else b
+
+
+class Router:
+    def __init__(self, ctx: MeshContext, *,
+                 run_local: Callable[[compute_pb2.CallRequest], Awaitable[compute_pb2.CallReply]],
+                 serves_locally: Callable[[], bool], cache_ttl: float = 2.0,
+                 rng: random.Random | None = None) -> None:
+        self.ctx = ctx
+        self.run_local = run_local
+        self.serves_locally = serves_locally
+        self.cache_ttl = cache_ttl
+        self.rng = rng or random.Random()
+        self.stats: dict[bytes, _Stats] = {}
+        self._cache: dict[str, _Cached] = {}
+        self._lookups: dict[str, asyncio.Task[list[Provider]]] = {}
+        self.calls = self.retries = self.failed = 0
+
+    # --- providers ---------------------------------------------------------------------------
+    async def providers(self, function: str, *, fresh: bool = False) -> list[Provider]:
+        cached = self._cache.get(function)
+        if not fresh and cached is not None and time.monotonic() - cached.at < self.cache_ttl:
+            return cached.providers
+        task = self._lookups.get(function)
+        if task is None:
+            task = asyncio.create_task(self._lookup(function))
+            self._lookups[function] = task
+            task.add_done_callback(lambda _t: self._lookups.pop(function, None))
+        return await asyncio.shield(task)
+
+    async def _lookup(self, function: str) -> list[Provider]:
+        records = await self.ctx.membership.fetch(function_key(function))
+        providers = decode_providers(function, records)
+        self._cache[function] = _Cached(time.monotonic(), providers)
+        if len(self._cache) > 4096:
+            oldest = min(self._cache, key=lambda k: self._cache[k].at)
+            self._cache.pop(oldest, None)
+        return providers
+
+    def invalidate(self, function: str) -> None:
+        self._cache.pop(function, None)
+
+    def targets(self, providers: list[Provider]) -> list[Target]:
+        """Live places that can serve the current generation of a function."""
+        me = self.ctx.identity.node_id
+        live = {v.node_id: v for v in self.ctx.membership.live_peers()}
+        chosen = current_generation(providers)
+        out: list[Target] = []
+        if chosen and chosen[0].deployed:
+            deploy = max(chosen, key=lambda p: (p.record.deploy_seq, p.seq)).record
+            cid, entry = deploy.code_cid, deploy.entry or deploy.function
+            if self.serves_locally():
+                out.append(Target(me, self.ctx.address, 0, cid, entry, deploy.worker_id))
+            for view in live.values():
+                if "compute" in view.roles:
+                    out.append(Target(view.node_id, view.address, view.record.load, cid,
+                                      entry, deploy.worker_id, peer=view.record))
+            return out
+        for p in chosen:
+            if p.node_id == me:
+                out.append(Target(me, self.ctx.address, p.record.load,
+                                  worker_id=p.record.worker_id))
+            elif p.node_id in live:
+                view = live[p.node_id]
+                out.append(Target(p.node_id, view.address, p.record.load,
+                                  worker_id=p.record.worker_id, peer=view.record))
+        return out
+
+    # --- calls -------------------------------------------------------------------------------
+    async def call(self, function: str, request: compute_pb2.CallRequest, timeout: float
+                   ) -> Outcome:
+        """Run ``request`` on some provider within ``timeout`` seconds."""
+        self.calls += 1
+        deadline = time.monotonic() + timeout
+        tried: set[bytes] = set()
+        attempts = 0
+        refreshed = False
+        last: Outcome | None = None
+        last_error = ""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.005:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    providers = await self.providers(function, fresh=bool(tried))
+            except TimeoutError:
+                break
+            targets = [t for t in self.targets(providers) if t.node_id not in tried]
+            if not targets:
+                if not refreshed and not tried:
+                    refreshed = True
+                    self.invalidate(function)
+                    continue
+                if not providers and not tried:
+                    self.failed += 1
+                    return self._error(grpc.StatusCode.NOT_FOUND,
+                                       f"no provider offers function {function!r}", attempts)
+                break
+            target = pick(targets, self.stats, self.rng)
+            tried.add(target.node_id)
+            attempts += 1
+            if attempts > 1:
+                self.retries += 1
+            # Leave time for another provider unless this is the last one we know of.
+            budget = remaining if len(targets) == 1 else max(min(remaining, 1.0), remaining / 2)
+            outcome, error = await self._attempt(target, request, budget, attempts)
+            if outcome is not None:
+                code = outcome.reply.error.code if outcome.reply.failed else 0
+                retry = outcome.reply.failed and (
+                    code in RETRYABLE or (code == NOT_FOUND and not target.code_cid
+                                          and not outcome.reply.error.user))
+                if not retry:
+                    if outcome.reply.failed:
+                        self.failed += 1
+                    return outcome
+                last = outcome
+                last_error = outcome.reply.error.message
+            else:
+                last_error = error
+            log.info("call %s on %s failed (%s); trying another provider", function,
+                     target.address, last_error)
+        self.failed += 1
+        if last is not None:
+            last.attempts = attempts
+            return last
+        if attempts == 0:
+            return self._error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"no provider of {function!r} answered in {timeout:.1f}s", 0)
+        return self._error(grpc.StatusCode.UNAVAILABLE,
+                           f"all {attempts} provider(s) of {function!r} failed: {last_error}",
+                           attempts)
+
+    async def _attempt(self, target: Target, request: compute_pb2.CallRequest, budget: float,
+                       attempts: int) -> tuple[Outcome | None, str]:
+        req = compute_pb2.CallRequest()
+        req.CopyFrom(request)
+        req.timeout = max(0.01, budget - 0.02)
+        req.code_cid, req.entry = target.code_cid, target.entry
+        if target.code_cid:
+            req.worker_id = target.worker_id
+        stats = self.stats.setdefault(target.node_id, _Stats())
+        stats.inflight += 1
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(budget):
+                if target.node_id == self.ctx.identity.node_id:
+                    reply = await self.run_local(req)
+                else:
+                    peer = target.peer or mesh_pb2.PeerRecord(node_id=target.node_id,
+                                                              address=target.address)
+                    reply = await ComputePeer(self.ctx.peer(peer)).call(req, timeout=budget)
+        except (TimeoutError, DeadlineExceededError):
+            stats.failures += 1
+            return None, f"no answer within {budget:.2f}s"
+        except (UnavailableError, ChannelError) as exc:
+            stats.failures += 1
+            return None, str(exc)
+        except PeerCallError as exc:
+            stats.failures += 1
+            return None, f"{exc.code.name}: {exc}"
+        except MeshError as exc:
+            stats.failures += 1
+            return None, str(exc)
+        finally:
+            stats.inflight -= 1
+        elapsed = time.monotonic() - started
+        stats.latency_s = 0.8 * stats.latency_s + 0.2 * elapsed
+        return Outcome(reply, attempts, target.node_id), ""
+
+    def _error(self, code: grpc.StatusCode, message: str, attempts: int) -> Outcome:
+        reply = compute_pb2.CallReply(failed=True, error=compute_pb2.CallError(
+            code=status_value(code), message=message))
+        return Outcome(reply, attempts, b"")
+
+    def status(self) -> dict[str, int]:
+        return {"routed": self.calls, "retries": self.retries, "failed": self.failed,
+                "cached_functions": len(self._cache)}

@@ -1,0 +1,335 @@
+"""The public TaskWorker façade (the seed's API), backed by an embedded node.
+
+    from taskworker import TaskWorker
+    worker = TaskWorker("worker_001")              # node_pool_address="host:port" to join
+    @worker.function("hello")
+    def hello_world():
+        return "Hello from HiveMind!"
+    await worker.start_server(port=50052)          # serves until stop_server() or SIGINT/TERM
+
+Registered functions never run in this process: at registration their module's source is
+captured (``inspect.getsource``) and every call runs it in the node's sandbox pool, with the
+function's name as the entry. Module-level imports the sandbox does not allow (``asyncio``,
+``proto``, ...) are replaced, line for line, by a stand-in that raises ImportError only if a
+function actually uses them, and the ``if __name__ == "__main__":`` block is dropped, so a
+module written like the seed's examples loads unchanged in the sandbox.
+
+Deployment overrides (so an unchanged example can be started anywhere): ``TASKWORKER_PORT``
+(the local API port; 0 picks one), ``TASKWORKER_NODE_POOL`` (bootstrap peer when the code
+passes none), ``TASKWORKER_DATA_DIR`` (parent of the per-worker node directory,
+default ``./.taskworker``), ``TASKWORKER_LISTEN`` (peer address, default 127.0.0.1:0).
+
+Outside the sandbox ``get_secret`` and ``call_external_api`` are coroutines served by the
+node's proxy service; inside a sandboxed function the same names are plain calls (the
+sandbox's shim sends them up its pipe to the same proxy).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+import grpc
+
+from proto import taskworker_pb2, taskworker_pb2_grpc
+
+log = logging.getLogger("taskworker")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskWorkerError(Exception):
+    """A TaskWorker could not do what was asked (bad registration, not started, ...)."""
+
+
+# --- capturing a function's source for the sandbox ----------------------------------------
+
+def _allowed_modules() -> frozenset[str]:
+    from compute.sandbox.guard import ALLOWED_MODULES
+
+    return ALLOWED_MODULES
+
+
+def _stand_in(name: str, module: str) -> str:
+    message = f"module {module!r} is not available inside the sandbox"
+    return (f"{name} = type({module!r}, (), {{'__getattr__': lambda _s, _n: "
+            f"(_ for _ in ()).throw(ImportError({message!r}))}})()")
+
+
+def sandbox_source(source: str) -> str:
+    """``source`` with disallowed top-level imports stubbed and the main block removed,
+    keeping every other line where it was (so tracebacks show the user's line numbers)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    allowed = _allowed_modules()
+    lines = source.splitlines()
+    owners: dict[int, int] = {}
+    for index, node in enumerate(tree.body):
+        for at in range(node.lineno, (node.end_lineno or node.lineno) + 1):
+            owners.setdefault(at, index)
+            if owners[at] != index:
+                owners[at] = -1          # two statements share a line: leave it alone
+    edits: dict[int, tuple[int, str]] = {}
+    for index, node in enumerate(tree.body):
+        start, end = node.lineno, node.end_lineno or node.lineno
+        if any(owners.get(x) != index for x in range(start, end + 1)) or node.col_offset:
+            continue
+        if _is_main_guard(node):
+            edits[start] = (end, "pass")
+        elif isinstance(node, ast.Import):
+            parts = []
+            for alias in node.names:
+                if alias.name in allowed:
+                    parts.append(f"import {alias.name}" + (f" as {alias.asname}"
+                                                            if alias.asname else ""))
+                elif alias.asname or "." not in alias.name:
+                    parts.append(_stand_in(alias.asname or alias.name, alias.name))
+                else:
+                    top = alias.name.split(".")[0]
+                    parts.append(_stand_in(top, top))
+            edits[start] = (end, "; ".join(parts))
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module not in allowed:
+            names = [a for a in node.names if a.name != "*"]
+            if len(names) == len(node.names):
+                edits[start] = (end, "; ".join(_stand_in(a.asname or a.name, str(node.module))
+                                               for a in names))
+    out: list[str] = []
+    skip_until = 0
+    for number, line in enumerate(lines, start=1):
+        if number <= skip_until:
+            out.append("")
+            continue
+        edit = edits.get(number)
+        if edit is None:
+            out.append(line)
+        else:
+            skip_until, replacement = edit
+            out.append(replacement)
+    return "\n".join(out) + "\n"
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    parts = [node.test.left, *node.test.comparators]
+    return (any(isinstance(p, ast.Name) and p.id == "__name__" for p in parts)
+            and any(isinstance(p, ast.Constant) and p.value == "__main__" for p in parts))
+
+
+def capture(func: Callable[..., Any]) -> tuple[str, str, str]:
+    """(source, entry, filename) with which the sandbox runs ``func``."""
+    if not callable(func) or not hasattr(func, "__code__"):
+        raise TaskWorkerError(f"{func!r} is not a Python function")
+    entry = func.__name__
+    if not entry.isidentifier() or entry == "<lambda>":
+        raise TaskWorkerError("lambdas cannot be registered: define the function with def")
+    module = inspect.getmodule(func)
+    filename = os.path.basename(getattr(module, "__file__", None) or "<taskworker>")
+    try:
+        if module is not None and "<locals>" not in func.__qualname__ and \
+                "." not in func.__qualname__ and getattr(module, entry, None) is func:
+            return sandbox_source(inspect.getsource(module)), entry, filename
+        return sandbox_source(textwrap.dedent(inspect.getsource(func))), entry, filename
+    except (OSError, TypeError) as exc:
+        raise TaskWorkerError(
+            f"cannot read the source of {entry!r} ({exc}); functions must be defined in a "
+            "file so they can run in the sandbox") from None
+
+
+# --- storage -----------------------------------------------------------------------------
+
+class FileStorage:
+    """The seed's storage API, through the local node's FileService."""
+
+    def __init__(self, worker: TaskWorker) -> None:
+        self._worker = worker
+
+    def _stub(self) -> taskworker_pb2_grpc.FileServiceStub:
+        stub = self._worker._file_stub
+        if stub is None:
+            raise TaskWorkerError("storage needs a running node: await start_server() first")
+        return stub
+
+    async def Push(self, request: taskworker_pb2.PushRequest, context: Any = None
+                   ) -> taskworker_pb2.PushResponse:
+        response: taskworker_pb2.PushResponse = await self._stub().Push(request)
+        return response
+
+    async def Get(self, request: taskworker_pb2.GetRequest, context: Any = None
+                  ) -> taskworker_pb2.GetResponse:
+        response: taskworker_pb2.GetResponse = await self._stub().Get(request)
+        return response
+
+    async def Revise(self, request: taskworker_pb2.ReviseRequest, context: Any = None
+                     ) -> taskworker_pb2.ReviseResponse:
+        response: taskworker_pb2.ReviseResponse = await self._stub().Revise(request)
+        return response
+
+    async def Synchronous(self, request: taskworker_pb2.SynchronousRequest, context: Any = None
+                          ) -> taskworker_pb2.SynchronousResponse:
+        response: taskworker_pb2.SynchronousResponse = await self._stub().Synchronous(request)
+        return response
+
+
+# --- the worker --------------------------------------------------------------------------
+
+class TaskWorker:
+    def __init__(self, worker_id: str, node_pool_address: str | None = None, *,
+                 data_dir: str | os.PathLike[str] | None = None) -> None:
+        if not worker_id or not worker_id.isprintable() or "/" in worker_id or \
+                worker_id in (".", ".."):
+            raise TaskWorkerError(f"worker id {worker_id!r} must be printable, without '/'")
+        self.worker_id = worker_id
+        self.node_pool_address = node_pool_address or os.environ.get("TASKWORKER_NODE_POOL")
+        base = data_dir or os.environ.get("TASKWORKER_DATA_DIR") or ".taskworker"
+        self.data_dir = Path(base) / worker_id
+        self.functions: dict[str, tuple[Callable[..., Any], str, str, str, Any]] = {}
+        self.storage = FileStorage(self)
+        self.node: Any = None
+        self._file_stub: taskworker_pb2_grpc.FileServiceStub | None = None
+        self._channel: grpc.aio.Channel | None = None
+        self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # registration ---------------------------------------------------------------------
+    def register_function(self, name: str, func: Callable[..., Any], *,
+                          limits: Any = None) -> None:
+        """Offer ``func`` as ``name``. ``limits``: a compute.sandbox.Limits for its calls."""
+        if not isinstance(name, str) or not name:
+            raise TaskWorkerError("function name must be a non-empty string")
+        source, entry, filename = capture(func)
+        self.functions[name] = (func, source, entry, filename, limits)
+        if self.node is not None:
+            task = asyncio.get_running_loop().create_task(self._publish(name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @overload
+    def function(self, name: F) -> F: ...
+
+    @overload
+    def function(self, name: str | None = None) -> Callable[[F], F]: ...
+
+    def function(self, name: str | Callable[..., Any] | None = None) -> Any:
+        """Decorator: ``@worker.function("name")``, ``@worker.function()`` or bare."""
+        if callable(name):
+            self.register_function(name.__name__, name)
+            return name
+
+        def decorate(func: F) -> F:
+            self.register_function(name or func.__name__, func)
+            return func
+
+        return decorate
+
+    async def _publish(self, name: str) -> None:
+        compute = self._compute()
+        func, source, entry, filename, limits = self.functions[name]
+        await compute.register_local(name, source, entry, worker_id=self.worker_id,
+                                     filename=filename, limits=limits)
+
+    def _compute(self) -> Any:
+        if self.node is None or self.node.ctx is None:
+            raise TaskWorkerError("the worker is not running: await start_server() first")
+        compute = self.node.ctx.registry.get("compute")
+        if compute is None:
+            raise TaskWorkerError("this node has no compute service")
+        return compute
+
+    # server ---------------------------------------------------------------------------
+    async def start_server(self, port: int = 50052, *, wait: bool = True) -> None:
+        """Start the embedded node (joining ``node_pool_address`` if given, else a new mesh),
+        publish the functions, and — unless ``wait=False`` — serve until stop_server(),
+        SIGINT/SIGTERM or a Leave request."""
+        from taskworker.cli_common import parse_hostport
+        from taskworker.node import Node, NodeConfig
+
+        if self.node is not None:
+            raise TaskWorkerError("the server is already running")
+        port = int(os.environ.get("TASKWORKER_PORT", port))
+        listen = parse_hostport(os.environ.get("TASKWORKER_LISTEN", "127.0.0.1:0"))
+        bootstrap = [parse_hostport(self.node_pool_address)] if self.node_pool_address else []
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        node = Node(NodeConfig(data_dir=self.data_dir, listen=listen, api=("127.0.0.1", port),
+                               bootstrap=bootstrap))
+        self._stop = asyncio.Event()
+        try:
+            await node.start()
+        except BaseException:
+            await node.stop(0)
+            raise
+        self.node = node
+        self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.api_port}")
+        self._file_stub = taskworker_pb2_grpc.FileServiceStub(self._channel)
+        for name in list(self.functions):
+            await self._publish(name)
+        print(f"taskworker {self.worker_id}: serving {', '.join(self.functions) or 'nothing'} "
+              f"on node {node.identity.node_id_hex[:16]} (api 127.0.0.1:{node.api_port}, "
+              f"peer {node.config.listen[0]}:{node.port})", file=sys.stderr, flush=True)
+        if wait:
+            await self.serve_forever()
+
+    async def serve_forever(self) -> None:
+        """Serve until stop_server(), SIGINT/SIGTERM or a Leave request; then stop."""
+        if self.node is None or self._stop is None:
+            raise TaskWorkerError("start_server() first")
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._stop.set)
+                installed.append(sig)
+        leave = loop.create_task(self.node.shutdown.wait())
+        stop = loop.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({leave, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leave.cancel()
+            stop.cancel()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.stop_server()
+
+    async def stop_server(self) -> None:
+        """Withdraw the functions and stop the embedded node."""
+        node, self.node = self.node, None
+        if self._stop is not None:
+            self._stop.set()
+        if node is None:
+            return
+        for task in list(self._tasks):
+            task.cancel()
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel, self._file_stub = None, None
+        await node.stop()
+
+    # host services (outside the sandbox) ---------------------------------------------------
+    def _host(self) -> Any:
+        return self._compute().host_for(self.worker_id, "")
+
+    async def get_secret(self, name: str) -> str:
+        """A secret from the node pool's proxy (PermissionError when refused)."""
+        secret: str = await self._host().get_secret(name)
+        return secret
+
+    async def call_external_api(self, url: str, method: str = "GET",
+                                headers: dict[str, str] | None = None,
+                                body: str | bytes | None = None,
+                                timeout: float = 10.0) -> Any:
+        """An outbound HTTP request through the node pool's proxy."""
+        return await self._host().call_external_api(url, method, headers, body, timeout)
+
+    async def resolve(self, domain: str, record_type: str = "A") -> Any:
+        return await self._host().resolve(domain, record_type)

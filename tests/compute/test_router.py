@@ -1,0 +1,184 @@
+"""compute.router: choice, liveness filtering and retries, with fake peers (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+
+from compute.registry import sign_provider
+from compute.router import Router, Target, _Stats, pick
+from mesh.errors import UnavailableError, status_value
+from mesh.identity import Identity
+from proto import compute_pb2, mesh_pb2
+
+
+class FakeChannel:
+    def __init__(self, behaviour: Any) -> None:
+        self.behaviour = behaviour
+
+    async def unary(self, method: str, body: bytes, *, timeout: float | None = None) -> bytes:
+        req = compute_pb2.CallRequest()
+        req.ParseFromString(body)
+        reply: compute_pb2.CallReply = await self.behaviour(req)
+        return reply.SerializeToString()
+
+
+class Mesh:
+    """A fake MeshContext: one local node plus peers with scripted behaviour."""
+
+    def __init__(self, n: int) -> None:
+        self.me = Identity.generate()
+        self.peers = [Identity.generate() for _ in range(n)]
+        self.live = {p.node_id for p in self.peers}
+        self.behaviour: dict[bytes, Any] = {}
+        self.records: list[mesh_pb2.SignedRecord] = []
+        self.fetches = 0
+        self.membership = SimpleNamespace(fetch=self._fetch, live_peers=self._live_peers)
+        self.identity = self.me
+        self.address = "127.0.0.1:1"
+
+    async def _fetch(self, key: bytes) -> list[mesh_pb2.SignedRecord]:
+        self.fetches += 1
+        return list(self.records)
+
+    def _live_peers(self) -> list[Any]:
+        return [SimpleNamespace(node_id=p.node_id, address=f"peer{i}", roles=("compute",),
+                                record=mesh_pb2.PeerRecord(node_id=p.node_id,
+                                                           address=f"peer{i}", load=0))
+                for i, p in enumerate(self.peers) if p.node_id in self.live]
+
+    def peer(self, record: mesh_pb2.PeerRecord) -> FakeChannel:
+        return FakeChannel(self.behaviour[record.node_id])
+
+    def provide(self, ident: Identity, fn: str = "f", **kw: Any) -> None:
+        rec = compute_pb2.ProviderRecord(function=fn, worker_id=f"w-{ident.node_id.hex()[:4]}",
+                                         node_id=ident.node_id, address="x", deploy_seq=1, **kw)
+        self.records.append(sign_provider(ident, rec, ttl_s=60))
+
+
+def ok(value: float, worker: str = "w") -> Any:
+    async def run(req: compute_pb2.CallRequest) -> compute_pb2.CallReply:
+        reply = compute_pb2.CallReply(worker_id=worker)
+        reply.result.number_value = value
+        return reply
+    return run
+
+
+def fail_transport() -> Any:
+    async def run(req: compute_pb2.CallRequest) -> compute_pb2.CallReply:
+        raise UnavailableError("connection refused")
+    return run
+
+
+def hang() -> Any:
+    async def run(req: compute_pb2.CallRequest) -> compute_pb2.CallReply:
+        await asyncio.sleep(3600)
+        raise AssertionError
+    return run
+
+
+def reply_error(code: grpc.StatusCode, user: bool = False) -> Any:
+    async def run(req: compute_pb2.CallRequest) -> compute_pb2.CallReply:
+        return compute_pb2.CallReply(failed=True, error=compute_pb2.CallError(
+            code=status_value(code), type="ValueError" if user else "", message="bad",
+            user=user))
+    return run
+
+
+def router(mesh: Mesh, local: Any = None) -> Router:
+    return Router(mesh, run_local=local or ok(0), serves_locally=lambda: local is not None,  # type: ignore[arg-type]
+                  rng=random.Random(7))
+
+
+def test_power_of_two_choices_prefers_less_loaded_and_faster() -> None:
+    rng = random.Random(1)
+    targets = [Target(bytes([i]) * 20, f"a{i}", load=i * 10) for i in range(4)]
+    counts = Counter(pick(targets, {}, rng).address for _ in range(2000))
+    assert counts["a0"] > counts["a1"] > counts["a2"] and counts["a3"] == 0
+    fast, slow = Target(b"f" * 20, "fast", 0), Target(b"s" * 20, "slow", 0)
+    stats = {b"f" * 20: _Stats(latency_s=0.001), b"s" * 20: _Stats(latency_s=0.05)}
+    assert all(pick([fast, slow], stats, rng) is fast for _ in range(50))
+
+
+async def test_dead_providers_are_not_used_and_retry_moves_on() -> None:
+    mesh = Mesh(3)
+    for p in mesh.peers:
+        mesh.provide(p)
+    a, b, c = mesh.peers
+    mesh.live.discard(c.node_id)                  # c's record remains in the DHT
+    mesh.behaviour = {a.node_id: fail_transport(), b.node_id: ok(42, "wb"),
+                      c.node_id: ok(0)}
+    r = router(mesh)
+    for _ in range(20):
+        out = await r.call("f", compute_pb2.CallRequest(function="f"), 5.0)
+        assert not out.reply.failed and out.reply.result.number_value == 42
+        assert out.node_id == b.node_id and out.attempts in (1, 2)
+
+
+async def test_a_hung_provider_times_out_and_another_answers_within_the_deadline() -> None:
+    mesh = Mesh(2)
+    for p in mesh.peers:
+        mesh.provide(p)
+    a, b = mesh.peers
+    mesh.behaviour = {a.node_id: hang(), b.node_id: ok(1)}
+    r = router(mesh)
+    r.stats[a.node_id] = _Stats(latency_s=0.0001)   # make the hung one look attractive
+    r.stats[b.node_id] = _Stats(latency_s=1.0)
+    out = await r.call("f", compute_pb2.CallRequest(function="f"), 2.0)
+    assert not out.reply.failed and out.attempts == 2 and out.node_id == b.node_id
+
+
+async def test_user_errors_and_limits_are_final_overload_is_retried() -> None:
+    mesh = Mesh(2)
+    for p in mesh.peers:
+        mesh.provide(p)
+    a, b = mesh.peers
+    for code, user in ((grpc.StatusCode.UNKNOWN, True),
+                       (grpc.StatusCode.INVALID_ARGUMENT, False),
+                       (grpc.StatusCode.DEADLINE_EXCEEDED, False),
+                       (grpc.StatusCode.RESOURCE_EXHAUSTED, False)):
+        mesh.behaviour = {a.node_id: reply_error(code, user), b.node_id: reply_error(code, user)}
+        out = await router(mesh).call("f", compute_pb2.CallRequest(function="f"), 5.0)
+        assert out.reply.failed and out.attempts == 1 and out.reply.error.code == code.value[0]
+    mesh.behaviour = {a.node_id: reply_error(grpc.StatusCode.UNAVAILABLE),
+                      b.node_id: reply_error(grpc.StatusCode.UNAVAILABLE)}
+    out = await router(mesh).call("f", compute_pb2.CallRequest(function="f"), 5.0)
+    assert out.reply.failed and out.attempts == 2
+
+
+async def test_unknown_function_is_not_found_and_lookups_are_cached() -> None:
+    mesh = Mesh(1)
+    r = router(mesh)
+    out = await r.call("nope", compute_pb2.CallRequest(function="nope"), 1.0)
+    assert out.reply.error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    mesh.provide(mesh.peers[0])
+    mesh.behaviour = {mesh.peers[0].node_id: ok(5)}
+    before = mesh.fetches
+    results = await asyncio.gather(*(r.call("f", compute_pb2.CallRequest(function="f"), 1.0)
+                                     for _ in range(50)))
+    assert all(not o.reply.failed for o in results)
+    assert mesh.fetches - before <= 2
+
+
+async def test_deployed_code_can_run_on_any_live_compute_peer_and_locally() -> None:
+    mesh = Mesh(2)
+    deployer = Identity.generate()                # gone: not among the live peers
+    mesh.provide(deployer, code_cid="bCID", entry="f")
+    seen: list[str] = []
+
+    async def local(req: compute_pb2.CallRequest) -> compute_pb2.CallReply:
+        seen.append(req.code_cid)
+        return compute_pb2.CallReply(worker_id="local")
+
+    mesh.behaviour = {p.node_id: ok(1) for p in mesh.peers}
+    r = router(mesh, local)
+    targets = r.targets(await r.providers("f"))
+    assert {t.node_id for t in targets} == {mesh.me.node_id, *(p.node_id for p in mesh.peers)}
+    assert all(t.code_cid == "bCID" and t.entry == "f" for t in targets)
+    out = await r.call("f", compute_pb2.CallRequest(function="f"), 1.0)
+    assert not out.reply.failed
