@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -495,30 +495,48 @@ class FileStore:
         return sum(await asyncio.gather(*(one(p) for p in peers)))
 
     # -- Get --------------------------------------------------------------------------------
-    async def fetch_manifests(self, cid: str) -> list[Manifest]:
-        """Verified manifests for a CID from its closest peers (widening once if none)."""
+    async def fetch_manifests(self, cid: str,
+                              enough: Callable[[Manifest], bool] | None = None) -> list[Manifest]:
+        """Verified manifests for a CID from its closest peers (widening once if none).
+
+        Returns as soon as a replica's answer holds a manifest for which ``enough`` is true
+        (the other replicas' answers are then not awaited).
+        """
         key = manifest_key(cid)
         asked: set[bytes] = set()
         found: dict[bytes, Manifest] = {}
-        errors: list[str] = []
+
+        async def one(node_id: bytes) -> list[storage_pb2.SignedManifest]:
+            try:
+                return await (await self.network.client(node_id)).fetch_manifests(cid)
+            except MeshError as exc:
+                log.info("manifests of %s from %s: %s", cid, node_id.hex()[:16], exc)
+                return []
+
         for n in (self.defaults.m + 1, 3 * (self.defaults.m + 1) + 2):
             peers = [p for p in await self.network.closest(key, n) if p not in asked]
             asked.update(peers)
-
-            async def one(node_id: bytes) -> list[storage_pb2.SignedManifest]:
-                try:
-                    return await (await self.network.client(node_id)).fetch_manifests(cid)
-                except MeshError as exc:
-                    errors.append(f"{node_id.hex()[:16]}: {exc}")
-                    return []
-
-            for signed_list in await asyncio.gather(*(one(p) for p in peers)):
-                for signed in signed_list:
-                    try:
-                        m = verify_manifest(signed, cid)
-                    except InvalidArgumentError:
-                        continue
-                    found.setdefault(hashlib.sha256(signed.body).digest(), m)
+            pending = {asyncio.create_task(one(p)) for p in peers}
+            try:
+                while pending:
+                    done, pending = await asyncio.wait(pending,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    hit = False
+                    for task in done:
+                        for signed in task.result():
+                            try:
+                                m = verify_manifest(signed, cid)
+                            except InvalidArgumentError:
+                                continue
+                            found.setdefault(hashlib.sha256(signed.body).digest(), m)
+                            hit = hit or (enough is not None and enough(m))
+                    if hit:
+                        return list(found.values())
+            finally:
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
             if found or not peers:
                 break
         return list(found.values())
@@ -533,13 +551,17 @@ class FileStore:
             cid, want_id, want_owner = doc.cid, ref, doc.owner_key
         else:
             raise InvalidArgumentError(f"not a CID or file_id: {ref!r:.80}")
-        manifests = await self.fetch_manifests(cid)
+        me = bytes(user.verify_key) if user is not None else b""
+
+        def enough(m: Manifest) -> bool:
+            return (want_id is None or m.file_id == want_id) and m.readable_by(me)
+
+        manifests = await self.fetch_manifests(cid, enough)
         if want_id is not None:
             manifests = [m for m in manifests
                          if m.file_id == want_id and m.body.owner_key == want_owner]
         if not manifests:
             raise NotFoundError(f"no manifest found for {ref}")
-        me = bytes(user.verify_key) if user is not None else b""
         manifests.sort(key=lambda m: (m.body.owner_key != me, not m.body.public_key,
                                       -m.body.created_ms))
         for m in manifests:
