@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proto/taskworker.proto\x12\ntaskworker\x1a\x1cgoogle/protobuf/struct.proto\"\x8f\x01\n\x0bPushRequest\x12\x11\n\tfile_data\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06public\x18\x04 \x01(\x08\x12\t\n\x01k\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\r\x12\x0f\n\x07readers\x18\x07 \x03(\t\x12\x13\n\x0bstripe_size\x18\x08 \x01(\r\"\x96\x01\n\x0cPushResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\t\n\x01k\x18\x04 \x01(\r\x12\t\n\x01m\x18\x05 \x01(\r\x12\x18\n\x10\x66ragments_placed\x18\x06 \x01(\r\x12\x18\n\x10under_replicated\x18\x07 \x01(\x08\x12\x10\n\x08warnings\x18\x08 \x03(\t\"B\n\tPushChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.taskworker.PushRequest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"?\n\nGetRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\x8a\x01\n\x0bGetResponse\x12\x11\n\tfile_data\x18\x01 \x01(\x0c\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0f\n\x07version\x18\x05 \x01(\t\x12*\n\tconflicts\x18\x06 \x03(\x0b\x32\x17.taskworker.VersionHead\"A\n\x08GetChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.taskworker.GetResponse\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xad\x01\n\x0bVersionHead\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x33\n\x06vector\x18\x03 \x03(\x0b\x32#.taskworker.VersionHead.VectorEntry\x12\x0e\n\x06writer\x18\x04 \x01(\t\x12\x0c\n\x04time\x18\x05 \x01(\x01\x1a-\n\x0bVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"[\n\rReviseRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\tfile_data\x18\x02 \x01(\x0c\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x15\n\rbase_versions\x18\x04 \x03(\t\"\x95\x01\n\x0eReviseResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x36\n\x06vector\x18\x03 \x03(\x0b\x32&.taskworker.ReviseResponse.VectorEntry\x1a-\n\x0bVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"6\n\x12SynchronousRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"z\n\x13SynchronousResponse\x12&\n\x05heads\x18\x01 \x03(\x0b\x32\x17.taskworker.VersionHead\x12\x0f\n\x07records\x18\x02 \x01(\r\x12\x18\n\x10replicas_reached\x18\x03 \x01(\r\x12\x10\n\x08\x63onflict\x18\x04 \x01(\x08\"/\n\x0bStatRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"b\n\x0c\x46ragmentInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\"\x9d\x01\n\x0cStatResponse\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\t\n\x01k\x18\x03 \x01(\r\x12\t\n\x01m\x18\x04 \x01(\r\x12+\n\tfragments\x18\x05 \x03(\x0b\x32\x18.taskworker.FragmentInfo\x12\x0e\n\x06health\x18\x06 \x01(\t\x12\x10\n\x08\x66ilename\x18\x07 \x01(\t\x12\r\n\x05owner\x18\x08 \x01(\t\".\n\nLogRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"G\n\x0bLogResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.taskworker.VersionHead\x12\r\n\x05heads\x18\x02 \x03(\t\"Q\n\x0cGrantRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07grantee\x18\x03 \x01(\t\x12\x0e\n\x06revoke\x18\x04 \x01(\x08\"\x1b\n\rGrantResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"\x90\x01\n\x13\x46unctionCallRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12(\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07timeout\x18\x04 \x01(\x01\"=\n\tUserError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x9a\x01\n\x14\x46unctionCallResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x15.taskworker.UserError\"1\n\nDNSRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x13\n\x0brecord_type\x18\x02 \x01(\t\"5\n\tDNSRecord\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0b\n\x03ttl\x18\x03 \x01(\r\"U\n\x0b\x44NSResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.taskworker.DNSRecord\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x0e\n\x06source\x18\x03 \x01(\t\"(\n\x0e\x43losestRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\t\n\x01n\x18\x02 \x01(\r\"\x0e\n\x0cPeersRequest\"]\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tlast_seen\x18\x03 \x01(\x01\x12\r\n\x05roles\x18\x04 \x03(\t\x12\r\n\x05\x61live\x18\x05 \x01(\x08\"E\n\rPeersResponse\x12\x0f\n\x07self_id\x18\x01 \x01(\t\x12#\n\x05peers\x18\x02 \x03(\x0b\x32\x14.taskworker.PeerInfo\"\x0f\n\rStatusRequest\"\x1e\n\x0eStatusResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x1d\n\x0cLeaveRequest\x12\r\n\x05\x64rain\x18\x01 \x01(\x08\"4\n\rLeaveResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ragments_moved\x18\x02 \x01(\x04\x32\xc0\x04\n\x0b\x46ileService\x12\x39\n\x04Push\x12\x17.taskworker.PushRequest\x1a\x18.taskworker.PushResponse\x12\x36\n\x03Get\x12\x16.taskworker.GetRequest\x1a\x17.taskworker.GetResponse\x12?\n\x06Revise\x12\x19.taskworker.ReviseRequest\x1a\x1a.taskworker.ReviseResponse\x12N\n\x0bSynchronous\x12\x1e.taskworker.SynchronousRequest\x1a\x1f.taskworker.SynchronousResponse\x12?\n\nPushStream\x12\x15.taskworker.PushChunk\x1a\x18.taskworker.PushResponse(\x01\x12;\n\tGetStream\x12\x16.taskworker.GetRequest\x1a\x14.taskworker.GetChunk0\x01\x12\x39\n\x04Stat\x12\x17.taskworker.StatRequest\x1a\x18.taskworker.StatResponse\x12\x36\n\x03Log\x12\x16.taskworker.LogRequest\x1a\x17.taskworker.LogResponse\x12<\n\x05Grant\x12\x18.taskworker.GrantRequest\x1a\x19.taskworker.GrantResponse2_\n\nRPCService\x12Q\n\x0c\x43\x61llFunction\x12\x1f.taskworker.FunctionCallRequest\x1a .taskworker.FunctionCallResponse2N\n\nDNSService\x12@\n\rResolveDomain\x12\x16.taskworker.DNSRequest\x1a\x17.taskworker.DNSResponse2\x8c\x02\n\x0bNodeService\x12<\n\x05Peers\x12\x18.taskworker.PeersRequest\x1a\x19.taskworker.PeersResponse\x12?\n\x06Status\x12\x19.taskworker.StatusRequest\x1a\x1a.taskworker.StatusResponse\x12<\n\x05Leave\x12\x18.taskworker.LeaveRequest\x1a\x19.taskworker.LeaveResponse\x12@\n\x07\x43losest\x12\x1a.taskworker.ClosestRequest\x1a\x19.taskworker.PeersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16proto/taskworker.proto\x12\ntaskworker\x1a\x1cgoogle/protobuf/struct.proto\"\x8f\x01\n\x0bPushRequest\x12\x11\n\tfile_data\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0e\n\x06public\x18\x04 \x01(\x08\x12\t\n\x01k\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\r\x12\x0f\n\x07readers\x18\x07 \x03(\t\x12\x13\n\x0bstripe_size\x18\x08 \x01(\r\"\x96\x01\n\x0cPushResponse\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\t\n\x01k\x18\x04 \x01(\r\x12\t\n\x01m\x18\x05 \x01(\r\x12\x18\n\x10\x66ragments_placed\x18\x06 \x01(\r\x12\x18\n\x10under_replicated\x18\x07 \x01(\x08\x12\x10\n\x08warnings\x18\x08 \x03(\t\"B\n\tPushChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.taskworker.PushRequest\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"?\n\nGetRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\x8a\x01\n\x0bGetResponse\x12\x11\n\tfile_data\x18\x01 \x01(\x0c\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\x0f\n\x07version\x18\x05 \x01(\t\x12*\n\tconflicts\x18\x06 \x03(\x0b\x32\x17.taskworker.VersionHead\"A\n\x08GetChunk\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.taskworker.GetResponse\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xad\x01\n\x0bVersionHead\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x33\n\x06vector\x18\x03 \x03(\x0b\x32#.taskworker.VersionHead.VectorEntry\x12\x0e\n\x06writer\x18\x04 \x01(\t\x12\x0c\n\x04time\x18\x05 \x01(\x01\x1a-\n\x0bVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"[\n\rReviseRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x11\n\tfile_data\x18\x02 \x01(\x0c\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x15\n\rbase_versions\x18\x04 \x03(\t\"\x95\x01\n\x0eReviseResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x36\n\x06vector\x18\x03 \x03(\x0b\x32&.taskworker.ReviseResponse.VectorEntry\x1a-\n\x0bVectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"6\n\x12SynchronousRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"z\n\x13SynchronousResponse\x12&\n\x05heads\x18\x01 \x03(\x0b\x32\x17.taskworker.VersionHead\x12\x0f\n\x07records\x18\x02 \x01(\r\x12\x18\n\x10replicas_reached\x18\x03 \x01(\r\x12\x10\n\x08\x63onflict\x18\x04 \x01(\x08\"/\n\x0bStatRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"b\n\x0c\x46ragmentInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\"\x9d\x01\n\x0cStatResponse\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\t\n\x01k\x18\x03 \x01(\r\x12\t\n\x01m\x18\x04 \x01(\r\x12+\n\tfragments\x18\x05 \x03(\x0b\x32\x18.taskworker.FragmentInfo\x12\x0e\n\x06health\x18\x06 \x01(\t\x12\x10\n\x08\x66ilename\x18\x07 \x01(\t\x12\r\n\x05owner\x18\x08 \x01(\t\".\n\nLogRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"G\n\x0bLogResponse\x12)\n\x08versions\x18\x01 \x03(\x0b\x32\x17.taskworker.VersionHead\x12\r\n\x05heads\x18\x02 \x03(\t\"_\n\x0cGrantRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07grantee\x18\x03 \x01(\t\x12\x0e\n\x06revoke\x18\x04 \x01(\x08\x12\x0c\n\x04read\x18\x05 \x01(\x08\"\x1b\n\rGrantResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\"\x90\x01\n\x13\x46unctionCallRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12(\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07timeout\x18\x04 \x01(\x01\"=\n\tUserError\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x9a\x01\n\x14\x46unctionCallResponse\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x15.taskworker.UserError\"1\n\nDNSRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x13\n\x0brecord_type\x18\x02 \x01(\t\"5\n\tDNSRecord\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0b\n\x03ttl\x18\x03 \x01(\r\"U\n\x0b\x44NSResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.taskworker.DNSRecord\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x0e\n\x06source\x18\x03 \x01(\t\"(\n\x0e\x43losestRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\t\n\x01n\x18\x02 \x01(\r\"\x0e\n\x0cPeersRequest\"]\n\x08PeerInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tlast_seen\x18\x03 \x01(\x01\x12\r\n\x05roles\x18\x04 \x03(\t\x12\r\n\x05\x61live\x18\x05 \x01(\x08\"E\n\rPeersResponse\x12\x0f\n\x07self_id\x18\x01 \x01(\t\x12#\n\x05peers\x18\x02 \x03(\x0b\x32\x14.taskworker.PeerInfo\"\x0f\n\rStatusRequest\"\x1e\n\x0eStatusResponse\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x1d\n\x0cLeaveRequest\x12\r\n\x05\x64rain\x18\x01 \x01(\x08\"4\n\rLeaveResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ragments_moved\x18\x02 \x01(\x04\x32\xc0\x04\n\x0b\x46ileService\x12\x39\n\x04Push\x12\x17.taskworker.PushRequest\x1a\x18.taskworker.PushResponse\x12\x36\n\x03Get\x12\x16.taskworker.GetRequest\x1a\x17.taskworker.GetResponse\x12?\n\x06Revise\x12\x19.taskworker.ReviseRequest\x1a\x1a.taskworker.ReviseResponse\x12N\n\x0bSynchronous\x12\x1e.taskworker.SynchronousRequest\x1a\x1f.taskworker.SynchronousResponse\x12?\n\nPushStream\x12\x15.taskworker.PushChunk\x1a\x18.taskworker.PushResponse(\x01\x12;\n\tGetStream\x12\x16.taskworker.GetRequest\x1a\x14.taskworker.GetChunk0\x01\x12\x39\n\x04Stat\x12\x17.taskworker.StatRequest\x1a\x18.taskworker.StatResponse\x12\x36\n\x03Log\x12\x16.taskworker.LogRequest\x1a\x17.taskworker.LogResponse\x12<\n\x05Grant\x12\x18.taskworker.GrantRequest\x1a\x19.taskworker.GrantResponse2_\n\nRPCService\x12Q\n\x0c\x43\x61llFunction\x12\x1f.taskworker.FunctionCallRequest\x1a .taskworker.FunctionCallResponse2N\n\nDNSService\x12@\n\rResolveDomain\x12\x16.taskworker.DNSRequest\x1a\x17.taskworker.DNSResponse2\x8c\x02\n\x0bNodeService\x12<\n\x05Peers\x12\x18.taskworker.PeersRequest\x1a\x19.taskworker.PeersResponse\x12?\n\x06Status\x12\x19.taskworker.StatusRequest\x1a\x1a.taskworker.StatusResponse\x12<\n\x05Leave\x12\x18.taskworker.LeaveRequest\x1a\x19.taskworker.LeaveResponse\x12@\n\x07\x43losest\x12\x1a.taskworker.ClosestRequest\x1a\x19.taskworker.PeersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -73,43 +73,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGRESPONSE']._serialized_start=1666
   _globals['_LOGRESPONSE']._serialized_end=1737
   _globals['_GRANTREQUEST']._serialized_start=1739
-  _globals['_GRANTREQUEST']._serialized_end=1820
-  _globals['_GRANTRESPONSE']._serialized_start=1822
-  _globals['_GRANTRESPONSE']._serialized_end=1849
-  _globals['_FUNCTIONCALLREQUEST']._serialized_start=1852
-  _globals['_FUNCTIONCALLREQUEST']._serialized_end=1996
-  _globals['_USERERROR']._serialized_start=1998
-  _globals['_USERERROR']._serialized_end=2059
-  _globals['_FUNCTIONCALLRESPONSE']._serialized_start=2062
-  _globals['_FUNCTIONCALLRESPONSE']._serialized_end=2216
-  _globals['_DNSREQUEST']._serialized_start=2218
-  _globals['_DNSREQUEST']._serialized_end=2267
-  _globals['_DNSRECORD']._serialized_start=2269
-  _globals['_DNSRECORD']._serialized_end=2322
-  _globals['_DNSRESPONSE']._serialized_start=2324
-  _globals['_DNSRESPONSE']._serialized_end=2409
-  _globals['_CLOSESTREQUEST']._serialized_start=2411
-  _globals['_CLOSESTREQUEST']._serialized_end=2451
-  _globals['_PEERSREQUEST']._serialized_start=2453
-  _globals['_PEERSREQUEST']._serialized_end=2467
-  _globals['_PEERINFO']._serialized_start=2469
-  _globals['_PEERINFO']._serialized_end=2562
-  _globals['_PEERSRESPONSE']._serialized_start=2564
-  _globals['_PEERSRESPONSE']._serialized_end=2633
-  _globals['_STATUSREQUEST']._serialized_start=2635
-  _globals['_STATUSREQUEST']._serialized_end=2650
-  _globals['_STATUSRESPONSE']._serialized_start=2652
-  _globals['_STATUSRESPONSE']._serialized_end=2682
-  _globals['_LEAVEREQUEST']._serialized_start=2684
-  _globals['_LEAVEREQUEST']._serialized_end=2713
-  _globals['_LEAVERESPONSE']._serialized_start=2715
-  _globals['_LEAVERESPONSE']._serialized_end=2767
-  _globals['_FILESERVICE']._serialized_start=2770
-  _globals['_FILESERVICE']._serialized_end=3346
-  _globals['_RPCSERVICE']._serialized_start=3348
-  _globals['_RPCSERVICE']._serialized_end=3443
-  _globals['_DNSSERVICE']._serialized_start=3445
-  _globals['_DNSSERVICE']._serialized_end=3523
-  _globals['_NODESERVICE']._serialized_start=3526
-  _globals['_NODESERVICE']._serialized_end=3794
+  _globals['_GRANTREQUEST']._serialized_end=1834
+  _globals['_GRANTRESPONSE']._serialized_start=1836
+  _globals['_GRANTRESPONSE']._serialized_end=1863
+  _globals['_FUNCTIONCALLREQUEST']._serialized_start=1866
+  _globals['_FUNCTIONCALLREQUEST']._serialized_end=2010
+  _globals['_USERERROR']._serialized_start=2012
+  _globals['_USERERROR']._serialized_end=2073
+  _globals['_FUNCTIONCALLRESPONSE']._serialized_start=2076
+  _globals['_FUNCTIONCALLRESPONSE']._serialized_end=2230
+  _globals['_DNSREQUEST']._serialized_start=2232
+  _globals['_DNSREQUEST']._serialized_end=2281
+  _globals['_DNSRECORD']._serialized_start=2283
+  _globals['_DNSRECORD']._serialized_end=2336
+  _globals['_DNSRESPONSE']._serialized_start=2338
+  _globals['_DNSRESPONSE']._serialized_end=2423
+  _globals['_CLOSESTREQUEST']._serialized_start=2425
+  _globals['_CLOSESTREQUEST']._serialized_end=2465
+  _globals['_PEERSREQUEST']._serialized_start=2467
+  _globals['_PEERSREQUEST']._serialized_end=2481
+  _globals['_PEERINFO']._serialized_start=2483
+  _globals['_PEERINFO']._serialized_end=2576
+  _globals['_PEERSRESPONSE']._serialized_start=2578
+  _globals['_PEERSRESPONSE']._serialized_end=2647
+  _globals['_STATUSREQUEST']._serialized_start=2649
+  _globals['_STATUSREQUEST']._serialized_end=2664
+  _globals['_STATUSRESPONSE']._serialized_start=2666
+  _globals['_STATUSRESPONSE']._serialized_end=2696
+  _globals['_LEAVEREQUEST']._serialized_start=2698
+  _globals['_LEAVEREQUEST']._serialized_end=2727
+  _globals['_LEAVERESPONSE']._serialized_start=2729
+  _globals['_LEAVERESPONSE']._serialized_end=2781
+  _globals['_FILESERVICE']._serialized_start=2784
+  _globals['_FILESERVICE']._serialized_end=3360
+  _globals['_RPCSERVICE']._serialized_start=3362
+  _globals['_RPCSERVICE']._serialized_end=3457
+  _globals['_DNSSERVICE']._serialized_start=3459
+  _globals['_DNSSERVICE']._serialized_end=3537
+  _globals['_NODESERVICE']._serialized_start=3540
+  _globals['_NODESERVICE']._serialized_end=3808
 # @@protoc_insertion_point(module_scope)

@@ -218,16 +218,18 @@ class LogResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[VersionHead, _Mapping]]] = ..., heads: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GrantRequest(_message.Message):
-    __slots__ = ("file_id", "user_id", "grantee", "revoke")
+    __slots__ = ("file_id", "user_id", "grantee", "revoke", "read")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     GRANTEE_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
+    READ_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     user_id: str
     grantee: str
     revoke: bool
-    def __init__(self, file_id: _Optional[str] = ..., user_id: _Optional[str] = ..., grantee: _Optional[str] = ..., revoke: _Optional[bool] = ...) -> None: ...
+    read: bool
+    def __init__(self, file_id: _Optional[str] = ..., user_id: _Optional[str] = ..., grantee: _Optional[str] = ..., revoke: _Optional[bool] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class GrantResponse(_message.Message):
     __slots__ = ("ok",)

@@ -627,6 +627,38 @@ class FileStore:
                 + "; ".join(missing[i] for i in sorted(missing)))
         return dict(sorted(got.items())[:k])
 
+    # -- Grant ------------------------------------------------------------------------------
+    async def grant(self, ref: str, owner: nacl.signing.SigningKey, grantee: bytes,
+                    revoke: bool = False) -> int:
+        """Seal the file key to grantee (or drop its sealed key); returns manifest replicas.
+
+        A re-signed, newer manifest replaces the old one on the replicas. Revoking stops
+        future reads through the manifest; it cannot take back a key a reader already opened.
+        """
+        if len(grantee) != 32:
+            raise InvalidArgumentError("grantee must be a 32-byte Ed25519 public key")
+        owner_pub = bytes(owner.verify_key)
+        manifest, key = await self.resolve(ref, owner)
+        if manifest.body.owner_key != owner_pub:
+            raise PermissionDeniedError(f"only the owner of {ref} can change its readers")
+        if manifest.body.public_key:
+            raise InvalidArgumentError(f"{ref} is public: everyone can read it already")
+        if revoke and grantee == owner_pub:
+            raise InvalidArgumentError("the owner cannot revoke their own key")
+        assert key is not None
+        body = storage_pb2.ManifestBody()
+        body.CopyFrom(manifest.body)
+        keys = [k for k in body.keys if k.recipient != grantee]
+        if not revoke:
+            keys.append(storage_pb2.SealedKey(recipient=grantee, sealed=seal_key_to(grantee, key)))
+        del body.keys[:]
+        body.keys.extend(keys)
+        body.created_ms = max(int(time.time() * 1000), manifest.body.created_ms + 1)
+        replicas = await self._store_manifest(body.cid, sign_manifest(body, owner), body.m + 1)
+        if replicas == 0:
+            raise UnavailableError(f"no manifest replica of {body.cid} accepted the change")
+        return replicas
+
     # -- Stat -------------------------------------------------------------------------------
     async def stat(self, ref: str, user: nacl.signing.SigningKey | None) -> StatResult:
         manifest, key = await self.resolve(ref, user, need_key=False)

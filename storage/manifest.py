@@ -3,10 +3,12 @@
 A manifest (``ManifestBody`` in proto/storage.proto) carries the CID, size, k, m, stripe size,
 codec parameters, the file key sealed to the owner and readers (or in clear for public files),
 the filename sealed with the file key, and per stripe the sha256 and holder of every fragment.
+(The manifest's file_id is bound to the owner only through the document record; a replica
+keeps the first owner it saw for a (CID, file_id) and the newest manifest of that owner.)
 It is signed by the owner (domain-separated Ed25519) and kept on the m+1 XOR-closest peers to
 ``manifest_key(cid)``. Readers verify the signature and that the body names the CID they asked
 for before trusting anything in it. Several manifests may exist for one CID (one per owner and
-upload); the store keeps each, named by the hash of its signed bytes.
+upload); the store keeps the newest per file_id.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import nacl.signing
 from google.protobuf.message import DecodeError
 
-from mesh.errors import InvalidArgumentError
+from mesh.errors import InvalidArgumentError, PermissionDeniedError
 from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
@@ -33,7 +35,7 @@ FORMAT = 1
 NO_HOLDER = 0xFFFFFFFF
 MAX_MANIFEST_BYTES = 32 * 2**20
 _DOMAIN = b"tw-mesh/manifest/v1\x00"
-_HEX = re.compile(r"[0-9a-f]{64}")
+_FILE_ID = re.compile(r"f[0-9a-f]{32}")
 
 
 def manifest_key(cid: str) -> bytes:
@@ -130,25 +132,49 @@ def verify_manifest(signed: storage_pb2.SignedManifest, cid: str | None = None) 
 
 
 class ManifestStore:
-    """Manifests on disk: DATA/storage/manifests/<cid>/<sha256 of signed bytes>.mf."""
+    """Manifests on disk: DATA/storage/manifests/<cid>/<file_id>.mf, the newest per file_id.
+
+    A newer manifest for the same (CID, file_id) and owner replaces the older one (a Grant, a
+    corrected placement); one signed by another owner than the kept one is refused.
+    """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.root = Path(data_dir) / "storage" / "manifests"
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
+    def _read(self, path: Path, cid: str) -> Manifest | None:
+        try:
+            signed = storage_pb2.SignedManifest.FromString(path.read_bytes())
+            manifest = verify_manifest(signed, cid)
+            if manifest.file_id != path.stem:
+                raise InvalidArgumentError("manifest stored under another file_id")
+        except FileNotFoundError:
+            return None
+        except (InvalidArgumentError, DecodeError):
+            path.unlink(missing_ok=True)       # rotted on disk: treat as missing
+            return None
+        return manifest
+
     def put(self, signed: storage_pb2.SignedManifest) -> Manifest:
         """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid."""
         manifest = verify_manifest(signed)
-        raw = signed.SerializeToString(deterministic=True)
-        folder = self.root / manifest.cid          # a validated CID: safe as a name
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{hashlib.sha256(raw).hexdigest()}.mf"
-        if not path.exists():
+        if not _FILE_ID.fullmatch(manifest.file_id):
+            raise InvalidArgumentError("manifest has an invalid file_id")
+        folder = self.root / manifest.cid          # validated CID and file_id: safe names
+        path = folder / f"{manifest.file_id}.mf"
+        with self._lock:
+            old = self._read(path, manifest.cid)
+            if old is not None:
+                if old.body.owner_key != manifest.body.owner_key:
+                    raise PermissionDeniedError(f"{manifest.file_id} belongs to another owner")
+                if old.body.created_ms >= manifest.body.created_ms:
+                    return old
+            folder.mkdir(exist_ok=True)
             tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
             try:
                 with open(tmp, "wb") as fh:
-                    fh.write(raw)
+                    fh.write(signed.SerializeToString(deterministic=True))
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
@@ -165,18 +191,10 @@ class ManifestStore:
         out = []
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
-                if not (p.suffix == ".mf" and _HEX.fullmatch(p.stem)):
-                    continue
-                raw = p.read_bytes()
-                try:
-                    if hashlib.sha256(raw).hexdigest() != p.stem:
-                        raise InvalidArgumentError("hash mismatch")
-                    signed = storage_pb2.SignedManifest.FromString(raw)
-                    verify_manifest(signed, cid)
-                except (InvalidArgumentError, DecodeError):
-                    p.unlink(missing_ok=True)       # rotted on disk: treat as missing
-                    continue
-                out.append(signed)
+                if p.suffix == ".mf" and _FILE_ID.fullmatch(p.stem):
+                    manifest = self._read(p, cid)
+                    if manifest is not None:
+                        out.append(manifest.signed)
         return out
 
     def cids(self) -> list[str]:

@@ -4,8 +4,9 @@ Errors: bad input INVALID_ARGUMENT, unknown CID/file_id/user NOT_FOUND, a privat
 another user PERMISSION_DENIED, too few fragments UNAVAILABLE, CID mismatch DATA_LOSS.
 Unary Push/Get carry files up to the node's 64 MiB message limit (Get refuses files over
 UNARY_GET_MAX: use GetStream); PushStream/GetStream move one stripe at a time.
-Revise, Synchronous, Log and Grant are delegated to the ``versions`` service when one is
-registered in ctx.registry (issue 5), else answered UNIMPLEMENTED.
+Grant with ``read`` set re-seals the file key to a reader in a new owner-signed manifest
+(storage); Revise, Synchronous, Log and write Grants are delegated to the ``versions``
+service when one is registered in ctx.registry (issue 5), else answered UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -193,5 +194,16 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
 
     async def Grant(self, request: taskworker_pb2.GrantRequest,
                     context: Context) -> taskworker_pb2.GrantResponse:
-        result: taskworker_pb2.GrantResponse = await self._delegate("Grant", request, context)
-        return result
+        if not request.read:
+            result: taskworker_pb2.GrantResponse = await self._delegate("Grant", request, context)
+            return result
+
+        async def work() -> taskworker_pb2.GrantResponse:
+            g = request.grantee
+            if not g:
+                raise InvalidArgumentError("grantee is required (a user name or public key hex)")
+            grantee = bytes.fromhex(g) if _HEXKEY.fullmatch(g) else self.keyring.public_key(g)
+            await self.files.grant(request.file_id, self._user(request.user_id), grantee,
+                                   request.revoke)
+            return taskworker_pb2.GrantResponse(ok=True)
+        return await _guard(context, work)

@@ -1,4 +1,4 @@
-"""`tw-mesh` subcommands for storage: put, get, stat, user; join flags --k, --m, --stripe-mib.
+"""`tw-mesh` subcommands for storage: put, get, stat, share, user; join flags --k, --m, --stripe-mib.
 
 put streams files larger than UNARY_MAX (and stdin) with PushStream; get always uses
 GetStream and writes to a temporary file next to the target, renamed into place only after
@@ -196,6 +196,15 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_share(args: argparse.Namespace) -> int:
+    with api_channel(args) as channel:
+        taskworker_pb2_grpc.FileServiceStub(channel).Grant(taskworker_pb2.GrantRequest(
+            file_id=args.ref, user_id=args.user or "", grantee=args.grantee,
+            revoke=args.revoke, read=True), timeout=60)
+    print(f"{'revoked' if args.revoke else 'granted'} {args.grantee} on {args.ref}")
+    return 0
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     from storage.keyring import Keyring
 
@@ -253,6 +262,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_api_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_stat)
+
+    p = sub.add_parser("share", help="let another user read a private file (or --revoke)",
+                       description="Seal the file key to GRANTEE (a user of this node's "
+                       "keyring or an Ed25519 public key in hex) in a new owner-signed "
+                       "manifest. --revoke removes it for future reads; a key already read "
+                       "cannot be taken back.",
+                       epilog="example:\n  tw-mesh share bafkrei... bob",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ref", metavar="CID", help="a CID or file_id you own")
+    p.add_argument("grantee", help="user name or public key hex")
+    p.add_argument("--user", help="the owner (default: 'default')")
+    p.add_argument("--revoke", action="store_true")
+    add_api_flag(p)
+    p.set_defaults(func=cmd_share)
 
     p = sub.add_parser("user", help="manage the node's local keyring of users",
                        description="Users are Ed25519 keys in DATA_DIR/users/NAME.key (0600); "

@@ -143,6 +143,14 @@ async def test_private_public_readers(net: FakeNetwork) -> None:
     assert await (await files.open(shared.cid, carol)).read_all() == b"for carol"
     with pytest.raises(PermissionDeniedError):
         await files.open(shared.cid, bob)
+    # grant and revoke
+    assert await files.grant(r.file_id, alice, bytes(bob.verify_key)) >= 1
+    assert await (await files.open(r.file_id, bob)).read_all() == data
+    with pytest.raises(PermissionDeniedError):
+        await files.grant(r.file_id, bob, bytes(carol.verify_key))
+    await files.grant(r.cid, alice, bytes(bob.verify_key), revoke=True)
+    with pytest.raises(PermissionDeniedError):
+        await files.open(r.file_id, bob)
     # bob storing the same content gets his own readable manifest for the same CID
     mine = await files.push_bytes(data, bob, PushOptions())
     assert mine.cid == r.cid and mine.file_id != r.file_id

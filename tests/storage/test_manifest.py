@@ -53,6 +53,21 @@ def test_manifest_store_on_disk_drops_rot(tmp_path: Path) -> None:
     assert store.get(cid_for(b"")) == []
     with pytest.raises(InvalidArgumentError):
         store.get("../../etc")
+    # newest per (cid, file_id) and owner wins; another owner cannot take the file_id over
+    body = _body(owner)
+    body.created_ms = 1
+    store.put(sign_manifest(body, owner))
+    body.created_ms = 5
+    newer = sign_manifest(body, owner)
+    store.put(newer)
+    body.created_ms = 3
+    store.put(sign_manifest(body, owner))
+    assert newer in store.get(cid_for(b""))
+    thief = nacl.signing.SigningKey.generate()
+    body.owner_key = bytes(thief.verify_key)
+    body.created_ms = 9
+    with pytest.raises(PermissionDeniedError):
+        store.put(sign_manifest(body, thief))
 
 
 def test_documents_owner_bound(tmp_path: Path) -> None:

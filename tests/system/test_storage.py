@@ -167,6 +167,12 @@ async def test_storage_end_to_end(tmp_path: Path) -> None:
         failed = run_cli("get", cid_for(b"not stored"), "-o", str(missing), api=api)
         assert failed.returncode == 1 and b"NOT_FOUND" in failed.stderr
         assert len(failed.stderr.strip().splitlines()) == 1
+        granted = run_cli("share", r.cid, "bob", api=cluster.nodes[0].api)
+        assert granted.returncode == 0, granted.stderr
+        as_bob = run_cli("get", r.cid, "--user", "bob", api=cluster.nodes[0].api)
+        assert as_bob.returncode == 0 and as_bob.stdout == data, as_bob.stderr
+        revoked = run_cli("share", r.cid, "bob", "--revoke", api=cluster.nodes[0].api)
+        assert revoked.returncode == 0, revoked.stderr
         denied = run_cli("get", r.cid, "-o", str(missing), "--user", "bob",
                          api=cluster.nodes[0].api)
         assert denied.returncode == 1 and b"PERMISSION_DENIED" in denied.stderr
