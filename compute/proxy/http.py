@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import math
 import ssl
 from collections import OrderedDict
@@ -41,6 +42,8 @@ CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
 HOP_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
 
 ResolveIPs = Callable[[str], Awaitable[list[str]]]
+# httpx logs every request URL at INFO; a function may put a secret it read in a query string.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -223,8 +226,8 @@ class HttpProxy:
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise UnavailableError(f"{method} {url.scheme}://{host_header}{url.raw_path.decode()}"
-                                   f" failed: {type(exc).__name__}") from None
+            raise UnavailableError(f"{method} {url.scheme}://{host_header}/... failed: "
+                                   f"{type(exc).__name__}") from None
         try:
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:

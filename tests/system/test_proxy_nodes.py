@@ -192,3 +192,87 @@ async def test_function_names_resolve_to_providers(nodes: list[Node]) -> None:
                                               f"127.0.0.1:{provider.port}"]
     with pytest.raises(NotFoundError):
         await proxy.resolve("nobody.fn.mesh", "A")
+
+
+WEATHER = '''
+import hashlib
+
+def key_matches(digest):
+    return hashlib.sha256(worker.get_secret("api_key").encode()).hexdigest() == digest
+
+def key_leak():
+    raise ValueError("upstream refused key " + worker.get_secret("api_key"))
+
+def key_fetch(url):
+    r = worker.call_external_api(url, headers={"Authorization": "Bearer {{secret:api_key}}"})
+    return [r["status"], "tok-" in r["body"]]
+
+def key_query(url):
+    return worker.call_external_api(url + "?k=" + worker.get_secret("api_key"))["status"]
+
+def key_lookup():
+    return worker.resolve("api.test")
+'''
+BILLING = '''
+def key_steal():
+    return worker.get_secret("api_key")
+'''
+
+
+async def test_deployed_functions_use_the_proxy_end_to_end(
+        tmp_path: Path, dnsmasq: Dnsmasq, http_server: HttpServer) -> None:
+    """Through the compute service: `tw-mesh deploy` + `tw-mesh call` on other nodes."""
+    import hashlib
+
+    flags = ["--sweep-interval", "0.5", "--resolver", dnsmasq.address,
+             "--allow-network", "127.0.0.1/32", "--http-allow", "weather=api.test"]
+    (tmp_path / "weather.py").write_text(WEATHER)
+    (tmp_path / "billing.py").write_text(BILLING)
+    async with NodeCluster(tmp_path, 3, extra=flags) as cluster:
+        api = [n.api for n in cluster.nodes]
+        proc = run_cli("secret", "set", "api_key", "--for", "weather", api=api[0],
+                       input_data=SECRET.encode())
+        assert proc.returncode == 0, proc.stderr
+        for module, worker in (("weather.py", "weather"), ("billing.py", "billing")):
+            proc = run_cli("deploy", str(tmp_path / module), "--worker-id", worker, api=api[0])
+            assert proc.returncode == 0, proc.stderr
+
+        digest = hashlib.sha256(SECRET.encode()).hexdigest()
+        for i in (1, 2):
+            proc = run_cli("call", "key_matches", "--args", json.dumps([digest]), api=api[i])
+            assert proc.returncode == 0 and proc.stdout.strip() == b"true", proc.stderr
+        proc = run_cli("call", "key_steal", api=api[1])
+        assert proc.returncode == 1 and b"PERMISSION_DENIED" in proc.stderr
+        assert SECRET.encode() not in proc.stdout + proc.stderr
+        proc = run_cli("call", "key_leak", "--traceback", api=api[2])
+        assert proc.returncode == 1 and b"[REDACTED]" in proc.stderr, proc.stderr
+        assert SECRET.encode() not in proc.stdout + proc.stderr
+        hits = len(http_server.hits)
+        proc = run_cli("call", "key_fetch", "--args",
+                       json.dumps([f"http://api.test:{http_server.port}/echo"]), api=api[1])
+        assert proc.returncode == 0 and json.loads(proc.stdout) == [200, False], proc.stderr
+        assert http_server.hits[hits][2]["Authorization"] == f"Bearer {SECRET}"
+        proc = run_cli("call", "key_query", "--args",        # secret in a URL: never logged
+                       json.dumps([f"http://api.test:{http_server.port}/echo"]), api=api[2])
+        assert proc.returncode == 0 and proc.stdout.strip() == b"200", proc.stderr
+        assert http_server.hits[-1][1] == f"/echo?k={SECRET}"
+        proc = run_cli("call", "key_lookup", api=api[2])
+        assert json.loads(proc.stdout) == [{"type": "A", "value": "127.0.0.1", "ttl": ZONE_TTL}]
+
+        # rotation: new calls see the new value on every node within the short read cache
+        rotated = "tok-rotated-5e5e5e5e"
+        proc = run_cli("secret", "set", "api_key", "--for", "weather", api=api[0],
+                       input_data=rotated.encode())
+        assert proc.returncode == 0, proc.stderr
+        new = hashlib.sha256(rotated.encode()).hexdigest()
+        for i in (1, 2):
+            for _ in range(40):
+                proc = run_cli("call", "key_matches", "--args", json.dumps([new]), api=api[i])
+                if proc.stdout.strip() == b"true":
+                    break
+                await asyncio.sleep(0.25)
+            assert proc.stdout.strip() == b"true", proc.stderr
+    for path in sorted(tmp_path.rglob("*")):  # noqa: ASYNC240 - no plaintext in dirs or logs
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+            assert rotated.encode() not in path.read_bytes(), path
