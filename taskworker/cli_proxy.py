@@ -116,8 +116,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("name")
     s.add_argument("--for", dest="allowed", action="append", default=[],
                    metavar="WORKER_OR_FUNCTION",
-                   help="worker id, function name or WORKER/FUNCTION allowed to read it "
-                   "(repeatable, at least one)")
+                   help="worker id, function name or WORKER/FUNCTION allowed to read it; "
+                   "NAME@NODE_ID also requires code deployed by that node (repeatable, at "
+                   "least one)")
     s.add_argument("--node", dest="nodes", action="append", default=[], metavar="NODE_ID",
                    help="seal only to these nodes (hex id prefix, repeatable; default: every "
                    "compute node, re-sealed as new ones join)")

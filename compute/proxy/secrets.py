@@ -58,9 +58,20 @@ def dht_key(name: str) -> bytes:
     return record_key(KIND, b"", name.encode())
 
 
-def allowed_for(allowed: list[str] | Any, worker_id: str, function: str) -> bool:
+def allowed_for(allowed: list[str] | Any, worker_id: str, function: str,
+                deployer: bytes | None = None) -> bool:
+    """An entry names a worker id, a function or WORKER/FUNCTION; ``NAME@NODE_ID_PREFIX``
+    also requires the code to come from that node (deployer/registrar; names alone are
+    whatever the deployer claims)."""
     names = {worker_id, function, f"{worker_id}/{function}"} - {""}
-    return any(a in names for a in allowed)
+    for entry in allowed:
+        name, at, prefix = str(entry).partition("@")
+        if name not in names:
+            continue
+        if not at or (deployer is not None and prefix and
+                      deployer.hex().startswith(prefix.lower())):
+            return True
+    return False
 
 
 def node_public_x25519(identity_key: bytes) -> nacl.public.PublicKey:
@@ -304,7 +315,8 @@ class SecretStore:
         self._cache[name] = (now, best)
         return best
 
-    async def get(self, name: str, worker_id: str, function: str) -> str:
+    async def get(self, name: str, worker_id: str, function: str,
+                  deployer: bytes | None = None) -> str:
         """The secret's value for a call of ``function`` in ``worker_id``, or
         PermissionDeniedError (the same message whether it exists or not)."""
         self.stats["reads"] += 1
@@ -315,7 +327,7 @@ class SecretStore:
         record = await self._current(name)
         env = decode_envelope(record) if record is not None else None
         if env is None or env.revoked or not allowed_for(list(env.allowed), worker_id,
-                                                           function):
+                                                           function, deployer):
             self.stats["denied"] += 1
             raise denied
         data_key = self._open_key(env)

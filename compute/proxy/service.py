@@ -77,10 +77,12 @@ def _live_providers(function: str, records: list[mesh_pb2.SignedRecord]
 class WorkerHost:
     """HostServices for one call of ``function`` in ``worker_id`` (compute.sandbox protocol)."""
 
-    def __init__(self, proxy: ProxyService, worker_id: str, function: str) -> None:
+    def __init__(self, proxy: ProxyService, worker_id: str, function: str,
+                 deployer: bytes | None = None) -> None:
         self.proxy = proxy
         self.worker_id = worker_id
         self.function = function
+        self.deployer = deployer
 
     @property
     def principal(self) -> str:
@@ -88,7 +90,8 @@ class WorkerHost:
 
     async def get_secret(self, name: str) -> str:
         try:
-            return await self.proxy.secrets.get(name, self.worker_id, self.function)
+            return await self.proxy.secrets.get(name, self.worker_id, self.function,
+                                                self.deployer)
         except PermissionDeniedError as exc:
             raise PermissionError(str(exc)) from None
 
@@ -103,8 +106,8 @@ class WorkerHost:
                 names = PLACEHOLDER.findall(value)
                 for name in names:
                     if name not in values:
-                        values[name] = await self.proxy.secrets.get(name, self.worker_id,
-                                                                    self.function)
+                        values[name] = await self.proxy.secrets.get(
+                            name, self.worker_id, self.function, self.deployer)
                         secrets.append(values[name])
                 if names:
                     secret_headers.add(key.lower())
@@ -160,8 +163,11 @@ class ProxyService:
         self.peers.register()
 
     # -- compute hook --------------------------------------------------------------------------
-    def host_for(self, worker_id: str, function: str) -> WorkerHost:
-        return WorkerHost(self, worker_id, function)
+    def host_for(self, worker_id: str, function: str, deployer: bytes | None = None
+                 ) -> WorkerHost:
+        """HostServices for one call; ``deployer`` (node id of whoever deployed/registered
+        the code, when the caller knows it) enables ``NAME@NODE_ID`` secret entries."""
+        return WorkerHost(self, worker_id, function, deployer)
 
     # -- operations ----------------------------------------------------------------------------
     async def resolve(self, domain: str, record_type: str = "A", worker: str = "") -> Answer:

@@ -352,9 +352,17 @@ async def test_secret_sealed_to_nodes_and_allowed_workers_only(tmp_path: Path) -
             assert SECRET.encode() not in path.read_bytes()
             assert path.stat().st_mode & 0o077 == 0
     assert SECRET.encode() not in record.SerializeToString()
+    # deployer-qualified entries: the name alone is not enough
+    await s_owner.set("pinned", b"pinned-value", [f"weather@{owner.identity.node_id_hex[:8]}"],
+                      [])
+    with pytest.raises(PermissionDeniedError):
+        await s_server.get("pinned", "weather", "forecast")
+    with pytest.raises(PermissionDeniedError):
+        await s_server.get("pinned", "weather", "forecast", server.identity.node_id)
+    assert await s_server.get("pinned", "weather", "f", owner.identity.node_id) == "pinned-value"
     # a new compute node joins: the owner re-seals and it can read
     link(owner, server, outsider)
-    assert await s_owner.reseal_for_new_nodes() == 1
+    assert await s_owner.reseal_for_new_nodes() == 2
     assert await s_out.get("api_key", "weather", "forecast") == SECRET
 
 
