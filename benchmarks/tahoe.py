@@ -422,10 +422,36 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+def time_immutable(grid: TahoeGrid, size: int) -> tuple[float, float]:
+    """One immutable round trip of ``size`` fresh random bytes: (upload s, download s).
+
+    Verifies the bytes. Public so a comparison benchmark can interleave Tahoe and tw-mesh runs
+    (the machine is shared; load drifts between back-to-back blocks of runs).
+    """
+    data = os.urandom(size)  # fresh every run: Tahoe deduplicates identical files
     t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
+    cap = grid.upload(data)
+    t1 = time.perf_counter()
+    got = grid.download(cap)
+    t2 = time.perf_counter()
+    if got != data:
+        raise TahoeError(f"round-trip mismatch for {size} bytes")
+    return t1 - t0, t2 - t1
+
+
+def time_mutable(grid: TahoeGrid, size: int = 1 << 20, fmt: str = "MDMF") -> tuple[float, ...]:
+    """Create, modify (full overwrite), read a mutable file: (create s, modify s, read s)."""
+    data, new = os.urandom(size), os.urandom(size)
+    t0 = time.perf_counter()
+    cap = grid.mutable_create(data, fmt)
+    t1 = time.perf_counter()
+    grid.mutable_modify(cap, new)
+    t2 = time.perf_counter()
+    got = grid.mutable_read(cap)
+    t3 = time.perf_counter()
+    if got != new:
+        raise TahoeError("mutable read after modify returned other bytes")
+    return t1 - t0, t2 - t1, t3 - t2
 
 
 def _curl_round_trip(grid: TahoeGrid, workdir: Path, size: int) -> tuple[float, float]:
@@ -468,11 +494,7 @@ def selftest(
             cup = Timing("immutable upload, curl -T", size, [])
             cdown = Timing("immutable download, curl -o", size, [])
             for _ in range(n):
-                data = os.urandom(size)  # fresh every run: Tahoe deduplicates identical files
-                dt_up, cap = _timed(lambda d=data: grid.upload(d))  # type: ignore[misc]
-                dt_down, got = _timed(lambda c=cap: grid.download(str(c)))  # type: ignore[misc]
-                if got != data:
-                    raise TahoeError(f"round-trip mismatch for {_size(size)}")
+                dt_up, dt_down = time_immutable(grid, size)
                 up.runs.append(dt_up)
                 down.runs.append(dt_down)
                 if curl:
@@ -487,16 +509,8 @@ def selftest(
             Timing(f"MDMF {op}", mib, []) for op in ("create", "modify", "read")
         )
         for _ in range(runs):
-            data = os.urandom(mib)
-            dt_c, cap = _timed(lambda d=data: grid.mutable_create(d))  # type: ignore[misc]
-            create.runs.append(dt_c)
-            new = os.urandom(mib)
-            dt_m, _ = _timed(lambda c=cap, d=new: grid.mutable_modify(str(c), d))  # type: ignore[misc]
-            modify.runs.append(dt_m)
-            dt_r, got = _timed(lambda c=cap: grid.mutable_read(str(c)))  # type: ignore[misc]
-            read.runs.append(dt_r)
-            if got != new:
-                raise TahoeError("MDMF read after modify returned other bytes")
+            for t, secs in zip((create, modify, read), time_mutable(grid, mib), strict=True):
+                t.runs.append(secs)
         results += [create, modify, read]
         for t in (create, modify, read):
             print(t.row(), flush=True)
