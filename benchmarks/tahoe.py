@@ -7,7 +7,10 @@ git-ignored ``benchmarks/out/``)::
 
 Self-test (starts a grid, times 1 KiB / 64 MiB immutable and 1 MiB MDMF, stops it)::
 
-    .venv/bin/python -m benchmarks.tahoe --selftest [--runs 5] [--big-mib 64]
+    .venv/bin/python -m benchmarks.tahoe --selftest [--runs 5] [--big-mib 64] [--curl]
+
+(``--curl`` adds rows timed with the design notes' recipe, ``curl -T`` / ``curl -o``;
+``--write-results`` appends a "Tahoe-LAFS anchor self-test" section to benchmarks/RESULTS.md.)
 
 Use from a benchmark (everything must run in one private network namespace, see
 ``benchmarks/netns.py``; Tahoe nodes open a log port on 0.0.0.0)::
@@ -26,9 +29,15 @@ client (``--shares-needed=4 --shares-happy=5 --shares-total=6``), every listener
 ``tahoe run --allow-stdin-close`` in its own process group. ``start()`` returns once the client
 sees at least ``happy`` storage servers connected; ``stop()`` kills the process groups. Methods
 are synchronous (blocking HTTP on the client's web API, via httpx); from asyncio code wrap them
-in ``asyncio.to_thread``. Always upload fresh random data: Tahoe's convergent encryption
-deduplicates identical files, and a repeated upload is then nearly free. Set
-``TW_MESH_TAHOE_VENV`` to use a Tahoe venv elsewhere.
+in ``asyncio.to_thread`` (a blocking call on the loop would also stall any tw-mesh nodes
+running in that loop). ``time_immutable(grid, size)`` and ``time_mutable(grid, size)`` time one
+verified round trip each, so a comparison can interleave Tahoe and tw-mesh runs.
+
+Pitfalls: always upload fresh random data (convergent encryption deduplicates identical files,
+a repeated upload is then nearly free); files of 55 bytes or less become LIT caps (the data is
+in the cap, no server is touched), so latency probes must be larger (1 KiB is fine); start-up
+takes ~7-15 s; the idle grid uses ~0.07 CPU-seconds per second. Set ``TW_MESH_TAHOE_VENV`` to
+use a Tahoe venv elsewhere.
 """
 
 from __future__ import annotations
