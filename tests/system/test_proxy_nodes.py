@@ -257,7 +257,9 @@ async def test_deployed_functions_use_the_proxy_end_to_end(
         assert proc.returncode == 0 and proc.stdout.strip() == b"200", proc.stderr
         assert http_server.hits[-1][1] == f"/echo?k={SECRET}"
         proc = run_cli("call", "key_lookup", api=api[2])
-        assert json.loads(proc.stdout) == [{"type": "A", "value": "127.0.0.1", "ttl": ZONE_TTL}]
+        (record,) = json.loads(proc.stdout)          # cached since the calls above: TTL ≤ 60
+        assert record["type"] == "A" and record["value"] == "127.0.0.1"
+        assert 0 < record["ttl"] <= ZONE_TTL
 
         # rotation: new calls see the new value on every node within the short read cache
         rotated = "tok-rotated-5e5e5e5e"
