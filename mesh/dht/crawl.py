@@ -13,6 +13,7 @@ kademlia's "first round with a value, most common value wins".
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from kademlia.node import Node
 from mesh.dht.protocol import MeshProtocol, RpcResult, valid_id
 
 STALL_S = 0.15
+STALL_MAX_S = 0.5
 
 
 def parse_nodes(answer: Any) -> list[Node]:
@@ -53,6 +55,7 @@ class Lookup:
         self.queried: set[bytes] = set()
         self.values: list[bytes] = []
         self._pending: dict[asyncio.Future[RpcResult], tuple[Node, float]] = {}
+        self._answered: list[float] = []
         self._add(seeds)
 
     @property
@@ -73,11 +76,23 @@ class Lookup:
         return sorted(alive, key=self.target.distance_to)[: self.ksize]
 
     def _launch(self) -> None:
+        """Query the closest unqueried candidates, up to alpha active calls. A call quiet for
+        ``stall`` seconds no longer holds a place among the k, so the next candidate is asked
+        at once instead of after the timeout (dead nodes cost one timeout, not one per round)."""
         now = time.monotonic()
-        active = sum(1 for _, started in self._pending.values() if now - started < self.stall)
-        for node in self._window():
-            if active >= self.alpha:
+        typical = statistics.median(self._answered) if self._answered else self.protocol.rtt
+        stall = min(max(self.stall, 3 * typical), STALL_MAX_S)
+        active = sum(1 for _, started in self._pending.values() if now - started < stall)
+        stalled = {node.id for node, started in self._pending.values()
+                   if now - started >= stall}
+        places = self.ksize
+        for node in sorted((n for n in self.candidates.values() if n.id not in self.failed),
+                           key=self.target.distance_to):
+            if places <= 0 or active >= self.alpha:
                 break
+            if node.id in stalled:
+                continue
+            places -= 1
             if node.id in self.queried:
                 continue
             self.queried.add(node.id)
@@ -90,11 +105,12 @@ class Lookup:
             active += 1
 
     def _settle(self, future: asyncio.Future[RpcResult]) -> None:
-        node, _ = self._pending.pop(future)
+        node, started = self._pending.pop(future)
         ok, answer = future.result() if not future.cancelled() else (False, None)
         if not ok:
             self.failed.add(node.id)
             return
+        self._answered.append(time.monotonic() - started)
         self.responded.add(node.id)
         if isinstance(answer, dict):
             value = answer.get("value")

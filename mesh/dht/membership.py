@@ -5,7 +5,7 @@ peer record and an Ed25519 signature over our fresh nonce, the key hashes to the
 ID it uses (Maymounkov & Mazières 2002, section 2: IDs are 160-bit; here they are derived from
 keys), and the optional ``verify_peer`` callback agreed. Contacts are added to the k-buckets
 (section 2.2) only after that, so an impostor never enters the routing table or the live set.
-A periodic sweep pings quiet peers; two failed pings in a row make a peer dead ("leave").
+A periodic sweep pings quiet peers; three unanswered pings make a peer dead ("leave").
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ class Membership:
         self._queues: list[asyncio.Queue[MembershipEvent]] = []
         self._own: mesh_pb2.SignedRecord | None = None
         self._own_peer = mesh_pb2.PeerRecord()
+        self._large = False
+        self._starved_until = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -113,9 +115,11 @@ class Membership:
         """The n XOR-closest live peers to ``key``, this node included."""
         target = Node(key)
         known = sorted(self._nodes.values(), key=target.distance_to)
-        if len(self._peers) + 1 > self.ksize:
-            found = await self.server.find_closest_nodes(key, max(n, self.ksize),
-                                                         seeds=known[: self.ksize])
+        self._large = self._large or len(self._peers) + 1 > self.ksize
+        if self._large:  # once the mesh outgrew k, the live set may be partial: ask the network
+            # Seed with every live peer: after a crash the top k we know may be partly dead,
+            # and a live peer ranked below them must still be reachable by the lookup.
+            found = await self.server.find_closest_nodes(key, max(n, self.ksize), seeds=known)
             await asyncio.gather(*(self.admit(node) for node in found))
             known = [self._nodes[x.id] for x in found if x.id in self._peers]
         ranked = sorted([*known, self.server.node], key=target.distance_to)[:n]
@@ -223,7 +227,6 @@ class Membership:
                 log.warning("refused %s at %s:%s: identity not proven",
                             short(node.id), node.ip, node.port)
             return False
-        self.server.storage.put(node.id, signed)
         self._up(node, peer)
         self.server.protocol.accept_contact(node)
         return True
@@ -260,22 +263,27 @@ class Membership:
             self.server.protocol.spawn(self._check(node))
 
     async def _check(self, node: Node) -> None:
-        """Ping with one retry; two silent pings make the peer dead."""
+        """Ping up to three times; the peer is dead if none is answered and nothing else was
+        heard from it meanwhile (an overloaded loop must not turn slow peers into dead ones)."""
         self._probing.add(node.id)
+        started = time.time()
         try:
-            for _ in range(2):
+            for _ in range(3):
                 ok, _answer = await self.server.protocol.call_ping(node)
                 if ok:
                     return
             current = self._nodes.get(node.id)
-            if current is not None and current.same_home_as(node):
+            view = self._peers.get(node.id)
+            starved = asyncio.get_running_loop().time() < self._starved_until
+            if (current is not None and view is not None and current.same_home_as(node)
+                    and view.last_seen < started and not starved):
                 self._down(node.id, "no answer to ping")
         finally:
             self._probing.discard(node.id)
 
     async def sweep(self) -> None:
         """Ping the stalest peers not heard from within the sweep interval."""
-        quiet_since = time.time() - self.sweep_interval
+        quiet_since = time.time() - self.sweep_interval / 2
         stale = sorted((v for v in self._peers.values() if v.last_seen < quiet_since),
                        key=lambda v: v.last_seen)[: self.sweep_batch]
         async with asyncio.TaskGroup() as group:
@@ -285,6 +293,10 @@ class Membership:
                     group.create_task(self._check(node))
 
     async def _sweep_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + self.sweep_interval
             await asyncio.sleep(self.sweep_interval)
+            if loop.time() - due > self.rpc_timeout / 2:  # this process is starved: timeouts
+                self._starved_until = loop.time() + 2 * self.sweep_interval  # mean nothing
             await self.sweep()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -50,6 +51,8 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
         self.storage = storage
         self.router = MeshRoutingTable(self, ksize, source_node)
         self.rpc_count = 0
+        self.rtt = 0.005  # smoothed round-trip time of answered calls (s)
+        self.reply_size = 2 * ksize  # FIND_NODE answers: see rpc_find_node
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         # Hooks set by Membership: admission gate, failure report, identify answer.
@@ -91,36 +94,48 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
     # --- rpcudp plumbing -------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.spawn(self._solve_datagram(data, addr))
-
-    async def _solve_datagram(self, datagram: bytes, address: tuple[str, int]) -> None:
-        if len(datagram) < 22:
+        """Handle a datagram inline: every rpc_* handler is synchronous, so no task is needed
+        (rpcudp spawned two untracked tasks per datagram)."""
+        if len(data) < 22 or self.closed:
             return
-        msg_id = datagram[1:21]
+        msg_id = data[1:21]
         try:
-            data = umsgpack.unpackb(datagram[21:])
+            message = umsgpack.unpackb(data[21:])
         except Exception:  # umsgpack raises many types on garbage
-            log.debug("undecodable datagram from %s:%s", *address[:2])
+            log.debug("undecodable datagram from %s:%s", *addr[:2])
             return
-        if datagram[:1] == b"\x00":
-            await self._accept_request(msg_id, data, address)
-        elif datagram[:1] == b"\x01":
-            self._accept_response(msg_id, data, address)
+        if data[:1] == b"\x00":
+            self._answer(msg_id, message, addr)
+        elif data[:1] == b"\x01":
+            self._accept_response(msg_id, message, addr)
 
-    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+    def _accept_response(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
+        entry = self._outstanding.pop(msg_id, None)
+        if entry is None:  # a late answer to a call that already timed out
+            return
+        future, timer = entry
+        timer.cancel()
+        if not future.done():
+            future.set_result((True, data))
+
+    def _answer(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
         if not isinstance(data, list) or len(data) != 2 or not isinstance(data[0], str):
             return
         funcname, args = data
         func = getattr(self, f"rpc_{funcname}", None)
-        if func is None or not callable(func) or not isinstance(args, list) or self.closed:
+        if func is None or not callable(func) or not isinstance(args, list):
             return
         try:
             response = func(address, *args)
+            packed = umsgpack.packb(response)
         except (TypeError, ValueError) as exc:
             log.debug("bad %s request from %s:%s: %s", funcname, address[0], address[1], exc)
             return
+        except Exception:  # never let one request break the datagram endpoint
+            log.exception("rpc_%s from %s:%s failed", funcname, address[0], address[1])
+            return
         if self.transport is not None and not self.closed:
-            self.transport.sendto(b"\x01" + msg_id + umsgpack.packb(response), address)
+            self.transport.sendto(b"\x01" + msg_id + packed, address)
 
     def _timeout(self, msg_id: bytes) -> None:
         entry = self._outstanding.pop(msg_id, None)
@@ -160,7 +175,9 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
         source = self._sender(sender, nodeid)
         if not valid_id(key):
             raise ValueError("key must be 20 bytes")
-        neighbors = self.router.find_neighbors(Node(key), exclude=source)
+        # Up to 2k contacts, not k: right after many nodes crash, a responder's k closest can be
+        # mostly dead, and the live ones just beyond them must still reach the asker.
+        neighbors = self.router.find_neighbors(Node(key), k=self.reply_size, exclude=source)
         return [(n.id, n.ip, n.port) for n in neighbors]
 
     def rpc_find_value(self, sender: tuple[str, int], nodeid: object,
@@ -189,8 +206,11 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
         self.rpc_count += 1
         if self.closed or self.transport is None:
             return (False, None)
+        start = time.monotonic()
         result: RpcResult = await getattr(self, name)((node.ip, node.port),
                                                       self.source_node.id, *args)
+        if result[0]:
+            self.rtt += 0.125 * (time.monotonic() - start - self.rtt)  # RFC 6298 smoothing
         return result
 
     async def call_ping(self, node_to_ask: Node) -> RpcResult:
@@ -243,15 +263,17 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
         self.router.add_contact(node)
 
     def _replicate_to(self, node: Node) -> None:
-        """Defect 4: storage keys are already DHT keys; do not hash them again."""
+        """Send ``node`` the values it should now hold (section 2.5): keys where it is among
+        the k closest and this node is closer than every other contact. Defect 4: storage
+        keys are already DHT keys; do not hash them again."""
+        contacts = self.router.all_nodes()
         k = self.router.ksize
-        for key, value in self.storage:
-            keynode = Node(key)
-            neighbors = self.router.find_neighbors(keynode)
-            if neighbors:
-                new_close = (len(neighbors) < k
-                             or node.distance_to(keynode) < neighbors[-1].distance_to(keynode))
-                this_closest = (self.source_node.distance_to(keynode)
-                                < neighbors[0].distance_to(keynode))
-            if not neighbors or (new_close and this_closest):
+        for key in self.storage.keys():
+            target = int.from_bytes(key, "big")
+            mine = self.source_node.long_id ^ target
+            if any(n.long_id ^ target < mine for n in contacts):  # early exit: cheap
+                continue
+            theirs = node.long_id ^ target
+            value = self.storage.get(key)
+            if value is not None and sum(1 for n in contacts if n.long_id ^ target < theirs) < k:
                 self.spawn(self.call_store(node, key, value))

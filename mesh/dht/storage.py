@@ -110,6 +110,10 @@ class RecordStorage(IStorage):  # type: ignore[misc]
                 accepted = False
         return accepted
 
+    def keys(self) -> list[bytes]:
+        """Keys that may hold records (expired ones are dropped on access)."""
+        return list(self._data)
+
     def records(self, key: bytes) -> list[mesh_pb2.SignedRecord]:
         return list(self._records(key).values())
 
