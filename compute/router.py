@@ -167,6 +167,7 @@ class Router:
         refreshed = False
         last: Outcome | None = None
         last_error = ""
+        providers: list[Provider] = []
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0.005:
@@ -214,6 +215,10 @@ class Router:
         if last is not None:
             last.attempts = attempts
             return last
+        if attempts == 0 and providers:
+            return self._error(grpc.StatusCode.UNAVAILABLE,
+                               f"{len(providers)} provider record(s) of {function!r}, none on a "
+                               "live peer", 0)
         if attempts == 0:
             return self._error(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"no provider of {function!r} answered in {timeout:.1f}s", 0)
@@ -225,7 +230,7 @@ class Router:
                        attempts: int) -> tuple[Outcome | None, str]:
         req = compute_pb2.CallRequest()
         req.CopyFrom(request)
-        req.timeout = max(0.01, budget - 0.02)
+        req.timeout = max(0.01, budget - min(0.25, budget * 0.1))  # reply beats our timer
         req.code_cid, req.entry = target.code_cid, target.entry
         if target.code_cid:
             req.worker_id = target.worker_id
@@ -240,6 +245,13 @@ class Router:
                     peer = target.peer or mesh_pb2.PeerRecord(node_id=target.node_id,
                                                               address=target.address)
                     reply = await ComputePeer(self.ctx.peer(peer)).call(req, timeout=budget)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise                        # our caller gave up: stop
+            # The channel was closed under the call (membership saw the peer die).
+            stats.failures += 1
+            return None, "call cancelled: the channel to the peer closed"
         except (TimeoutError, DeadlineExceededError):
             stats.failures += 1
             return None, f"no answer within {budget:.2f}s"

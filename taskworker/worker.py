@@ -137,8 +137,9 @@ def capture(func: Callable[..., Any]) -> tuple[str, str, str]:
     module = inspect.getmodule(func)
     filename = os.path.basename(getattr(module, "__file__", None) or "<taskworker>")
     try:
-        if module is not None and "<locals>" not in func.__qualname__ and \
-                "." not in func.__qualname__ and getattr(module, entry, None) is func:
+        # (at decoration time the module is still executing: its global is not bound yet)
+        if module is not None and "." not in func.__qualname__ and \
+                func.__qualname__ == entry:
             return sandbox_source(inspect.getsource(module)), entry, filename
         return sandbox_source(textwrap.dedent(inspect.getsource(func))), entry, filename
     except (OSError, TypeError) as exc:
