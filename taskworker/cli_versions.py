@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json_flag(lg)
     lg.set_defaults(func=cmd_log)
 
+    if "grant" in sub.choices:
+        return      # storage registered a shared `grant` (GrantRequest.read selects read access)
     g = sub.add_parser(
         "grant", help="let USER write FILE_ID (or --revoke it)",
         description="Owner only: sign a grant letting USER (a keyring name on this node or an "

@@ -348,42 +348,72 @@ class VersionService:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         raise AssertionError("unreachable")
 
+    def _parents(self, vs: VersionSet, file_id: str, base_versions: list[str] | None
+                 ) -> list[bytes]:
+        heads = vs.heads()
+        if base_versions:
+            try:
+                parents = sorted({bytes.fromhex(b) for b in base_versions})
+            except ValueError:
+                raise InvalidArgumentError("base versions are hex version ids") from None
+            for p in parents:
+                if p not in vs.valid_ids():
+                    raise NotFoundError(f"no version {p.hex()} of {file_id}")
+            return parents
+        if len(heads) > 1:
+            raise FailedPreconditionError(
+                f"{file_id} has {len(heads)} conflicting heads "
+                f"({', '.join(h.id.hex()[:16] for h in heads)}): name the base version(s); "
+                "naming all of them merges")
+        return [h.id for h in heads]
+
+    def _check_writer(self, vs: VersionSet, user: Identity, parents: list[bytes]) -> None:
+        me = writer_id(user.public_key)
+        vs.authorize(user.public_key, vs.next_vector(user.public_key, parents,
+                                                     floor=self.store.counter(vs.file_id, me)))
+
+    async def _push_content(self, vs: VersionSet, data: bytes, user: Identity) -> Any:
+        from storage.files import PushOptions
+        public, readers = await self._content_options(vs)
+        d = self.storage.files.defaults
+        opts = PushOptions(k=d.k, m=d.m, stripe_size=d.stripe_size, public=public,
+                           readers=[r for r in readers if r != user.public_key])
+        return await self.storage.files.push_bytes(data, user.signing_key, opts)
+
     async def revise(self, file_id: str, data: bytes, user: Identity,
                      base_versions: list[str] | None = None) -> Version:
+        """Store ``data`` and sign a version on ``base_versions`` (default: the single head).
+
+        When this node already holds the file and its local set lets the user write, the
+        content Push runs concurrently with the replica sync (both are network-bound); the
+        writer check is repeated on the synced set before anything is signed.
+        """
         fid = parse_file_id(file_id)
         async with self._lock(fid):
-            result = await self.sync(fid, persist=True)
-            vs = result.vs
-            await self._ensure_bound(fid, vs, user)
-            if vs.binding is None:
-                raise NotFoundError(f"no file {file_id}")
-            heads = vs.heads()
-            if base_versions:
+            local = self.store.get(fid)
+            content: asyncio.Task[Any] | None = None
+            if local.binding is not None and len(local) > 0:
                 try:
-                    parents = sorted({bytes.fromhex(b) for b in base_versions})
-                except ValueError:
-                    raise InvalidArgumentError("base versions are hex version ids") from None
-                for p in parents:
-                    if p not in vs.valid_ids():
-                        raise NotFoundError(f"no version {p.hex()} of {file_id}")
-            elif len(heads) > 1:
-                raise FailedPreconditionError(
-                    f"{file_id} has {len(heads)} conflicting heads "
-                    f"({', '.join(h.id.hex()[:16] for h in heads)}): name the base version(s); "
-                    "naming all of them merges")
-            else:
-                parents = [h.id for h in heads]
-            me = writer_id(user.public_key)
-            vs.authorize(user.public_key,
-                         vs.next_vector(user.public_key, parents,
-                                        floor=self.store.counter(fid, me)))
-            public, readers = await self._content_options(vs)
-            from storage.files import PushOptions
-            d = self.storage.files.defaults
-            opts = PushOptions(k=d.k, m=d.m, stripe_size=d.stripe_size, public=public,
-                               readers=[r for r in readers if r != user.public_key])
-            pushed = await self.storage.files.push_bytes(data, user.signing_key, opts)
-            assert vs.binding is not None
+                    self._check_writer(local, user, [h.id for h in local.heads()])
+                    content = asyncio.create_task(self._push_content(local, data, user))
+                except PeerCallError:
+                    content = None
+            try:
+                result = await self.sync(fid, persist=True)
+                vs = result.vs
+                await self._ensure_bound(fid, vs, user)
+                if vs.binding is None:
+                    raise NotFoundError(f"no file {file_id}")
+                parents = self._parents(vs, file_id, base_versions)
+                self._check_writer(vs, user, parents)
+                if content is None:
+                    content = asyncio.create_task(self._push_content(vs, data, user))
+                pushed = await content
+            except BaseException:
+                if content is not None and not content.done():
+                    content.cancel()
+                    await asyncio.gather(content, return_exceptions=True)
+                raise
             record = self.store.revise(user, vs.binding, pushed.cid, parents, size=pushed.size,
                                        content_ref=pushed.file_id.encode())
             await self._push_records(fid, result)
@@ -443,6 +473,24 @@ class VersionService:
             self.store.add_grant(grant)
             self._readers.pop(fid, None)
             await self._push_records(fid, result)
+            if not revoke:
+                await self._share_owner_content(vs, owner, grantee)
+
+    async def _share_owner_content(self, vs: VersionSet, owner: Identity, grantee: bytes) -> None:
+        """A writer must read what it revises: seal the owner's versions' keys to it too
+        (best effort; versions by other writers were sealed to the writers of their time)."""
+        grant_read = getattr(self.storage.files, "grant", None)
+        if grant_read is None:
+            return
+        public, _ = await self._content_options(vs)
+        if public:
+            return
+        cids = dict.fromkeys(v.cid for v in vs.valid() if v.record.writer_key == owner.public_key)
+        for cid in cids:
+            try:
+                await grant_read(cid, owner.signing_key, grantee)
+            except MeshError as exc:
+                log.warning("could not share %s with the new writer: %s", cid, exc)
 
     async def Grant(self, request: taskworker_pb2.GrantRequest,
                     context: Context) -> taskworker_pb2.GrantResponse:

@@ -45,15 +45,17 @@ CREATE TABLE IF NOT EXISTS seen (file_id BLOB PRIMARY KEY, vector BLOB NOT NULL)
 class VersionStore:
     """Persistent VersionSets of every file this node replicates (or writes)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / DB_NAME
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # durable=False (tests): survives a process crash (the OS has the writes), not a power cut
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._sets: dict[bytes, VersionSet] = {}
+        self._seen: dict[bytes, Vector] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -138,8 +140,9 @@ class VersionStore:
                content_ref: bytes = b"") -> versions_pb2.VersionRecord:
         """Sign and add a new version by ``writer`` on ``parents`` (default: every head).
 
-        The writer's counter is persisted before signing, so a crash between signing and
-        storing never makes it reuse the counter for different content.
+        The record and the writer's counter are committed together before the record is sent
+        anywhere: a crash before the commit loses a record nobody has seen, so reusing its
+        counter later is no equivocation.
         """
         with self._lock:
             vs = self.get(binding.file_id)
@@ -150,10 +153,18 @@ class VersionStore:
             vector = vs.next_vector(writer.public_key, parents,
                                     floor=self.counter(binding.file_id, me))
             vs.authorize(writer.public_key, vector)
-            self.reserve_counter(binding.file_id, me, vector[me])
             record = sign_version(writer, binding, cid, vector, parents, size=size,
                                   content_ref=content_ref)
-            self.add(record)
+            vs.add(record)
+            # record and counter in one durable transaction, before the record leaves the node
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?)",
+                                 (vs.file_id, record_id(record), encode(record)))
+                self._db.execute(
+                    "INSERT INTO counters VALUES (?,?,?) ON CONFLICT (file_id, writer) "
+                    "DO UPDATE SET counter=max(counter, excluded.counter)",
+                    (binding.file_id, me, vector[me]))
             return record
 
     # -- writer counters -------------------------------------------------------------------
@@ -172,18 +183,28 @@ class VersionStore:
 
     # -- highest vector seen ---------------------------------------------------------------
     def seen(self, file_id: bytes) -> Vector:
+        cached = self._seen.get(file_id)
+        if cached is not None:
+            return dict(cached)
         with self._lock:
             row = self._db.execute("SELECT vector FROM seen WHERE file_id=?",
                                    (file_id,)).fetchone()
         if row is None:
+            self._seen[file_id] = {}
             return {}
         msg = versions_pb2.GrantRecord.FromString(bytes(row[0]))   # reuse its vector field
-        return vector_of(msg.vector)
+        vector = vector_of(msg.vector)
+        self._seen[file_id] = vector
+        return dict(vector)
 
     def note_seen(self, file_id: bytes, vector: Vector) -> None:
         from storage.versions.records import vector_entries, vmax
         with self._lock:
-            merged = vmax([self.seen(file_id), vector])
+            old = self.seen(file_id)
+            merged = vmax([old, vector])
+            if merged == old:
+                return
+            self._seen[file_id] = merged
             body = versions_pb2.GrantRecord(vector=vector_entries(merged)).SerializeToString(
                 deterministic=True)
             with self._db:

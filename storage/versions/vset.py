@@ -138,11 +138,11 @@ class VersionSet:
     # -- grants ----------------------------------------------------------------------------
     def add_grant(self, grant: versions_pb2.GrantRecord) -> bool:
         """Verify and add an owner-signed grant or revocation; False if already known."""
-        verify_grant(grant)
-        self.bind(grant.file)
         gid = grant_id(grant)
         if gid in self._grants:
             return False
+        verify_grant(grant)
+        self.bind(grant.file)
         self._grants[gid] = grant
         self._valid = None
         return True
@@ -185,11 +185,11 @@ class VersionSet:
     # -- records ---------------------------------------------------------------------------
     def add(self, record: versions_pb2.VersionRecord, *, at_ms: int | None = None) -> bool:
         """Verify ``record`` against every rule and add it; False if it is a duplicate."""
+        vid = record_id(record)
+        if vid in self._records:        # the same signed bytes: verified when first added
+            return False
         verify_version(record, at_ms=at_ms)
         self.bind(record.file)
-        vid = record_id(record)
-        if vid in self._records:
-            return False
         vector = vector_of(record.vector)
         me = writer_id(record.writer_key)
         self.authorize(record.writer_key, vector)

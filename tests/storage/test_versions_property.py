@@ -43,12 +43,15 @@ def push(src: VersionStore, dst: VersionStore, file_id: bytes, limit: int | None
     dst.ingest(file_id, vs.grants(), records)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(op, min_size=1, max_size=30))
-def test_replicas_converge(ops: list[tuple[object, ...]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+def test_replicas_converge(tmp_path: Path, ops: list[tuple[object, ...]]) -> None:
+    # one fresh folder per example under tmp_path (removing folders is slow on some disks)
+    if True:
+        tmp = tempfile.mkdtemp(dir=tmp_path)
         dirs = [Path(tmp) / f"r{i}" for i in range(3)]
-        stores = [VersionStore(d) for d in dirs]
+        stores = [VersionStore(d, durable=False) for d in dirs]
         owner = WRITERS[0]
         binding = new_binding(owner.public_key)
         fid = binding.file_id
@@ -77,7 +80,7 @@ def test_replicas_converge(ops: list[tuple[object, ...]]) -> None:
             elif o[0] == "crash":
                 i = int(o[1])  # type: ignore[call-overload]
                 stores[i].close()
-                stores[i] = VersionStore(dirs[i])
+                stores[i] = VersionStore(dirs[i], durable=False)
             else:
                 i = int(o[1])  # type: ignore[call-overload]
                 vs = stores[i].get(fid)
