@@ -220,3 +220,26 @@ async def test_holder_down_at_push_uses_spare(net: FakeNetwork) -> None:
         manifest = (await files.resolve(r.cid, alice))[0]
         assert all(manifest.holder_of(0, i) != victim for i in range(6))
         assert await (await files.open(r.cid, alice)).read_all() == small
+
+
+async def test_manifest_lying_about_cid_is_an_error_not_silent(net: FakeNetwork) -> None:
+    from storage.files import IntegrityError
+    from storage.manifest import manifest_key, sign_manifest
+
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(150_000)
+    r = await files.push(_chunks(data), alice, SMALL)
+    manifest = (await files.resolve(r.cid, alice))[0]
+    body = type(manifest.body)()
+    body.CopyFrom(manifest.body)
+    body.cid = cid_for(b"something else" + bytes(len(data) - 14))
+    forged = sign_manifest(body, alice)
+    for node_id in await net.closest(manifest_key(body.cid), 3):
+        net.handlers[node_id].manifests.put(forged)
+    reader = await files.open(body.cid, alice)
+    got = []
+    with pytest.raises(IntegrityError):
+        async for stripe in reader.stripes():
+            got.append(stripe)
+    assert len(got) == len(body.stripes) - 1      # the last stripe is held back

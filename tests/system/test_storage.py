@@ -64,6 +64,27 @@ def _holders_of_manifest(cluster: NodeCluster, ids: list[str], cid: str) -> set[
     return set(ranked[:3])
 
 
+def _plant_lying_manifest(cluster: NodeCluster, cid: str, lie: str) -> None:
+    """Re-sign node 0's default user's manifest of ``cid`` as if it were ``lie``'s."""
+    from proto import storage_pb2
+    from storage.keyring import Keyring
+    from storage.manifest import sign_manifest
+
+    owner = Keyring(cluster.nodes[0].data_dir).get("default")
+    signed = None
+    for node in cluster.nodes:
+        for p in (node.data_dir / "storage" / "manifests" / cid).glob("*.mf"):
+            signed = storage_pb2.SignedManifest.FromString(p.read_bytes())
+    assert signed is not None
+    body = storage_pb2.ManifestBody.FromString(signed.body)
+    body.cid = lie
+    forged = sign_manifest(body, owner).SerializeToString()
+    for node in cluster.nodes:
+        folder = node.data_dir / "storage" / "manifests" / lie
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{body.file_id}.mf").write_bytes(forged)
+
+
 async def test_storage_end_to_end(tmp_path: Path) -> None:
     async with NodeCluster(tmp_path, 6) as cluster:
         ids = await _ids(cluster)
@@ -177,6 +198,17 @@ async def test_storage_end_to_end(tmp_path: Path) -> None:
                          api=cluster.nodes[0].api)
         assert denied.returncode == 1 and b"PERMISSION_DENIED" in denied.stderr
         assert not [n for n in os.listdir(tmp_path) if n.startswith((".missing", "missing"))]
+
+        # a mid-stream failure (a manifest whose CID does not match its bytes, planted on every
+        # node) ends the CLI get with an error and no output file, after stripes were streamed
+        big = os.urandom(9 * 2**20)
+        rb = await _push_stream(stub, big)
+        lie = cid_for(b"not these bytes")
+        _plant_lying_manifest(cluster, rb.cid, lie)
+        bad_out = tmp_path / "lie.bin"
+        lied = run_cli("get", lie, "-o", str(bad_out), api=cluster.nodes[0].api)
+        assert lied.returncode == 1 and b"DATA_LOSS" in lied.stderr, lied.stderr
+        assert not [n for n in os.listdir(tmp_path) if "lie.bin" in n]
 
         # kill -9 any m fragment holders: Get still works; m+1: an error naming what is missing
         data = os.urandom(1 << 20)
