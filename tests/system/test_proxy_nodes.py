@@ -266,14 +266,24 @@ async def test_deployed_functions_use_the_proxy_end_to_end(
         proc = run_cli("secret", "set", "api_key", "--for", "weather", api=api[0],
                        input_data=rotated.encode())
         assert proc.returncode == 0, proc.stderr
+        from compute import values
+
         new = hashlib.sha256(rotated.encode()).hexdigest()
         for i in (1, 2):
+            rpc = cluster.stub(i, taskworker_pb2_grpc.RPCServiceStub)
+            seen = None
             for _ in range(40):
-                proc = run_cli("call", "key_matches", "--args", json.dumps([new]), api=api[i])
-                if proc.stdout.strip() == b"true":
+                try:
+                    resp = await rpc.CallFunction(taskworker_pb2.FunctionCallRequest(
+                        function_name="key_matches", args=values.to_list([new]), timeout=20),
+                        timeout=25)
+                    seen = values.from_value(resp.result)
+                except grpc.aio.AioRpcError as exc:
+                    seen = exc.details()
+                if seen is True:
                     break
                 await asyncio.sleep(0.25)
-            assert proc.stdout.strip() == b"true", proc.stderr
+            assert seen is True, seen
     for path in sorted(tmp_path.rglob("*")):  # noqa: ASYNC240 - no plaintext in dirs or logs
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
