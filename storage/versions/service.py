@@ -103,6 +103,7 @@ class VersionService:
         self.counters = {"revisions": 0, "syncs": 0, "background_syncs": 0, "withheld_seen": 0,
                          "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0}
         self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[bool]] = set()
         self._readers: dict[bytes, tuple[bool, list[bytes]]] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         if "storage" in ctx.roles or not ctx.roles:
@@ -128,9 +129,10 @@ class VersionService:
             self._task = asyncio.create_task(self._anti_entropy(), name="versions-anti-entropy")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [*self._background, *([self._task] if self._task is not None else [])]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.store.close()
 
     def status(self) -> dict[str, Any]:
@@ -258,29 +260,46 @@ class VersionService:
         await self._push_missing(fid, work, live)
 
     async def _push_missing(self, fid: bytes, work: VersionSet,
-                            live: list[tuple[mesh_pb2.PeerRecord, versions_pb2.Digest]]) -> None:
+                            live: list[tuple[mesh_pb2.PeerRecord, versions_pb2.Digest]],
+                            quorum: int | None = None) -> int:
+        """Push each peer what its digest lacks; returns how many peers took a push.
+
+        With ``quorum``, return once that many peers have acknowledged; the other pushes go
+        on in the background (anti-entropy repairs any that fail).
+        """
         valid = work.valid_ids()
         ordered = [v for v in work.records() if v.id in valid]
         me = self.ctx.identity.node_id
 
-        async def push(p: mesh_pb2.PeerRecord, d: versions_pb2.Digest) -> None:
+        async def push(p: mesh_pb2.PeerRecord, d: versions_pb2.Digest) -> bool:
             if p.node_id == me:
-                return
+                return False
             theirs_r, theirs_g = set(d.record_ids), set(d.grant_ids)
             grants = [g for g in work.grants() if grant_id(g) not in theirs_g]
             records = [v.record for v in ordered if v.id not in theirs_r]
             if not grants and not records:
-                return
+                return False
             bundle = versions_pb2.Bundle(
                 file_id=fid, grants=[g.SerializeToString(deterministic=True) for g in grants],
                 records=[r.SerializeToString(deterministic=True) for r in records])
             try:
                 await self._call(p, "versions.Push", bundle.SerializeToString())
                 self.counters["records_pushed"] += len(records)
+                return True
             except MeshError as exc:
                 log.debug("versions push to %s failed: %s", p.node_id.hex()[:16], exc)
+                return False
 
-        await asyncio.gather(*(push(p, d) for p, d in live))
+        tasks = [asyncio.create_task(push(p, d)) for p, d in live]
+        done_ok = 0
+        pending = set(tasks)
+        while pending and (quorum is None or done_ok < quorum):
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done_ok += sum(1 for t in finished if t.result())
+        for t in pending:
+            self._background.add(t)
+            t.add_done_callback(self._background.discard)
+        return done_ok
 
     async def _anti_entropy(self) -> None:
         while True:
@@ -335,8 +354,7 @@ class VersionService:
     async def _push_records(self, fid: bytes, result: SyncResult) -> int:
         live = [(p, d) for p in await self._replica_peers(fid, self.replicas)
                 if (d := result.digests.get(p.node_id, versions_pb2.Digest())) is not None]
-        await self._push_missing(fid, result.vs, live)
-        return len(live)
+        return await self._push_missing(fid, result.vs, live, quorum=1)
 
     # -- API (called by storage.servicer.FileServicer) --------------------------------------
     async def _guard(self, context: Context, work: Callable[[], Awaitable[T]]) -> T:
