@@ -144,18 +144,32 @@ class StatResult:
 
 async def restripe(source: AsyncIterable[bytes],
                    size: int) -> AsyncIterator[tuple[int, bytes, bool]]:
-    """(index, stripe, is_last) for a stream of arbitrary chunks; holds one stripe back."""
+    """(index, stripe, is_last) for a stream of arbitrary chunks; holds one stripe back.
+
+    Linear in the input: a big chunk is cut into stripes by slicing, never by shifting a
+    buffer, and at most one partial stripe is buffered.
+    """
     buf = bytearray()
     pending: bytes | None = None
     index = 0
     async for chunk in source:
-        buf += chunk
-        while len(buf) >= size:
-            if pending is not None:
-                yield index, pending, False
-                index += 1
-            pending = bytes(buf[:size])
-            del buf[:size]
+        view = memoryview(chunk)
+        pos = 0
+        while pos < len(view):
+            take = min(size - len(buf), len(view) - pos)
+            if not buf and take == size:
+                piece: bytes | None = bytes(view[pos:pos + size])
+            else:
+                buf += view[pos:pos + take]
+                piece = None
+                if len(buf) == size:
+                    piece, buf = bytes(buf), bytearray()
+            pos += take
+            if piece is not None:
+                if pending is not None:
+                    yield index, pending, False
+                    index += 1
+                pending = piece
     if buf:
         if pending is not None:
             yield index, pending, False

@@ -85,6 +85,14 @@ async def test_restripe_marks_last() -> None:
     assert out == [(0, 10, False), (1, 10, False), (2, 5, True)]
     out = [(i, len(b), last) async for i, b, last in restripe(_chunks(b"x" * 20, 3), 10)]
     assert out == [(0, 10, False), (1, 10, True)]
+    data = os.urandom(1000)
+    for chunk in (1, 7, 10, 99, 100, 101, 1000, 5000):
+        for size in (10, 100, 333):
+            got = [(i, b, last) async for i, b, last in restripe(_chunks(data, chunk), size)]
+            assert b"".join(b for _, b, _ in got) == data
+            assert [i for i, _, _ in got] == list(range(len(got)))
+            assert [last for _, _, last in got] == [False] * (len(got) - 1) + [True]
+            assert all(len(b) == size for _, b, _ in got[:-1])
 
 
 async def test_any_m_down_still_reads_m_plus_one_names_missing(net: FakeNetwork) -> None:
