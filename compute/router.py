@@ -56,6 +56,7 @@ class Target:
     entry: str = ""
     worker_id: str = ""
     peer: mesh_pb2.PeerRecord | None = None
+    deploy_seq: int = 0
 
 
 @dataclass
@@ -139,12 +140,15 @@ class Router:
         if chosen and chosen[0].deployed:
             deploy = max(chosen, key=lambda p: (p.record.deploy_seq, p.seq)).record
             cid, entry = deploy.code_cid, deploy.entry or deploy.function
+            seq = deploy.deploy_seq
             if self.serves_locally():
-                out.append(Target(me, self.ctx.address, 0, cid, entry, deploy.worker_id))
+                out.append(Target(me, self.ctx.address, 0, cid, entry, deploy.worker_id,
+                                  deploy_seq=seq))
             for view in live.values():
                 if "compute" in view.roles:
                     out.append(Target(view.node_id, view.address, view.record.load, cid,
-                                      entry, deploy.worker_id, peer=view.record))
+                                      entry, deploy.worker_id, peer=view.record,
+                                      deploy_seq=seq))
             return out
         for p in chosen:
             if p.node_id == me:
@@ -154,6 +158,18 @@ class Router:
                 view = live[p.node_id]
                 out.append(Target(p.node_id, view.address, p.record.load,
                                   worker_id=p.record.worker_id, peer=view.record))
+        return out
+
+    def fallback_targets(self, providers: list[Provider]) -> list[Target]:
+        """Last resort when no provider is on a live peer: the addresses the records give.
+        Membership can wrongly drop an overloaded peer (its pings time out); a dead one
+        refuses the connection at once."""
+        out = []
+        for p in current_generation(providers):
+            if p.record.address and p.node_id != self.ctx.identity.node_id:
+                out.append(Target(p.node_id, p.record.address, p.record.load, p.record.code_cid,
+                                  p.record.entry or p.record.function, p.record.worker_id,
+                                  deploy_seq=p.record.deploy_seq))
         return out
 
     # --- calls -------------------------------------------------------------------------------
@@ -178,6 +194,8 @@ class Router:
             except TimeoutError:
                 break
             targets = [t for t in self.targets(providers) if t.node_id not in tried]
+            if not targets and refreshed:
+                targets = [t for t in self.fallback_targets(providers) if t.node_id not in tried]
             if not targets:
                 if not refreshed and not tried:
                     refreshed = True
@@ -233,7 +251,7 @@ class Router:
         req.timeout = max(0.01, budget - min(0.25, budget * 0.1))  # reply beats our timer
         req.code_cid, req.entry = target.code_cid, target.entry
         if target.code_cid:
-            req.worker_id = target.worker_id
+            req.worker_id, req.deploy_seq = target.worker_id, target.deploy_seq
         stats = self.stats.setdefault(target.node_id, _Stats())
         stats.inflight += 1
         started = time.monotonic()

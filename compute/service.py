@@ -89,7 +89,7 @@ class ComputeService:
         self.pool: SandboxPool | None = None
         self.functions: dict[str, LocalFunction] = {}
         self.deployments: dict[str, Deployment] = {}   # published from this node
-        self.served_deploys: dict[tuple[str, str], Deployment] = {}
+        self.served_deploys: dict[str, Deployment] = {}   # newest deploy served, per name
         self.code = CodeStore(ctx)
         self.router = Router(ctx, run_local=self.execute, serves_locally=self._serves,
                              cache_ttl=float(settings.get("compute_cache_s", 2.0)))
@@ -241,11 +241,21 @@ class ComputeService:
                 address=self.ctx.address, code_cid=cid, deploy_seq=seq, entry=entry)
             acks += await self._publish_one(record, ttl=self.deploy_ttl_s)
             self.deployments[name] = Deployment(name, entry, cid, seq, worker_id)
+            self._served(self.deployments[name])
             self.router.invalidate(name)
             out.append(compute_pb2.DeployedFunction(name=name, entry=entry))
         log.info("deployed %s (%s) as %s", filename, cid[:16], ", ".join(wanted))
         return compute_pb2.DeployResponse(cid=cid, deploy_seq=seq, functions=out,
                                           code_replicas=replicas, record_acks=acks)
+
+    def _served(self, dep: Deployment) -> None:
+        """Remember the newest deploy of a function this node served, to republish it (one
+        record per owner and name: an older deploy must never replace a newer one)."""
+        if not dep.deploy_seq:
+            return
+        held = self.served_deploys.get(dep.name)
+        if held is None or dep.deploy_seq > held.deploy_seq:
+            self.served_deploys[dep.name] = dep
 
     # --- calls -----------------------------------------------------------------------------
     async def call(self, function: str, args: Any, kwargs: Any, timeout: float) -> Outcome:
@@ -276,8 +286,8 @@ class ComputeService:
                 worker_id = request.worker_id or "deployed"
                 filename = f"{request.code_cid[:16]}.py"
                 limits = self.limits
-                dep = Deployment(request.function, entry, request.code_cid, 0, worker_id)
-                self.served_deploys.setdefault((request.function, request.code_cid), dep)
+                self._served(Deployment(request.function, entry, request.code_cid,
+                                        request.deploy_seq, worker_id))
             else:
                 fn = self.functions.get(request.function)
                 if fn is None:

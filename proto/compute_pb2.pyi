@@ -32,7 +32,7 @@ class ProviderRecord(_message.Message):
     def __init__(self, function: _Optional[str] = ..., worker_id: _Optional[str] = ..., node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., load: _Optional[int] = ..., code_cid: _Optional[str] = ..., deploy_seq: _Optional[int] = ..., entry: _Optional[str] = ..., withdrawn: _Optional[bool] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("function", "args", "kwargs", "timeout", "code_cid", "entry", "worker_id")
+    __slots__ = ("function", "args", "kwargs", "timeout", "code_cid", "entry", "worker_id", "deploy_seq")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     KWARGS_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class CallRequest(_message.Message):
     CODE_CID_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEPLOY_SEQ_FIELD_NUMBER: _ClassVar[int]
     function: str
     args: _struct_pb2.ListValue
     kwargs: _struct_pb2.Struct
@@ -47,7 +48,8 @@ class CallRequest(_message.Message):
     code_cid: str
     entry: str
     worker_id: str
-    def __init__(self, function: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[float] = ..., code_cid: _Optional[str] = ..., entry: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+    deploy_seq: int
+    def __init__(self, function: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[float] = ..., code_cid: _Optional[str] = ..., entry: _Optional[str] = ..., worker_id: _Optional[str] = ..., deploy_seq: _Optional[int] = ...) -> None: ...
 
 class CallError(_message.Message):
     __slots__ = ("code", "type", "message", "traceback", "user")

@@ -239,7 +239,10 @@ async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_pat
     v1.write_text(MODULE_V1)
     v2 = tmp_path / "shop2.py"
     v2.write_text(MODULE_V1.replace('"version": 1', '"version": 2'))
-    async with NodeCluster(tmp_path, 4) as cluster:
+    # Fast refresh: serving nodes republish the deploy records they serve (same CID and
+    # deploy sequence) many times during the test.
+    extra = ["--sweep-interval", "0.5", "--provider-refresh", "0.3"]
+    async with NodeCluster(tmp_path, 4, extra=extra) as cluster:
         out = await asyncio.to_thread(run_cli, "deploy", str(v1), "--json",
                                       api=cluster.nodes[3].api)
         assert out.returncode == 0, out.stderr
@@ -249,6 +252,10 @@ async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_pat
         stub = cluster.stub(1, taskworker_pb2_grpc.RPCServiceStub)
         resp = await call_when_ready(stub, "price", 4)
         assert values.from_value(resp.result) == {"total": 10, "version": 1}
+        await asyncio.sleep(1.0)                         # a few republish rounds
+        for index in (0, 3):
+            s = cluster.stub(index, taskworker_pb2_grpc.RPCServiceStub)
+            assert values.from_value((await call(s, "price", 4)).result)["version"] == 1
         cluster.nodes[3].kill()                          # the deployer is gone (kill -9)
         for index in (0, 1, 2):
             s = cluster.stub(index, taskworker_pb2_grpc.RPCServiceStub)

@@ -1,0 +1,202 @@
+"""Remote-call latency and throughput: ``python -m benchmarks.compute_bench``.
+
+Rows, all in one run on the same machine:
+* a direct plain gRPC unary call to a Python servicer (grpc.aio, separate process) that adds
+  two numbers — the floor any Python RPC pays;
+* CallFunction at a node that serves the function itself (sandbox, no forwarding);
+* CallFunction at a forwarding peer (``--role storage``: no sandbox, so it must route) to a
+  compute peer over the sealed channel, which runs it in a fresh sandbox worker.
+Each row: sequential p50/p99 and calls/s, then a concurrent calls/s row. The function is
+deployed (``tw-mesh deploy``) so both nodes are plain ``tw-mesh join`` processes.
+Anchors: Ray ~1 ms per synchronous task, Dask 0.2–1 ms. Goal p50 <= 2 ms, >= 1,000 calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from compute import values
+from proto import taskworker_pb2, taskworker_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = "def add(a, b):\n    return a + b\n"
+
+SERVER = '''
+import asyncio, sys
+import grpc
+from proto import taskworker_pb2, taskworker_pb2_grpc
+
+class Servicer(taskworker_pb2_grpc.RPCServiceServicer):
+    async def CallFunction(self, request, context):
+        a, b = request.args.values
+        resp = taskworker_pb2.FunctionCallResponse(worker_id="direct")
+        resp.result.number_value = a.number_value + b.number_value
+        return resp
+
+async def main():
+    server = grpc.aio.server()
+    taskworker_pb2_grpc.add_RPCServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
+
+asyncio.run(main())
+'''
+
+
+def _pct(data: list[float], q: float) -> float:
+    data = sorted(data)
+    return data[min(len(data) - 1, int(q * len(data)))]
+
+
+def _request(i: int) -> taskworker_pb2.FunctionCallRequest:
+    return taskworker_pb2.FunctionCallRequest(function_name="add",
+                                              args=values.to_list([i, 1]), timeout=30)
+
+
+async def _sequential(stub: Any, n: int) -> list[float]:
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        await stub.CallFunction(_request(i), timeout=35)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def _concurrent(stub: Any, n: int, width: int) -> float:
+    counter = iter(range(n))
+
+    async def client() -> None:
+        for i in counter:
+            await stub.CallFunction(_request(i), timeout=35)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(width)))
+    return n / (time.perf_counter() - t0)
+
+
+def _start_node(tmp: Path, name: str, boot: str | None, roles: list[str]) -> tuple[Any, str, str]:
+    log = tmp / f"{name}.log"
+    args = [sys.executable, "-m", "taskworker.cli", "join", "--listen", "127.0.0.1:0",
+            "--api", "127.0.0.1:0", "--data-dir", str(tmp / name), "--log-level", "INFO",
+            *[f"--role={r}" for r in roles], *([f"--bootstrap={boot}"] if boot else [])]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=open(log, "wb"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 60
+    import re
+
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        peer = re.search(r"peer address ([\d.]+:\d+)", text)
+        api = re.search(r"local API on ([\d.]+:\d+)", text)
+        if peer and api:
+            return proc, peer.group(1), api.group(1)
+        if proc.poll() is not None:
+            raise RuntimeError(text[-2000:])
+        time.sleep(0.05)
+    raise TimeoutError(log.read_text()[-2000:])
+
+
+async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
+                   ) -> list[tuple[str, list[float] | None, float]]:
+    rows: list[tuple[str, list[float] | None, float]] = []
+    for label, addr in targets:
+        async with grpc.aio.insecure_channel(addr) as ch:
+            stub = taskworker_pb2_grpc.RPCServiceStub(ch)
+            deadline = time.monotonic() + 30
+            while True:                     # wait for the provider to be found
+                try:
+                    await stub.CallFunction(_request(0), timeout=35)
+                    break
+                except grpc.aio.AioRpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            await _sequential(stub, 100)    # warm up
+            seq = await _sequential(stub, ns.n)
+            rows.append((label, seq, ns.n / sum(seq)))
+            print(label, f"p50 {_pct(seq, 0.5) * 1000:.2f} ms", file=sys.stderr)
+            rate = await _concurrent(stub, ns.concurrent, ns.width)
+            rows.append((f"{label}, {ns.width} concurrent callers", None, rate))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=1000, help="sequential calls per row")
+    ap.add_argument("--concurrent", type=int, default=3000, help="calls in the concurrent rows")
+    ap.add_argument("--width", type=int, default=16, help="concurrent callers")
+    ap.add_argument("--write", action="store_true", help="append to benchmarks/RESULTS.md")
+    ap.add_argument("--keep", type=Path, help="keep the nodes' directories and logs here")
+    ns = ap.parse_args()
+    procs: list[Any] = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = ns.keep or Path(tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT,
+                                      stdout=subprocess.PIPE,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+            procs.append(server)
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            compute, peer, compute_api = _start_node(tmp, "compute", None, ["compute"])
+            procs.append(compute)
+            router, _, router_api = _start_node(tmp, "router", peer, ["storage"])
+            procs.append(router)
+            (tmp / "add.py").write_text(MODULE)
+            subprocess.run([sys.executable, "-m", "taskworker.cli", "deploy", str(tmp / "add.py"),
+                            "--api", compute_api], cwd=ROOT, check=True, capture_output=True)
+            targets = [("direct plain gRPC unary (Python servicer, no sandbox)",
+                        f"127.0.0.1:{port}"),
+                       ("CallFunction at the serving node (sandbox, no forwarding)", compute_api),
+                       ("CallFunction through a forwarding peer (sealed channel + sandbox)",
+                        router_api)]
+            rows = asyncio.run(_measure(targets, ns))
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    base = next(r for r in rows if r[1] is not None)
+    base_p50 = _pct(base[1] or [], 0.5)
+    base_rate = rows[1][2]
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = os.getloadavg()[0]
+    lines = [f"### Remote function calls, {stamp}",
+             f"`{platform.machine()}`, nproc {os.cpu_count()}, Python {platform.python_version()}, "
+             f"{ns.n} sequential calls per row, {ns.concurrent} calls by {ns.width} concurrent "
+             f"callers, load average {load:.1f} (shared machine); trivial `add(a, b)`; "
+             "ratio = p50 (or calls/s) relative to the direct plain gRPC row of the same run.",
+             "", "| path | p50 | p99 | calls/s | × direct |", "|---|---|---|---|---|"]
+    for label, seq, rate in rows:
+        if seq is not None:
+            p50 = _pct(seq, 0.5)
+            lines.append(f"| {label} | {p50 * 1000:.2f} ms | {_pct(seq, 0.99) * 1000:.2f} ms | "
+                         f"{rate:.0f} | {p50 / base_p50:.1f}× latency |")
+        else:
+            lines.append(f"| {label} | | | {rate:.0f} | {rate / base_rate:.2f}× throughput |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if ns.write:
+        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as fh:
+            fh.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
