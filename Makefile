@@ -45,8 +45,9 @@ system-deps:
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+## make reliability: the long suite — every test incl. slow ones, 10,000 fuzz inputs per method
 reliability: $(STAMP) system-deps
-	$(VENV)/bin/pytest -q -m slow
+	TW_FUZZ_EXAMPLES=10000 $(VENV)/bin/pytest -q -m "slow or not slow" --timeout 3600
 
 clean:
 	rm -rf $(VENV) .tw-mesh build *.egg-info

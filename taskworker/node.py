@@ -26,6 +26,7 @@ from mesh.channel.client import MAX_MESSAGE_BYTES
 from mesh.context import MeshContext, MeshService
 from mesh.dht import Membership
 from mesh.errors import MeshError
+from mesh.grpc_guard import MalformedRequestInterceptor
 from mesh.identity import Identity, load_or_create
 from proto import mesh_pb2, taskworker_pb2
 from taskworker.api import NodeServicer
@@ -34,7 +35,8 @@ log = logging.getLogger("tw-mesh")
 
 VERSION = "0.1.0"
 # Optional capability modules; each exposes ``create(ctx) -> MeshService``.
-SERVICE_MODULES = ("storage.service", "compute.service", "compute.proxy.service",
+SERVICE_MODULES = ("storage.service", "storage.versions.service", "compute.service",
+                   "compute.proxy.service",
                    "taskworker.monitor")
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),     # a second node on a busy port must fail, not share it
@@ -80,8 +82,9 @@ class Node:
         self.services: list[MeshService] = []
         self.channel_server = ChannelServer(self.identity)
         self.channels = ChannelPool(self.identity, on_unreachable=self._unreachable)
-        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS)
-        self.api_server = grpc.aio.server(options=SERVER_OPTIONS)
+        guard = [MalformedRequestInterceptor()]
+        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=guard)
+        self.api_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=guard)
         self.port = 0
         self.api_port = 0
         self.membership: Membership | None = None
@@ -136,7 +139,7 @@ class Node:
         return body
 
     def _load_services(self, ctx: MeshContext) -> None:
-        for name in SERVICE_MODULES:
+        for name in dict.fromkeys(SERVICE_MODULES):     # in order, each once
             try:
                 module = importlib.import_module(name)
             except ModuleNotFoundError as exc:

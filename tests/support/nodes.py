@@ -83,7 +83,8 @@ class NodeProc:
             assert self.proc is not None
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        self.log.close()
+        if hasattr(self, "log"):
+            self.log.close()
 
     def terminate(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
@@ -131,8 +132,7 @@ class NodeCluster:
 
     def close(self) -> None:
         for node in self.nodes:
-            if node.alive:
-                node.kill()
+            node.kill()
 
     async def add(self, count: int, extra: list[str] | None = None) -> list[NodeProc]:
         new = []
@@ -193,3 +193,28 @@ def run_cli(*args: str, api: str | None = None, input_data: bytes | None = None,
     full_env: dict[str, Any] = {**os.environ, **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, input=input_data, capture_output=True,
                           timeout=timeout, env=full_env, check=False)
+
+
+class ClusterInThread:
+    """A NodeCluster driven by an event loop in a background thread, for sync tests (hypothesis)."""
+
+    def __init__(self, tmp: Path, n: int, extra: list[str] | None = None) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.cluster = NodeCluster(tmp, n, extra)
+
+    def __enter__(self) -> NodeCluster:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.cluster.__aenter__(), self.loop).result(180)
+        return self.cluster
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.cluster.__aexit__(None, None, None),
+                                             self.loop).result(60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
