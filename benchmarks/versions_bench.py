@@ -8,10 +8,12 @@ Run: ``.venv/bin/python -m benchmarks.versions_bench [--runs 15] [--no-tahoe] [-
   run then times Revise(file_id, fresh 1 MiB) (sync with the replicas, content Push: encrypt +
   erasure-code + 6 fragments + manifest, sign the version record, push it to the replicas) and
   Get(file_id) (sync with the replicas, single head, fetch k fragments, decode, decrypt, verify
-  the CID). Private file (key sealed to the owner).
+  the CID). Private file (key sealed to the owner). A plain Push of the same 1 MiB is timed
+  too: it is the floor under Revise (whose content is stored exactly like a Push).
 * Tahoe-LAFS 1.20 (benchmarks/tahoe.py): introducer + 5 storage nodes + client, 4-of-6; one
   MDMF mutable file created, then each run PUTs fresh 1 MiB to its write cap (modify) and GETs
   it (read) through the web API. Private network namespace, loopback only.
+Both run at once and their operations alternate run by run, so they see the same machine load.
 Medians; ratio = tw-mesh / Tahoe (goal ≤ 0.20).
 """
 
@@ -46,45 +48,56 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-async def bench_mesh(tmp: Path, runs: int, size: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"modify": [], "read": []}
-    async with NodeCluster(tmp, 5, extra=["--sweep-interval", "0.5"], env=ENV) as cluster:
-        stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
-        r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(size)))
-        fid = r.file_id
-        for i in range(runs + 2):                       # two warm-up runs
-            data = os.urandom(size)
-            t0 = time.perf_counter()
-            rev = await stub.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=data),
-                                    timeout=120)
-            t1 = time.perf_counter()
-            g = await stub.Get(taskworker_pb2.GetRequest(file_id=fid), timeout=120)
-            t2 = time.perf_counter()
-            assert g.file_data == data and g.version == rev.version and not g.conflicts
-            if i >= 2:
-                out["modify"].append(t1 - t0)
-                out["read"].append(t2 - t1)
-    return out
-
-
-def bench_tahoe(tmp: Path, runs: int, size: int) -> dict[str, list[float]]:
-    from benchmarks.tahoe import TahoeGrid
-
-    out: dict[str, list[float]] = {"modify": [], "read": []}
-    with TahoeGrid(tmp) as grid:
-        cap = grid.mutable_create(os.urandom(size), fmt="MDMF")
-        for i in range(runs + 2):
-            data = os.urandom(size)
-            t0 = time.perf_counter()
-            grid.mutable_modify(cap, data)
-            t1 = time.perf_counter()
-            got = grid.mutable_read(cap)
-            t2 = time.perf_counter()
-            assert got == data
-            if i >= 2:
-                out["modify"].append(t1 - t0)
-                out["read"].append(t2 - t1)
-    return out
+async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
+                ) -> tuple[dict[str, list[float]], dict[str, list[float]] | None]:
+    """Both systems up at once, operations interleaved run by run, so they share the load."""
+    mesh: dict[str, list[float]] = {"modify": [], "read": [], "push": []}
+    tahoe: dict[str, list[float]] | None = {"modify": [], "read": []} if use_tahoe else None
+    grid = None
+    if use_tahoe:
+        from benchmarks.tahoe import TahoeGrid
+        (tmp / "tahoe").mkdir()
+        grid = await asyncio.to_thread(TahoeGrid(tmp / "tahoe").start)
+    try:
+        (tmp / "mesh").mkdir()
+        async with NodeCluster(tmp / "mesh", 5, extra=["--sweep-interval", "0.5"],
+                               env=ENV) as cluster:
+            stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
+            r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(size)))
+            fid = r.file_id
+            cap = grid.mutable_create(os.urandom(size), fmt="MDMF") if grid else ""
+            for i in range(runs + 2):                       # two warm-up runs
+                data = os.urandom(size)
+                t0 = time.perf_counter()
+                rev = await stub.Revise(taskworker_pb2.ReviseRequest(file_id=fid,
+                                                                     file_data=data),
+                                        timeout=120)
+                t1 = time.perf_counter()
+                g = await stub.Get(taskworker_pb2.GetRequest(file_id=fid), timeout=120)
+                t2 = time.perf_counter()
+                assert g.file_data == data and g.version == rev.version and not g.conflicts
+                plain = await stub.Push(taskworker_pb2.PushRequest(file_data=data), timeout=120)
+                t3 = time.perf_counter()
+                assert plain.cid == rev.cid
+                if i >= 2:
+                    mesh["modify"].append(t1 - t0)
+                    mesh["read"].append(t2 - t1)
+                    mesh["push"].append(t3 - t2)
+                if grid is not None and tahoe is not None:
+                    data = os.urandom(size)
+                    t0 = time.perf_counter()
+                    grid.mutable_modify(cap, data)
+                    t1 = time.perf_counter()
+                    got = grid.mutable_read(cap)
+                    t2 = time.perf_counter()
+                    assert got == data
+                    if i >= 2:
+                        tahoe["modify"].append(t1 - t0)
+                        tahoe["read"].append(t2 - t1)
+    finally:
+        if grid is not None:
+            grid.stop()
+    return mesh, tahoe
 
 
 def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None,
@@ -97,7 +110,12 @@ def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None,
         ratio = f"{ours / theirs:.2f}" if tahoe else "–"
         lines.append(f"| {label} | {ours:.1f} ms | {_pct(mesh[key], 0.9) * 1e3:.1f} ms | "
                      f"{theirs:.1f} ms | {ratio} | ≤ 0.20 |")
+    push = _med(mesh["push"]) * 1e3
+    lines.append(f"| (reference) plain Push of the same 1 MiB | {push:.1f} ms | "
+                 f"{_pct(mesh['push'], 0.9) * 1e3:.1f} ms | | | |")
     lines.append("")
+    lines.append(f"Revise = content Push + versioning; versioning overhead (Revise p50 − Push "
+                 f"p50) ≈ {_med(mesh['modify']) * 1e3 - push:.1f} ms.")
     lines.append(f"Medians of {runs} runs after 2 warm-up runs, fresh random {size // 1024} KiB "
                  "each run.")
     return "\n".join(lines)
@@ -123,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks.netns import reexec_in_private_netns
             reexec_in_private_netns()
     with tempfile.TemporaryDirectory(prefix="versions-bench-") as tmp:
-        (Path(tmp) / "mesh").mkdir()
-        mesh = asyncio.run(bench_mesh(Path(tmp) / "mesh", args.runs, args.size))
-        tahoe = bench_tahoe(Path(tmp) / "tahoe", args.runs, args.size) if use_tahoe else None
+        mesh, tahoe = asyncio.run(bench(Path(tmp), args.runs, args.size, use_tahoe))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     text = table(mesh, tahoe, args.runs, args.size)
     print(text)

@@ -450,18 +450,27 @@ class VersionService:
                 version=v.id.hex(), cid=v.cid, vector={w.hex(): c for w, c in v.vector.items()})
         return await self._guard(context, work)
 
-    async def synchronous(self, file_id: str) -> SyncResult:
+    async def synchronous(self, file_id: str, user_id: str = "") -> SyncResult:
+        """Sync now. A file pushed but never revised gets its first version record here when
+        the caller is its owner (the document record names the owner and the first CID)."""
         fid = parse_file_id(file_id)
         async with self._lock(fid):
             result = await self.sync(fid)
-        if result.vs.binding is None:
-            raise NotFoundError(f"no versions of {file_id} on any replica")
+            if len(result.vs) == 0:
+                user = self._user(user_id)
+                doc = await self.storage.files.documents.record(file_id)
+                if doc.owner_key == user.public_key:
+                    await self._ensure_bound(fid, self.store.get(fid), user)
+                    result = await self.sync(fid, persist=True)
+        if len(result.vs) == 0:
+            raise NotFoundError(f"no versions of {file_id} on any replica yet (the owner's "
+                                "first revise, grant, sync or log creates the first one)")
         return result
 
     async def Synchronous(self, request: taskworker_pb2.SynchronousRequest,
                           context: Context) -> taskworker_pb2.SynchronousResponse:
         async def work() -> taskworker_pb2.SynchronousResponse:
-            r = await self.synchronous(request.file_id)
+            r = await self.synchronous(request.file_id, request.user_id)
             heads = r.vs.heads()
             return taskworker_pb2.SynchronousResponse(
                 heads=[_head(h) for h in heads], records=len(r.vs.valid_ids()),
@@ -471,7 +480,7 @@ class VersionService:
     async def Log(self, request: taskworker_pb2.LogRequest,
                   context: Context) -> taskworker_pb2.LogResponse:
         async def work() -> taskworker_pb2.LogResponse:
-            r = await self.synchronous(request.file_id)
+            r = await self.synchronous(request.file_id, request.user_id)
             return taskworker_pb2.LogResponse(
                 versions=[_head(v) for v in r.vs.valid()],
                 heads=[h.id.hex() for h in r.vs.heads()])
@@ -520,34 +529,41 @@ class VersionService:
             return taskworker_pb2.GrantResponse(ok=True)
         return await self._guard(context, work)
 
+    async def resolve(self, request: taskworker_pb2.GetRequest
+                      ) -> tuple[Version | None, list[taskworker_pb2.VersionHead]]:
+        """The version a Get by file_id (or version id) names, or the conflicting heads.
+
+        (None, []) means the file has no version records: read ``request.file_id`` itself.
+        Shared by unary Get and the storage servicer's GetStream.
+        """
+        fid = parse_file_id(request.file_id)
+        async with self._lock(fid):
+            r = await self.sync(fid)
+        vs = r.vs
+        if r.stale:
+            raise FailedPreconditionError(
+                f"replicas of {request.file_id} withhold versions newer than this node has "
+                "seen, and no other peer has them")
+        if request.version:
+            try:
+                vid = bytes.fromhex(request.version)
+            except ValueError:
+                raise InvalidArgumentError("a version id is hex") from None
+            if vid not in vs.valid_ids():
+                raise NotFoundError(f"no version {request.version} of {request.file_id}")
+            return vs.get(vid), []
+        heads = vs.heads()
+        if len(heads) > 1:
+            return None, [_head(h) for h in heads]
+        return (heads[0] if heads else None), []
+
     async def Get(self, request: taskworker_pb2.GetRequest,
                   context: Context) -> taskworker_pb2.GetResponse:
         """Get by file_id (single head, or the conflict) or by version id."""
         async def work() -> taskworker_pb2.GetResponse:
-            fid = parse_file_id(request.file_id)
-            async with self._lock(fid):
-                r = await self.sync(fid)
-            vs = r.vs
-            if r.stale:
-                raise FailedPreconditionError(
-                    f"replicas of {request.file_id} withhold versions newer than this node has "
-                    "seen, and no other peer has them")
-            if request.version:
-                try:
-                    vid = bytes.fromhex(request.version)
-                except ValueError:
-                    raise InvalidArgumentError("a version id is hex") from None
-                if vid not in vs.valid_ids():
-                    raise NotFoundError(f"no version {request.version} of {request.file_id}")
-                target = vs.get(vid)
-            else:
-                heads = vs.heads()
-                if not heads:
-                    return await self._get_cid(request, None)
-                if len(heads) > 1:
-                    return taskworker_pb2.GetResponse(conflicts=[_head(h) for h in heads])
-                target = heads[0]
-            assert target is not None
+            target, conflicts = await self.resolve(request)
+            if conflicts:
+                return taskworker_pb2.GetResponse(conflicts=conflicts)
             return await self._get_cid(request, target)
         return await self._guard(context, work)
 

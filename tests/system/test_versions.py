@@ -31,6 +31,7 @@ from storage.versions.records import (
     writer_id,
 )
 from storage.versions.service import replica_key
+from storage.versions.store import VersionStore
 from tests.support.nodes import NodeCluster, run_cli
 
 Stub = taskworker_pb2_grpc.FileServiceStub
@@ -80,6 +81,25 @@ async def heads_everywhere(cluster: NodeCluster, fid: str, want: int,
         await asyncio.sleep(0.3)
 
 
+async def disk_heads_everywhere(cluster: NodeCluster, fid: str, want: set[str]) -> None:
+    """Wait until every node's own replica (read from its disk, no call to the node, so no
+    sync is triggered) has exactly the heads ``want``: only anti-entropy can bring that."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        got = []
+        for node in cluster.nodes:
+            store = VersionStore(node.data_dir, durable=False)
+            try:
+                got.append({h.id.hex() for h in store.get(parse_file_id(fid)).heads()})
+            finally:
+                store.close()
+        if all(h == want for h in got):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replicas did not converge to {want}: {got}")
+        await asyncio.sleep(0.3)
+
+
 async def test_partitioned_writers_conflict_then_merge(tmp_path: Path) -> None:
     async with NodeCluster(tmp_path, 3, extra=EXTRA, env=ENV) as cluster:
         ids = [(await cluster.peers_of(i)).self_id for i in range(3)]
@@ -114,6 +134,7 @@ async def test_partitioned_writers_conflict_then_merge(tmp_path: Path) -> None:
         # heal: anti-entropy alone brings both heads to every replica, shown as a conflict
         for i in range(3):
             hooks(cluster, i)
+        await disk_heads_everywhere(cluster, fid, {a.version, b.version})
         heads = await heads_everywhere(cluster, fid, 2)
         assert heads[0] == {a.version, b.version}
         for i, stub in enumerate((s0, s1, s2)):
@@ -132,6 +153,7 @@ async def test_partitioned_writers_conflict_then_merge(tmp_path: Path) -> None:
         merged = await s1.Revise(taskworker_pb2.ReviseRequest(
             file_id=fid, file_data=b"merged", user_id="bob", base_versions=[a.version, b.version]))
         assert len(merged.vector) == 2
+        await disk_heads_everywhere(cluster, fid, {merged.version})
         await heads_everywhere(cluster, fid, 1)
         for stub, user in ((s0, ""), (s1, "bob")):
             g = await stub.Get(taskworker_pb2.GetRequest(file_id=fid, user_id=user))
@@ -181,6 +203,9 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
         s0, s1 = cluster.stub(0, Stub), cluster.stub(1, Stub)
         r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1"))
         fid = r.file_id
+        # never revised: the owner's log creates the first version from the document record
+        first = await s0.Log(taskworker_pb2.LogRequest(file_id=fid))
+        assert [v.cid for v in first.versions] == [r.cid] and len(first.heads) == 1
         bob_hex = create_user(cluster, 1, "bob")
         await s0.Grant(taskworker_pb2.GrantRequest(file_id=fid, grantee=bob_hex))
         v2 = await s1.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v2",
