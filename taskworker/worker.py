@@ -65,6 +65,38 @@ def _stand_in(name: str, module: str) -> str:
             f"(_ for _ in ()).throw(ImportError({message!r}))}})()")
 
 
+def _quote_annotations(source: str, tree: ast.Module) -> str:
+    """What ``from __future__ import annotations`` means (the sandbox refuses the import):
+    every annotation becomes a string literal, in place, line count unchanged."""
+    spans: list[tuple[int, int, int, int]] = []
+    for node in ast.walk(tree):
+        found: list[ast.expr | None] = []
+        if isinstance(node, ast.arg):
+            found.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        for ann in found:
+            if ann is not None and ann.end_lineno is not None and ann.end_col_offset is not None:
+                spans.append((ann.lineno, ann.col_offset, ann.end_lineno, ann.end_col_offset))
+    lines = [line.encode() for line in source.splitlines(keepends=True)]
+    for start, col, end, end_col in sorted(spans, reverse=True):
+        first, last = lines[start - 1], lines[end - 1]
+        text = b"".join([first[col:]] + lines[start:end - 1] + [last[:end_col]]) \
+            if end > start else first[col:end_col]
+        literal = repr(" ".join(text.decode().split())).encode() + b"\n" * (end - start)
+        lines[start - 1] = first[:col] + literal + last[end_col:]
+        for index in range(start, end):
+            lines[index] = b""
+    out = b"".join(lines).decode()
+    try:
+        ast.parse(out)
+    except SyntaxError:
+        return source
+    return out
+
+
 def sandbox_source(source: str) -> str:
     """``source`` with disallowed top-level imports stubbed and the main block removed,
     keeping every other line where it was (so tracebacks show the user's line numbers)."""
@@ -72,6 +104,9 @@ def sandbox_source(source: str) -> str:
         tree = ast.parse(source)
     except SyntaxError:
         return source
+    if any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in tree.body):
+        source = _quote_annotations(source, tree)
+        tree = ast.parse(source)
     allowed = _allowed_modules()
     lines = source.splitlines()
     owners: dict[int, int] = {}
@@ -99,6 +134,8 @@ def sandbox_source(source: str) -> str:
                     top = alias.name.split(".")[0]
                     parts.append(_stand_in(top, top))
             edits[start] = (end, "; ".join(parts))
+        elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            edits[start] = (end, "pass")   # only annotations changes 3.11; done above
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module not in allowed:
             names = [a for a in node.names if a.name != "*"]
             if len(names) == len(node.names):
