@@ -137,11 +137,22 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
     async def GetStream(self, request: taskworker_pb2.GetRequest,
                         context: Context) -> AsyncIterator[taskworker_pb2.GetChunk]:
         try:
-            self._check_get(request)
-            reader = await self.files.open(request.file_id, self._reader(request))
+            ref, version = request.file_id, ""
+            versions = self.service.ctx.registry.get("versions")
+            if versions is not None and (request.version or not is_cid(request.file_id)):
+                target, conflicts = await versions.resolve(request)          # issue 5
+                if conflicts:
+                    yield taskworker_pb2.GetChunk(header=taskworker_pb2.GetResponse(
+                        conflicts=conflicts))
+                    return
+                if target is not None:
+                    ref, version = target.cid, target.id.hex()
+            else:
+                self._check_get(request)
+            reader = await self.files.open(ref, self._reader(request))
             body = reader.manifest.body
             yield taskworker_pb2.GetChunk(header=taskworker_pb2.GetResponse(
-                cid=body.cid, filename=reader.filename, size=body.size))
+                cid=body.cid, filename=reader.filename, size=body.size, version=version))
             async for stripe in reader.stripes():
                 yield taskworker_pb2.GetChunk(data=stripe)
         except (MeshError, ValueError) as exc:

@@ -120,7 +120,8 @@ def cmd_put(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     from storage.cid import CidHasher
 
-    request = taskworker_pb2.GetRequest(file_id=args.ref, user_id=args.user or "")
+    request = taskworker_pb2.GetRequest(file_id=args.ref, user_id=args.user or "",
+                                        version=args.version)
     if args.output and args.output != "-":
         target = Path(args.output)
         if target.is_dir():
@@ -141,6 +142,11 @@ def cmd_get(args: argparse.Namespace) -> int:
             for chunk in stub.GetStream(request, timeout=TIMEOUT):
                 if chunk.HasField("header"):
                     header = chunk.header
+                    if header.conflicts:
+                        heads = ", ".join(f"{h.version[:16]} ({h.cid})" for h in header.conflicts)
+                        raise CliError(f"{args.ref} has {len(header.conflicts)} conflicting "
+                                       f"heads: {heads}; get one with --version, or resolve "
+                                       "with a revise naming them all")
                     progress = Progress("get", header.size)
                     continue
                 hasher.update(chunk.data)
@@ -253,6 +259,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", help="write here (default: stdout)")
     p.add_argument("--user", help="keyring user reading the file (default: 'default')")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
+    p.add_argument("--version", default="",
+                   help="a version id from `tw-mesh log FILE_ID` (default: the current head)")
     add_api_flag(p)
     p.set_defaults(func=cmd_get)
 

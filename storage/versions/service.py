@@ -202,7 +202,7 @@ class VersionService:
             known = [v for h in d.heads if (v := work.get(h)) is not None]
             if not leq(top, vmax(v.vector for v in known)):
                 result.lagging.append(node_id.hex())
-        if top:
+        if top and not persist:      # a holder's own records already prove what it saw
             self.store.note_seen(fid, top)
         return result
 
@@ -435,7 +435,6 @@ class VersionService:
             record = self.store.revise(user, vs.binding, pushed.cid, parents, size=pushed.size,
                                        content_ref=pushed.file_id.encode())
             await self._push_records(fid, result)
-            self.store.note_seen(fid, vs.vector())
             self.counters["revisions"] += 1
             version = vs.get(record_id(record))
             assert version is not None
