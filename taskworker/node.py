@@ -38,6 +38,8 @@ VERSION = "0.1.0"
 SERVICE_MODULES = ("storage.service", "storage.versions.service", "compute.service",
                    "compute.proxy.service",
                    "taskworker.monitor")
+# Protos whose services are served on the local API besides taskworker.proto's.
+API_EXTRA_PROTOS = ("proto.compute_pb2", "proto.proxy_pb2")
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),     # a second node on a busy port must fail, not share it
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -210,6 +212,14 @@ class Node:
             servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, self.api_server)
         names = [s.full_name for s in taskworker_pb2.DESCRIPTOR.services_by_name.values()]
+        for module in API_EXTRA_PROTOS:       # capability-specific local-API services
+            try:
+                descriptor = importlib.import_module(module).DESCRIPTOR
+            except ModuleNotFoundError:
+                continue
+            names += [s.full_name for s in descriptor.services_by_name.values()]
+        for name in names:
+            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection([*names, health.SERVICE_NAME,
                                              reflection.SERVICE_NAME], self.api_server)
 

@@ -158,7 +158,8 @@ def test_health_and_reflection(cluster: NodeCluster) -> None:
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)))
         names = {s.name for s in reply.list_services_response.service}
         assert {"taskworker.FileService", "taskworker.RPCService", "taskworker.DNSService",
-                "grpc.health.v1.Health"} <= names
+                "taskworker.NodeService", "twmesh.compute.ComputeService",
+                "twmesh.proxy.ProxyService", "grpc.health.v1.Health"} <= names
 
 
 def test_local_api_refuses_non_loopback_unless_allowed(tmp_path: Path) -> None:
