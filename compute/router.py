@@ -57,6 +57,7 @@ class Target:
     worker_id: str = ""
     peer: mesh_pb2.PeerRecord | None = None
     deploy_seq: int = 0
+    deployer: bytes = b""
 
 
 @dataclass
@@ -140,15 +141,15 @@ class Router:
         if chosen and chosen[0].deployed:
             deploy = max(chosen, key=lambda p: (p.record.deploy_seq, p.seq)).record
             cid, entry = deploy.code_cid, deploy.entry or deploy.function
-            seq = deploy.deploy_seq
+            seq, by = deploy.deploy_seq, deploy.node_id
             if self.serves_locally():
                 out.append(Target(me, self.ctx.address, 0, cid, entry, deploy.worker_id,
-                                  deploy_seq=seq))
+                                  deploy_seq=seq, deployer=by))
             for view in live.values():
                 if "compute" in view.roles:
                     out.append(Target(view.node_id, view.address, view.record.load, cid,
                                       entry, deploy.worker_id, peer=view.record,
-                                      deploy_seq=seq))
+                                      deploy_seq=seq, deployer=by))
             return out
         for p in chosen:
             if p.node_id == me:
@@ -169,7 +170,7 @@ class Router:
             if p.record.address and p.node_id != self.ctx.identity.node_id:
                 out.append(Target(p.node_id, p.record.address, p.record.load, p.record.code_cid,
                                   p.record.entry or p.record.function, p.record.worker_id,
-                                  deploy_seq=p.record.deploy_seq))
+                                  deploy_seq=p.record.deploy_seq, deployer=p.record.node_id))
         return out
 
     # --- calls -------------------------------------------------------------------------------
@@ -252,6 +253,7 @@ class Router:
         req.code_cid, req.entry = target.code_cid, target.entry
         if target.code_cid:
             req.worker_id, req.deploy_seq = target.worker_id, target.deploy_seq
+            req.deployer = target.deployer
         stats = self.stats.setdefault(target.node_id, _Stats())
         stats.inflight += 1
         started = time.monotonic()

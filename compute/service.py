@@ -72,6 +72,7 @@ class Deployment:
     cid: str
     deploy_seq: int
     worker_id: str
+    deployer: bytes = b""
 
 
 class ComputeService:
@@ -209,8 +210,9 @@ class ComputeService:
         """Nodes that serve deployed code keep its record alive after the deployer left:
         each publishes its own record naming the same CID and deploy sequence."""
         for dep in list(self.served_deploys.values()):
-            record = compute_pb2.ProviderRecord(
-                function=dep.name, worker_id=dep.worker_id, node_id=self.ctx.identity.node_id,
+            record = compute_pb2.ProviderRecord(  # node_id: the deployer (advisory)
+                function=dep.name, worker_id=dep.worker_id,
+                node_id=dep.deployer or self.ctx.identity.node_id,
                 address=self.ctx.address, load=self.inflight, code_cid=dep.cid,
                 deploy_seq=dep.deploy_seq, entry=dep.entry, capacity=self.pool_size)
             await self._publish_one(record, ttl=self.deploy_ttl_s)
@@ -240,7 +242,8 @@ class ComputeService:
                 function=name, worker_id=worker_id, node_id=self.ctx.identity.node_id,
                 address=self.ctx.address, code_cid=cid, deploy_seq=seq, entry=entry)
             acks += await self._publish_one(record, ttl=self.deploy_ttl_s)
-            self.deployments[name] = Deployment(name, entry, cid, seq, worker_id)
+            self.deployments[name] = Deployment(name, entry, cid, seq, worker_id,
+                                                self.ctx.identity.node_id)
             self._served(self.deployments[name])
             self.router.invalidate(name)
             out.append(compute_pb2.DeployedFunction(name=name, entry=entry))
@@ -265,11 +268,17 @@ class ComputeService:
         request = compute_pb2.CallRequest(function=function, args=args, kwargs=kwargs)
         return await self.router.call(function, request, timeout or self.default_timeout)
 
-    def host_for(self, worker_id: str, function: str) -> HostServices:
+    def host_for(self, worker_id: str, function: str, deployer: bytes | None = None
+                 ) -> HostServices:
+        """The proxy's policy hook for one call (looked up now: the proxy may come later);
+        without a proxy every host request is refused with a clear reason."""
         proxy = self.ctx.registry.get("proxy")
         if proxy is None or not hasattr(proxy, "host_for"):
             return NoProxyHost()
-        host: HostServices = proxy.host_for(worker_id, function)
+        try:
+            host: HostServices = proxy.host_for(worker_id, function, deployer or None)
+        except TypeError:           # a proxy without the deployer parameter
+            host = proxy.host_for(worker_id, function)
         return host
 
     async def execute(self, request: compute_pb2.CallRequest) -> compute_pb2.CallReply:
@@ -286,21 +295,24 @@ class ComputeService:
                 worker_id = request.worker_id or "deployed"
                 filename = f"{request.code_cid[:16]}.py"
                 limits = self.limits
+                deployer = request.deployer
                 self._served(Deployment(request.function, entry, request.code_cid,
-                                        request.deploy_seq, worker_id))
+                                        request.deploy_seq, worker_id, deployer))
             else:
                 fn = self.functions.get(request.function)
                 if fn is None:
                     raise _Fail(grpc.StatusCode.NOT_FOUND,
                                 f"function {request.function!r} is not registered on this node")
                 source, entry, worker_id = fn.source, fn.entry, fn.worker_id
+                deployer = me
                 filename, limits = fn.filename, fn.limits or self.limits
             reply.worker_id = worker_id
             args, kwargs = values.decode_call_args(request.args, request.kwargs)
             if request.timeout > 0 and request.timeout < limits.wall_time_s:
                 limits = _with_wall(limits, request.timeout)
             result = await self.pool.run(source, entry, args, kwargs, limits=limits,
-                                         host=self.host_for(worker_id, request.function),
+                                         host=self.host_for(worker_id, request.function,
+                                                            deployer),
                                          filename=filename)
             values.to_value(result, reply.result)
             self.executed += 1

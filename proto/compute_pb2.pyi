@@ -32,7 +32,7 @@ class ProviderRecord(_message.Message):
     def __init__(self, function: _Optional[str] = ..., worker_id: _Optional[str] = ..., node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., load: _Optional[int] = ..., code_cid: _Optional[str] = ..., deploy_seq: _Optional[int] = ..., entry: _Optional[str] = ..., withdrawn: _Optional[bool] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("function", "args", "kwargs", "timeout", "code_cid", "entry", "worker_id", "deploy_seq")
+    __slots__ = ("function", "args", "kwargs", "timeout", "code_cid", "entry", "worker_id", "deploy_seq", "deployer")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGS_FIELD_NUMBER: _ClassVar[int]
     KWARGS_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class CallRequest(_message.Message):
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOY_SEQ_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYER_FIELD_NUMBER: _ClassVar[int]
     function: str
     args: _struct_pb2.ListValue
     kwargs: _struct_pb2.Struct
@@ -49,7 +50,8 @@ class CallRequest(_message.Message):
     entry: str
     worker_id: str
     deploy_seq: int
-    def __init__(self, function: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[float] = ..., code_cid: _Optional[str] = ..., entry: _Optional[str] = ..., worker_id: _Optional[str] = ..., deploy_seq: _Optional[int] = ...) -> None: ...
+    deployer: bytes
+    def __init__(self, function: _Optional[str] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout: _Optional[float] = ..., code_cid: _Optional[str] = ..., entry: _Optional[str] = ..., worker_id: _Optional[str] = ..., deploy_seq: _Optional[int] = ..., deployer: _Optional[bytes] = ...) -> None: ...
 
 class CallError(_message.Message):
     __slots__ = ("code", "type", "message", "traceback", "user")
