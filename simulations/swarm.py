@@ -1,7 +1,7 @@
 """A swarm of real DHT nodes on 127.0.0.1: join time, lookup latency/RPCs, accuracy, churn.
 
-    python -m simulations.swarm                 # 500 nodes, 10% and 30% churn, plots
-    python -m simulations.swarm --nodes 1000    # ~5-10 min on 2 busy cores
+    python -m simulations.swarm                 # 300 nodes, 10% and 30% churn, plots
+    python -m simulations.swarm --nodes 1000    # 4-15 min on 2 shared cores
     python -m simulations.swarm --nodes 200 --backend kademlia
 
 Every node is the project's `mesh.dht.Membership` (or, if that package is not importable,
@@ -50,6 +50,7 @@ class Phase:
     join_known: list[int] = field(default_factory=list)  # peers known right after joining
     late: int = 0
     refused: int = 0
+    timeouts: int = 0  # joins or lookups that had not returned after --op-timeout
     cpu: float = 0.0  # worker CPU seconds per wall second, summed over workers
     known: float = 0.0  # live peers a node knows, mean over nodes, after the phase
 
@@ -88,6 +89,7 @@ class Phase:
                 else dash
             ),
             "peers known": f"{self.known:.0f}",
+            "timed out": str(self.timeouts),
             "late answers": str(self.late),
             "refused": str(self.refused),
             "worker CPU": f"{100 * self.cpu:.0f}%",
@@ -129,6 +131,7 @@ class Swarm:
             "seed": ns.seed,
             "rpc_timeout": ns.rpc_timeout,
             "sweep_interval": ns.sweep_interval,
+            "op_timeout": ns.op_timeout,
             "fds": 2 * ns.nodes // ns.procs + 200,
         }
         self.workers = [WorkerHandle(config) for _ in range(ns.procs)]
@@ -151,7 +154,10 @@ class Swarm:
                 if self.joined:
                     via = self.rng.choice(sorted(self.joined, key=lambda m: m.index))
                     dt, rpcs, known = await worker.call("bootstrap", index, via.port)
-                    phase.joins_s.append(dt)
+                    if dt < 0:
+                        phase.timeouts += 1
+                    else:
+                        phase.joins_s.append(dt)
                     phase.join_rpcs.append(rpcs)
                     phase.join_known.append(known)
                 self.live[node_id] = member
@@ -176,6 +182,9 @@ class Swarm:
         async def one(querier: Member, key: bytes) -> Lookup:
             truth = self.truth(key, k, querier)
             dt, rpcs, got = await querier.worker.call("closest", querier.index, key, k)
+            if dt < 0:
+                phase.timeouts += 1
+                dt = self.ns.op_timeout
             return Lookup(
                 latency_s=dt,
                 rpcs=rpcs,
@@ -283,7 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
-        "--nodes", type=int, default=500, help="default 500 to stay under 5 minutes; 1000 works"
+        "--nodes", type=int, default=300, help="default 300 to stay under 5 minutes; 1000 works"
     )
     ap.add_argument("--procs", type=int, default=2, help="worker processes hosting the nodes")
     ap.add_argument("--backend", choices=["auto", "mesh", "kademlia"], default="auto")
@@ -301,6 +310,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--settle", type=float, default=5.0, help="seconds between churn and re-measure"
+    )
+    ap.add_argument(
+        "--op-timeout",
+        type=float,
+        default=30.0,
+        help="give up on a join or lookup after this many seconds (counted as timed out)",
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)

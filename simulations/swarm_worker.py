@@ -98,16 +98,23 @@ class _Worker:
         return node.node_id, node.port, node.label
 
     async def do_bootstrap(self, index: int, port: int) -> tuple[float, int, int]:
-        """Join time, RPCs sent while joining, and the peers known right after."""
+        """Join time (-1 if it timed out), RPCs sent while joining, peers known right after."""
         node = self.nodes[index]
         before, t0 = node.requests, time.perf_counter()
-        await node.bootstrap([(HOST, port)])
+        try:
+            await asyncio.wait_for(node.bootstrap([(HOST, port)]), self.config["op_timeout"])
+        except TimeoutError:
+            return -1.0, node.requests - before, node.live_count()
         return time.perf_counter() - t0, node.requests - before, node.live_count()
 
     async def do_closest(self, index: int, key: bytes, k: int) -> tuple[float, int, list[bytes]]:
+        """Latency (-1 if it timed out), RPCs sent, node IDs returned."""
         node = self.nodes[index]
         before, t0 = node.requests, time.perf_counter()
-        got = await node.closest(key, k)
+        try:
+            got = await asyncio.wait_for(node.closest(key, k), self.config["op_timeout"])
+        except TimeoutError:
+            return -1.0, node.requests - before, []
         return time.perf_counter() - t0, node.requests - before, got
 
     async def do_stop(self, index: int) -> None:
