@@ -1,4 +1,4 @@
-"""A replica's version records on disk: SQLite (WAL, synchronous=FULL) in the data dir.
+"""A replica's version records on disk: SQLite (WAL) in the data dir.
 
 Only records and grants that passed VersionSet.add are written, so a restart re-reads and
 re-verifies a set it already trusted (a file edited on disk is re-checked, not believed).
@@ -13,8 +13,10 @@ directly for these small writes.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from mesh.identity import Identity
@@ -50,8 +52,12 @@ class VersionStore:
         self.path = data_dir / DB_NAME
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        # durable=False (tests): survives a process crash (the OS has the writes), not a power cut
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        # Records received from peers exist elsewhere too: WAL + synchronous=NORMAL (safe
+        # across a process crash; a power cut may drop the last ones, which anti-entropy brings
+        # back). What this node signs itself is committed with synchronous=FULL (see revise).
+        # durable=False (tests): OFF throughout.
+        self.durable = durable
+        self._db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
         self._sets: dict[bytes, VersionSet] = {}
@@ -130,7 +136,7 @@ class VersionStore:
             vs = self.get(grant.file.file_id)
             new = vs.add_grant(grant)
             if new:
-                with self._db:
+                with self._fsynced(), self._db:
                     self._db.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)",
                                      (vs.file_id, grant_id(grant), encode(grant)))
             return new
@@ -157,7 +163,7 @@ class VersionStore:
                                   content_ref=content_ref)
             vs.add(record)
             # record and counter in one durable transaction, before the record leaves the node
-            with self._db:
+            with self._fsynced(), self._db:
                 self._db.execute("BEGIN")
                 self._db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?)",
                                  (vs.file_id, record_id(record), encode(record)))
@@ -166,6 +172,18 @@ class VersionStore:
                     "DO UPDATE SET counter=max(counter, excluded.counter)",
                     (binding.file_id, me, vector[me]))
             return record
+
+    @contextlib.contextmanager
+    def _fsynced(self) -> Iterator[None]:
+        """Commit the enclosed transaction with synchronous=FULL (fsync before returning)."""
+        if not self.durable:
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     # -- writer counters -------------------------------------------------------------------
     def counter(self, file_id: bytes, writer: bytes) -> int:
