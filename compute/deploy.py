@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_CODE_BYTES = 1 * 2**20   # = the sandbox's default source limit
 DEFAULT_REPLICAS = 3
+MAX_STORED = 2048             # blobs kept on disk; the least recently written go first
 
 
 def cid_key(cid: str) -> bytes:
@@ -58,6 +59,7 @@ class CodeStore:
         self.dir = Path(ctx.data_dir) / "compute" / "code"
         self._memory: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._fetching: dict[str, asyncio.Task[str]] = {}
+        self._stored = len(list(self.dir.iterdir())) if self.dir.is_dir() else 0
 
     def _path(self, cid: str) -> Path:
         if not cid.isalnum():
@@ -72,7 +74,18 @@ class CodeStore:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(code)
             tmp.replace(path)
+            self._stored += 1
+            if self._stored > MAX_STORED:
+                self._evict()
         self._remember(cid, code.decode())
+
+    def _evict(self) -> None:
+        """Any peer may store code here: keep the disk use bounded (MAX_STORED × 1 MiB)."""
+        entries = sorted(self.dir.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in entries[: max(0, len(entries) - MAX_STORED * 3 // 4)]:
+            old.unlink(missing_ok=True)
+            self._memory.pop(old.name, None)
+        self._stored = min(len(entries), MAX_STORED * 3 // 4)
 
     def get_local(self, cid: str) -> bytes | None:
         if cid in self._memory:

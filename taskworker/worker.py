@@ -26,6 +26,7 @@ sandbox's shim sends them up its pipe to the same proxy).
 
 from __future__ import annotations
 
+import argparse
 import ast
 import asyncio
 import contextlib
@@ -295,9 +296,13 @@ class TaskWorker:
 
         if self.node is not None:
             raise TaskWorkerError("the server is already running")
-        port = int(os.environ.get("TASKWORKER_PORT", port))
-        listen = parse_hostport(os.environ.get("TASKWORKER_LISTEN", "127.0.0.1:0"))
-        bootstrap = [parse_hostport(self.node_pool_address)] if self.node_pool_address else []
+        try:
+            port = int(os.environ.get("TASKWORKER_PORT", port))
+            listen = parse_hostport(os.environ.get("TASKWORKER_LISTEN", "127.0.0.1:0"))
+            bootstrap = [parse_hostport(self.node_pool_address)] if self.node_pool_address \
+                else []
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise TaskWorkerError(f"bad address or port: {exc}") from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         node = Node(NodeConfig(data_dir=self.data_dir, listen=listen, api=("127.0.0.1", port),
                                bootstrap=bootstrap))
