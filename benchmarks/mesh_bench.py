@@ -155,6 +155,11 @@ async def run_one(impl: str, n: int, args: argparse.Namespace) -> list[Phase]:
     h = Harness(impl, n, random.Random(args.seed + n), args.sweep_interval)
     join_ms = await h.join()
     await asyncio.sleep(args.settle)
+    if impl == "tw-mesh":
+        sizes = sorted(len(node.live_peers()) for node in h.nodes)
+        print(f"# {impl} N={n}: live set per node min {sizes[0]}, median "
+              f"{sizes[len(sizes) // 2]}, max {sizes[-1]}; load average {os.getloadavg()[0]:.1f}",
+              flush=True)
     phases = []
     for label in ("before kill", f"after killing {int(args.kill * 100)}%"):
         if label != "before kill":
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--lookups", type=int, default=50, help="lookups per phase")
-    parser.add_argument("--concurrency", type=int, default=25, help="lookups in flight")
+    parser.add_argument("--concurrency", type=int, default=10, help="lookups in flight")
     parser.add_argument("--kill", type=float, default=0.3, help="fraction of nodes killed")
     parser.add_argument("--sweep-interval", type=float, default=2.0)
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after joining")

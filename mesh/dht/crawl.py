@@ -49,6 +49,7 @@ class Lookup:
         self.alpha = alpha
         self.find_value = find_value
         self.stall = stall
+        self.max_in_flight = max(alpha, ksize // 2)
         self.candidates: dict[bytes, Node] = {}
         self.responded: set[bytes] = set()
         self.failed: set[bytes] = set()
@@ -66,7 +67,8 @@ class Lookup:
         router = self.protocol.router
         for node in nodes:
             if (node.id == self.protocol.source_node.id or node.id in self.failed
-                    or (node.id not in self.candidates and router.is_buried(node.id))):
+                    or (node.id not in self.candidates
+                        and (router.is_buried(node.id) or router.is_suspect(node.id)))):
                 continue
             self.candidates.setdefault(node.id, node)
 
@@ -88,7 +90,7 @@ class Lookup:
         places = self.ksize
         for node in sorted((n for n in self.candidates.values() if n.id not in self.failed),
                            key=self.target.distance_to):
-            if places <= 0 or active >= self.alpha:
+            if places <= 0 or active >= self.alpha or len(self._pending) >= self.max_in_flight:
                 break
             if node.id in stalled:
                 continue

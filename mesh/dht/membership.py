@@ -298,5 +298,6 @@ class Membership:
             due = loop.time() + self.sweep_interval
             await asyncio.sleep(self.sweep_interval)
             if loop.time() - due > self.rpc_timeout / 2:  # this process is starved: timeouts
-                self._starved_until = loop.time() + 2 * self.sweep_interval  # mean nothing
+                self._starved_until = loop.time() + 2 * self.sweep_interval  # mean nothing,
+                continue  # and pinging everyone would only add load
             await self.sweep()

@@ -235,10 +235,13 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
     # --- contacts --------------------------------------------------------------------------
 
     def handle_call_response(self, result: RpcResult, node: Node) -> RpcResult:
-        """A reply welcomes the node; silence buries it (defect 5) and reports it."""
+        """A reply welcomes the node; silence buries it (defect 5), or with an ``on_failure``
+        hook marks it suspect and reports it for confirmation."""
         if not result[0]:
-            self.router.bury(node)
-            if self.on_failure is not None and not self.closed:
+            if self.on_failure is None:
+                self.router.bury(node)
+            elif not self.closed:  # the owner confirms before declaring the node dead
+                self.router.suspect(node)
                 self.on_failure(node)
             return result
         self.welcome_if_new(node)

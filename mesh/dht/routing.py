@@ -24,6 +24,7 @@ from kademlia.routing import RoutingTable
 
 TOMBSTONE_TTL_S = 60.0
 HEAD_PING_INTERVAL_S = 5.0
+SUSPECT_TTL_S = 5.0
 
 
 class MeshRoutingTable(RoutingTable):  # type: ignore[misc]
@@ -33,6 +34,7 @@ class MeshRoutingTable(RoutingTable):  # type: ignore[misc]
                  tombstone_ttl: float = TOMBSTONE_TTL_S,
                  ping_interval: float = HEAD_PING_INTERVAL_S) -> None:
         self.tombstones: dict[bytes, float] = {}
+        self.suspects: dict[bytes, float] = {}
         self.tombstone_ttl = tombstone_ttl
         self.ping_interval = ping_interval
         self._head_pinged: dict[bytes, float] = {}
@@ -91,6 +93,18 @@ class MeshRoutingTable(RoutingTable):  # type: ignore[misc]
         self.remove_contact(node)
         self.tombstones[node.id] = time.monotonic()
 
+    def suspect(self, node: Node) -> None:
+        """A call to ``node`` went unanswered: lookups skip it for a while, but it stays in its
+        bucket until declared dead (one lost datagram must not evict a live peer)."""
+        self.suspects[node.id] = time.monotonic()
+
+    def is_suspect(self, node_id: bytes) -> bool:
+        since = self.suspects.get(node_id)
+        if since is not None and time.monotonic() - since > SUSPECT_TTL_S:
+            del self.suspects[node_id]
+            return False
+        return since is not None
+
     def is_buried(self, node_id: bytes) -> bool:
         since = self.tombstones.get(node_id)
         if since is None:
@@ -103,3 +117,4 @@ class MeshRoutingTable(RoutingTable):  # type: ignore[misc]
     def revive(self, node_id: bytes) -> None:
         """The node contacted us directly: it is alive again."""
         self.tombstones.pop(node_id, None)
+        self.suspects.pop(node_id, None)
