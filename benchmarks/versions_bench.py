@@ -33,10 +33,6 @@ from proto import taskworker_pb2, taskworker_pb2_grpc
 from tests.support.nodes import NodeCluster
 
 MiB = 1 << 20
-_SITE = str(Path(__file__).resolve().parents[1] / "tests" / "system" / "versions_site")
-# Loads storage.versions.service in the nodes even before taskworker.node lists it.
-ENV = {"TW_MESH_TEST_EXTRA_SERVICES": "storage.versions.service",
-       "PYTHONPATH": _SITE + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def _med(xs: list[float]) -> float:
@@ -60,8 +56,7 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
         grid = await asyncio.to_thread(TahoeGrid(tmp / "tahoe").start)
     try:
         (tmp / "mesh").mkdir()
-        async with NodeCluster(tmp / "mesh", 5, extra=["--sweep-interval", "0.5"],
-                               env=ENV) as cluster:
+        async with NodeCluster(tmp / "mesh", 5, extra=["--sweep-interval", "0.5"]) as cluster:
             stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
             r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(size)))
             fid = r.file_id

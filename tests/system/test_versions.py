@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
@@ -35,9 +34,7 @@ from storage.versions.store import VersionStore
 from tests.support.nodes import NodeCluster, run_cli
 
 Stub = taskworker_pb2_grpc.FileServiceStub
-SITE = str(Path(__file__).resolve().parent / "versions_site")
-ENV = {"TW_MESH_VERSIONS_TEST_HOOKS": "1", "TW_MESH_TEST_EXTRA_SERVICES": "storage.versions.service",
-       "PYTHONPATH": SITE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+ENV = {"TW_MESH_VERSIONS_TEST_HOOKS": "1"}
 EXTRA = ["--sweep-interval", "0.5", "--sync-interval", "0.5"]
 DEADLINE = 60.0
 
