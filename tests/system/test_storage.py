@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -250,3 +251,45 @@ async def test_fewer_nodes_than_fragments_is_under_replicated(tmp_path: Path) ->
         assert r.under_replicated and r.warnings
         assert (await cluster.stub(1, Stub).Get(
             taskworker_pb2.GetRequest(file_id=r.cid))).file_data == data
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+async def test_one_gib_stream_in_bounded_memory(tmp_path: Path) -> None:
+    """PushStream/GetStream hold a few stripes, not the file: the entry node's peak RSS after
+    256 MiB and after 1 GiB more (up and down) stay about the same, far below the file."""
+    async with NodeCluster(tmp_path, 6) as cluster:
+        stub = cluster.stub(0, Stub)
+        assert cluster.nodes[0].proc is not None
+        pid = cluster.nodes[0].proc.pid
+        block = os.urandom(1 << 20)
+        peaks = []
+        for size in (256 << 20, 1 << 30):
+            want = hashlib.sha256()
+
+            async def chunks(size: int = size,
+                             want: Any = want) -> AsyncIterator[taskworker_pb2.PushChunk]:
+                yield taskworker_pb2.PushChunk(header=taskworker_pb2.PushRequest(filename="big"))
+                for i in range(size >> 20):
+                    piece = i.to_bytes(8, "big") + block[8:]
+                    want.update(piece)
+                    yield taskworker_pb2.PushChunk(data=piece)
+
+            r = await stub.PushStream(chunks(), timeout=1800)
+            assert r.size == size
+            got, n = hashlib.sha256(), 0
+            async for c in stub.GetStream(taskworker_pb2.GetRequest(file_id=r.cid), timeout=1800):
+                got.update(c.data)
+                n += len(c.data)
+            assert n == size and got.digest() == want.digest()
+            peaks.append(_peak_rss_mib(pid))
+        print(f"entry node peak RSS: {peaks[0]:.0f} MiB after 256 MiB, {peaks[1]:.0f} after 1 GiB")
+        assert peaks[1] < 640, peaks
+        assert peaks[1] - peaks[0] < 160, peaks
