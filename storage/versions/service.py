@@ -26,6 +26,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -104,6 +105,7 @@ class VersionService:
                          "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0}
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[bool]] = set()
+        self.last_revise_ms: dict[str, float] = {}
         self._readers: dict[bytes, tuple[bool, list[bytes]]] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         if "storage" in ctx.roles or not ctx.roles:
@@ -138,7 +140,8 @@ class VersionService:
     def status(self) -> dict[str, Any]:
         return {**self.counters, "files": len(self.store.files()), "replicas": self.replicas,
                 "sync_interval_s": self.sync_interval, "peer_calls": self.handlers.calls,
-                "refused_records": self.handlers.refused}
+                "refused_records": self.handlers.refused,
+                "last_revise_ms": self.last_revise_ms}
 
     def load(self) -> int:
         return 0
@@ -407,6 +410,7 @@ class VersionService:
         writer check is repeated on the synced set before anything is signed.
         """
         fid = parse_file_id(file_id)
+        t0 = time.perf_counter()
         async with self._lock(fid):
             local = self.store.get(fid)
             content: asyncio.Task[Any] | None = None
@@ -418,6 +422,7 @@ class VersionService:
                     content = None
             try:
                 result = await self.sync(fid, persist=True)
+                t_sync = time.perf_counter()
                 vs = result.vs
                 await self._ensure_bound(fid, vs, user)
                 if vs.binding is None:
@@ -432,9 +437,18 @@ class VersionService:
                     content.cancel()
                     await asyncio.gather(content, return_exceptions=True)
                 raise
+            t_content = time.perf_counter()
             record = self.store.revise(user, vs.binding, pushed.cid, parents, size=pushed.size,
                                        content_ref=pushed.file_id.encode())
+            t_signed = time.perf_counter()
             await self._push_records(fid, result)
+            t_end = time.perf_counter()
+            self.last_revise_ms = {
+                "sync": round((t_sync - t0) * 1e3, 2),
+                "content_push": round((t_content - t0) * 1e3, 2),
+                "sign_and_commit": round((t_signed - t_content) * 1e3, 2),
+                "replicate": round((t_end - t_signed) * 1e3, 2),
+                "total": round((t_end - t0) * 1e3, 2)}
             self.counters["revisions"] += 1
             version = vs.get(record_id(record))
             assert version is not None
