@@ -19,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-import umsgpack  # type: ignore[import-untyped]
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from rpcudp.protocol import RPCProtocol
 
 from mesh.dht.routing import MeshRoutingTable
+from mesh.dht.rpc import TrackedDatagrams
 from mesh.dht.storage import RecordStorage
 from mesh.errors import RecordError
 
@@ -41,7 +41,7 @@ def valid_id(value: object) -> bool:
     return isinstance(value, bytes) and len(value) == 20
 
 
-class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
+class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
     """UDP RPC endpoint of one node: PING, STORE, FIND_NODE, FIND_VALUE (section 2.3), IDENTIFY."""
 
     def __init__(self, source_node: Node, storage: RecordStorage, ksize: int, *,
@@ -59,88 +59,6 @@ class MeshProtocol(KademliaProtocol):  # type: ignore[misc]
         self.gate: Callable[[Node], bool] | None = None
         self.on_failure: Callable[[Node], None] | None = None
         self.identify_answer: Callable[[bytes, bytes], list[bytes] | None] | None = None
-
-    # --- task tracking ---------------------------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-        """Run ``coro`` as a tracked task (cancelled by ``aclose``)."""
-        if self.closed:
-            coro.close()
-            return None
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("dht task failed: %r", task.exception())
-
-    async def aclose(self) -> None:
-        """Stop answering, fail outstanding calls and cancel every tracked task."""
-        self.closed = True
-        for future, timer in list(self._outstanding.values()):
-            timer.cancel()
-            if not future.done():
-                future.set_result((False, None))
-        self._outstanding.clear()
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    # --- rpcudp plumbing -------------------------------------------------------------------
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Handle a datagram inline: every rpc_* handler is synchronous, so no task is needed
-        (rpcudp spawned two untracked tasks per datagram)."""
-        if len(data) < 22 or self.closed:
-            return
-        msg_id = data[1:21]
-        try:
-            message = umsgpack.unpackb(data[21:])
-        except Exception:  # umsgpack raises many types on garbage
-            log.debug("undecodable datagram from %s:%s", *addr[:2])
-            return
-        if data[:1] == b"\x00":
-            self._answer(msg_id, message, addr)
-        elif data[:1] == b"\x01":
-            self._accept_response(msg_id, message, addr)
-
-    def _accept_response(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
-        entry = self._outstanding.pop(msg_id, None)
-        if entry is None:  # a late answer to a call that already timed out
-            return
-        future, timer = entry
-        timer.cancel()
-        if not future.done():
-            future.set_result((True, data))
-
-    def _answer(self, msg_id: bytes, data: Any, address: tuple[str, int]) -> None:
-        if not isinstance(data, list) or len(data) != 2 or not isinstance(data[0], str):
-            return
-        funcname, args = data
-        func = getattr(self, f"rpc_{funcname}", None)
-        if func is None or not callable(func) or not isinstance(args, list):
-            return
-        try:
-            response = func(address, *args)
-            packed = umsgpack.packb(response)
-        except (TypeError, ValueError) as exc:
-            log.debug("bad %s request from %s:%s: %s", funcname, address[0], address[1], exc)
-            return
-        except Exception:  # never let one request break the datagram endpoint
-            log.exception("rpc_%s from %s:%s failed", funcname, address[0], address[1])
-            return
-        if self.transport is not None and not self.closed:
-            self.transport.sendto(b"\x01" + msg_id + packed, address)
-
-    def _timeout(self, msg_id: bytes) -> None:
-        entry = self._outstanding.pop(msg_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result((False, None))
 
     # --- inbound RPCs (section 2.3) ----------------------------------------------------------
 
