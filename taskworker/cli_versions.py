@@ -159,9 +159,15 @@ def cmd_log(args: argparse.Namespace) -> int:
         resp = stub.Log(taskworker_pb2.LogRequest(file_id=args.file_id, user_id=args.user),
                         timeout=120)
     heads = list(resp.heads)
+    # one writer signing two versions at the same counter (equivocation): both are kept
+    slots: dict[tuple[str, int], list[str]] = {}
+    for v in resp.versions:
+        slots.setdefault((v.writer, v.vector.get(v.writer, 0)), []).append(v.version)
+    doubled = [(w, c, ids) for (w, c), ids in sorted(slots.items()) if len(ids) > 1]
+    equivocations = [{"writer": w, "counter": c, "versions": ids} for w, c, ids in doubled]
     if args.json:
         print_json({"versions": [_head_dict(v) for v in resp.versions], "heads": heads,
-                    "conflict": len(heads) > 1})
+                    "conflict": len(heads) > 1, "equivocations": equivocations})
         return 0
     for v in resp.versions:
         when = datetime.datetime.fromtimestamp(v.time, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -170,6 +176,8 @@ def cmd_log(args: argparse.Namespace) -> int:
               f"{_vector_text(dict(v.vector))}  {v.cid}")
     if len(heads) > 1:
         print(f"CONFLICT: {len(heads)} heads: " + ", ".join(_short(h) for h in heads))
+    for w, c, ids in doubled:
+        print(f"EQUIVOCATION: writer {_short(w)} signed {len(ids)} versions at counter {c}")
     return 0
 
 

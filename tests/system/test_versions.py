@@ -268,6 +268,20 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
             assert log.heads == [v2.version]
         assert file_id_text(parse_file_id(fid)) == fid
 
+        # equivocation: the owner's key signs two versions at one counter. Both are kept (no
+        # replica can know which came first), shown as conflicting heads and flagged by log.
+        ow = writer_id(owner.public_key)
+        twin_vec = {**top_vec, ow: top_vec[ow] + 7}
+        twins = [sign_version(owner, binding, cid_for(x), twin_vec, parent) for x in (b"x", b"y")]
+        reply = await _peer_push(cluster, 2, versions_pb2.Bundle(
+            file_id=parse_file_id(fid), records=[encode(t) for t in twins]))
+        assert reply.accepted == 2
+        out = run_cli("log", fid, "--json", api=cluster.nodes[0].api)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["conflict"] and len(doc["equivocations"]) == 1
+        assert set(doc["equivocations"][0]["versions"]) == {record_id(t).hex() for t in twins}
+
 
 async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
     extra = [*EXTRA, "--versions-replicas", "2"]
