@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = {status_value(c) for c in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)}
 NOT_FOUND = status_value(grpc.StatusCode.NOT_FOUND)
+ATTEMPT_SLACK_S = 1.0          # network + queueing beyond the function's own wall limit
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Target:
     peer: mesh_pb2.PeerRecord | None = None
     deploy_seq: int = 0
     deployer: bytes = b""
+    wall_time_s: float = 0.0
 
 
 @dataclass
@@ -141,24 +143,26 @@ class Router:
         if chosen and chosen[0].deployed:
             deploy = max(chosen, key=lambda p: (p.record.deploy_seq, p.seq)).record
             cid, entry = deploy.code_cid, deploy.entry or deploy.function
-            seq, by = deploy.deploy_seq, deploy.node_id
+            seq, by, wall = deploy.deploy_seq, deploy.node_id, deploy.wall_time_s
             if self.serves_locally():
                 out.append(Target(me, self.ctx.address, 0, cid, entry, deploy.worker_id,
-                                  deploy_seq=seq, deployer=by))
+                                  deploy_seq=seq, deployer=by, wall_time_s=wall))
             for view in live.values():
                 if "compute" in view.roles:
                     out.append(Target(view.node_id, view.address, view.record.load, cid,
                                       entry, deploy.worker_id, peer=view.record,
-                                      deploy_seq=seq, deployer=by))
+                                      deploy_seq=seq, deployer=by, wall_time_s=wall))
             return out
         for p in chosen:
             if p.node_id == me:
                 out.append(Target(me, self.ctx.address, p.record.load,
-                                  worker_id=p.record.worker_id))
+                                  worker_id=p.record.worker_id,
+                                  wall_time_s=p.record.wall_time_s))
             elif p.node_id in live:
                 view = live[p.node_id]
                 out.append(Target(p.node_id, view.address, p.record.load,
-                                  worker_id=p.record.worker_id, peer=view.record))
+                                  worker_id=p.record.worker_id, peer=view.record,
+                                  wall_time_s=p.record.wall_time_s))
         return out
 
     def fallback_targets(self, providers: list[Provider]) -> list[Target]:
@@ -212,8 +216,12 @@ class Router:
             attempts += 1
             if attempts > 1:
                 self.retries += 1
-            # Leave time for another provider unless this is the last one we know of.
+            # Leave time for another provider unless this is the last one we know of; and no
+            # attempt needs much more than the function's wall-clock limit (a provider that
+            # takes longer is stuck: SIGSTOPped, swapping, partitioned).
             budget = remaining if len(targets) == 1 else max(min(remaining, 1.0), remaining / 2)
+            if target.wall_time_s > 0 and len(targets) > 1:
+                budget = min(budget, target.wall_time_s * 1.2 + ATTEMPT_SLACK_S)
             outcome, error = await self._attempt(target, request, budget, attempts)
             if outcome is not None:
                 code = outcome.reply.error.code if outcome.reply.failed else 0

@@ -172,7 +172,8 @@ class ComputeService:
         return compute_pb2.ProviderRecord(
             function=fn.name, worker_id=fn.worker_id, node_id=self.ctx.identity.node_id,
             address=self.ctx.address, load=self.inflight, deploy_seq=fn.registered_ms,
-            entry=fn.entry, withdrawn=withdrawn, capacity=self.pool_size)
+            entry=fn.entry, withdrawn=withdrawn, capacity=self.pool_size,
+            wall_time_s=(fn.limits or self.limits).wall_time_s)
 
     async def _publish_one(self, record: compute_pb2.ProviderRecord, *, ttl: float) -> int:
         signed = sign_provider(self.ctx.identity, record, ttl_s=ttl)
@@ -214,7 +215,8 @@ class ComputeService:
                 function=dep.name, worker_id=dep.worker_id,
                 node_id=dep.deployer or self.ctx.identity.node_id,
                 address=self.ctx.address, load=self.inflight, code_cid=dep.cid,
-                deploy_seq=dep.deploy_seq, entry=dep.entry, capacity=self.pool_size)
+                deploy_seq=dep.deploy_seq, entry=dep.entry, capacity=self.pool_size,
+                wall_time_s=self.limits.wall_time_s)
             await self._publish_one(record, ttl=self.deploy_ttl_s)
 
     # --- deploy ----------------------------------------------------------------------------
@@ -240,7 +242,8 @@ class ComputeService:
                 raise InvalidArgumentError(f"{name!r} is not offered by the module")
             record = compute_pb2.ProviderRecord(
                 function=name, worker_id=worker_id, node_id=self.ctx.identity.node_id,
-                address=self.ctx.address, code_cid=cid, deploy_seq=seq, entry=entry)
+                address=self.ctx.address, code_cid=cid, deploy_seq=seq, entry=entry,
+                wall_time_s=self.limits.wall_time_s)
             acks += await self._publish_one(record, ttl=self.deploy_ttl_s)
             self.deployments[name] = Deployment(name, entry, cid, seq, worker_id,
                                                 self.ctx.identity.node_id)

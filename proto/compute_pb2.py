@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/compute.proto\x12\x0etwmesh.compute\x1a\x1cgoogle/protobuf/struct.proto\"\xbf\x01\n\x0eProviderRecord\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x65ntry\x18\x08 \x01(\t\x12\x11\n\twithdrawn\x18\t \x01(\x08\x12\x10\n\x08\x63\x61pacity\x18\n \x01(\r\"\xdd\x01\n\x0b\x43\x61llRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12(\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07timeout\x18\x04 \x01(\x01\x12\x10\n\x08\x63ode_cid\x18\x05 \x01(\t\x12\r\n\x05\x65ntry\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x12\n\ndeploy_seq\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x65ployer\x18\t \x01(\x0c\"Y\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\x08\"\x91\x01\n\tCallReply\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12(\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x19.twmesh.compute.CallError\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x08\"-\n\x10StoreCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x0c\" \n\x0eStoreCodeReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\x1f\n\x10\x46\x65tchCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"-\n\x0e\x46\x65tchCodeReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\"S\n\rDeployRequest\x12\x0e\n\x06source\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"/\n\x10\x44\x65ployedFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\t\"\x92\x01\n\x0e\x44\x65ployResponse\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x12\n\ndeploy_seq\x18\x02 \x01(\x04\x12\x33\n\tfunctions\x18\x03 \x03(\x0b\x32 .twmesh.compute.DeployedFunction\x12\x15\n\rcode_replicas\x18\x04 \x01(\r\x12\x13\n\x0brecord_acks\x18\x05 \x01(\r\"$\n\x10\x46unctionsRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\"\x98\x01\n\x0cProviderInfo\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x61live\x18\x08 \x01(\x08\"D\n\x11\x46unctionsResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.twmesh.compute.ProviderInfo2\xab\x01\n\x0e\x43omputeService\x12G\n\x06\x44\x65ploy\x12\x1d.twmesh.compute.DeployRequest\x1a\x1e.twmesh.compute.DeployResponse\x12P\n\tFunctions\x12 .twmesh.compute.FunctionsRequest\x1a!.twmesh.compute.FunctionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/compute.proto\x12\x0etwmesh.compute\x1a\x1cgoogle/protobuf/struct.proto\"\xd4\x01\n\x0eProviderRecord\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x65ntry\x18\x08 \x01(\t\x12\x11\n\twithdrawn\x18\t \x01(\x08\x12\x10\n\x08\x63\x61pacity\x18\n \x01(\r\x12\x13\n\x0bwall_time_s\x18\x0b \x01(\x01\"\xdd\x01\n\x0b\x43\x61llRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12(\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07timeout\x18\x04 \x01(\x01\x12\x10\n\x08\x63ode_cid\x18\x05 \x01(\t\x12\r\n\x05\x65ntry\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x12\n\ndeploy_seq\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x65ployer\x18\t \x01(\x0c\"Y\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\x08\"\x91\x01\n\tCallReply\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12(\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x19.twmesh.compute.CallError\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x08\"-\n\x10StoreCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x0c\" \n\x0eStoreCodeReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\x1f\n\x10\x46\x65tchCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"-\n\x0e\x46\x65tchCodeReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\"S\n\rDeployRequest\x12\x0e\n\x06source\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"/\n\x10\x44\x65ployedFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\t\"\x92\x01\n\x0e\x44\x65ployResponse\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x12\n\ndeploy_seq\x18\x02 \x01(\x04\x12\x33\n\tfunctions\x18\x03 \x03(\x0b\x32 .twmesh.compute.DeployedFunction\x12\x15\n\rcode_replicas\x18\x04 \x01(\r\x12\x13\n\x0brecord_acks\x18\x05 \x01(\r\"$\n\x10\x46unctionsRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\"\x98\x01\n\x0cProviderInfo\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x61live\x18\x08 \x01(\x08\"D\n\x11\x46unctionsResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.twmesh.compute.ProviderInfo2\xab\x01\n\x0e\x43omputeService\x12G\n\x06\x44\x65ploy\x12\x1d.twmesh.compute.DeployRequest\x1a\x1e.twmesh.compute.DeployResponse\x12P\n\tFunctions\x12 .twmesh.compute.FunctionsRequest\x1a!.twmesh.compute.FunctionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.compute_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVIDERRECORD']._serialized_start=70
-  _globals['_PROVIDERRECORD']._serialized_end=261
-  _globals['_CALLREQUEST']._serialized_start=264
-  _globals['_CALLREQUEST']._serialized_end=485
-  _globals['_CALLERROR']._serialized_start=487
-  _globals['_CALLERROR']._serialized_end=576
-  _globals['_CALLREPLY']._serialized_start=579
-  _globals['_CALLREPLY']._serialized_end=724
-  _globals['_STORECODEREQUEST']._serialized_start=726
-  _globals['_STORECODEREQUEST']._serialized_end=771
-  _globals['_STORECODEREPLY']._serialized_start=773
-  _globals['_STORECODEREPLY']._serialized_end=805
-  _globals['_FETCHCODEREQUEST']._serialized_start=807
-  _globals['_FETCHCODEREQUEST']._serialized_end=838
-  _globals['_FETCHCODEREPLY']._serialized_start=840
-  _globals['_FETCHCODEREPLY']._serialized_end=885
-  _globals['_DEPLOYREQUEST']._serialized_start=887
-  _globals['_DEPLOYREQUEST']._serialized_end=970
-  _globals['_DEPLOYEDFUNCTION']._serialized_start=972
-  _globals['_DEPLOYEDFUNCTION']._serialized_end=1019
-  _globals['_DEPLOYRESPONSE']._serialized_start=1022
-  _globals['_DEPLOYRESPONSE']._serialized_end=1168
-  _globals['_FUNCTIONSREQUEST']._serialized_start=1170
-  _globals['_FUNCTIONSREQUEST']._serialized_end=1206
-  _globals['_PROVIDERINFO']._serialized_start=1209
-  _globals['_PROVIDERINFO']._serialized_end=1361
-  _globals['_FUNCTIONSRESPONSE']._serialized_start=1363
-  _globals['_FUNCTIONSRESPONSE']._serialized_end=1431
-  _globals['_COMPUTESERVICE']._serialized_start=1434
-  _globals['_COMPUTESERVICE']._serialized_end=1605
+  _globals['_PROVIDERRECORD']._serialized_end=282
+  _globals['_CALLREQUEST']._serialized_start=285
+  _globals['_CALLREQUEST']._serialized_end=506
+  _globals['_CALLERROR']._serialized_start=508
+  _globals['_CALLERROR']._serialized_end=597
+  _globals['_CALLREPLY']._serialized_start=600
+  _globals['_CALLREPLY']._serialized_end=745
+  _globals['_STORECODEREQUEST']._serialized_start=747
+  _globals['_STORECODEREQUEST']._serialized_end=792
+  _globals['_STORECODEREPLY']._serialized_start=794
+  _globals['_STORECODEREPLY']._serialized_end=826
+  _globals['_FETCHCODEREQUEST']._serialized_start=828
+  _globals['_FETCHCODEREQUEST']._serialized_end=859
+  _globals['_FETCHCODEREPLY']._serialized_start=861
+  _globals['_FETCHCODEREPLY']._serialized_end=906
+  _globals['_DEPLOYREQUEST']._serialized_start=908
+  _globals['_DEPLOYREQUEST']._serialized_end=991
+  _globals['_DEPLOYEDFUNCTION']._serialized_start=993
+  _globals['_DEPLOYEDFUNCTION']._serialized_end=1040
+  _globals['_DEPLOYRESPONSE']._serialized_start=1043
+  _globals['_DEPLOYRESPONSE']._serialized_end=1189
+  _globals['_FUNCTIONSREQUEST']._serialized_start=1191
+  _globals['_FUNCTIONSREQUEST']._serialized_end=1227
+  _globals['_PROVIDERINFO']._serialized_start=1230
+  _globals['_PROVIDERINFO']._serialized_end=1382
+  _globals['_FUNCTIONSRESPONSE']._serialized_start=1384
+  _globals['_FUNCTIONSRESPONSE']._serialized_end=1452
+  _globals['_COMPUTESERVICE']._serialized_start=1455
+  _globals['_COMPUTESERVICE']._serialized_end=1626
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ProviderRecord(_message.Message):
-    __slots__ = ("function", "worker_id", "node_id", "address", "load", "code_cid", "deploy_seq", "entry", "withdrawn", "capacity")
+    __slots__ = ("function", "worker_id", "node_id", "address", "load", "code_cid", "deploy_seq", "entry", "withdrawn", "capacity", "wall_time_s")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class ProviderRecord(_message.Message):
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     WITHDRAWN_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_S_FIELD_NUMBER: _ClassVar[int]
     function: str
     worker_id: str
     node_id: bytes
@@ -29,7 +30,8 @@ class ProviderRecord(_message.Message):
     entry: str
     withdrawn: bool
     capacity: int
-    def __init__(self, function: _Optional[str] = ..., worker_id: _Optional[str] = ..., node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., load: _Optional[int] = ..., code_cid: _Optional[str] = ..., deploy_seq: _Optional[int] = ..., entry: _Optional[str] = ..., withdrawn: _Optional[bool] = ..., capacity: _Optional[int] = ...) -> None: ...
+    wall_time_s: float
+    def __init__(self, function: _Optional[str] = ..., worker_id: _Optional[str] = ..., node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., load: _Optional[int] = ..., code_cid: _Optional[str] = ..., deploy_seq: _Optional[int] = ..., entry: _Optional[str] = ..., withdrawn: _Optional[bool] = ..., capacity: _Optional[int] = ..., wall_time_s: _Optional[float] = ...) -> None: ...
 
 class CallRequest(_message.Message):
     __slots__ = ("function", "args", "kwargs", "timeout", "code_cid", "entry", "worker_id", "deploy_seq", "deployer")

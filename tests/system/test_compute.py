@@ -4,6 +4,7 @@ examples, unchanged), calls through a third peer, errors, deploys, failover unde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -326,5 +327,32 @@ async def test_two_providers_one_killed_during_500_calls_no_call_fails(tmp_path:
             assert all(r[1] == r[0] * r[0] for r in results)
             assert {r[3] for r in results if r[0] > 300} == {b.node_id}
         finally:
+            a.kill()
+            b.kill()
+
+
+@pytest.mark.slow
+async def test_a_stopped_provider_is_bypassed_within_its_wall_limit(tmp_path: Path) -> None:
+    """SIGSTOP (not kill): the connection stays open but nothing answers. Calls that went to
+    it are retried elsewhere once the function's wall limit (+ slack) has passed."""
+    script = tmp_path / "square.py"
+    script.write_text(SQUARE)
+    async with NodeCluster(tmp_path, 3) as cluster:
+        a = WorkerProc(script, tmp_path, cluster.nodes[0].peer, "sq_a")
+        b = WorkerProc(script, tmp_path, cluster.nodes[1].peer, "sq_b")
+        try:
+            await a.wait_ready()
+            await b.wait_ready()
+            stub = cluster.stub(2, taskworker_pb2_grpc.RPCServiceStub)
+            await call_when_ready(stub, "square", 3)
+            os.killpg(a.proc.pid, signal.SIGSTOP)
+            started = time.monotonic()
+            results = await asyncio.gather(*(call(stub, "square", i) for i in range(40)))
+            assert [values.from_value(r.result) for r in results] == [i * i for i in range(40)]
+            assert {r.node_id[:16] for r in results} == {b.node_id}
+            assert time.monotonic() - started < 30          # well inside the deadline
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(a.proc.pid, signal.SIGCONT)
             a.kill()
             b.kill()
