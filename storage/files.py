@@ -59,7 +59,6 @@ DEFAULT_K, DEFAULT_M = 4, 2
 DEFAULT_STRIPE = 4 * 2**20
 MIN_STRIPE, MAX_STRIPE = 4096, 32 * 2**20
 MAX_FILENAME = 1024
-SMALL_PUSH = 256 * 1024       # unary pushes up to this size take the one-round-trip path
 FILENAME_INDEX = 2**63        # AEAD index used for the sealed filename (never a stripe index)
 
 
@@ -315,9 +314,10 @@ class FileStore:
     # -- Push -------------------------------------------------------------------------------
     async def push_bytes(self, data: bytes, owner: nacl.signing.SigningKey,
                          opts: PushOptions) -> PushResult:
-        """Unary Push: the CID is known first, so placement derives from it."""
+        """Unary Push: the CID is known first, so placement derives from it; a one-stripe file
+        takes the one-round-trip path (_push_small)."""
         cid = await asyncio.to_thread(cid_for, data) if len(data) > 65536 else cid_for(data)
-        if len(data) <= min(opts.stripe_size, SMALL_PUSH):
+        if len(data) <= opts.stripe_size:
             return await self._push_small(data, owner, opts, cid)
         return await self.push(_one_chunk(data), owner, opts, cid=cid)
 
@@ -401,9 +401,13 @@ class FileStore:
                             f"{codec.n} fragments: several fragments share a holder "
                             "(under-replicated)")
         file_key = new_file_key()
-        sealed = seal_stripe(file_key, data, context=file_id.encode(), index=0, last=True)
-        frags = codec.encode(sealed)
-        hashes = [hashlib.sha256(f).digest() for f in frags]
+
+        def encode() -> tuple[list[bytes], list[bytes]]:
+            sealed = seal_stripe(file_key, data, context=file_id.encode(), index=0, last=True)
+            frags = codec.encode(sealed)
+            return frags, [hashlib.sha256(f).digest() for f in frags]
+
+        frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
         planned = [placer.slot(h) for h in placer.current]
         stripes = [storage_pb2.Stripe(fragments=[
             storage_pb2.Fragment(hash=h, holder=slot) for h, slot in zip(hashes, planned,
