@@ -6,15 +6,27 @@ benchmark that starts them calls :func:`reexec_in_private_netns` first thing in 
     from benchmarks.netns import reexec_in_private_netns
 
     def main() -> None:
-        reexec_in_private_netns()   # the host process execs `unshare -n`; the copy inside returns
+        reexec_in_private_netns()   # the host process execs `unshare`; the copy inside returns
         ...
 
 Outside a private namespace the current command line (``sys.orig_argv``, so ``python -m pkg.mod
-ARGS`` works) is re-executed as ``unshare -n -- sh -c 'ip link set lo up && exec "$@"'``; that
-call never returns in the original process (``os.execvp``), and the re-executed copy finds
-itself inside the namespace, so the call returns there and the benchmark goes on. Everything the
+ARGS`` and ``python -c CODE`` work) is re-executed as::
+
+    unshare -n -p -f --kill-child --mount-proc -- sh -c 'ip link set lo up && exec "$@"' sh CMD
+
+That call never returns in the original process (``os.execvp``; it becomes the waiting
+``unshare``, which exits with the benchmark's status), and the re-executed copy finds itself
+inside the namespace, so the call returns there and the benchmark goes on. Everything the
 benchmark starts (our own nodes, Tahoe-LAFS, the client talking to them) then lives in the same
-namespace: traffic can only go over loopback and nothing is reachable from outside.
+network namespace: traffic can only go over loopback and nothing is reachable from outside.
+
+The new PID namespace (``pid_namespace=True``, the default) makes cleanup certain: the benchmark
+is PID 1 there, so when it dies *in any way* (even SIGKILL, or ``unshare`` being killed:
+``--kill-child``) the kernel kills every process it started, and no orphaned Tahoe grid or node
+keeps running in an unreachable namespace. Consequences: ``os.getpid() == 1``; ``/proc`` is
+remounted so PIDs in it match the namespace; a PID 1 ignores signals it has no handler for, so
+SIGTERM and SIGHUP get a handler raising ``SystemExit`` (``with`` blocks unwind, nodes are
+stopped) unless the program installed its own; SIGINT stays ``KeyboardInterrupt``.
 
 Needs root (or CAP_SYS_ADMIN) and util-linux ``unshare`` plus iproute2 ``ip``. Anything that
 needs the network (pip install) must happen before the call. The environment variable
@@ -25,9 +37,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 MARKER = "TW_MESH_NETNS"
 
@@ -48,16 +62,30 @@ def ensure_lo_up() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
-def reexec_in_private_netns(argv: list[str] | None = None) -> None:
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _handle_termination() -> None:
+    """Give SIGTERM/SIGHUP a handler where there is none (a PID 1 would ignore them)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _exit_on_signal)
+
+
+def reexec_in_private_netns(argv: list[str] | None = None, *, pid_namespace: bool = True) -> None:
     """Make sure the rest of this program runs in a private network namespace (only ``lo``).
 
-    Inside one already: bring ``lo`` up and return. Otherwise exec ``unshare -n`` on the same
-    command (``argv``, default ``sys.orig_argv``) -- never returns in that case. Raises
-    ``RuntimeError`` if the re-executed copy still is not isolated, or ``unshare``/``ip`` is
-    missing.
+    Inside one already: bring ``lo`` up, make SIGTERM/SIGHUP raise ``SystemExit`` if they have
+    no handler, and return. Otherwise exec ``unshare`` (network namespace, plus PID and mount
+    namespaces when ``pid_namespace``) on the same command (``argv``, default
+    ``sys.orig_argv``) -- never returns in that case. Raises ``RuntimeError`` if the
+    re-executed copy still is not isolated, or ``unshare``/``ip`` is missing. Call it from the
+    main thread, before starting threads or nodes.
     """
     if in_private_netns():
         ensure_lo_up()
+        _handle_termination()
         return
     if os.environ.get(MARKER) == "1":
         raise RuntimeError(
@@ -67,10 +95,11 @@ def reexec_in_private_netns(argv: list[str] | None = None) -> None:
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool!r} not found; cannot create a private network namespace")
     cmd = list(argv) if argv is not None else [sys.executable, *sys.orig_argv[1:]]
+    flags = ["-n", "-p", "-f", "--kill-child", "--mount-proc"] if pid_namespace else ["-n"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.environ[MARKER] = "1"
     os.execvp(
         "unshare",
-        ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd],
+        ["unshare", *flags, "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd],
     )

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -52,17 +53,64 @@ def test_grid_parameters_validated(tmp_path: Path) -> None:
 def test_reexec_lands_in_private_netns() -> None:
     r = _in_netns(
         """
-        import subprocess
+        import os, subprocess
         from benchmarks.netns import interfaces
         print(interfaces())
-        print(subprocess.run(["ip", "-o", "link", "show", "lo"], capture_output=True, text=True).stdout)
+        print(subprocess.run(["ip", "-o", "link", "show", "lo"], capture_output=True, text=True).stdout.strip())
+        print(os.getpid())
         """,
         timeout=30,
     )
     assert r.returncode == 0, r.stderr
-    first, second = r.stdout.splitlines()[:2]
+    first, second, third = r.stdout.splitlines()[:3]
     assert first == "['lo']"
     assert "UP" in second.split(">", 1)[0]
+    assert third == "1"  # PID 1 of its own PID namespace
+
+
+def _cmdlines() -> list[bytes]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            out.append((d / "cmdline").read_bytes())
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not can_unshare, reason="needs root with unshare and ip")
+def test_killing_the_benchmark_kills_what_it_started() -> None:
+    marker = f"{os.getpid() % 1000}.{time.time_ns() % 10**6}"
+    script = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        from benchmarks.netns import reexec_in_private_netns
+        reexec_in_private_netns()
+        subprocess.Popen(["sleep", "{marker}"], start_new_session=True)
+        print("started", flush=True)
+        time.sleep(60)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(netns.MARKER, None)
+    p = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "started"
+        assert any(marker.encode() in c for c in _cmdlines())
+        p.kill()  # SIGKILL to the outer `unshare`; no cleanup code of ours runs
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(marker.encode() in c for c in _cmdlines()):
+            assert time.monotonic() < deadline, "process started in the namespace survived"
+            time.sleep(0.1)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
 
 
 @pytest.mark.slow
