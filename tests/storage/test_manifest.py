@@ -98,3 +98,15 @@ def test_keyring(tmp_path: Path) -> None:
             ring.create(bad)
     with pytest.raises(InvalidArgumentError):
         ring.create("alice")
+
+
+def test_user_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from taskworker.cli import main
+
+    assert main(["user", "create", "alice", "--data-dir", str(tmp_path)]) == 0
+    name, pub = capsys.readouterr().out.split()
+    assert name == "alice" and len(bytes.fromhex(pub)) == 32
+    assert main(["user", "create", "alice", "--data-dir", str(tmp_path)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["user", "list", "--data-dir", str(tmp_path), "--json"]) == 0
+    assert '"alice"' in capsys.readouterr().out
