@@ -1,12 +1,16 @@
-"""Property: random revise/sync/crash interleavings on three on-disk replicas converge.
+"""Property: random revise/sync/crash/revoke interleavings on three on-disk replicas converge.
 
 Each replica has its own writer (owner, and two granted writers), as a user's key lives on one
 node. Operations: a writer revises at its replica (on all heads, or on one head only, which makes
 conflicts); a one-way or two-way sync between two replicas (a sync may be cut short after a
-prefix of the records, like a dropped connection); a crash (the replica reopens from disk); an
-attacker pushes a record with a bad signature. After a final full sync all replicas hold the same
-valid records, grants and heads; every version ever created is there (nothing lost); no forged
-record is anywhere.
+prefix of the records, like a dropped connection), sending only valid records as replicas do; a
+crash (the replica reopens from disk); the owner revokes or re-grants a writer (the revocation
+carries the owner's vector); an attacker pushes a record with a bad signature.
+
+Oracle: one VersionSet built from every grant and every record ever created. After a final full
+sync, all replicas hold exactly its valid records (nothing lost, nothing extra: a record from a
+revoked writer that the owner had not seen is invalid everywhere alike), its grants and heads; no
+forged record is anywhere; no honest writer equivocated, even across crashes.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mesh.errors import PeerCallError
 from mesh.identity import Identity
+from proto import versions_pb2
 from storage.cid import cid_for
 from storage.versions.records import new_binding, record_id, sign_grant
 from storage.versions.store import VersionStore
+from storage.versions.vset import VersionSet
 
 WRITERS = [Identity.from_seed(b"p-owner"), Identity.from_seed(b"p-alice"),
            Identity.from_seed(b"p-bob")]
-MALLORY = Identity.from_seed(b"p-mallory")
 
 op = st.one_of(
     st.tuples(st.just("revise"), st.integers(0, 2), st.booleans()),
@@ -32,12 +38,13 @@ op = st.one_of(
               st.integers(0, 20)),
     st.tuples(st.just("crash"), st.integers(0, 2)),
     st.tuples(st.just("forge"), st.integers(0, 2)),
+    st.tuples(st.just("revoke"), st.integers(1, 2), st.booleans()),
 )
 
 
 def push(src: VersionStore, dst: VersionStore, file_id: bytes, limit: int | None = None) -> None:
     vs = src.get(file_id)
-    records = [v.record for v in vs.records()]       # parents before children
+    records = [v.record for v in vs.valid()]          # parents before children, valid only
     if limit is not None:
         records = records[:limit]
     dst.ingest(file_id, vs.grants(), records)
@@ -48,71 +55,81 @@ def push(src: VersionStore, dst: VersionStore, file_id: bytes, limit: int | None
 @given(st.lists(op, min_size=1, max_size=30))
 def test_replicas_converge(tmp_path: Path, ops: list[tuple[object, ...]]) -> None:
     # one fresh folder per example under tmp_path (removing folders is slow on some disks)
-    if True:
-        tmp = tempfile.mkdtemp(dir=tmp_path)
-        dirs = [Path(tmp) / f"r{i}" for i in range(3)]
-        stores = [VersionStore(d, durable=False) for d in dirs]
-        owner = WRITERS[0]
-        binding = new_binding(owner.public_key)
-        fid = binding.file_id
-        genesis = stores[0].revise(owner, binding, cid_for(b"genesis"))
-        for w in WRITERS[1:]:
-            stores[0].add_grant(sign_grant(owner, binding, w.public_key))
-        for s in stores[1:]:
-            push(stores[0], s, fid)
-        created = {record_id(genesis)}
-        forged: set[bytes] = set()
-        n = 0
-        for o in ops:
-            if o[0] == "revise":
-                i, all_heads = int(o[1]), bool(o[2])  # type: ignore[call-overload]
-                heads = [h.id for h in stores[i].get(fid).heads()]
-                parents = heads if all_heads else heads[-1:]
-                n += 1
-                rec = stores[i].revise(WRITERS[i], binding, cid_for(b"%d" % n), parents)
-                created.add(record_id(rec))
-            elif o[0] == "sync":
-                a, b, both, cut = (int(o[1]), int(o[2]), bool(o[3]),  # type: ignore[call-overload]
-                                   int(o[4]))  # type: ignore[call-overload]
-                push(stores[a], stores[b], fid, cut if cut < 20 else None)
-                if both:
-                    push(stores[b], stores[a], fid)
-            elif o[0] == "crash":
-                i = int(o[1])  # type: ignore[call-overload]
-                stores[i].close()
-                stores[i] = VersionStore(dirs[i], durable=False)
-            else:
-                i = int(o[1])  # type: ignore[call-overload]
-                vs = stores[i].get(fid)
-                good = stores[i].revise(WRITERS[i], binding, cid_for(b"tmp"), None)
-                created.add(record_id(good))
-                bad = type(good)()
-                bad.CopyFrom(good)
-                bad.cid = cid_for(b"forged")
-                bad.time_ms += 1
-                forged.add(record_id(bad))
-                res = stores[(i + 1) % 3].ingest(fid, [], [bad])
-                assert res.accepted == 0 and len(res.refused) == 1
-                assert vs is stores[i].get(fid)
-        # final anti-entropy round: everyone pushes to everyone, twice
-        for _ in range(2):
-            for a in range(3):
-                for b in range(3):
-                    if a != b:
-                        push(stores[a], stores[b], fid)
-        prints = {s.get(fid).fingerprint() for s in stores}
-        assert len(prints) == 1
-        heads = {tuple(h.id for h in s.get(fid).heads()) for s in stores}
-        assert len(heads) == 1
-        valid = stores[0].get(fid).valid_ids()
-        assert created <= valid                        # nothing lost
-        for s in stores:
-            assert not (forged & s.get(fid).record_ids())
-            assert not s.get(fid).equivocations()      # honest writers, even across crashes
-        # a merge revise resolves any conflict everywhere
-        stores[1].revise(WRITERS[1], binding, cid_for(b"merge"))
-        for b in (0, 2):
-            push(stores[1], stores[b], fid)
-        assert {len(s.get(fid).heads()) for s in stores} == {1}
-        for s in stores:
-            s.close()
+    tmp = tempfile.mkdtemp(dir=tmp_path)
+    dirs = [Path(tmp) / f"r{i}" for i in range(3)]
+    stores = [VersionStore(d, durable=False) for d in dirs]
+    owner = WRITERS[0]
+    binding = new_binding(owner.public_key)
+    fid = binding.file_id
+    all_records: list[versions_pb2.VersionRecord] = [
+        stores[0].revise(owner, binding, cid_for(b"genesis"))]
+    all_grants: list[versions_pb2.GrantRecord] = []
+    seq = 0
+    for w in WRITERS[1:]:
+        seq += 1
+        all_grants.append(sign_grant(owner, binding, w.public_key, seq=seq))
+        stores[0].add_grant(all_grants[-1])
+    for s in stores[1:]:
+        push(stores[0], s, fid)
+    forged: set[bytes] = set()
+    n = 0
+    for o in ops:
+        kind = o[0]
+        if kind == "revise":
+            i, all_heads = int(o[1]), bool(o[2])  # type: ignore[call-overload]
+            heads = [h.id for h in stores[i].get(fid).heads()]
+            parents = heads if all_heads else heads[-1:]
+            n += 1
+            try:
+                all_records.append(stores[i].revise(WRITERS[i], binding, cid_for(b"%d" % n),
+                                                    parents))
+            except PeerCallError:
+                assert i != 0                     # only a revoked writer is refused
+        elif kind == "sync":
+            a, b, both, cut = (int(o[1]), int(o[2]), bool(o[3]),  # type: ignore[call-overload]
+                               int(o[4]))  # type: ignore[call-overload]
+            push(stores[a], stores[b], fid, cut if cut < 20 else None)
+            if both:
+                push(stores[b], stores[a], fid)
+        elif kind == "crash":
+            i = int(o[1])  # type: ignore[call-overload]
+            stores[i].close()
+            stores[i] = VersionStore(dirs[i], durable=False)
+        elif kind == "revoke":
+            w, revoke = int(o[1]), bool(o[2])  # type: ignore[call-overload]
+            seq += 1
+            g = sign_grant(owner, binding, WRITERS[w].public_key, revoke=revoke, seq=seq,
+                           vector=stores[0].get(fid).vector() if revoke else None)
+            all_grants.append(g)
+            stores[0].add_grant(g)
+        else:
+            i = int(o[1])  # type: ignore[call-overload]
+            good = all_records[-1]
+            bad = versions_pb2.VersionRecord()
+            bad.CopyFrom(good)
+            bad.cid = cid_for(b"forged")
+            bad.time_ms += 1
+            forged.add(record_id(bad))
+            res = stores[i].ingest(fid, [], [bad])
+            assert res.accepted == 0 and record_id(bad) not in stores[i].get(fid).record_ids()
+    # final anti-entropy: everyone pushes to everyone until nothing changes
+    for _ in range(3):
+        for a in range(3):
+            for b in range(3):
+                if a != b:
+                    push(stores[a], stores[b], fid)
+    oracle = VersionSet(fid)
+    oracle.add_many(all_grants, all_records)
+    for s in stores:
+        vs = s.get(fid)
+        assert vs.fingerprint() == oracle.fingerprint()
+        assert [h.id for h in vs.heads()] == [h.id for h in oracle.heads()]
+        assert not (forged & vs.record_ids())
+        assert not vs.equivocations()          # honest writers, even across crashes
+    # the owner's merge revise resolves any conflict everywhere
+    stores[0].revise(owner, binding, cid_for(b"merge"))
+    for b in (1, 2):
+        push(stores[0], stores[b], fid)
+    assert {len(s.get(fid).heads()) for s in stores} == {1}
+    for s in stores:
+        s.close()
