@@ -31,8 +31,8 @@ def peer(node: str, up: bool, services: dict[str, Any]) -> PeerState:
 
 
 def test_page_escapes_peer_strings_and_draws_charts() -> None:
-    hostile = peer("ab", True, {"storage": {"fragments": 7, "repair": {"under_replicated": [
-        {"cid": "<script>alert(1)</script>", "healthy": 4, "want": 6}]}}})
+    hostile = peer("ab", True, {"storage": {"fragments": 7}, "repair": {"under_replicated": [
+        {"cid": "<script>alert(1)</script>", "healthy": 4, "want": 6}]}})
     hostile.error = "<img src=x onerror=alert(1)>"
     poller = poller_with([hostile, peer("cd", False, {})])
     page = render_page(poller, title="t")

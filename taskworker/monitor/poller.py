@@ -27,11 +27,12 @@ from proto import mesh_pb2
 log = logging.getLogger(__name__)
 
 # Counters whose rate is "calls/s": (service, key) in a peer's status JSON.
-CALL_COUNTERS = (("compute", "executed"), ("compute", "routed"), ("storage", "calls"),
-                 ("storage", "gets"), ("storage", "puts"), ("proxy", "requests"))
+CALL_COUNTERS = (("compute", "executed"), ("compute", "routed"), ("storage", "peer_calls"),
+                 ("storage", "gets"), ("storage", "pushes"), ("proxy", "requests"))
 # Counters that add up to "errors".
-ERROR_COUNTERS = (("compute", "failed"), ("compute", "sandbox.failures"), ("storage", "errors"),
-                  ("storage", "corrupt"), ("proxy", "errors"))
+ERROR_COUNTERS = (("compute", "failed"), ("compute", "sandbox.failures"),
+                  ("storage", "fragment_failures"), ("storage", "corrupt_fragments_dropped"),
+                  ("repair", "failures"), ("proxy", "errors"))
 HISTORY = 360              # samples kept for the charts (30 min at the default 5 s interval)
 
 
@@ -90,8 +91,8 @@ class PeerState:
 
     @property
     def stored_bytes(self) -> float:
-        return number(self.services, "storage.bytes", "storage.stored_bytes",
-                      "storage.fragment_bytes", "storage.store.bytes") or 0.0
+        return number(self.services, "storage.fragment_bytes", "storage.bytes",
+                      "storage.stored_bytes", "storage.store.bytes") or 0.0
 
     @property
     def disk_free(self) -> float:
@@ -133,9 +134,7 @@ class PeerState:
 
     def under_replicated(self) -> list[dict[str, Any]]:
         """Files this peer (as a manifest holder / repairer) reports below k+m."""
-        files = lookup(self.services, "storage.repair.under_replicated")
-        if not isinstance(files, list):
-            files = lookup(self.services, "storage.under_replicated")
+        files = lookup(self.services, "repair.under_replicated")
         return [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
 
     def update_rates(self, now: float) -> None:
@@ -251,7 +250,9 @@ class MeshPoller:
         state.rtt.append(time.monotonic() - started)
         services = doc.get("services")
         if isinstance(services, dict):
-            services.pop("monitor", None)        # another monitor's mesh view: not its health
+            mon = services.pop("monitor", None)  # another monitor's mesh view: not its health
+            if isinstance(mon, dict) and isinstance(mon.get("repair"), dict):
+                services["repair"] = mon["repair"]
         state.status = doc
         state.up = True
         state.failures = 0

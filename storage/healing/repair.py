@@ -1,0 +1,383 @@
+"""Repair: manifest holders rebuild fragments that stay unreachable past a grace period.
+
+Every ``interval`` each storage node walks the manifests it keeps. For each file it ranks the
+m+1 live peers closest to ``manifest_key(cid)`` (the manifest holders); the first is the file's
+repair leader and only it rebuilds, so two repairers never rebuild the same fragment. If the
+leader is up but not repairing (stuck, overloaded), holder r takes over once the fragment has
+been missing ``r * (grace + 2 * interval)`` longer than the leader would have waited.
+
+The leader locates the fragments (storage/healing/locate.py). A fragment counts as missing when
+no live candidate has it. It is rebuilt when it has been missing for ``grace`` seconds -- or at
+once when every candidate answered (nothing is merely unreachable: the fragment is lost, e.g.
+dropped by the scrubber). Rebuild: fetch any k fragments of the stripe, decode the stripe
+ciphertext, re-encode, keep the missing indices (their sha256 must equal the signed hashes:
+repair needs no file key and cannot alter data) and store each on the closest live peer that
+holds nothing of that stripe yet. All repair bytes (fetched and stored) pass one token bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mesh.errors import MeshError
+from storage.crypto import STRIPE_OVERHEAD
+from storage.healing.locate import Locations, locate, pick_target
+from storage.healing.ratelimit import TokenBucket
+from storage.manifest import Manifest, ManifestStore, manifest_key, verify_manifest
+from storage.placement import Network
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED = 200          # under-replicated files listed in status()
+CHECK_DEADLINE_S = 120.0    # one file's check never wedges the loop
+
+
+@dataclass
+class RepairCounters:
+    passes: int = 0
+    files_checked: int = 0
+    files_led: int = 0
+    stripes_rebuilt: int = 0
+    fragments_rebuilt: int = 0
+    fragments_moved: int = 0
+    bytes_fetched: int = 0
+    bytes_stored: int = 0
+    stripes_unrecoverable: int = 0
+    failures: int = 0
+    manifests_copied: int = 0
+
+
+def manifest_id(m: Manifest) -> bytes:
+    return hashlib.sha256(m.signed.body).digest()[:16]
+
+
+class Repairer:
+    def __init__(self, network: Network, manifests: ManifestStore, *, interval: float,
+                 grace: float, bucket: TokenBucket, live_ids: Callable[[], set[bytes]],
+                 concurrency: int = 8) -> None:
+        self.network = network
+        self.manifests = manifests
+        self.interval = interval
+        self.grace = grace
+        self.bucket = bucket
+        self.live_ids = live_ids
+        self.counters = RepairCounters()
+        self.missing_since: dict[tuple[bytes, int, int], float] = {}
+        self.known: dict[bytes, dict[tuple[int, int], list[bytes]]] = {}
+        self.report: dict[str, dict[str, Any]] = {}
+        self.last_pass_s = 0.0
+        self.rebalance_pending = False
+        self._manifest_peers: dict[str, tuple[bytes, ...]] = {}
+        self._kick = asyncio.Event()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._task: asyncio.Task[None] | None = None
+        self.paused = False
+        self._led = 0
+        self.stage: dict[str, str] = {}        # file -> what its check is doing (diagnostics)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="repair")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def kick(self, rebalance: bool = False) -> None:
+        """Run a pass now (a fragment was dropped, a peer joined or left)."""
+        self.rebalance_pending = self.rebalance_pending or rebalance
+        self._kick.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._kick.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._kick.clear()
+            if self.paused:
+                continue
+            try:
+                await self.run_pass()
+            except Exception:
+                log.exception("repair pass failed")
+
+    # -- one pass ----------------------------------------------------------------------------
+    def _local_manifests(self) -> list[Manifest]:
+        out = []
+        for cid in self.manifests.cids():
+            for signed in self.manifests.get(cid):
+                try:
+                    out.append(verify_manifest(signed, cid))
+                except MeshError:
+                    continue
+        return out
+
+    async def run_pass(self) -> None:
+        started = time.monotonic()
+        rebalance, self.rebalance_pending = self.rebalance_pending, False
+        manifests = await asyncio.to_thread(self._local_manifests)
+        seen: set[str] = set()
+        self._led = 0
+
+        async def one(m: Manifest) -> None:
+            async with self._sem:
+                seen.add(m.cid + manifest_id(m).hex())
+                try:
+                    await self.check(m, rebalance=rebalance)
+                except TimeoutError:
+                    self.counters.failures += 1
+                    log.warning("repair check of %s timed out", m.cid)
+                except MeshError as exc:
+                    self.counters.failures += 1
+                    log.warning("repair check of %s failed: %s", m.cid, exc)
+
+        await asyncio.gather(*(one(m) for m in manifests))
+        for key in [k for k in self.report if k not in seen]:
+            del self.report[key]
+        self.counters.passes += 1
+        self.counters.files_led = self._led
+        self.last_pass_s = time.monotonic() - started
+
+    async def check(self, m: Manifest, *, rebalance: bool = False) -> Locations | None:
+        key = m.cid + manifest_id(m).hex()
+        try:
+            return await self._check(m, key)
+        finally:
+            self.stage.pop(key, None)
+
+    async def _check(self, m: Manifest, key: str) -> Locations | None:
+        body = m.body
+        me = self.network.self_id
+        self.stage[key] = "closest"
+        holders = await asyncio.wait_for(
+            self.network.closest(manifest_key(body.cid), body.m + 1), CHECK_DEADLINE_S)
+        self.counters.files_checked += 1
+        self.stage[key] = "replicate"
+        await self._replicate_manifest(m, holders)
+        if me not in holders:
+            return None                       # handed on to the closer peers above
+        rank = holders.index(me)
+        mid = manifest_id(m)
+        live = self.live_ids()
+        self.stage[key] = "locate"
+        loc = await asyncio.wait_for(locate(self.network, m, expected=self.known.get(mid), live=live),
+                                     CHECK_DEADLINE_S)
+        now = time.time()
+        due: dict[int, list[int]] = {}
+        oldest = now
+        for s in range(len(body.stripes)):
+            for i in loc.missing(s):
+                since = self.missing_since.setdefault((mid, s, i), now)
+                oldest = min(oldest, since)
+                lost = not loc.unreachable
+                wait = (0.0 if lost else self.grace) + rank * (self.grace + 2 * self.interval)
+                if now - since >= wait:
+                    due.setdefault(s, []).append(i)
+            for i in range(loc.n):
+                if loc.held.get((s, i)):
+                    self.missing_since.pop((mid, s, i), None)
+        if rank == 0:
+            self._led += 1
+        if due:
+            for s, indices in sorted(due.items()):
+                self.stage[key] = f"rebuild {s}"
+                await self.rebuild(m, loc, s, indices)
+        if rank == 0 and not due:
+            self.stage[key] = "rebalance"
+            await self.rebalance(m, loc)
+        self.known[mid] = {si: list(ps) for si, ps in loc.held.items()}
+        self.stage[key] = "report"
+        worst = loc.min_healthy()
+        if rank == 0 and worst < loc.n and len(self.report) < MAX_REPORTED:
+            self.report[key] = {"cid": body.cid, "file_id": body.file_id, "healthy": worst,
+                                "want": loc.n, "missing_since": round(oldest, 1)}
+        else:
+            self.report.pop(key, None)
+        return loc
+
+    async def _replicate_manifest(self, m: Manifest, holders: list[bytes]) -> None:
+        """Keep the manifest on its m+1 closest peers as membership changes."""
+        key = m.cid + manifest_id(m).hex()
+        ranked = tuple(holders)
+        if self._manifest_peers.get(key) == ranked:
+            return
+        if key not in self._manifest_peers:
+            self._manifest_peers[key] = ranked     # first sight: Push placed it there
+            return
+        previous = set(self._manifest_peers[key])
+        self._manifest_peers[key] = ranked
+        for peer in ranked:
+            if peer == self.network.self_id or peer in previous:
+                continue
+            try:
+                await (await self.network.client(peer)).store_manifest(m.signed)
+                self.counters.manifests_copied += 1
+            except MeshError as exc:
+                log.info("manifest of %s not copied to %s: %s", m.cid, peer.hex()[:16], exc)
+                self._manifest_peers[key] = tuple(p for p in ranked if p != peer)  # retry
+
+    # -- rebuilding --------------------------------------------------------------------------
+    async def fetch_k(self, m: Manifest, loc: Locations, s: int) -> dict[int, bytes]:
+        """Any k hash-verified fragments of stripe s (data fragments first)."""
+        body = m.body
+        size = m.codec().fragment_size(m.stripe_len(s) + STRIPE_OVERHEAD)
+        got: dict[int, bytes] = {}
+        for i in range(loc.n):
+            if len(got) >= body.k:
+                break
+            for peer in loc.held.get((s, i), []):
+                try:
+                    await self.bucket.take(size)
+                    client = await self.network.client(peer)
+                    got[i] = await client.fetch_fragment(body.stripes[s].fragments[i].hash)
+                    self.counters.bytes_fetched += len(got[i])
+                    break
+                except MeshError as exc:
+                    log.info("repair fetch %s[%d.%d] from %s: %s", m.cid[:16], s, i,
+                             peer.hex()[:16], exc)
+        return got
+
+    async def rebuild(self, m: Manifest, loc: Locations, s: int, indices: list[int]) -> int:
+        body = m.body
+        got = await self.fetch_k(m, loc, s)
+        if len(got) < body.k:
+            self.counters.stripes_unrecoverable += 1
+            log.error("%s stripe %d: only %d of %d fragments reachable, cannot rebuild yet",
+                      body.cid, s, len(got), body.k)
+            return 0
+        codec = m.codec()
+        sealed_len = m.stripe_len(s) + STRIPE_OVERHEAD
+
+        def recode() -> list[bytes]:
+            return codec.encode(codec.decode(got, sealed_len))
+
+        frags = await asyncio.to_thread(recode)
+        placed = 0
+        taken: set[bytes] = set()
+        for i in indices:
+            want = bytes(body.stripes[s].fragments[i].hash)
+            if hashlib.sha256(frags[i]).digest() != want:
+                self.counters.failures += 1
+                log.error("%s stripe %d fragment %d re-encodes to other bytes than signed; "
+                          "not stored", body.cid, s, i)
+                continue
+            if await self._store(m, loc, s, i, frags[i], taken):
+                placed += 1
+        if placed:
+            self.counters.stripes_rebuilt += 1
+            self.counters.fragments_rebuilt += placed
+            log.info("repaired %s stripe %d: %d fragment(s) rebuilt", body.cid[:24], s, placed)
+        return placed
+
+    async def _store(self, m: Manifest, loc: Locations, s: int, i: int, data: bytes,
+                     taken: set[bytes], avoid: tuple[bytes, ...] = ()) -> bytes | None:
+        body = m.body
+        tried: set[bytes] = set(avoid)
+        while True:
+            target = pick_target(loc, s, i, taken, avoid=tried)
+            if target is None:
+                log.warning("%s stripe %d fragment %d: no live peer to place it on",
+                            body.cid, s, i)
+                return None
+            try:
+                await self.bucket.take(len(data))
+                client = await self.network.client(target)
+                await client.store_fragment(body.file_id, s * 256 + i, data,
+                                            bytes(body.stripes[s].fragments[i].hash))
+            except MeshError as exc:
+                log.info("placing %s[%d.%d] on %s failed: %s", body.cid[:16], s, i,
+                         target.hex()[:16], exc)
+                tried.add(target)
+                continue
+            self.counters.bytes_stored += len(data)
+            taken.add(target)
+            loc.held.setdefault((s, i), []).append(target)
+            self.missing_since.pop((manifest_id(m), s, i), None)
+            return target
+
+    # -- rebalancing -------------------------------------------------------------------------
+    async def rebalance(self, m: Manifest, loc: Locations) -> int:
+        """Give every fragment of a stripe its own peer among the n closest live ones.
+
+        A fragment moves when none of its copies sits on a top-n peer that holds nothing else
+        of the stripe: after a join (a closer peer appeared) or when two fragments share a peer
+        (a repair raced a membership change). Equal fragments (the zero padding of a short last
+        stripe) are one blob and move together. A copy on the manifest's recorded holder stays
+        (readers look there first); other old copies are deleted once the new peer has one.
+        """
+        body = m.body
+        n = loc.n
+        top = [p for p in loc.ranked if p not in loc.unreachable][:n]
+        moved = 0
+        for s in range(len(body.stripes)):
+            groups: dict[bytes, list[int]] = {}
+            for i, f in enumerate(body.stripes[s].fragments):
+                groups.setdefault(bytes(f.hash), []).append(i)
+            taken: set[bytes] = set()
+            for h, indices in groups.items():
+                where = list(loc.held.get((s, indices[0]), []))
+                if not where:
+                    continue                               # missing: repair's job
+                others = {p for h2, ix in groups.items() if h2 != h
+                          for p in loc.held.get((s, ix[0]), [])}
+                if any(p in top and p not in others for p in where):
+                    continue
+                free = [p for p in top if p not in loc.holders_of_stripe(s) and p not in taken]
+                if not free:
+                    continue
+                data = None
+                for peer in where:
+                    try:
+                        data = await (await self.network.client(peer)).fetch_fragment(h)
+                        break
+                    except MeshError:
+                        continue
+                if data is None:
+                    continue
+                await self.bucket.take(len(data))
+                self.counters.bytes_fetched += len(data)
+                target = await self._store(m, loc, s, indices[0], data, taken,
+                                           avoid=tuple(p for p in loc.ranked if p not in free))
+                if target is None:
+                    continue
+                for i in indices[1:]:
+                    loc.held.setdefault((s, i), []).append(target)
+                moved += 1
+                recorded = {m.holder_of(s, i) for i in indices}
+                for peer in where:
+                    if peer in recorded or peer == target:
+                        continue
+                    try:
+                        await (await self.network.client(peer)).delete_fragment(h, body.file_id)
+                    except MeshError:
+                        continue
+                    for i in indices:
+                        with contextlib.suppress(ValueError):
+                            loc.held[(s, i)].remove(peer)
+        self.counters.fragments_moved += moved
+        return moved
+
+    def status(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "interval_s": self.interval, "grace_s": self.grace, "rate_Bps": self.bucket.rate,
+            "passes": c.passes, "last_pass_s": round(self.last_pass_s, 3),
+            "files_checked": c.files_checked, "files_led": c.files_led,
+            "stripes_rebuilt": c.stripes_rebuilt, "fragments_rebuilt": c.fragments_rebuilt,
+            "fragments_moved": c.fragments_moved, "bytes_fetched": c.bytes_fetched,
+            "bytes_stored": c.bytes_stored, "stripes_unrecoverable": c.stripes_unrecoverable,
+            "failures": c.failures, "manifests_copied": c.manifests_copied,
+            "throttled_s": round(self.bucket.waited_s, 3),
+            "busy": dict(list(self.stage.items())[:20]),
+            "under_replicated": sorted(self.report.values(), key=lambda f: str(f["cid"])),
+        }
