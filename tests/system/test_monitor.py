@@ -14,10 +14,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proto import taskworker_pb2, taskworker_pb2_grpc
 from tests.support.nodes import NodeCluster, NodeProc, run_cli
 
-MONITOR = ["--sweep-interval", "0.5", "--monitor", "--http", "127.0.0.1:0",
-           "--monitor-interval", "0.5"]
+# Repair checks often (so leaders report under-replicated files) but never rebuilds here.
+PEER = ["--sweep-interval", "0.5", "--repair-interval", "0.5", "--repair-grace", "600"]
+MONITOR = [*PEER, "--monitor", "--http", "127.0.0.1:0", "--monitor-interval", "0.5"]
 _HTTP = re.compile(r"monitor http on http://([\d.]+):(\d+)/")
 
 
@@ -54,6 +56,18 @@ async def wait_metric(base: str, name: str, want: float, timeout: float = 30.0) 
         await asyncio.sleep(0.3)
 
 
+async def wait_metric_above(base: str, name: str, floor: float, timeout: float = 30.0) -> dict[
+        str, list[tuple[dict[str, str], float]]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = metrics((await get(base + "/metrics")).text)
+        if found.get(name, [({}, floor)])[0][1] > floor:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} stayed at {floor}")
+        await asyncio.sleep(0.3)
+
+
 def node_status(node: NodeProc) -> dict[str, object]:
     out = run_cli("status", "--json", api=node.api)
     assert out.returncode == 0, out.stderr
@@ -62,14 +76,24 @@ def node_status(node: NodeProc) -> dict[str, object]:
 
 
 async def test_monitor_metrics_status_and_kill(tmp_path: Path) -> None:
-    async with NodeCluster(tmp_path, 4) as cluster:
+    async with NodeCluster(tmp_path, 6, extra=PEER) as cluster:
         [mon] = await cluster.add(1, extra=MONITOR)
         await cluster.wait_converged()
+        files = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
+        for i in range(5):
+            await files.Push(taskworker_pb2.PushRequest(file_data=bytes([i]) * 5000, public=True,
+                                                        stripe_size=4096), timeout=30)
         base = http_address(mon)
-        found = await wait_metric(base, "twmesh_peers_live", 5)
-        assert found["twmesh_peers_known"][0][1] == 5
+        found = await wait_metric(base, "twmesh_peers_live", 7)
+        deadline = time.monotonic() + 30
+        while found["twmesh_fragments_total"][0][1] < 5 * 2 * 6:   # 5 files, 2 stripes, k+m=6
+            assert time.monotonic() < deadline, found["twmesh_fragments_total"]
+            await asyncio.sleep(0.3)
+            found = metrics((await get(base + "/metrics")).text)
+        assert found["twmesh_peers_known"][0][1] == 7
         ups = found["twmesh_peer_up"]
-        assert len(ups) == 5 and all(v == 1 for _, v in ups)
+        assert len(ups) == 7 and all(v == 1 for _, v in ups)
+        assert found["twmesh_files_under_replicated"][0][1] == 0
         # The fragment total is the sum of what each node reports about itself.
         per_node = sum(v for _, v in found["twmesh_peer_fragments"])
         assert found["twmesh_fragments_total"][0][1] == per_node
@@ -82,20 +106,26 @@ async def test_monitor_metrics_status_and_kill(tmp_path: Path) -> None:
 
         # The JSON view and `tw-mesh status` at the monitor carry the same mesh summary.
         api = (await get(base + "/api/status")).json()
-        assert api["peers_up"] == 5 and len(api["peers"]) == 5
+        assert api["peers_up"] == 7 and len(api["peers"]) == 7
         mesh = node_status(mon)["services"]["monitor"]  # type: ignore[index]
-        assert mesh["peers_up"] == 5
+        assert mesh["peers_up"] == 7
         assert (await get(base + "/healthz")).text == "ok\n"
         assert (await get(base + "/nope")).status_code == 404
 
-        # A peer killed with -9 drops out of the live count and shows as down.
+        # A peer killed with -9 drops out of the live count and shows as down; the files that
+        # had fragments on it show up as under-replicated (grace 600 s: not rebuilt yet).
+        held = node_status(cluster.nodes[1])["services"]["storage"]["fragments"]  # type: ignore[index]
         cluster.nodes[1].kill()
-        found = await wait_metric(base, "twmesh_peers_live", 4)
+        found = await wait_metric(base, "twmesh_peers_live", 6)
         down = [labels for labels, v in found["twmesh_peer_up"] if v == 0]
         assert len(down) == 1
         assert cluster.nodes[1].peer in down[0]["address"]
+        if held:
+            found = await wait_metric_above(base, "twmesh_files_under_replicated", 0)
         page = (await get(base + "/")).text
-        assert '<span id="live-peers">4</span>' in page and "down" in page
+        assert '<span id="live-peers">6</span>' in page and "down" in page
+        if held:
+            assert "below k+m" in page
 
 
 async def test_monitor_refuses_foreign_host_and_methods(tmp_path: Path) -> None:
