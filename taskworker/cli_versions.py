@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lg.set_defaults(func=cmd_log)
 
     if "grant" in sub.choices:
-        return      # storage registered a shared `grant` (GrantRequest.read selects read access)
+        return      # another capability took the name (read access is `tw-mesh share`)
     g = sub.add_parser(
         "grant", help="let USER write FILE_ID (or --revoke it)",
         description="Owner only: sign a grant letting USER (a keyring name on this node or an "
