@@ -56,6 +56,29 @@ asyncio.run(main())
 '''
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+CPU_PER_CALL: list[float] = []   # per concurrent row: CPU s per call, all processes     # pids of the server processes whose CPU (with descendants) we count
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants (live ones, plus reaped children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total = sum(int(x) for x in fields[11:15]) / _TICK
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(x) for x in fh.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return total + sum(_tree_cpu(c) for c in children)
+
+
+def _cpu() -> float:
+    """This process and all its descendants: the servers and nodes (started by us), their
+    zygotes and sandbox workers, and an in-process SandboxPool's."""
+    return _tree_cpu(os.getpid())
+
+
 def _pct(data: list[float], q: float) -> float:
     data = sorted(data)
     return data[min(len(data) - 1, int(q * len(data)))]
@@ -82,8 +105,9 @@ async def _concurrent(stub: Any, n: int, width: int) -> float:
         for i in counter:
             await stub.CallFunction(_request(i), timeout=35)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     await asyncio.gather(*(client() for _ in range(width)))
+    CPU_PER_CALL.append((_cpu() - c0) / n)
     return n / (time.perf_counter() - t0)
 
 
@@ -109,10 +133,43 @@ def _start_node(tmp: Path, name: str, boot: str | None, roles: list[str]) -> tup
     raise TimeoutError(log.read_text()[-2000:])
 
 
+async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] | None, float]]:
+    """SandboxPool.run alone, in this process: the floor of every sandboxed call."""
+    from compute.sandbox import SandboxPool
+
+    pool = SandboxPool(size=4)
+    await pool.start()
+    try:
+        for i in range(100):
+            await pool.run(MODULE, "add", [i, 1], {})
+        seq = []
+        for i in range(ns.n):
+            t0 = time.perf_counter()
+            await pool.run(MODULE, "add", [i, 1], {})
+            seq.append(time.perf_counter() - t0)
+        counter = iter(range(ns.concurrent))
+
+        async def client() -> None:
+            for i in counter:
+                await pool.run(MODULE, "add", [i, 1], {})
+
+        t0, c0 = time.perf_counter(), _cpu()
+        await asyncio.gather(*(client() for _ in range(ns.width)))
+        rate = ns.concurrent / (time.perf_counter() - t0)
+        CPU_PER_CALL.append((_cpu() - c0) / ns.concurrent)
+    finally:
+        await pool.stop()
+    label = "SandboxPool.run in-process (no gRPC, no routing)"
+    return [(label, seq, ns.n / sum(seq)), (f"{label}, {ns.width} concurrent callers", None, rate)]
+
+
 async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
                    ) -> list[tuple[str, list[float] | None, float]]:
     rows: list[tuple[str, list[float] | None, float]] = []
     for label, addr in targets:
+        if addr == "sandbox":
+            rows += await _sandbox_rows(ns)
+            continue
         async with grpc.aio.insecure_channel(addr) as ch:
             stub = taskworker_pb2_grpc.RPCServiceStub(ch)
             deadline = time.monotonic() + 30
@@ -161,6 +218,7 @@ def main() -> None:
                             "--api", compute_api], cwd=ROOT, check=True, capture_output=True)
             targets = [("direct plain gRPC unary (Python servicer, no sandbox)",
                         f"127.0.0.1:{port}"),
+                       ("sandbox", "sandbox"),
                        ("CallFunction at the serving node (sandbox, no forwarding)", compute_api),
                        ("CallFunction through a forwarding peer (sealed channel + sandbox)",
                         router_api)]
@@ -183,14 +241,21 @@ def main() -> None:
              f"{ns.n} sequential calls per row, {ns.concurrent} calls by {ns.width} concurrent "
              f"callers, load average {load:.1f} (shared machine); trivial `add(a, b)`; "
              "ratio = p50 (or calls/s) relative to the direct plain gRPC row of the same run.",
-             "", "| path | p50 | p99 | calls/s | × direct |", "|---|---|---|---|---|"]
+             "CPU/call = CPU seconds of every process involved (bench client, servers, nodes, "
+             "zygote, sandbox workers) over the concurrent row, per call; 2 cores / CPU per "
+             "call = the calls/s ceiling on an otherwise idle machine.",
+             "", "| path | p50 | p99 | calls/s | × direct | CPU/call | ceiling on 2 idle cores |",
+             "|---|---|---|---|---|---|---|"]
+    cpu = iter(CPU_PER_CALL)
     for label, seq, rate in rows:
         if seq is not None:
             p50 = _pct(seq, 0.5)
             lines.append(f"| {label} | {p50 * 1000:.2f} ms | {_pct(seq, 0.99) * 1000:.2f} ms | "
-                         f"{rate:.0f} | {p50 / base_p50:.1f}× latency |")
+                         f"{rate:.0f} | {p50 / base_p50:.1f}× latency | | |")
         else:
-            lines.append(f"| {label} | | | {rate:.0f} | {rate / base_rate:.2f}× throughput |")
+            per = next(cpu, 0.0)
+            lines.append(f"| {label} | | | {rate:.0f} | {rate / base_rate:.2f}× throughput | "
+                         f"{per * 1000:.2f} ms | {2 / per if per else 0:.0f}/s |")
     text = "\n".join(lines) + "\n"
     print(text)
     if ns.write:
