@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/peer.proto\x12\x0btwmesh.peer\"\x9c\x01\n\x10HandshakeRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nclient_key\x18\x02 \x01(\x0c\x12\x18\n\x10\x63lient_ephemeral\x18\x03 \x01(\x0c\x12\x11\n\tserver_id\x18\x04 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x04\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"h\n\x11HandshakeResponse\x12\x12\n\nserver_key\x18\x01 \x01(\x0c\x12\x18\n\x10server_ephemeral\x18\x02 \x01(\x0c\x12\x12\n\nsession_id\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"s\n\x0bSealedFrame\x12\x12\n\nsession_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\r\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\"(\n\x08\x45nvelope\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"4\n\x05Reply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x32\xd7\x01\n\x0bPeerChannel\x12J\n\tHandshake\x12\x1d.twmesh.peer.HandshakeRequest\x1a\x1e.twmesh.peer.HandshakeResponse\x12:\n\x04\x43\x61ll\x12\x18.twmesh.peer.SealedFrame\x1a\x18.twmesh.peer.SealedFrame\x12@\n\x06Stream\x12\x18.twmesh.peer.SealedFrame\x1a\x18.twmesh.peer.SealedFrame(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/peer.proto\x12\x0btwmesh.peer\"\x9c\x01\n\x10HandshakeRequest\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x12\n\nclient_key\x18\x02 \x01(\x0c\x12\x18\n\x10\x63lient_ephemeral\x18\x03 \x01(\x0c\x12\x11\n\tserver_id\x18\x04 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x04\x12\r\n\x05nonce\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"h\n\x11HandshakeResponse\x12\x12\n\nserver_key\x18\x01 \x01(\x0c\x12\x18\n\x10server_ephemeral\x18\x02 \x01(\x0c\x12\x12\n\nsession_id\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x32Y\n\x0bPeerChannel\x12J\n\tHandshake\x12\x1d.twmesh.peer.HandshakeRequest\x1a\x1e.twmesh.peer.HandshakeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HANDSHAKEREQUEST']._serialized_end=190
   _globals['_HANDSHAKERESPONSE']._serialized_start=192
   _globals['_HANDSHAKERESPONSE']._serialized_end=296
-  _globals['_SEALEDFRAME']._serialized_start=298
-  _globals['_SEALEDFRAME']._serialized_end=413
-  _globals['_ENVELOPE']._serialized_start=415
-  _globals['_ENVELOPE']._serialized_end=455
-  _globals['_REPLY']._serialized_start=457
-  _globals['_REPLY']._serialized_end=509
-  _globals['_PEERCHANNEL']._serialized_start=512
-  _globals['_PEERCHANNEL']._serialized_end=727
+  _globals['_PEERCHANNEL']._serialized_start=298
+  _globals['_PEERCHANNEL']._serialized_end=387
 # @@protoc_insertion_point(module_scope)

@@ -33,37 +33,3 @@ class HandshakeResponse(_message.Message):
     session_id: bytes
     signature: bytes
     def __init__(self, server_key: _Optional[bytes] = ..., server_ephemeral: _Optional[bytes] = ..., session_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
-
-class SealedFrame(_message.Message):
-    __slots__ = ("session_id", "call_id", "index", "final", "nonce", "ciphertext")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    INDEX_FIELD_NUMBER: _ClassVar[int]
-    FINAL_FIELD_NUMBER: _ClassVar[int]
-    NONCE_FIELD_NUMBER: _ClassVar[int]
-    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
-    session_id: bytes
-    call_id: int
-    index: int
-    final: bool
-    nonce: bytes
-    ciphertext: bytes
-    def __init__(self, session_id: _Optional[bytes] = ..., call_id: _Optional[int] = ..., index: _Optional[int] = ..., final: _Optional[bool] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
-
-class Envelope(_message.Message):
-    __slots__ = ("method", "body")
-    METHOD_FIELD_NUMBER: _ClassVar[int]
-    BODY_FIELD_NUMBER: _ClassVar[int]
-    method: str
-    body: bytes
-    def __init__(self, method: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
-
-class Reply(_message.Message):
-    __slots__ = ("code", "message", "body")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    BODY_FIELD_NUMBER: _ClassVar[int]
-    code: int
-    message: str
-    body: bytes
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...

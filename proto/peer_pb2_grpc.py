@@ -39,35 +39,15 @@ class PeerChannelStub:
                 request_serializer=proto_dot_peer__pb2.HandshakeRequest.SerializeToString,
                 response_deserializer=proto_dot_peer__pb2.HandshakeResponse.FromString,
                 _registered_method=True)
-        self.Call = channel.unary_unary(
-                '/twmesh.peer.PeerChannel/Call',
-                request_serializer=proto_dot_peer__pb2.SealedFrame.SerializeToString,
-                response_deserializer=proto_dot_peer__pb2.SealedFrame.FromString,
-                _registered_method=True)
-        self.Stream = channel.stream_stream(
-                '/twmesh.peer.PeerChannel/Stream',
-                request_serializer=proto_dot_peer__pb2.SealedFrame.SerializeToString,
-                response_deserializer=proto_dot_peer__pb2.SealedFrame.FromString,
-                _registered_method=True)
 
 
 class PeerChannelServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Handshake(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Call(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Stream(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """rpc Call(frame) returns (frame);                  -- binary frames, see frames.py
+        rpc Stream(stream frame) returns (stream frame);   -- binary frames, see frames.py
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -79,16 +59,6 @@ def add_PeerChannelServicer_to_server(servicer, server):
                     servicer.Handshake,
                     request_deserializer=proto_dot_peer__pb2.HandshakeRequest.FromString,
                     response_serializer=proto_dot_peer__pb2.HandshakeResponse.SerializeToString,
-            ),
-            'Call': grpc.unary_unary_rpc_method_handler(
-                    servicer.Call,
-                    request_deserializer=proto_dot_peer__pb2.SealedFrame.FromString,
-                    response_serializer=proto_dot_peer__pb2.SealedFrame.SerializeToString,
-            ),
-            'Stream': grpc.stream_stream_rpc_method_handler(
-                    servicer.Stream,
-                    request_deserializer=proto_dot_peer__pb2.SealedFrame.FromString,
-                    response_serializer=proto_dot_peer__pb2.SealedFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -118,60 +88,6 @@ class PeerChannel:
             '/twmesh.peer.PeerChannel/Handshake',
             proto_dot_peer__pb2.HandshakeRequest.SerializeToString,
             proto_dot_peer__pb2.HandshakeResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Call(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/twmesh.peer.PeerChannel/Call',
-            proto_dot_peer__pb2.SealedFrame.SerializeToString,
-            proto_dot_peer__pb2.SealedFrame.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Stream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/twmesh.peer.PeerChannel/Stream',
-            proto_dot_peer__pb2.SealedFrame.SerializeToString,
-            proto_dot_peer__pb2.SealedFrame.FromString,
             options,
             channel_credentials,
             insecure,

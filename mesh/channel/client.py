@@ -13,8 +13,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf.message import DecodeError
 
+from mesh.channel.frames import Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
 from mesh.channel.session import Session, SessionPolicy
 from mesh.errors import (
@@ -27,7 +27,7 @@ from mesh.errors import (
     status_value,
 )
 from mesh.identity import Identity
-from proto import peer_pb2, peer_pb2_grpc
+from proto import peer_pb2
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,16 @@ class PeerChannel:
         self.address = address
         self._pool = pool
         self._grpc = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-        self._stub = peer_pb2_grpc.PeerChannelStub(self._grpc)
+        self._handshake = self._grpc.unary_unary(
+            "/twmesh.peer.PeerChannel/Handshake",
+            request_serializer=peer_pb2.HandshakeRequest.SerializeToString,
+            response_deserializer=peer_pb2.HandshakeResponse.FromString)
+        self._call = self._grpc.unary_unary("/twmesh.peer.PeerChannel/Call",
+                                            request_serializer=Frame.encode,
+                                            response_deserializer=Frame.decode)
+        self._stream = self._grpc.stream_stream("/twmesh.peer.PeerChannel/Stream",
+                                                request_serializer=Frame.encode,
+                                                response_deserializer=Frame.decode)
         self._session: Session | None = None
         self._lock = asyncio.Lock()
 
@@ -74,8 +83,8 @@ class PeerChannel:
             if self._session is None or self._session.expired():
                 hs = ClientHandshake(self._pool.identity, self.node_id)
                 try:
-                    resp = await self._stub.Handshake(hs.request,
-                                                      timeout=self._pool.timeouts.handshake)
+                    resp = await self._handshake(hs.request,
+                                                 timeout=self._pool.timeouts.handshake)
                 except grpc.aio.AioRpcError as exc:
                     raise self._failed(exc) from exc
                 keys = hs.finish(resp)
@@ -97,10 +106,10 @@ class PeerChannel:
         for attempt in (0, 1):
             session = await self._ensure_session()
             call_id = session.new_call_id()
-            envelope = peer_pb2.Envelope(method=method, body=body).SerializeToString()
+            envelope = encode_envelope(method, body)
             try:
-                resp = await self._stub.Call(session.seal(call_id, 0, True, envelope),
-                                             timeout=timeout or self._pool.timeouts.call)
+                resp = await self._call(session.seal(call_id, 0, True, envelope),
+                                        timeout=timeout or self._pool.timeouts.call)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
                     self._forget(session)    # server lost or expired the session: re-key once
@@ -120,8 +129,8 @@ class PeerChannel:
         session = await self._ensure_session()
         call_id = session.new_call_id()
 
-        async def frames() -> AsyncIterator[peer_pb2.SealedFrame]:
-            header = peer_pb2.Envelope(method=method, body=body).SerializeToString()
+        async def frames() -> AsyncIterator[Frame]:
+            header = encode_envelope(method, body)
             yield session.seal(call_id, 0, chunks is None, header)
             if chunks is None:
                 return
@@ -131,7 +140,7 @@ class PeerChannel:
                 index += 1
             yield session.seal(call_id, index, True, b"")
 
-        call = self._stub.Stream(frames(), timeout=timeout)
+        call = self._stream(frames(), timeout=timeout)
         index = 0
         try:
             async for frame in call:
@@ -154,15 +163,12 @@ class PeerChannel:
 
 
 def _unwrap(plaintext: bytes) -> bytes:
-    try:
-        reply = peer_pb2.Reply.FromString(plaintext)
-    except DecodeError as exc:
-        raise FrameError("malformed reply") from exc
-    if reply.code == status_value(grpc.StatusCode.DATA_LOSS):
-        raise FrameError(reply.message)
-    if reply.code:
-        raise error_for_code(reply.code, reply.message)
-    return reply.body
+    code, message, body = decode_reply(plaintext)
+    if code == status_value(grpc.StatusCode.DATA_LOSS):
+        raise FrameError(message)
+    if code:
+        raise error_for_code(code, message)
+    return body
 
 
 class ChannelPool:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
+from mesh.channel.frames import Frame, decode_envelope, encode_reply
 from mesh.channel.handshake import server_respond
 from mesh.channel.session import Session, SessionPolicy
 from mesh.errors import FrameError, HandshakeError, PeerCallError, status_value
 from mesh.identity import Identity
-from proto import peer_pb2, peer_pb2_grpc
+from proto import peer_pb2
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -37,11 +37,18 @@ UnaryHandler = Callable[[Caller, bytes], Awaitable[bytes]]
 StreamHandler = Callable[[Caller, bytes, AsyncIterator[bytes]], AsyncIterator[bytes]]
 
 
+SERVICE = "twmesh.peer.PeerChannel"
+
+
 def _reply(code: grpc.StatusCode, message: str = "", body: bytes = b"") -> bytes:
-    return peer_pb2.Reply(code=status_value(code), message=message, body=body).SerializeToString()
+    return encode_reply(status_value(code), message, body)
 
 
-class ChannelServer(peer_pb2_grpc.PeerChannelServicer):
+def _encode(frame: Frame) -> bytes:
+    return frame.encode()
+
+
+class ChannelServer:
     """Accepts handshakes and dispatches sealed calls to registered handlers."""
 
     def __init__(self, identity: Identity, *, policy: SessionPolicy | None = None,
@@ -61,7 +68,14 @@ class ChannelServer(peer_pb2_grpc.PeerChannelServicer):
         self._stream[method] = handler
 
     def add_to(self, server: grpc.aio.Server) -> None:
-        peer_pb2_grpc.add_PeerChannelServicer_to_server(self, server)
+        """Serve Handshake (protobuf) and Call/Stream (binary frames, frames.py) on ``server``."""
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {
+            "Handshake": grpc.unary_unary_rpc_method_handler(
+                self.Handshake, peer_pb2.HandshakeRequest.FromString,
+                peer_pb2.HandshakeResponse.SerializeToString),
+            "Call": grpc.unary_unary_rpc_method_handler(self.Call, Frame.decode, _encode),
+            "Stream": grpc.stream_stream_rpc_method_handler(self.Stream, Frame.decode, _encode),
+        })])
 
     # -- gRPC methods (inbound) -------------------------------------------------------------
     async def Handshake(self, request: peer_pb2.HandshakeRequest,
@@ -77,32 +91,31 @@ class ChannelServer(peer_pb2_grpc.PeerChannelServicer):
             self._sessions.popitem(last=False)
         return response
 
-    async def Call(self, request: peer_pb2.SealedFrame,
-                   context: Context) -> peer_pb2.SealedFrame:
+    async def Call(self, request: Frame, context: Context) -> Frame:
         session = await self._session_for(request, context)
-        envelope = await self._open_header(session, request, context)
+        method, body = await self._open_header(session, request, context)
         caller = Caller(session.keys.peer_id, session.keys.peer_key)
-        handler = self._unary.get(envelope.method)
+        handler = self._unary.get(method)
         if handler is None:
-            reply = _reply(grpc.StatusCode.NOT_FOUND, f"unknown peer method {envelope.method!r}")
+            reply = _reply(grpc.StatusCode.NOT_FOUND, f"unknown peer method {method!r}")
         else:
             try:
-                reply = _reply(grpc.StatusCode.OK, body=await handler(caller, envelope.body))
+                reply = _reply(grpc.StatusCode.OK, body=await handler(caller, body))
             except PeerCallError as exc:
                 reply = _reply(exc.code, str(exc))
             except Exception:
-                log.exception("peer method %s failed", envelope.method)
-                reply = _reply(grpc.StatusCode.INTERNAL, f"{envelope.method} failed on the peer")
+                log.exception("peer method %s failed", method)
+                reply = _reply(grpc.StatusCode.INTERNAL, f"{method} failed on the peer")
         return session.seal(request.call_id, 0, True, reply)
 
-    async def Stream(self, request_iterator: AsyncIterator[peer_pb2.SealedFrame],
-                     context: Context) -> AsyncIterator[peer_pb2.SealedFrame]:
+    async def Stream(self, request_iterator: AsyncIterator[Frame],
+                     context: Context) -> AsyncIterator[Frame]:
         first = await anext(request_iterator, None)
         if first is None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty stream")
             return
         session = await self._session_for(first, context)
-        envelope = await self._open_header(session, first, context, final_ok=True)
+        method, header = await self._open_header(session, first, context, final_ok=True)
         caller = Caller(session.keys.peer_id, session.keys.peer_key)
         call_id = first.call_id
 
@@ -118,13 +131,13 @@ class ChannelServer(peer_pb2_grpc.PeerChannelServicer):
                 yield plaintext
             raise FrameError("request stream ended without its final frame (truncated)")
 
-        handler = self._stream.get(envelope.method)
+        handler = self._stream.get(method)
         out = 0
         if handler is None:
-            reply = _reply(grpc.StatusCode.NOT_FOUND, f"unknown peer stream {envelope.method!r}")
+            reply = _reply(grpc.StatusCode.NOT_FOUND, f"unknown peer stream {method!r}")
         else:
             try:
-                async for chunk in handler(caller, envelope.body, chunks()):
+                async for chunk in handler(caller, header, chunks()):
                     yield session.seal(call_id, out, False, chunk)
                     out += 1
                 reply = _reply(grpc.StatusCode.OK)
@@ -135,12 +148,12 @@ class ChannelServer(peer_pb2_grpc.PeerChannelServicer):
                 log.warning("refused frame from %s: %s", caller.node_id.hex()[:8], exc)
                 reply = _reply(grpc.StatusCode.DATA_LOSS, f"frame refused: {exc}")
             except Exception:
-                log.exception("peer stream %s failed", envelope.method)
-                reply = _reply(grpc.StatusCode.INTERNAL, f"{envelope.method} failed on the peer")
+                log.exception("peer stream %s failed", method)
+                reply = _reply(grpc.StatusCode.INTERNAL, f"{method} failed on the peer")
         yield session.seal(call_id, out, True, reply)
 
     # -- helpers ---------------------------------------------------------------------------
-    async def _session_for(self, frame: peer_pb2.SealedFrame,
+    async def _session_for(self, frame: Frame,
                            context: Context) -> Session:
         session = self._sessions.get(frame.session_id)
         if session is None or session.expired():
@@ -150,16 +163,15 @@ class ChannelServer(peer_pb2_grpc.PeerChannelServicer):
         self._sessions.move_to_end(frame.session_id)
         return session
 
-    async def _open_header(self, session: Session, frame: peer_pb2.SealedFrame,
-                           context: Context,
-                           final_ok: bool = False) -> peer_pb2.Envelope:
+    async def _open_header(self, session: Session, frame: Frame, context: Context,
+                           final_ok: bool = False) -> tuple[str, bytes]:
         try:
             if not (frame.final or final_ok):
                 raise FrameError("a unary request must be a single final frame")
             plaintext = session.open(frame, frame.call_id, 0)
             session.accept_call(frame.call_id)   # only after the frame authenticated
-            return peer_pb2.Envelope.FromString(plaintext)
-        except (FrameError, DecodeError) as exc:
+            return decode_envelope(plaintext)
+        except FrameError as exc:
             self.refused_frames += 1
             log.warning("refused frame from %s: %s", session.keys.peer_id.hex()[:8], exc)
             await context.abort(grpc.StatusCode.DATA_LOSS, f"frame refused: {exc}")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import nacl.bindings
 import nacl.exceptions
 
+from mesh.channel.frames import Frame
 from mesh.channel.handshake import SessionKeys
 from mesh.errors import FrameError
-from proto import peer_pb2
 
 _AD = struct.Struct(">16sBQI?")
 REQUEST, RESPONSE = 0, 1
@@ -39,15 +39,14 @@ class SessionPolicy:
 
 
 def _seal(key: bytes, session_id: bytes, direction: int, call_id: int, index: int,
-          final: bool, plaintext: bytes) -> peer_pb2.SealedFrame:
+          final: bool, plaintext: bytes) -> Frame:
     nonce = os.urandom(NONCE_BYTES)
     ad = _AD.pack(session_id, direction, call_id, index, final)
     ct = nacl.bindings.crypto_aead_aegis256_encrypt(plaintext, ad, nonce, key)
-    return peer_pb2.SealedFrame(session_id=session_id, call_id=call_id, index=index,
-                                final=final, nonce=nonce, ciphertext=ct)
+    return Frame(session_id, call_id, index, final, nonce, ct)
 
 
-def _open(key: bytes, direction: int, frame: peer_pb2.SealedFrame, call_id: int,
+def _open(key: bytes, direction: int, frame: Frame, call_id: int,
           index: int) -> bytes:
     if frame.call_id != call_id or frame.index != index:
         raise FrameError(f"frame out of order (call {frame.call_id} #{frame.index}, "
@@ -99,13 +98,13 @@ class Session:
             if len(self._seen) > 2 * REPLAY_WINDOW:
                 self._seen = {c for c in self._seen if c > floor}
 
-    def seal(self, call_id: int, index: int, final: bool, plaintext: bytes) -> peer_pb2.SealedFrame:
+    def seal(self, call_id: int, index: int, final: bool, plaintext: bytes) -> Frame:
         self.frames += 1
         direction = REQUEST if self.is_client else RESPONSE
         return _seal(self.keys.send_key, self.session_id, direction, call_id, index, final,
                      plaintext)
 
-    def open(self, frame: peer_pb2.SealedFrame, call_id: int, index: int) -> bytes:
+    def open(self, frame: Frame, call_id: int, index: int) -> bytes:
         self.frames += 1
         direction = RESPONSE if self.is_client else REQUEST
         return _open(self.keys.recv_key, direction, frame, call_id, index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 
@@ -9,6 +10,7 @@ import grpc
 import pytest
 
 from mesh.channel import Caller, ChannelPool, ChannelServer, SessionPolicy
+from mesh.channel.frames import Frame
 from mesh.errors import (
     FrameError,
     HandshakeError,
@@ -141,11 +143,10 @@ async def test_tampered_frame_refused_then_recovers(pair: tuple[Node, Node], rel
     def mutate(method: str, direction: str, msg: bytes) -> bytes:
         if flip["on"] and method == "Call" and direction == "req":
             flip["on"] = False
-            frame = peer_pb2.SealedFrame.FromString(msg)
+            frame = Frame.decode(msg)
             ct = bytearray(frame.ciphertext)
             ct[len(ct) // 2] ^= 0x01
-            frame.ciphertext = bytes(ct)
-            return frame.SerializeToString()
+            return dataclasses.replace(frame, ciphertext=bytes(ct)).encode()
         return msg
 
     relay, address = await _relay(relays, b.address, mutate)
@@ -166,16 +167,16 @@ async def test_frame_header_tamper_refused(pair: tuple[Node, Node], field: str, 
     def mutate(method: str, direction: str, msg: bytes) -> bytes:
         if armed["on"] and method == "Call" and direction == "req":
             armed["on"] = False
-            frame = peer_pb2.SealedFrame.FromString(msg)
+            frame = Frame.decode(msg)
             if field == "final":
-                frame.final = not frame.final
+                frame = dataclasses.replace(frame, final=not frame.final)
             elif field in ("nonce", "session_id"):
                 value = bytearray(getattr(frame, field))
                 value[0] ^= 1
-                setattr(frame, field, bytes(value))
+                frame = dataclasses.replace(frame, **{field: bytes(value)})
             else:
-                setattr(frame, field, getattr(frame, field) + 1)
-            return frame.SerializeToString()
+                frame = dataclasses.replace(frame, **{field: getattr(frame, field) + 1})
+            return frame.encode()
         return msg
 
     relay, address = await _relay(relays, b.address, mutate)
@@ -212,11 +213,10 @@ async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: 
 
     def mutate(method: str, direction: str, msg: bytes) -> bytes:
         if method == "Stream" and direction == "req":
-            frame = peer_pb2.SealedFrame.FromString(msg)
+            frame = Frame.decode(msg)
             if frame.index == 1:          # swap frames 1 and 2
                 held.append(msg)
-                return peer_pb2.SealedFrame(session_id=frame.session_id,
-                                            call_id=frame.call_id, index=2).SerializeToString()
+                return Frame(frame.session_id, frame.call_id, 2, False, bytes(32), b"").encode()
         return msg
 
     relay, address = await _relay(relays, b.address, mutate)
@@ -235,11 +235,9 @@ async def test_truncated_request_stream_refused(pair: tuple[Node, Node], relays:
 
     def mutate(method: str, direction: str, msg: bytes) -> bytes:
         if method == "Stream" and direction == "req":
-            frame = peer_pb2.SealedFrame.FromString(msg)
+            frame = Frame.decode(msg)
             if frame.final and frame.index > 0:       # drop the final marker: truncation
-                frame.final = False
-                frame.index = 10**6
-                return frame.SerializeToString()
+                return dataclasses.replace(frame, final=False, index=10**6).encode()
         return msg
 
     relay, address = await _relay(relays, b.address, mutate)

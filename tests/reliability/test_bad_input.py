@@ -36,7 +36,8 @@ PEER_DELIBERATE = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGU
                    grpc.StatusCode.DATA_LOSS}
 API_METHODS = [m for s in taskworker_pb2.DESCRIPTOR.services_by_name.values() for m in s.methods
                if m.name != "Leave"]          # Leave stops the node: covered by its own tests
-PEER_METHODS = list(peer_pb2.DESCRIPTOR.services_by_name["PeerChannel"].methods)
+# Handshake is protobuf; Call and Stream carry binary frames (mesh/channel/frames.py).
+PEER_METHODS = [("Handshake", False), ("Call", False), ("Stream", True)]
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
 
@@ -91,20 +92,27 @@ def test_api_method_survives_fuzzing(cluster: NodeCluster, method: Any) -> None:
     _assert_serving(cluster)
 
 
-@pytest.mark.parametrize("method", PEER_METHODS, ids=lambda m: m.name)
-def test_peer_service_refuses_garbage_without_a_session(cluster: NodeCluster, method: Any) -> None:
+@pytest.mark.parametrize(("name", "streaming"), PEER_METHODS, ids=[m[0] for m in PEER_METHODS])
+def test_peer_service_refuses_garbage_without_a_session(cluster: NodeCluster, name: str,
+                                                        streaming: bool) -> None:
+    handshake = messages(peer_pb2.HandshakeRequest.DESCRIPTOR).map(lambda m: m.SerializeToString())
+    frame_like = st.builds(lambda a, b: a + b, st.binary(min_size=61, max_size=61),
+                           st.binary(max_size=256))
+    path = f"/twmesh.peer.PeerChannel/{name}"
     with grpc.insecure_channel(cluster.nodes[1].peer) as channel:
         @FUZZ
-        @given(payload=st.one_of(messages(method.input_type).map(lambda m: m.SerializeToString()),
-                                 st.binary(max_size=512)))
+        @given(payload=st.one_of(handshake, frame_like, st.binary(max_size=512)))
         def run(payload: bytes) -> None:
             try:
-                _invoke(channel, method, payload)
+                if streaming:
+                    list(channel.stream_stream(path)(iter([payload]), timeout=30))
+                else:
+                    channel.unary_unary(path)(payload, timeout=30)
             except grpc.RpcError as exc:
                 assert exc.code() in PEER_DELIBERATE, exc.details()  # type: ignore[attr-defined]
                 return
             # Only a well-formed handshake addressed to this node may succeed.
-            assert method.name == "Handshake"
+            assert name == "Handshake"
         run()
     _assert_serving(cluster)
 
