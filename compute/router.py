@@ -99,11 +99,12 @@ class Router:
     def __init__(self, ctx: MeshContext, *,
                  run_local: Callable[[compute_pb2.CallRequest], Awaitable[compute_pb2.CallReply]],
                  serves_locally: Callable[[], bool], cache_ttl: float = 2.0,
-                 rng: random.Random | None = None) -> None:
+                 stale_ttl: float = 30.0, rng: random.Random | None = None) -> None:
         self.ctx = ctx
         self.run_local = run_local
         self.serves_locally = serves_locally
         self.cache_ttl = cache_ttl
+        self.stale_ttl = stale_ttl
         self.rng = rng or random.Random()
         self.stats: dict[bytes, _Stats] = {}
         self._cache: dict[str, _Cached] = {}
@@ -112,15 +113,31 @@ class Router:
 
     # --- providers ---------------------------------------------------------------------------
     async def providers(self, function: str, *, fresh: bool = False) -> list[Provider]:
+        """Provider records of ``function``: cached for ``cache_ttl`` s; up to ``stale_ttl``
+        s a stale non-empty entry is returned at once while a lookup refreshes it in the
+        background (a DHT lookup can take an RPC timeout when peers just died)."""
         cached = self._cache.get(function)
-        if not fresh and cached is not None and time.monotonic() - cached.at < self.cache_ttl:
-            return cached.providers
+        if not fresh and cached is not None:
+            age = time.monotonic() - cached.at
+            if age < self.cache_ttl:
+                return cached.providers
+            if age < self.stale_ttl and cached.providers:
+                self._lookup_task(function)
+                return cached.providers
+        return await asyncio.shield(self._lookup_task(function))
+
+    def _lookup_task(self, function: str) -> asyncio.Task[list[Provider]]:
         task = self._lookups.get(function)
         if task is None:
             task = asyncio.create_task(self._lookup(function))
             self._lookups[function] = task
-            task.add_done_callback(lambda _t: self._lookups.pop(function, None))
-        return await asyncio.shield(task)
+            task.add_done_callback(lambda t: self._lookup_done(function, t))
+        return task
+
+    def _lookup_done(self, function: str, task: asyncio.Task[list[Provider]]) -> None:
+        self._lookups.pop(function, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("provider lookup for %s failed: %r", function, task.exception())
 
     async def _lookup(self, function: str) -> list[Provider]:
         records = await self.ctx.membership.fetch(function_key(function))

@@ -38,12 +38,15 @@ class Mesh:
         self.behaviour: dict[bytes, Any] = {}
         self.records: list[mesh_pb2.SignedRecord] = []
         self.fetches = 0
+        self.gate: asyncio.Event | None = None     # when set: lookups wait for it
         self.membership = SimpleNamespace(fetch=self._fetch, live_peers=self._live_peers)
         self.identity = self.me
         self.address = "127.0.0.1:1"
 
     async def _fetch(self, key: bytes) -> list[mesh_pb2.SignedRecord]:
         self.fetches += 1
+        if self.gate is not None:
+            await self.gate.wait()
         return list(self.records)
 
     def _live_peers(self) -> list[Any]:
@@ -182,3 +185,20 @@ async def test_deployed_code_can_run_on_any_live_compute_peer_and_locally() -> N
     assert all(t.code_cid == "bCID" and t.entry == "f" for t in targets)
     out = await r.call("f", compute_pb2.CallRequest(function="f"), 1.0)
     assert not out.reply.failed
+
+
+async def test_stale_providers_answer_while_a_slow_lookup_refreshes_them() -> None:
+    mesh = Mesh(1)
+    mesh.provide(mesh.peers[0])
+    mesh.behaviour = {mesh.peers[0].node_id: ok(9)}
+    r = Router(mesh, run_local=ok(0), serves_locally=lambda: False,  # type: ignore[arg-type]
+               cache_ttl=0.0, rng=random.Random(1))
+    assert not (await r.call("f", compute_pb2.CallRequest(function="f"), 5.0)).reply.failed
+    mesh.gate = asyncio.Event()                    # the DHT now hangs
+    for _ in range(5):                             # answered from the stale entry meanwhile
+        out = await r.call("f", compute_pb2.CallRequest(function="f"), 5.0)
+        assert out.reply.result.number_value == 9
+    assert len(r._lookups) == 1                    # one background refresh, not five
+    mesh.gate.set()
+    await asyncio.sleep(0)
+    await asyncio.gather(*r._lookups.values())
