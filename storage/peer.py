@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -101,7 +102,10 @@ class StorageHandlers:
         want = _hex(req.hash)
 
         def put() -> str:
-            got = self.fragments.put(req.data, req.file, req.index)   # hashes the bytes once
+            try:
+                got = self.fragments.put(req.data, req.file, req.index)   # hashes the bytes once
+            except (OSError, sqlite3.Error) as exc:   # disk full, I/O error: the pusher uses a spare
+                raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
             if got != want:
                 self.fragments.delete(got, req.file, req.index)
                 raise InvalidArgumentError("fragment bytes do not match their hash")
