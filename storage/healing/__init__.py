@@ -11,12 +11,17 @@ Placement after repair is not signed: see storage/healing/locate.py for why none
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
+from mesh.channel import Caller
 from mesh.context import MeshContext
+from mesh.errors import InvalidArgumentError, UnavailableError
+from proto import mesh_pb2
 from storage.healing.drain import drain
 from storage.healing.ratelimit import TokenBucket
 from storage.healing.repair import Repairer
@@ -49,10 +54,34 @@ class HealingService:
             storage.fragments, interval=float(s.get("scrub_interval", SCRUB_INTERVAL_S)),
             bucket=TokenBucket(SCRUB_RATE_BPS, burst=8 * 2**20),
             on_rot=lambda refs: self.repairer.kick())
+        self.repairer.ask_progress = self._ask_progress
+        if "storage" in ctx.roles:
+            ctx.channel_server.handle("repair.Progress", self._rpc_progress)
         self.drain_on_stop = bool(s.get("drain_on_stop", False))
         self.last_drain: dict[str, Any] = {}
         self._events: asyncio.Task[None] | None = None
         ctx.registry["repair"] = self
+
+    async def _rpc_progress(self, caller: Caller, body: bytes) -> bytes:
+        try:
+            cid = json.loads(mesh_pb2.StatusReply.FromString(body).json)["cid"]
+        except (DecodeError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgumentError("repair.Progress wants {\"cid\": ...}") from exc
+        if not isinstance(cid, str) or len(cid) > 200:
+            raise InvalidArgumentError("bad cid")
+        return mesh_pb2.StatusReply(json=json.dumps(self.repairer.progress(cid))).SerializeToString()
+
+    async def _ask_progress(self, peer: bytes, cid: str) -> dict[str, Any]:
+        record = await self.ctx.membership.fetch_peer(peer)
+        if record is None:
+            raise UnavailableError("peer unknown")
+        raw = await self.ctx.peer(record).unary(
+            "repair.Progress", mesh_pb2.StatusReply(json=json.dumps({"cid": cid}))
+            .SerializeToString(), timeout=10.0)
+        doc = json.loads(mesh_pb2.StatusReply.FromString(raw).json)
+        if not isinstance(doc, dict):
+            raise InvalidArgumentError("repair.Progress reply is not an object")
+        return doc
 
     def live_ids(self) -> set[bytes]:
         return {p.node_id for p in self.ctx.membership.live_peers()} | {

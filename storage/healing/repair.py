@@ -2,9 +2,10 @@
 
 Every ``interval`` each storage node walks the manifests it keeps. For each file it ranks the
 m+1 live peers closest to ``manifest_key(cid)`` (the manifest holders); the first is the file's
-repair leader and only it rebuilds, so two repairers never rebuild the same fragment. If the
-leader is up but not repairing (stuck, overloaded), holder r takes over once the fragment has
-been missing ``r * (grace + 2 * interval)`` longer than the leader would have waited.
+repair leader and only it rebuilds, so two repairers never rebuild the same fragment. Holder r
+takes over only when every holder ranked before it is down or has not checked the file for
+about two of its passes (asked with the sealed peer call ``repair.Progress``): a slow,
+rate-limited leader keeps its files; a dead or wedged one loses them.
 
 The leader locates the fragments (storage/healing/locate.py). A fragment counts as missing when
 no live candidate has it. It is rebuilt when it has been missing for ``grace`` seconds -- or at
@@ -22,7 +23,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,10 @@ class Repairer:
         self.paused = False
         self._led = 0
         self.stage: dict[str, str] = {}        # file -> what its check is doing (diagnostics)
+        self.checked_at: dict[str, float] = {}  # cid -> monotonic time of the last check
+        self._pass_started = 0.0
+        # (peer, cid) -> the peer's progress() document; set by the service (sealed channel)
+        self.ask_progress: Callable[[bytes, str], Awaitable[dict[str, Any]]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -123,7 +128,7 @@ class Repairer:
         return out
 
     async def run_pass(self) -> None:
-        started = time.monotonic()
+        started = self._pass_started = time.monotonic()
         rebalance, self.rebalance_pending = self.rebalance_pending, False
         manifests = await asyncio.to_thread(self._local_manifests)
         seen: set[str] = set()
@@ -145,6 +150,7 @@ class Repairer:
         for key in [k for k in self.report if k not in seen]:
             del self.report[key]
         self.counters.passes += 1
+        self._pass_started = 0.0
         self.counters.files_led = self._led
         self.last_pass_s = time.monotonic() - started
 
@@ -162,6 +168,7 @@ class Repairer:
         holders = await asyncio.wait_for(
             self.network.closest(manifest_key(body.cid), body.m + 1), CHECK_DEADLINE_S)
         self.counters.files_checked += 1
+        self.checked_at[body.cid] = time.monotonic()
         self.stage[key] = "replicate"
         await self._replicate_manifest(m, holders)
         if me not in holders:
@@ -180,7 +187,7 @@ class Repairer:
                 since = self.missing_since.setdefault((mid, s, i), now)
                 oldest = min(oldest, since)
                 lost = not loc.unreachable
-                wait = (0.0 if lost else self.grace) + rank * (self.grace + 2 * self.interval)
+                wait = (0.0 if lost else self.grace) + rank * self.interval
                 if now - since >= wait:
                     due.setdefault(s, []).append(i)
             for i in range(loc.n):
@@ -188,6 +195,10 @@ class Repairer:
                     self.missing_since.pop((mid, s, i), None)
         if rank == 0:
             self._led += 1
+        elif due:
+            self.stage[key] = "ask leader"
+            if await self._someone_ahead_is_on_it(body.cid, holders[:rank]):
+                due = {}
         if due:
             for s, indices in sorted(due.items()):
                 self.stage[key] = f"rebuild {s}"
@@ -204,6 +215,31 @@ class Repairer:
         else:
             self.report.pop(key, None)
         return loc
+
+    # -- leader progress (so two repairers never rebuild the same fragment) ---------------
+    def progress(self, cid: str) -> dict[str, Any]:
+        """What a takeover candidate asks the file's leader (peer call repair.Progress)."""
+        checked = self.checked_at.get(cid)
+        running = time.monotonic() - self._pass_started if self._pass_started else 0.0
+        return {"age_s": None if checked is None else time.monotonic() - checked,
+                "busy": any(k.startswith(cid) for k in self.stage),
+                "pass_s": max(self.last_pass_s, running), "interval_s": self.interval}
+
+    async def _someone_ahead_is_on_it(self, cid: str, ahead: list[bytes]) -> bool:
+        """True if a manifest holder ranked before this node is up and checking the file."""
+        for peer in ahead:
+            if self.ask_progress is None:
+                return False
+            try:
+                doc = await asyncio.wait_for(self.ask_progress(peer, cid), 10.0)
+            except (MeshError, TimeoutError, ValueError):
+                continue
+            age = doc.get("age_s")
+            fresh = isinstance(age, int | float) and age < 2 * (
+                float(doc.get("interval_s", self.interval)) + float(doc.get("pass_s", 0))) + 5
+            if doc.get("busy") or fresh:
+                return True
+        return False
 
     async def _replicate_manifest(self, m: Manifest, holders: list[bytes]) -> None:
         """Keep the manifest on its m+1 closest peers as membership changes."""
