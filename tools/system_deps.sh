@@ -3,7 +3,7 @@
 # by itself: tests that need a missing tool skip with a reason instead.
 set -u
 need=()
-for pair in "dnsmasq:dnsmasq" "ip:iproute2" "tc:iproute2" "chromium:chromium"; do
+for pair in "dnsmasq:dnsmasq" "ip:iproute2" "tc:iproute2" "nft:nftables" "chromium:chromium"; do
   bin=${pair%%:*}; pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
 done
