@@ -62,6 +62,8 @@ class Phase:
     rpcs: list[int]
     accuracy: list[float]
     dead_returned: list[int]
+    cpu_s: float
+    load: float
 
 
 def distance(key: bytes, node_id: bytes) -> int:
@@ -164,9 +166,11 @@ async def run_one(impl: str, n: int, args: argparse.Namespace) -> list[Phase]:
     for label in ("before kill", f"after killing {int(args.kill * 100)}%"):
         if label != "before kill":
             await h.kill(args.kill)
+        cpu = time.process_time()
         res = await h.lookups(args.lookups, args.concurrency)
         phases.append(Phase(impl, n, label, join_ms, [r[0] for r in res], [r[1] for r in res],
-                            [r[2] for r in res], [r[3] for r in res]))
+                            [r[2] for r in res], [r[3] for r in res],
+                            time.process_time() - cpu, os.getloadavg()[0]))
         print(row(phases[-1]), flush=True)
     await h.close()
     return phases
@@ -182,12 +186,14 @@ def row(p: Phase) -> str:
     return (f"| {p.impl} | {p.n} | {p.phase} | {p.join_ms:.1f} | "
             f"{1000 * pct(p.latencies, 0.5):.0f} | {1000 * pct(p.latencies, 0.99):.0f} | "
             f"{statistics.mean(p.rpcs):.1f} | {100 * statistics.mean(p.accuracy):.1f}% | "
-            f"{100 * full:.0f}% | {statistics.mean(p.dead_returned):.2f} |")
+            f"{100 * full:.0f}% | {statistics.mean(p.dead_returned):.2f} | "
+            f"{1000 * p.cpu_s / len(p.latencies):.0f} | {p.load:.1f} |")
 
 
 HEADER = ("| impl | N | phase | join ms/node | lookup p50 ms | lookup p99 ms | RPCs/lookup | "
-          "live top-20 found | lookups with all 20 | dead returned/lookup |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+          "live top-20 found | lookups with all 20 | dead returned/lookup | "
+          "process CPU ms/lookup | load avg |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lookups", type=int, default=50, help="lookups per phase")
     parser.add_argument("--concurrency", type=int, default=10, help="lookups in flight")
     parser.add_argument("--kill", type=float, default=0.3, help="fraction of nodes killed")
-    parser.add_argument("--sweep-interval", type=float, default=2.0)
+    parser.add_argument("--sweep-interval", type=float, default=10.0,
+                        help="tw-mesh liveness sweep (s); all N nodes sweep in this one process")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds after joining")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-stock", action="store_true", help="skip stock kademlia 2.2.3")

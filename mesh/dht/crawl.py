@@ -4,8 +4,9 @@ Replaces kademlia 2.2.3's ``SpiderCrawl`` rounds, which waited for the slowest o
 each round (a dead node cost a full timeout per round) and re-admitted dead nodes mentioned
 after they had failed (defect 5). This lookup keeps up to alpha calls in flight, stops counting
 a call against alpha once it has been quiet for ``stall`` seconds (section 4.2's remedy for
-timeouts), never re-queries a failed or buried node, and ends when the k closest candidates
-have all answered. Value lookups run to the same end and return every RecordSet found, so
+timeouts), gives a call up after ten typical round trips (the call itself runs on to its
+timeout), never re-queries a failed, suspect or buried node, and ends when the k closest
+candidates have all answered. Value lookups run to the same end and return every RecordSet found, so
 records from different owners stored on partly different nodes are merged, instead of
 kademlia's "first round with a value, most common value wins".
 """
@@ -23,6 +24,7 @@ from mesh.dht.protocol import MeshProtocol, RpcResult, valid_id
 
 STALL_S = 0.15
 STALL_MAX_S = 0.5
+GIVE_UP_MIN_S = 0.3
 
 
 def parse_nodes(answer: Any) -> list[Node]:
@@ -82,8 +84,7 @@ class Lookup:
         ``stall`` seconds no longer holds a place among the k, so the next candidate is asked
         at once instead of after the timeout (dead nodes cost one timeout, not one per round)."""
         now = time.monotonic()
-        typical = statistics.median(self._answered) if self._answered else self.protocol.rtt
-        stall = min(max(self.stall, 3 * typical), STALL_MAX_S)
+        stall = min(max(self.stall, 3 * self._typical()), STALL_MAX_S)
         active = sum(1 for _, started in self._pending.values() if now - started < stall)
         stalled = {node.id for node, started in self._pending.values()
                    if now - started >= stall}
@@ -121,6 +122,20 @@ class Lookup:
         else:
             self._add(parse_nodes(answer))
 
+    def _typical(self) -> float:
+        return statistics.median(self._answered) if self._answered else self.protocol.rtt
+
+    def _give_up(self) -> None:
+        """Count a call silent for ten typical round trips (at least GIVE_UP_MIN_S, at most the
+        RPC timeout) as failed for this lookup; the call itself runs on and, if it times out,
+        makes the node suspect."""
+        limit = min(self.protocol._wait_timeout, max(GIVE_UP_MIN_S, 10 * self._typical()))
+        now = time.monotonic()
+        for future, (node, started) in list(self._pending.items()):
+            if now - started > limit:
+                del self._pending[future]
+                self.failed.add(node.id)
+
     def _finished(self) -> bool:
         window = self._window()
         return all(n.id in self.responded for n in window) or not window
@@ -137,4 +152,5 @@ class Lookup:
                                          return_when=asyncio.FIRST_COMPLETED)
             for future in done:
                 self._settle(future)
+            self._give_up()
         return [n for n in self._window() if n.id in self.responded]

@@ -74,10 +74,6 @@ class Membership(Liveness):
     def port(self) -> int:
         return self.server.port if self.server.transport is not None else self._requested_port
 
-    @property
-    def protocol(self) -> object:
-        return self.server.protocol
-
     async def start(self) -> None:
         await self.server.listen(self._requested_port, self.host)
         proto = self.server.protocol
@@ -91,10 +87,10 @@ class Membership(Liveness):
 
     async def bootstrap(self, addrs: list[tuple[str, int]]) -> int:
         """Join through ``addrs`` (host names allowed); returns the number of live peers."""
-        found = await self.server.bootstrap(addrs)
+        found = await self.server.bootstrap(addrs)  # a lookup of our own ID (section 2.3)
         await asyncio.gather(*(self.admit(n) for n in found))
-        if self._own is not None and self._peers:
-            await self.publish(self._own)
+        if self._own is not None and found:  # our record lives at our ID: store it on the
+            await self.server.store_at(found, self.node_id, encode_set([self._own]))  # k found
         log.info("joined: %d live peers", len(self._peers))
         return len(self._peers)
 

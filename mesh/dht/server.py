@@ -129,8 +129,12 @@ class MeshServer(Server):  # type: ignore[misc]
     async def set_digest(self, dkey: bytes, value: bytes) -> int:
         """Store an encoded RecordSet on the k closest nodes; returns the number of acks
         (a local store counts as one). Defects 2 and 3."""
+        return await self.store_at(await self.find_closest_nodes(dkey), dkey, value)
+
+    async def store_at(self, nodes: list[Node], dkey: bytes, value: bytes) -> int:
+        """STORE on ``nodes`` (the k closest, already looked up), and here if this node is
+        among them; returns the number of acknowledgements."""
         target = Node(dkey)
-        nodes = await self.find_closest_nodes(dkey)
         acks = 0
         if len(nodes) < self.ksize or self.node.distance_to(target) < max(
                 n.distance_to(target) for n in nodes):
