@@ -101,6 +101,7 @@ class Router:
                  serves_locally: Callable[[], bool], cache_ttl: float = 2.0,
                  stale_ttl: float = 30.0, rng: random.Random | None = None) -> None:
         self.ctx = ctx
+        self.me = ctx.identity.node_id          # (a property that hashes the key each time)
         self.run_local = run_local
         self.serves_locally = serves_locally
         self.cache_ttl = cache_ttl
@@ -112,18 +113,27 @@ class Router:
         self.calls = self.retries = self.failed = 0
 
     # --- providers ---------------------------------------------------------------------------
+    def _cached(self, function: str) -> list[Provider] | None:
+        """The cached providers when fresh (or stale but usable: a refresh starts)."""
+        cached = self._cache.get(function)
+        if cached is None:
+            return None
+        age = time.monotonic() - cached.at
+        if age < self.cache_ttl:
+            return cached.providers
+        if age < self.stale_ttl and cached.providers:
+            self._lookup_task(function)
+            return cached.providers
+        return None
+
     async def providers(self, function: str, *, fresh: bool = False) -> list[Provider]:
         """Provider records of ``function``: cached for ``cache_ttl`` s; up to ``stale_ttl``
         s a stale non-empty entry is returned at once while a lookup refreshes it in the
         background (a DHT lookup can take an RPC timeout when peers just died)."""
-        cached = self._cache.get(function)
-        if not fresh and cached is not None:
-            age = time.monotonic() - cached.at
-            if age < self.cache_ttl:
-                return cached.providers
-            if age < self.stale_ttl and cached.providers:
-                self._lookup_task(function)
-                return cached.providers
+        if not fresh:
+            cached = self._cached(function)
+            if cached is not None:
+                return cached
         return await asyncio.shield(self._lookup_task(function))
 
     def _lookup_task(self, function: str) -> asyncio.Task[list[Provider]]:
@@ -153,7 +163,7 @@ class Router:
 
     def targets(self, providers: list[Provider]) -> list[Target]:
         """Live places that can serve the current generation of a function."""
-        me = self.ctx.identity.node_id
+        me = self.me
         live = {v.node_id: v for v in self.ctx.membership.live_peers()}
         chosen = current_generation(providers)
         out: list[Target] = []
@@ -188,7 +198,7 @@ class Router:
         refuses the connection at once."""
         out = []
         for p in current_generation(providers):
-            if p.record.address and p.node_id != self.ctx.identity.node_id:
+            if p.record.address and p.node_id != self.me:
                 out.append(Target(p.node_id, p.record.address, p.record.load, p.record.code_cid,
                                   p.record.entry or p.record.function, p.record.worker_id,
                                   deploy_seq=p.record.deploy_seq, deployer=p.record.node_id))
@@ -210,11 +220,15 @@ class Router:
             remaining = deadline - time.monotonic()
             if remaining <= 0.005:
                 break
-            try:
-                async with asyncio.timeout(remaining):
-                    providers = await self.providers(function, fresh=bool(tried))
-            except TimeoutError:
-                break
+            cached = None if tried else self._cached(function)
+            if cached is not None:
+                providers = cached
+            else:
+                try:
+                    async with asyncio.timeout(remaining):
+                        providers = await self.providers(function, fresh=bool(tried))
+                except TimeoutError:
+                    break
             targets = [t for t in self.targets(providers) if t.node_id not in tried]
             if not targets and refreshed:
                 targets = [t for t in self.fallback_targets(providers) if t.node_id not in tried]
@@ -284,7 +298,7 @@ class Router:
         started = time.monotonic()
         try:
             async with asyncio.timeout(budget):
-                if target.node_id == self.ctx.identity.node_id:
+                if target.node_id == self.me:
                     reply = await self.run_local(req)
                 else:
                     peer = target.peer or mesh_pb2.PeerRecord(node_id=target.node_id,

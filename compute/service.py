@@ -286,7 +286,7 @@ class ComputeService:
 
     async def execute(self, request: compute_pb2.CallRequest) -> compute_pb2.CallReply:
         """Run one call here, in the sandbox; every failure is described in the reply."""
-        me = self.ctx.identity.node_id
+        me = self.router.me
         reply = compute_pb2.CallReply(node_id=me)
         self.inflight += 1
         try:
