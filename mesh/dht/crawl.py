@@ -4,7 +4,7 @@ Replaces kademlia 2.2.3's ``SpiderCrawl`` rounds, which waited for the slowest o
 each round (a dead node cost a full timeout per round) and re-admitted dead nodes mentioned
 after they had failed (defect 5). This lookup keeps up to alpha calls in flight, stops counting
 a call against alpha once it has been quiet for ``stall`` seconds (section 4.2's remedy for
-timeouts), gives a call up after ten typical round trips (the call itself runs on to its
+timeouts), gives a call up after twenty typical round trips (the call itself runs on to its
 timeout), never re-queries a failed, suspect or buried node, and ends when the k closest
 candidates have all answered. Value lookups run to the same end and return every RecordSet found, so
 records from different owners stored on partly different nodes are merged, instead of
@@ -24,7 +24,7 @@ from mesh.dht.protocol import MeshProtocol, RpcResult, valid_id
 
 STALL_S = 0.15
 STALL_MAX_S = 0.5
-GIVE_UP_MIN_S = 0.3
+GIVE_UP_MIN_S = 0.5
 
 
 def parse_nodes(answer: Any) -> list[Node]:
@@ -126,10 +126,10 @@ class Lookup:
         return statistics.median(self._answered) if self._answered else self.protocol.rtt
 
     def _give_up(self) -> None:
-        """Count a call silent for ten typical round trips (at least GIVE_UP_MIN_S, at most the
+        """Count a call silent for twenty typical round trips (at least GIVE_UP_MIN_S, at most the
         RPC timeout) as failed for this lookup; the call itself runs on and, if it times out,
         makes the node suspect."""
-        limit = min(self.protocol._wait_timeout, max(GIVE_UP_MIN_S, 10 * self._typical()))
+        limit = min(self.protocol._wait_timeout, max(GIVE_UP_MIN_S, 20 * self._typical()))
         now = time.monotonic()
         for future, (node, started) in list(self._pending.items()):
             if now - started > limit:
