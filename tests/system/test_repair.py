@@ -13,6 +13,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from proto import storage_pb2, taskworker_pb2, taskworker_pb2_grpc
 from tests.support.nodes import NodeCluster, NodeProc, run_cli
 
@@ -144,9 +146,10 @@ async def test_scrubber_repairs_bit_rot(tmp_path: Path) -> None:
         await check_gets(cluster, 0, files)
 
 
-async def test_leave_hands_fragments_off_before_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["leave", "sigterm"])
+async def test_leave_hands_fragments_off_before_exit(tmp_path: Path, how: str) -> None:
     slow_repair = ["--sweep-interval", "0.5", "--repair-interval", "300", "--repair-grace",
-                   "600", "--scrub-interval", "0"]
+                   "600", "--scrub-interval", "0", "--drain"]
     async with NodeCluster(tmp_path, 7, extra=slow_repair) as cluster:
         files = await push_files(cluster, 15, seed=4)
         bodies = manifests(cluster.nodes)
@@ -154,11 +157,31 @@ async def test_leave_hands_fragments_off_before_exit(tmp_path: Path) -> None:
         leaving = cluster.nodes[2]
         held = len(fragments_on(leaving))
         assert held > 0
-        out = await asyncio.to_thread(run_cli, "leave", api=leaving.api)
-        assert out.returncode == 0, out.stderr
-        assert b"handed off" in out.stdout
-        assert await asyncio.to_thread(leaving.terminate, 30) == 0   # exited by itself
+        if how == "leave":
+            out = await asyncio.to_thread(run_cli, "leave", api=leaving.api)
+            assert out.returncode == 0, out.stderr
+            assert b"handed off" in out.stdout
+            assert leaving.proc is not None
+            await asyncio.to_thread(leaving.proc.wait, 60)             # exits by itself
+        assert await asyncio.to_thread(leaving.terminate, 60) == 0   # (else SIGTERM + --drain)
+        assert "drained:" in leaving.log_path.read_text()
         # Repair is far off (grace 600 s): full health now is the drain's doing.
         missing, crowded = health(bodies, cluster.live())
         assert (missing, crowded) == (0, 0)
         await check_gets(cluster, 0, files)
+
+
+async def test_joining_peers_receive_fragments_in_the_background(tmp_path: Path) -> None:
+    extra = [*FAST[:2], "--repair-interval", "0.5", *FAST[4:]]
+    async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
+        files = await push_files(cluster, 12, seed=5)
+        bodies = manifests(cluster.nodes)
+        await wait_healthy(bodies, cluster, 30)
+        new = await cluster.add(2)
+        await cluster.wait_converged()
+        deadline = time.monotonic() + 60
+        while not all(fragments_on(node) for node in new):
+            assert time.monotonic() < deadline, "no fragment moved to the new peers"
+            await asyncio.sleep(0.5)
+        await wait_healthy(bodies, cluster, 30)
+        await check_gets(cluster, 7, files)
