@@ -193,15 +193,21 @@ class Swarm:
                 returned=len(got),
             )
 
-        done = 0
-        while done < self.ns.lookups:
-            n = min(self.ns.lookup_concurrency, len(ids), self.ns.lookups - done)
-            queriers = [self.live[i] for i in self.rng.sample(ids, n)]
-            keys = [self.rng.randbytes(20) for _ in range(n)]
-            phase.lookups += await asyncio.gather(
-                *(one(q, key) for q, key in zip(queriers, keys, strict=True))
-            )
-            done += n
+        # Distinct queriers (while there are enough), so RPC counts of concurrent lookups
+        # never mix; a sliding window of --lookup-concurrency lookups in flight.
+        count = self.ns.lookups
+        queriers = [self.live[i] for i in self.rng.sample(ids, min(count, len(ids)))]
+        queriers += [self.live[self.rng.choice(ids)] for _ in range(count - len(queriers))]
+        keys = [self.rng.randbytes(20) for _ in range(count)]
+        sem = asyncio.Semaphore(self.ns.lookup_concurrency)
+
+        async def windowed(q: Member, key: bytes) -> Lookup:
+            async with sem:
+                return await one(q, key)
+
+        phase.lookups += await asyncio.gather(
+            *(windowed(q, key) for q, key in zip(queriers, keys, strict=True))
+        )
         stats1 = await self.stats()
         phase.late = stats1.late - stats0.late
         phase.refused = stats1.refused - stats0.refused
@@ -299,8 +305,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lookups", type=int, default=100, help="lookups measured per phase")
     ap.add_argument("--k", type=int, default=20, help="closest peers asked for")
     ap.add_argument("--churn", type=float, nargs="*", default=[0.10, 0.30])
-    ap.add_argument("--join-concurrency", type=int, default=20)
-    ap.add_argument("--lookup-concurrency", type=int, default=20)
+    ap.add_argument("--join-concurrency", type=int, default=40)
+    ap.add_argument("--lookup-concurrency", type=int, default=40)
     ap.add_argument("--rpc-timeout", type=float, default=1.0, help="seconds (both backends)")
     ap.add_argument(
         "--sweep-interval",

@@ -52,6 +52,7 @@ class SwarmNode(ABC):
 
     label: str
     includes_self: bool  # whether closest() may return the node itself
+    late_answers = 0  # per process, over all nodes
 
     def __init__(self, index: int, seed: int) -> None:
         self.index = index
@@ -65,8 +66,19 @@ class SwarmNode(ABC):
         return self._counter.requests if self._counter is not None else 0
 
     def _count(self, protocol: Any) -> None:
+        """Count this node's outgoing requests, and late answers (responses to calls that had
+        already timed out: their id is no longer outstanding) in `SwarmNode.late_answers`."""
         self._counter = _CountingTransport(protocol.transport)
         protocol.transport = self._counter
+        receive = protocol.datagram_received
+        outstanding = protocol._outstanding
+
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if data[:1] == b"\x01" and data[1:21] not in outstanding:
+                SwarmNode.late_answers += 1
+            receive(data, addr)
+
+        protocol.datagram_received = datagram_received
 
     @abstractmethod
     async def start(self) -> None: ...

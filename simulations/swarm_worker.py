@@ -20,9 +20,9 @@ from simulations.swarm_nodes import HOST, SwarmNode, node_class
 
 class CountingFilter(logging.Filter):
     """Counts (and hides) log records containing `needle`: rpcudp's "received unknown message"
-    (an answer that arrived after its RPC timed out: the RPC was slow or the host process was
-    busy) and mesh.dht's "refused ...: identity not proven" (a contact whose address is now
-    someone else's, e.g. a crashed node's port reused by a new node)."""
+    (a late answer; counted at the nodes instead, see SwarmNode._count) and mesh.dht's
+    "refused ...: identity not proven" (a contact whose address is now someone else's, e.g. a
+    crashed node's port reused by a new node)."""
 
     def __init__(self, needle: str) -> None:
         super().__init__()
@@ -124,7 +124,7 @@ class _Worker:
         """Late answers, refused contacts, CPU seconds, mean live peers known per node."""
         sizes = [n.live_count() for n in self.nodes.values()]
         known = sum(sizes) / len(sizes) if sizes else 0.0
-        return self.late.count, self.refused.count, time.process_time(), known
+        return SwarmNode.late_answers, self.refused.count, time.process_time(), known
 
 
 def _worker_main(conn: Connection, config: dict[str, Any]) -> None:
