@@ -146,7 +146,7 @@ async def test_scrubber_repairs_bit_rot(tmp_path: Path) -> None:
         await check_gets(cluster, 0, files)
 
 
-@pytest.mark.parametrize("how", ["leave", "sigterm"])
+@pytest.mark.parametrize("how", ["leave", pytest.param("sigterm", marks=pytest.mark.slow)])
 async def test_leave_hands_fragments_off_before_exit(tmp_path: Path, how: str) -> None:
     slow_repair = ["--sweep-interval", "0.5", "--repair-interval", "300", "--repair-grace",
                    "600", "--scrub-interval", "0", "--drain"]
@@ -171,6 +171,7 @@ async def test_leave_hands_fragments_off_before_exit(tmp_path: Path, how: str) -
         await check_gets(cluster, 0, files)
 
 
+@pytest.mark.slow
 async def test_joining_peers_receive_fragments_in_the_background(tmp_path: Path) -> None:
     extra = [*FAST[:2], "--repair-interval", "0.5", *FAST[4:]]
     async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
