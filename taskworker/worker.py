@@ -292,7 +292,7 @@ class TaskWorker:
         publish the functions, and — unless ``wait=False`` — serve until stop_server(),
         SIGINT/SIGTERM or a Leave request."""
         from taskworker.cli_common import parse_hostport
-        from taskworker.node import Node, NodeConfig
+        from taskworker.node import Node, NodeConfig, StartupError
 
         if self.node is not None:
             raise TaskWorkerError("the server is already running")
@@ -309,6 +309,11 @@ class TaskWorker:
         self._stop = asyncio.Event()
         try:
             await node.start()
+        except StartupError as exc:
+            await node.stop(0)
+            hint = (" (for a TaskWorker: pass another port, or set TASKWORKER_PORT; 0 picks a "
+                    "free one)") if "local API" in str(exc) else ""
+            raise TaskWorkerError(f"{exc}{hint}") from None
         except BaseException:
             await node.stop(0)
             raise

@@ -73,3 +73,19 @@ async def test_in_process_worker_serves_registers_late_and_stops(tmp_path: Path)
         await worker.stop_server()
     assert worker.node is None
     await worker.stop_server()                                   # idempotent
+
+
+async def test_port_in_use_and_bad_addresses_are_clear_errors(tmp_path: Path) -> None:
+    from taskworker import TaskWorkerError
+
+    first = TaskWorker("one", data_dir=tmp_path)
+    await first.start_server(port=0, wait=False)
+    try:
+        second = TaskWorker("two", data_dir=tmp_path)
+        with pytest.raises(TaskWorkerError, match="TASKWORKER_PORT"):
+            await second.start_server(port=first.node.api_port, wait=False)
+        with pytest.raises(TaskWorkerError, match="bad address"):
+            await TaskWorker("three", "no-port-here", data_dir=tmp_path).start_server(
+                port=0, wait=False)
+    finally:
+        await first.stop_server()
