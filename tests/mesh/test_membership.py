@@ -246,3 +246,14 @@ async def test_fetch_peer_and_mark_dead(make_node: MakeNode) -> None:
     record = await nodes[2].fetch_peer(nodes[1].node_id)
     assert record is not None and record.address == f"127.0.0.1:{nodes[1].port}"
     assert await nodes[2].fetch_peer(bytes(20)) is None
+
+
+async def test_own_record_is_republished_before_expiry(make_node: MakeNode) -> None:
+    a = await make_node(record_ttl=0.9)  # republished every 0.3 s
+    b = await make_node()
+    await b.bootstrap([("127.0.0.1", a.port)])
+    first = await b.fetch(a.node_id)
+    assert [r.owner_key for r in first] == [a.identity.public_key]
+    await asyncio.sleep(1.2)  # longer than the TTL: only republishing keeps it alive
+    later = await b.fetch(a.node_id)
+    assert len(later) == 1 and later[0].seq > first[0].seq
