@@ -218,6 +218,25 @@ class _Placer:
         return None
 
 
+class _ReadHints:
+    """What one read learns as it goes: dead holders, the placement key's closest peers."""
+
+    def __init__(self) -> None:
+        self.dead: set[bytes] = set()
+        self._ranked: list[bytes] | None = None
+        self._lock = asyncio.Lock()
+
+    async def ranked(self, network: Network, body: storage_pb2.ManifestBody) -> list[bytes]:
+        async with self._lock:
+            if self._ranked is None:
+                n = body.k + body.m
+                try:
+                    self._ranked = await network.closest(body.placement_key, n + min(n, 8))
+                except MeshError:
+                    self._ranked = []
+            return self._ranked
+
+
 class Reader:
     """A resolved, readable file: its verified manifest and file key."""
 
@@ -226,6 +245,7 @@ class Reader:
         self.manifest = manifest
         self.key = key
         self.codec = manifest.codec()
+        self.hints = _ReadHints()
 
     @property
     def filename(self) -> str:
@@ -270,7 +290,7 @@ class Reader:
     async def _stripe(self, s: int) -> bytes:
         body = self.manifest.body
         plain_len = self.manifest.stripe_len(s)
-        frags = await self.store._fetch_fragments(self.manifest, s)
+        frags = await self.store._fetch_fragments(self.manifest, s, self.hints)
         last = s == len(body.stripes) - 1
 
         def decode() -> bytes:
@@ -597,19 +617,30 @@ class FileStore:
         self.counters["bytes_out"] += manifest.body.size
         return Reader(self, manifest, key)
 
-    async def _fetch_fragments(self, manifest: Manifest, s: int) -> dict[int, bytes]:
-        """Any k verified fragments of stripe s; UnavailableError listing what is missing."""
+    async def _fetch_fragments(self, manifest: Manifest, s: int,
+                               hints: _ReadHints | None = None) -> dict[int, bytes]:
+        """Any k verified fragments of stripe s; UnavailableError listing what is missing.
+
+        Order: data fragments first (decoding them is a copy), holders that already failed in
+        this read last. If the recorded holders cannot supply k, fragment i is also looked for
+        on the i-th XOR-closest live peer to the manifest's placement key, then on the other
+        close peers: where repair puts a rebuilt fragment (the owner-signed manifest cannot be
+        re-signed by a repairing node).
+        """
         body = manifest.body
         k = body.k
         frags = body.stripes[s].fragments
-        # data fragments first (decoding them is a copy); the same holder's failure is shared
-        candidates = list(range(len(frags)))
+        hints = hints or _ReadHints()
+        recorded = [(i, manifest.holder_of(s, i)) for i in range(len(frags))]
+        candidates: list[tuple[int, bytes | None]] = sorted(
+            recorded, key=lambda c: c[1] in hints.dead)
+        tried: set[tuple[int, bytes | None]] = set()
         got: dict[int, bytes] = {}
         missing: dict[int, str] = {}
-        pending: dict[asyncio.Task[bytes], int] = {}
+        pending: dict[asyncio.Task[bytes], tuple[int, bytes | None]] = {}
+        fell_back = False
 
-        async def fetch(i: int) -> bytes:
-            holder = manifest.holder_of(s, i)
+        async def fetch(i: int, holder: bytes | None) -> bytes:
             if holder is None:
                 raise NotFoundError("never placed")
             async with self._fetch_sem:
@@ -618,22 +649,41 @@ class FileStore:
 
         try:
             while len(got) < k:
+                candidates = [c for c in candidates if c[0] not in got and c not in tried]
+                if not candidates and not pending and not fell_back:
+                    fell_back = True
+                    ranked = await hints.ranked(self.network, body)
+                    short = [i for i in range(len(frags)) if i not in got]
+                    candidates = []
+                    if ranked:
+                        placed = assign(ranked, len(frags))     # repair's rule, wrapping too
+                        candidates = [(i, placed[i]) for i in short]
+                    candidates += [(i, p) for i in short for p in ranked]
+                    candidates = [c for c in dict.fromkeys(candidates)
+                                  if c not in tried and c[1] not in hints.dead]
                 while candidates and len(pending) < k - len(got):
-                    i = candidates.pop(0)
-                    pending[asyncio.create_task(fetch(i))] = i
+                    c = candidates.pop(0)
+                    tried.add(c)
+                    pending[asyncio.create_task(fetch(*c))] = c
                 if not pending:
                     break
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    i = pending.pop(task)
+                    i, holder = pending.pop(task)
                     try:
-                        got[i] = task.result()
+                        data = task.result()
                     except MeshError as exc:
-                        holder = manifest.holder_of(s, i)
-                        who = holder.hex()[:16] if holder else "nobody"
-                        missing[i] = f"fragment {i} on {who}: {exc}"
+                        if isinstance(exc, UnavailableError) and holder is not None:
+                            hints.dead.add(holder)
                         if "corrupt" in str(exc):
                             self.counters["corrupt_fragments"] += 1
+                        if (i, holder) in recorded:
+                            who = holder.hex()[:16] if holder else "nobody"
+                            missing[i] = f"fragment {i} on {who}: {exc}"
+                        continue
+                    if i not in got:
+                        got[i] = data
+                        missing.pop(i, None)
         finally:
             for task in pending:
                 task.cancel()

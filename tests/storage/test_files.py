@@ -251,3 +251,30 @@ async def test_manifest_lying_about_cid_is_an_error_not_silent(net: FakeNetwork)
         async for stripe in reader.stripes():
             got.append(stripe)
     assert len(got) == len(body.stripes) - 1      # the last stripe is held back
+
+
+async def test_rebuilt_fragment_found_at_placement_peer(net: FakeNetwork) -> None:
+    """Repair puts a lost fragment i on the i-th closest live peer to the placement key; Get
+    finds it there although the owner-signed manifest still names the dead holder."""
+    files = FileStore(net)
+    alice = _user()
+    data = os.urandom(200_000)
+    r = await files.push_bytes(data, alice, PushOptions(stripe_size=65536))
+    manifest = (await files.resolve(r.cid, alice))[0]
+    from storage.manifest import manifest_key
+
+    keep = set(await net.closest(manifest_key(r.cid), 3))
+    victims = [h for h in manifest.body.holders if h not in keep][:3]
+    victims += [h for h in manifest.body.holders if h not in victims][: 3 - len(victims)]
+    net.down.update(victims)
+    with pytest.raises(UnavailableError):
+        await (await files.open(r.cid, alice)).read_all()
+    ranked = await net.closest(manifest.body.placement_key, 10)
+    for s, stripe in enumerate(manifest.body.stripes):
+        for i, frag in enumerate(stripe.fragments):
+            holder = manifest.holder_of(s, i)
+            if holder in victims:
+                blob = net.handlers[holder].fragments.get(frag.hash.hex())
+                assert blob is not None
+                net.handlers[ranked[i % len(ranked)]].fragments.put(blob, r.file_id, s * 256 + i)
+    assert await (await files.open(r.cid, alice)).read_all() == data
