@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -318,6 +318,25 @@ class TahoeGrid:
             if str(s.get("connection_status", "")).lower().startswith("connected")
         )
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by all running Tahoe node processes.
+
+        Differences around an operation give its CPU cost on the Tahoe side (client + servers),
+        a figure far less sensitive to machine load than wall-clock time.
+        """
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            try:
+                stat = Path(f"/proc/{node.proc.pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
     def stop(self) -> None:
         """Kill every node's process group (SIGTERM, then SIGKILL after 10 s). Idempotent."""
         if self._http is not None:
@@ -414,6 +433,7 @@ class Timing:
     op: str
     size: int
     runs: list[float]
+    cpu: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -421,9 +441,10 @@ class Timing:
 
     def row(self) -> str:
         mbs = f"{self.size / self.median / 1e6:.1f}" if self.size >= 1 << 20 else ""
+        cpu = f"{statistics.median(self.cpu):.3f}" if self.cpu else ""
         return (
             f"| {self.op} | {_size(self.size)} | {self.median:.3f} | {min(self.runs):.3f} | "
-            f"{max(self.runs):.3f} | {mbs} | {len(self.runs)} |"
+            f"{max(self.runs):.3f} | {mbs} | {cpu} | {len(self.runs)} |"
         )
 
 
@@ -431,36 +452,53 @@ def _size(n: int) -> str:
     return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
-def time_immutable(grid: TahoeGrid, size: int) -> tuple[float, float]:
+def _steps(
+    grid: TahoeGrid, steps: list[Callable[[], object]], cpu: list[float] | None
+) -> list[tuple[float, object]]:
+    """Run ``steps`` in order: (wall seconds, result) each; per-step grid CPU into ``cpu``."""
+    out = []
+    for step in steps:
+        c0 = grid.cpu_seconds() if cpu is not None else 0.0
+        t0 = time.perf_counter()
+        result = step()
+        out.append((time.perf_counter() - t0, result))
+        if cpu is not None:
+            cpu.append(grid.cpu_seconds() - c0)
+    return out
+
+
+def time_immutable(
+    grid: TahoeGrid, size: int, cpu: list[float] | None = None
+) -> tuple[float, float]:
     """One immutable round trip of ``size`` fresh random bytes: (upload s, download s).
 
     Verifies the bytes. Public so a comparison benchmark can interleave Tahoe and tw-mesh runs
-    (the machine is shared; load drifts between back-to-back blocks of runs).
+    (the machine is shared; load drifts between back-to-back blocks of runs). With ``cpu``,
+    the Tahoe processes' CPU seconds for upload and download are appended to it.
     """
     data = os.urandom(size)  # fresh every run: Tahoe deduplicates identical files
-    t0 = time.perf_counter()
-    cap = grid.upload(data)
-    t1 = time.perf_counter()
-    got = grid.download(cap)
-    t2 = time.perf_counter()
+    ((t_up, cap),) = _steps(grid, [lambda: grid.upload(data)], cpu)
+    ((t_down, got),) = _steps(grid, [lambda: grid.download(str(cap))], cpu)
     if got != data:
         raise TahoeError(f"round-trip mismatch for {size} bytes")
-    return t1 - t0, t2 - t1
+    return t_up, t_down
 
 
-def time_mutable(grid: TahoeGrid, size: int = 1 << 20, fmt: str = "MDMF") -> tuple[float, ...]:
-    """Create, modify (full overwrite), read a mutable file: (create s, modify s, read s)."""
+def time_mutable(
+    grid: TahoeGrid, size: int = 1 << 20, fmt: str = "MDMF", cpu: list[float] | None = None
+) -> tuple[float, float, float]:
+    """Create, modify (full overwrite), read a mutable file: (create s, modify s, read s).
+
+    With ``cpu``, the Tahoe processes' CPU seconds for the three steps are appended to it.
+    """
     data, new = os.urandom(size), os.urandom(size)
-    t0 = time.perf_counter()
-    cap = grid.mutable_create(data, fmt)
-    t1 = time.perf_counter()
-    grid.mutable_modify(cap, new)
-    t2 = time.perf_counter()
-    got = grid.mutable_read(cap)
-    t3 = time.perf_counter()
+    ((t_c, cap),) = _steps(grid, [lambda: grid.mutable_create(data, fmt)], cpu)
+    (t_m, _), (t_r, got) = _steps(
+        grid, [lambda: grid.mutable_modify(str(cap), new), lambda: grid.mutable_read(str(cap))], cpu
+    )
     if got != new:
         raise TahoeError("mutable read after modify returned other bytes")
-    return t1 - t0, t2 - t1, t3 - t2
+    return t_c, t_m, t_r
 
 
 def _curl_round_trip(grid: TahoeGrid, workdir: Path, size: int) -> tuple[float, float]:
@@ -503,9 +541,12 @@ def selftest(
             cup = Timing("immutable upload, curl -T", size, [])
             cdown = Timing("immutable download, curl -o", size, [])
             for _ in range(n):
-                dt_up, dt_down = time_immutable(grid, size)
+                cpu: list[float] = []
+                dt_up, dt_down = time_immutable(grid, size, cpu)
                 up.runs.append(dt_up)
                 down.runs.append(dt_down)
+                up.cpu.append(cpu[0])
+                down.cpu.append(cpu[1])
                 if curl:
                     a, b = _curl_round_trip(grid, workdir, size)
                     cup.runs.append(a)
@@ -518,8 +559,11 @@ def selftest(
             Timing(f"MDMF {op}", mib, []) for op in ("create", "modify", "read")
         )
         for _ in range(runs):
-            for t, secs in zip((create, modify, read), time_mutable(grid, mib), strict=True):
+            cpu = []
+            wall = time_mutable(grid, mib, cpu=cpu)
+            for t, secs, c in zip((create, modify, read), wall, cpu, strict=True):
                 t.runs.append(secs)
+                t.cpu.append(c)
         results += [create, modify, read]
         for t in (create, modify, read):
             print(t.row(), flush=True)
@@ -527,7 +571,8 @@ def selftest(
 
 
 HEADER = (
-    "| op | size | median s | min s | max s | MB/s (median) | runs |\n|---|---|---|---|---|---|---|"
+    "| op | size | median s | min s | max s | MB/s (median) | Tahoe CPU s (median) | runs |\n"
+    "|---|---|---|---|---|---|---|---|"
 )
 
 
