@@ -200,9 +200,23 @@ class FileStorage:
             raise TaskWorkerError("storage needs a running node: await start_server() first")
         return stub
 
+    def _ensure_user(self, user_id: str) -> None:
+        """The embedded node's keyring belongs to this worker: a user it writes as is
+        created on first use (as the seed's examples expect of ``user_id="user123"``)."""
+        if not user_id:
+            return
+        try:
+            from storage.keyring import Keyring
+
+            Keyring(self._worker.data_dir).get_or_create(user_id)
+        except Exception as exc:  # a bad name etc.: the node answers with the real error
+            log.debug("keyring user %r not created: %s", user_id, exc)
+
     async def Push(self, request: taskworker_pb2.PushRequest, context: Any = None
                    ) -> taskworker_pb2.PushResponse:
-        response: taskworker_pb2.PushResponse = await self._stub().Push(request)
+        stub = self._stub()
+        self._ensure_user(request.user_id)
+        response: taskworker_pb2.PushResponse = await stub.Push(request)
         return response
 
     async def Get(self, request: taskworker_pb2.GetRequest, context: Any = None
@@ -212,7 +226,9 @@ class FileStorage:
 
     async def Revise(self, request: taskworker_pb2.ReviseRequest, context: Any = None
                      ) -> taskworker_pb2.ReviseResponse:
-        response: taskworker_pb2.ReviseResponse = await self._stub().Revise(request)
+        stub = self._stub()
+        self._ensure_user(request.user_id)
+        response: taskworker_pb2.ReviseResponse = await stub.Revise(request)
         return response
 
     async def Synchronous(self, request: taskworker_pb2.SynchronousRequest, context: Any = None

@@ -12,7 +12,6 @@ import pytest
 from compute import values
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from taskworker import TaskWorker
-from tests.support.nodes import run_cli
 
 
 def triple(x):  # type: ignore[no-untyped-def]
@@ -58,8 +57,7 @@ async def test_in_process_worker_serves_registers_late_and_stops(tmp_path: Path)
             with pytest.raises(Exception):  # noqa: B017 - PermissionError or the proxy's refusal
                 await worker.get_secret("no-such-secret")
             # storage through the node's FileService (when this tree has the capability)
-            await asyncio.to_thread(run_cli, "user", "create", "user123", "--data-dir",
-                                    str(worker.data_dir))
+            # (the worker creates "user123" in its own node's keyring on first write)
             try:
                 pushed = await worker.storage.Push(taskworker_pb2.PushRequest(
                     file_data=b"hello", filename="a.txt", user_id="user123"))
