@@ -87,6 +87,8 @@ class PeerChannel:
                                                  timeout=self._pool.timeouts.handshake)
                 except grpc.aio.AioRpcError as exc:
                     raise self._failed(exc) from exc
+                except grpc.aio.UsageError as exc:
+                    raise self._closed(exc) from exc
                 keys = hs.finish(resp)
                 self._session = Session(keys, is_client=True, policy=self._pool.policy)
             return self._session
@@ -96,6 +98,10 @@ class PeerChannel:
         if isinstance(err, UnavailableError) and self._pool.on_unreachable is not None:
             self._pool.on_unreachable(self.node_id)
         return err
+
+    def _closed(self, exc: Exception) -> UnavailableError:
+        """The pool closed this channel under a call (the peer was reported unreachable)."""
+        return UnavailableError(f"peer {self.address} unreachable: channel closed ({exc})")
 
     def _forget(self, session: Session) -> None:
         if self._session is session:
@@ -115,6 +121,8 @@ class PeerChannel:
                     self._forget(session)    # server lost or expired the session: re-key once
                     continue
                 raise self._failed(exc) from exc
+            except grpc.aio.UsageError as exc:
+                raise self._closed(exc) from exc
             if not resp.final:
                 raise FrameError("unary reply is not a single final frame")
             return _unwrap(session.open(resp, call_id, 0))
@@ -140,7 +148,10 @@ class PeerChannel:
                 index += 1
             yield session.seal(call_id, index, True, b"")
 
-        call = self._stream(frames(), timeout=timeout)
+        try:
+            call = self._stream(frames(), timeout=timeout)
+        except grpc.aio.UsageError as exc:
+            raise self._closed(exc) from exc
         index = 0
         try:
             async for frame in call:
