@@ -87,3 +87,18 @@ async def test_port_in_use_and_bad_addresses_are_clear_errors(tmp_path: Path) ->
                 port=0, wait=False)
     finally:
         await first.stop_server()
+
+
+def test_seed_storage_example_runs_unchanged(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.nodes import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TASKWORKER_PORT": "0",
+           "TASKWORKER_DATA_DIR": str(tmp_path / "tw")}
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "seed_storage.py")],
+                         cwd=tmp_path, env=env, capture_output=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().strip().endswith("Hello from HiveMind storage!")
