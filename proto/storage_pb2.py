@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/storage.proto\x12\x0etwmesh.storage\"(\n\x08\x46ragment\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0e\n\x06holder\x18\x02 \x01(\r\"5\n\x06Stripe\x12+\n\tfragments\x18\x01 \x03(\x0b\x32\x18.twmesh.storage.Fragment\".\n\tSealedKey\x12\x11\n\trecipient\x18\x01 \x01(\x0c\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"\x98\x03\n\x0cManifestBody\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\t\n\x01k\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\r\x12\x13\n\x0bstripe_size\x18\x07 \x01(\x04\x12\x14\n\x0c\x63odec_format\x18\x08 \x01(\r\x12\x13\n\x0bpacket_size\x18\t \x01(\r\x12\x0e\n\x06matrix\x18\n \x01(\t\x12\x11\n\towner_key\x18\x0b \x01(\x0c\x12\'\n\x04keys\x18\x0c \x03(\x0b\x32\x19.twmesh.storage.SealedKey\x12\x12\n\npublic_key\x18\r \x01(\x0c\x12\x17\n\x0f\x66ilename_sealed\x18\x0e \x01(\x0c\x12\x15\n\rplacement_key\x18\x0f \x01(\x0c\x12\x0f\n\x07holders\x18\x10 \x03(\x0c\x12\'\n\x07stripes\x18\x11 \x03(\x0b\x32\x16.twmesh.storage.Stripe\x12\x18\n\x10under_replicated\x18\x12 \x01(\x08\x12\x12\n\ncreated_ms\x18\x13 \x01(\x04\"1\n\x0eSignedManifest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\x0c\x44ocumentBody\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x11\n\towner_key\x18\x03 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x04 \x01(\x04\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"1\n\x0eSignedDocument\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"O\n\x14StoreFragmentRequest\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04hash\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\"\n\x12StoreFragmentReply\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"$\n\x14\x46\x65tchFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"\"\n\x12\x46\x65tchFragmentReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"%\n\x13HasFragmentsRequest\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"$\n\x11HasFragmentsReply\x12\x0f\n\x07present\x18\x01 \x03(\x08\"3\n\x15\x44\x65leteFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"&\n\x13\x44\x65leteFragmentReply\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"H\n\x14StoreManifestRequest\x12\x30\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedManifest\"$\n\x12StoreManifestReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"$\n\x15\x46\x65tchManifestsRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"H\n\x13\x46\x65tchManifestsReply\x12\x31\n\tmanifests\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedManifest\"H\n\x14StoreDocumentRequest\x12\x30\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedDocument\"$\n\x12StoreDocumentReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\'\n\x14\x46\x65tchDocumentRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"G\n\x12\x46\x65tchDocumentReply\x12\x31\n\tdocuments\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedDocumentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/storage.proto\x12\x0etwmesh.storage\"(\n\x08\x46ragment\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0e\n\x06holder\x18\x02 \x01(\r\"5\n\x06Stripe\x12+\n\tfragments\x18\x01 \x03(\x0b\x32\x18.twmesh.storage.Fragment\".\n\tSealedKey\x12\x11\n\trecipient\x18\x01 \x01(\x0c\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"\x98\x03\n\x0cManifestBody\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\t\n\x01k\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\r\x12\x13\n\x0bstripe_size\x18\x07 \x01(\x04\x12\x14\n\x0c\x63odec_format\x18\x08 \x01(\r\x12\x13\n\x0bpacket_size\x18\t \x01(\r\x12\x0e\n\x06matrix\x18\n \x01(\t\x12\x11\n\towner_key\x18\x0b \x01(\x0c\x12\'\n\x04keys\x18\x0c \x03(\x0b\x32\x19.twmesh.storage.SealedKey\x12\x12\n\npublic_key\x18\r \x01(\x0c\x12\x17\n\x0f\x66ilename_sealed\x18\x0e \x01(\x0c\x12\x15\n\rplacement_key\x18\x0f \x01(\x0c\x12\x0f\n\x07holders\x18\x10 \x03(\x0c\x12\'\n\x07stripes\x18\x11 \x03(\x0b\x32\x16.twmesh.storage.Stripe\x12\x18\n\x10under_replicated\x18\x12 \x01(\x08\x12\x12\n\ncreated_ms\x18\x13 \x01(\x04\"1\n\x0eSignedManifest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\x0c\x44ocumentBody\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x11\n\towner_key\x18\x03 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x04 \x01(\x04\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"1\n\x0eSignedDocument\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"O\n\x14StoreFragmentRequest\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04hash\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\"\n\x12StoreFragmentReply\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"$\n\x14\x46\x65tchFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"\"\n\x12\x46\x65tchFragmentReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"3\n\x13HasFragmentsRequest\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x0c\n\x04\x64\x65\x65p\x18\x02 \x01(\x08\"$\n\x11HasFragmentsReply\x12\x0f\n\x07present\x18\x01 \x03(\x08\"3\n\x15\x44\x65leteFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"&\n\x13\x44\x65leteFragmentReply\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"H\n\x14StoreManifestRequest\x12\x30\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedManifest\"$\n\x12StoreManifestReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"$\n\x15\x46\x65tchManifestsRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"H\n\x13\x46\x65tchManifestsReply\x12\x31\n\tmanifests\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedManifest\"H\n\x14StoreDocumentRequest\x12\x30\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedDocument\"$\n\x12StoreDocumentReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\'\n\x14\x46\x65tchDocumentRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"G\n\x12\x46\x65tchDocumentReply\x12\x31\n\tdocuments\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedDocumentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,27 +54,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FETCHFRAGMENTREPLY']._serialized_start=949
   _globals['_FETCHFRAGMENTREPLY']._serialized_end=983
   _globals['_HASFRAGMENTSREQUEST']._serialized_start=985
-  _globals['_HASFRAGMENTSREQUEST']._serialized_end=1022
-  _globals['_HASFRAGMENTSREPLY']._serialized_start=1024
-  _globals['_HASFRAGMENTSREPLY']._serialized_end=1060
-  _globals['_DELETEFRAGMENTREQUEST']._serialized_start=1062
-  _globals['_DELETEFRAGMENTREQUEST']._serialized_end=1113
-  _globals['_DELETEFRAGMENTREPLY']._serialized_start=1115
-  _globals['_DELETEFRAGMENTREPLY']._serialized_end=1153
-  _globals['_STOREMANIFESTREQUEST']._serialized_start=1155
-  _globals['_STOREMANIFESTREQUEST']._serialized_end=1227
-  _globals['_STOREMANIFESTREPLY']._serialized_start=1229
-  _globals['_STOREMANIFESTREPLY']._serialized_end=1265
-  _globals['_FETCHMANIFESTSREQUEST']._serialized_start=1267
-  _globals['_FETCHMANIFESTSREQUEST']._serialized_end=1303
-  _globals['_FETCHMANIFESTSREPLY']._serialized_start=1305
-  _globals['_FETCHMANIFESTSREPLY']._serialized_end=1377
-  _globals['_STOREDOCUMENTREQUEST']._serialized_start=1379
-  _globals['_STOREDOCUMENTREQUEST']._serialized_end=1451
-  _globals['_STOREDOCUMENTREPLY']._serialized_start=1453
-  _globals['_STOREDOCUMENTREPLY']._serialized_end=1489
-  _globals['_FETCHDOCUMENTREQUEST']._serialized_start=1491
-  _globals['_FETCHDOCUMENTREQUEST']._serialized_end=1530
-  _globals['_FETCHDOCUMENTREPLY']._serialized_start=1532
-  _globals['_FETCHDOCUMENTREPLY']._serialized_end=1603
+  _globals['_HASFRAGMENTSREQUEST']._serialized_end=1036
+  _globals['_HASFRAGMENTSREPLY']._serialized_start=1038
+  _globals['_HASFRAGMENTSREPLY']._serialized_end=1074
+  _globals['_DELETEFRAGMENTREQUEST']._serialized_start=1076
+  _globals['_DELETEFRAGMENTREQUEST']._serialized_end=1127
+  _globals['_DELETEFRAGMENTREPLY']._serialized_start=1129
+  _globals['_DELETEFRAGMENTREPLY']._serialized_end=1167
+  _globals['_STOREMANIFESTREQUEST']._serialized_start=1169
+  _globals['_STOREMANIFESTREQUEST']._serialized_end=1241
+  _globals['_STOREMANIFESTREPLY']._serialized_start=1243
+  _globals['_STOREMANIFESTREPLY']._serialized_end=1279
+  _globals['_FETCHMANIFESTSREQUEST']._serialized_start=1281
+  _globals['_FETCHMANIFESTSREQUEST']._serialized_end=1317
+  _globals['_FETCHMANIFESTSREPLY']._serialized_start=1319
+  _globals['_FETCHMANIFESTSREPLY']._serialized_end=1391
+  _globals['_STOREDOCUMENTREQUEST']._serialized_start=1393
+  _globals['_STOREDOCUMENTREQUEST']._serialized_end=1465
+  _globals['_STOREDOCUMENTREPLY']._serialized_start=1467
+  _globals['_STOREDOCUMENTREPLY']._serialized_end=1503
+  _globals['_FETCHDOCUMENTREQUEST']._serialized_start=1505
+  _globals['_FETCHDOCUMENTREQUEST']._serialized_end=1544
+  _globals['_FETCHDOCUMENTREPLY']._serialized_start=1546
+  _globals['_FETCHDOCUMENTREPLY']._serialized_end=1617
 # @@protoc_insertion_point(module_scope)

@@ -131,10 +131,12 @@ class FetchFragmentReply(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class HasFragmentsRequest(_message.Message):
-    __slots__ = ("hashes",)
+    __slots__ = ("hashes", "deep")
     HASHES_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
     hashes: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    deep: bool
+    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ..., deep: _Optional[bool] = ...) -> None: ...
 
 class HasFragmentsReply(_message.Message):
     __slots__ = ("present",)

@@ -160,12 +160,14 @@ class SynchronousResponse(_message.Message):
     def __init__(self, heads: _Optional[_Iterable[_Union[VersionHead, _Mapping]]] = ..., records: _Optional[int] = ..., replicas_reached: _Optional[int] = ..., conflict: _Optional[bool] = ...) -> None: ...
 
 class StatRequest(_message.Message):
-    __slots__ = ("file_id", "user_id")
+    __slots__ = ("file_id", "user_id", "deep")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     user_id: str
-    def __init__(self, file_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+    deep: bool
+    def __init__(self, file_id: _Optional[str] = ..., user_id: _Optional[str] = ..., deep: _Optional[bool] = ...) -> None: ...
 
 class FragmentInfo(_message.Message):
     __slots__ = ("index", "holder", "address", "reachable", "healthy")

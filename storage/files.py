@@ -728,7 +728,9 @@ class FileStore:
         return replicas
 
     # -- Stat -------------------------------------------------------------------------------
-    async def stat(self, ref: str, user: nacl.signing.SigningKey | None) -> StatResult:
+    async def stat(self, ref: str, user: nacl.signing.SigningKey | None,
+                   deep: bool = False) -> StatResult:
+        """Fragments, holders, health. ``deep``: holders re-hash every fragment (reads all)."""
         manifest, key = await self.resolve(ref, user, need_key=False)
         body = manifest.body
         by_holder: dict[bytes, list[tuple[int, int]]] = {}
@@ -743,7 +745,7 @@ class FileStore:
         async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
             hashes = [body.stripes[s].fragments[i].hash for s, i in items]
             try:
-                answer = await (await self.network.client(holder)).has_fragments(hashes)
+                answer = await (await self.network.client(holder)).has_fragments(hashes, deep)
                 reachable[holder] = True
             except MeshError:
                 answer, reachable[holder] = [False] * len(items), False

@@ -126,7 +126,9 @@ class StorageHandlers:
         hashes = [_hex(h) for h in req.hashes]
 
         def check() -> list[bool]:
-            return [self.fragments.get(h) is not None for h in hashes]   # re-hashes: honest health
+            if req.deep:                      # re-hashes: finds rot (and drops it)
+                return [self.fragments.get(h) is not None for h in hashes]
+            return [self.fragments.has(h) for h in hashes]
 
         return storage_pb2.HasFragmentsReply(
             present=await asyncio.to_thread(check)).SerializeToString()
@@ -190,9 +192,9 @@ class StorageClient:
                                 f"{digest.hex()[:16]}")
         return data
 
-    async def has_fragments(self, digests: list[bytes]) -> list[bool]:
-        body = await self._call("storage.HasFragments",
-                                storage_pb2.HasFragmentsRequest(hashes=digests).SerializeToString())
+    async def has_fragments(self, digests: list[bytes], deep: bool = False) -> list[bool]:
+        body = await self._call("storage.HasFragments", storage_pb2.HasFragmentsRequest(
+            hashes=digests, deep=deep).SerializeToString())
         present = list(_parse(storage_pb2.HasFragmentsReply, body).present)
         if len(present) != len(digests):
             raise InvalidArgumentError("HasFragments answered for a different number of hashes")

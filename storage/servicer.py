@@ -168,7 +168,8 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
     async def Stat(self, request: taskworker_pb2.StatRequest,
                    context: Context) -> taskworker_pb2.StatResponse:
         async def work() -> taskworker_pb2.StatResponse:
-            st = await self.files.stat(request.file_id, self._user(request.user_id))
+            st = await self.files.stat(request.file_id, self._user(request.user_id),
+                                       request.deep)
             b = st.manifest.body
             return taskworker_pb2.StatResponse(
                 cid=b.cid, size=b.size, k=b.k, m=b.m, health=st.health, filename=st.filename,

@@ -184,7 +184,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_stat(args: argparse.Namespace) -> int:
     with api_channel(args) as channel:
         resp = taskworker_pb2_grpc.FileServiceStub(channel).Stat(
-            taskworker_pb2.StatRequest(file_id=args.ref, user_id=args.user or ""), timeout=60)
+            taskworker_pb2.StatRequest(file_id=args.ref, user_id=args.user or "",
+                                       deep=args.deep), timeout=600)
     frags = [{"index": f.index, "holder": f.holder, "address": f.address,
               "reachable": f.reachable, "healthy": f.healthy} for f in resp.fragments]
     if args.json:
@@ -267,6 +268,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("stat", help="show a file's fragments, holders and health")
     p.add_argument("ref", metavar="CID", help="a CID or file_id")
     p.add_argument("--user", help="keyring user (shows the filename if they can read it)")
+    p.add_argument("--deep", action="store_true",
+                   help="have holders re-hash every fragment (finds rot; reads everything)")
     add_api_flag(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_stat)

@@ -127,10 +127,12 @@ async def test_corrupt_fragment_detected_and_read_still_correct(net: FakeNetwork
     raw = bytearray(path.read_bytes())
     raw[10] ^= 0xFF
     path.write_bytes(bytes(raw))
-    assert await (await files.open(r.cid, alice)).read_all() == data
-    assert net.handlers[holder].fragments.corrupt_count == 1
     st = await files.stat(r.cid, alice)
+    assert st.health == "healthy"          # a shallow stat trusts the index
+    st = await files.stat(r.cid, alice, deep=True)
     assert st.health == "degraded"
+    assert net.handlers[holder].fragments.corrupt_count == 1
+    assert await (await files.open(r.cid, alice)).read_all() == data
 
 
 async def test_private_public_readers(net: FakeNetwork) -> None:
