@@ -315,6 +315,14 @@ def add_join_flags(parser: argparse.ArgumentParser) -> None:
 
 def collect_join_settings(args: argparse.Namespace, settings: dict[str, object]) -> None:
     """Copy this capability's join options into the node settings."""
+    from storage.files import MAX_STRIPE, MIN_STRIPE
+
+    stripe = int(args.stripe_mib * 2**20)
+    if args.k < 1 or args.m < 0 or args.k + args.m > 255:
+        raise CliError(f"need --k >= 1, --m >= 0 and k+m <= 255 (got k={args.k}, m={args.m})")
+    if not MIN_STRIPE <= stripe <= MAX_STRIPE:
+        raise CliError(f"--stripe-mib must be between {MIN_STRIPE / 2**20:g} and "
+                       f"{MAX_STRIPE / 2**20:g}")
     settings["storage.k"] = args.k
     settings["storage.m"] = args.m
-    settings["storage.stripe_size"] = int(args.stripe_mib * 2**20)
+    settings["storage.stripe_size"] = stripe

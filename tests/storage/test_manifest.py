@@ -110,3 +110,11 @@ def test_user_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "already exists" in capsys.readouterr().err
     assert main(["user", "list", "--data-dir", str(tmp_path), "--json"]) == 0
     assert '"alice"' in capsys.readouterr().out
+
+
+def test_join_flags_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from taskworker.cli import main
+
+    for bad in (["--k", "0"], ["--k", "200", "--m", "100"], ["--stripe-mib", "100"]):
+        assert main(["join", "--data-dir", str(tmp_path), *bad]) == 1
+        assert "tw-mesh: error:" in capsys.readouterr().err
