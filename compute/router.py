@@ -277,9 +277,11 @@ class Router:
             return self._error(grpc.StatusCode.UNAVAILABLE,
                                f"{len(providers)} provider record(s) of {function!r}, none on a "
                                "live peer", 0)
-        if attempts == 0:
+        if attempts == 0 or time.monotonic() >= deadline - 0.005:
             return self._error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"no provider of {function!r} answered in {timeout:.1f}s", 0)
+                               f"no provider of {function!r} answered within the "
+                               f"{timeout:.1f}s deadline ({attempts} attempt(s): {last_error})",
+                               attempts)
         return self._error(grpc.StatusCode.UNAVAILABLE,
                            f"all {attempts} provider(s) of {function!r} failed: {last_error}",
                            attempts)
@@ -288,7 +290,7 @@ class Router:
                        attempts: int) -> tuple[Outcome | None, str]:
         req = compute_pb2.CallRequest()
         req.CopyFrom(request)
-        req.timeout = max(0.01, budget - min(0.25, budget * 0.1))  # reply beats our timer
+        req.timeout = max(0.01, budget - min(0.5, budget * 0.15))  # reply beats our timer
         req.code_cid, req.entry = target.code_cid, target.entry
         if target.code_cid:
             req.worker_id, req.deploy_seq = target.worker_id, target.deploy_seq
