@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ import nacl.signing
 import pytest
 
 from mesh.channel import ChannelPool
+from mesh.channel.client import ChannelTimeouts
 from mesh.identity import Identity
 from proto import taskworker_pb2, taskworker_pb2_grpc, versions_pb2
 from storage.cid import cid_for
@@ -25,18 +27,41 @@ from storage.versions.records import (
     encode,
     file_id_text,
     parse_file_id,
+    record_id,
     sign_version,
     vector_of,
     writer_id,
 )
 from storage.versions.service import replica_key
 from storage.versions.store import VersionStore
+from storage.versions.vset import VersionSet
 from tests.support.nodes import NodeCluster, run_cli
 
 Stub = taskworker_pb2_grpc.FileServiceStub
 ENV = {"TW_MESH_VERSIONS_TEST_HOOKS": "1"}
 EXTRA = ["--sweep-interval", "0.5", "--sync-interval", "0.5"]
 DEADLINE = 60.0
+SLOW = ChannelTimeouts(handshake=30.0, call=60.0)     # a busy CI machine, not a threshold
+
+
+def disk_sets(cluster: NodeCluster, fid: str) -> list[VersionSet]:
+    """Each node's own replica, read from its disk (no call to the node: no sync triggered)."""
+    out = []
+    for node in cluster.nodes:
+        store = VersionStore(node.data_dir, durable=False)
+        try:
+            out.append(store.get(parse_file_id(fid)).copy())
+        finally:
+            store.close()
+    return out
+
+
+async def until(cond: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.3)
 
 
 def hooks(cluster: NodeCluster, i: int, **cfg: object) -> None:
@@ -186,7 +211,7 @@ async def _peer_push(cluster: NodeCluster, i: int, bundle: versions_pb2.Bundle
                      ) -> versions_pb2.PushReply:
     """Push a bundle straight to node i over the sealed channel, as any peer could."""
     ident = (await cluster.peers_of(i)).self_id
-    pool = ChannelPool(Identity.generate())
+    pool = ChannelPool(Identity.generate(), timeouts=SLOW)
     try:
         body = await pool.peer(bytes.fromhex(ident), cluster.nodes[i].peer).unary(
             "versions.Push", bundle.SerializeToString())
@@ -214,7 +239,7 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
         genesis = log.versions[0]
         # fetch the real records to build attacks from
         ident = (await cluster.peers_of(0)).self_id
-        pool = ChannelPool(Identity.generate())
+        pool = ChannelPool(Identity.generate(), timeouts=SLOW)
         raw = await pool.peer(bytes.fromhex(ident), cluster.nodes[0].peer).unary(
             "versions.Pull", versions_pb2.PullRequest(file_id=parse_file_id(fid),
                                                       all=True).SerializeToString())
@@ -224,7 +249,6 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
         top = next(x for x in records if x.cid == v2.cid)
         binding = top.file
         top_vec = vector_of(top.vector)
-        from storage.versions.records import record_id
         parent = [record_id(top)]
 
         forged = versions_pb2.VersionRecord()
@@ -247,7 +271,10 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
 
         # revoke bob; his later versions are refused, his earlier one stays
         await s0.Grant(taskworker_pb2.GrantRequest(file_id=fid, grantee=bob_hex, revoke=True))
-        await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=fid))
+
+        async def revoked_everywhere() -> bool:
+            return all(len(vs.grant_ids()) == 2 for vs in disk_sets(cluster, fid))
+        await until(revoked_everywhere, "the revocation did not reach every replica")
         assert await code_of(s1.Revise(taskworker_pb2.ReviseRequest(
             file_id=fid, file_data=b"after revoke", user_id="bob"))) \
             == grpc.StatusCode.PERMISSION_DENIED
@@ -276,6 +303,9 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
         reply = await _peer_push(cluster, 2, versions_pb2.Bundle(
             file_id=parse_file_id(fid), records=[encode(t) for t in twins]))
         assert reply.accepted == 2
+        async def twins_on_node0() -> bool:
+            return all(record_id(t) in disk_sets(cluster, fid)[0] for t in twins)
+        await until(twins_on_node0, "anti-entropy did not bring the twins to node 0")
         out = run_cli("log", fid, "--json", api=cluster.nodes[0].api)
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
@@ -309,7 +339,18 @@ async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
         fs = cluster.stub(fresh, Stub)
         stale = await fs.Get(taskworker_pb2.GetRequest(file_id=fid))
         assert stale.file_data == b"v1"          # a reader that never saw v2 cannot tell
-        got = await rs.Get(taskworker_pb2.GetRequest(file_id=fid))
+        got = taskworker_pb2.GetResponse()
+
+        async def read_elsewhere() -> bool:
+            nonlocal got
+            try:
+                got = await rs.Get(taskworker_pb2.GetRequest(file_id=fid))
+            except grpc.aio.AioRpcError as exc:       # a peer too slow to answer on a busy box
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                return False
+            return True
+        await until(read_elsewhere, "the reader never found v2 beyond the withholding replicas")
         assert got.file_data == b"v2" and got.version == v2.version   # read elsewhere
         status = json.loads((await cluster.stub(reader, taskworker_pb2_grpc.NodeServiceStub)
                              .Status(taskworker_pb2.StatusRequest())).json)
