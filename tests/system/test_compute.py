@@ -273,6 +273,11 @@ async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_pat
                 await asyncio.sleep(0.2)
             for _ in range(5):     # and stays: the newest deploy wins
                 assert values.from_value((await call(s, "price", 1)).result)["version"] == 2
+        out = await asyncio.to_thread(run_cli, "functions", "price", "--json",
+                                      api=cluster.nodes[0].api)
+        providers = json.loads(out.stdout)["providers"]
+        assert {p["code_cid"] for p in providers} >= {doc["cid"]}
+        assert all(p["code_cid"] and p["deploy_seq"] for p in providers)
 
 
 SQUARE = '''
