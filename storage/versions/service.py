@@ -102,7 +102,8 @@ class VersionService:
         m = int(s.get("storage.m", 2))
         self.replicas = int(s.get("versions.replicas", 0) or m + 1)
         self.counters = {"revisions": 0, "syncs": 0, "background_syncs": 0, "withheld_seen": 0,
-                         "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0}
+                         "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0,
+                         "lagging_replicas": 0}
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[bool]] = set()
         self.last_revise_ms: dict[str, float] = {}
@@ -205,6 +206,12 @@ class VersionService:
             known = [v for h in d.heads if (v := work.get(h)) is not None]
             if not leq(top, vmax(v.vector for v in known)):
                 result.lagging.append(node_id.hex())
+        if result.lagging:
+            # they were just pushed what they lacked; a replica that keeps showing up here
+            # withholds (its digest hides versions it was given)
+            self.counters["lagging_replicas"] += len(result.lagging)
+            log.info("versions of %s: replicas %s were behind", file_id_text(fid),
+                     ", ".join(h[:16] for h in result.lagging))
         if top and not persist:      # a holder's own records already prove what it saw
             self.store.note_seen(fid, top)
         return result

@@ -355,3 +355,4 @@ async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
         status = json.loads((await cluster.stub(reader, taskworker_pb2_grpc.NodeServiceStub)
                              .Status(taskworker_pb2.StatusRequest())).json)
         assert status["services"]["versions"]["withheld_seen"] >= 1
+        assert status["services"]["versions"]["lagging_replicas"] >= 1
