@@ -35,7 +35,7 @@ MAX_BODY = 32 * 2**20
 MAX_IDS = 100_000
 
 
-class TestHooks:
+class FaultHooks:
     """Partitions and withholding for system tests; inert unless HOOKS_ENV is set."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -80,7 +80,7 @@ def _check_file(file_id: bytes) -> bytes:
 class VersionHandlers:
     """The server half: this node's replica of every file's version set."""
 
-    def __init__(self, store: VersionStore, hooks: TestHooks) -> None:
+    def __init__(self, store: VersionStore, hooks: FaultHooks) -> None:
         self.store = store
         self.hooks = hooks
         self.refused = 0

@@ -44,7 +44,7 @@ from mesh.errors import (
 )
 from mesh.identity import Identity
 from proto import mesh_pb2, taskworker_pb2, versions_pb2
-from storage.versions.peer import TestHooks, VersionHandlers, parse
+from storage.versions.peer import FaultHooks, VersionHandlers, parse
 from storage.versions.records import (
     file_id_text,
     grant_id,
@@ -95,7 +95,7 @@ class VersionService:
     def __init__(self, ctx: MeshContext) -> None:
         self.ctx = ctx
         self.store = VersionStore(ctx.data_dir)
-        self.hooks = TestHooks(ctx.data_dir)
+        self.hooks = FaultHooks(ctx.data_dir)
         self.handlers = VersionHandlers(self.store, self.hooks)
         s = ctx.settings
         self.sync_interval = float(s.get("versions.sync_interval", DEFAULT_SYNC_INTERVAL))

@@ -1,0 +1,77 @@
+"""Version peer handlers (no network): Push verifies, Digest/Pull show only valid records, hooks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mesh.errors import InvalidArgumentError, UnavailableError
+from mesh.identity import Identity
+from proto import versions_pb2
+from storage.cid import cid_for
+from storage.versions.peer import HOOKS_ENV, HOOKS_FILE, FaultHooks, VersionHandlers
+from storage.versions.records import encode, new_binding, record_id, sign_grant
+from storage.versions.store import VersionStore
+
+OWNER = Identity.from_seed(b"peer-owner")
+ALICE = Identity.from_seed(b"peer-alice")
+
+
+def handlers(tmp: Path) -> VersionHandlers:
+    return VersionHandlers(VersionStore(tmp, durable=False), FaultHooks(tmp))
+
+
+async def test_push_digest_pull(tmp_path: Path) -> None:
+    src = VersionStore(tmp_path / "src", durable=False)
+    b = new_binding(OWNER.public_key)
+    g = src.revise(OWNER, b, cid_for(b"1"))
+    grant = sign_grant(OWNER, b, ALICE.public_key, seq=1)
+    src.add_grant(grant)
+    a = src.revise(ALICE, b, cid_for(b"2"))
+    forged = versions_pb2.VersionRecord()
+    forged.CopyFrom(a)
+    forged.cid = cid_for(b"evil")
+    h = handlers(tmp_path / "dst")
+    # children before parents in the bundle: still accepted (causal order is restored)
+    bundle = versions_pb2.Bundle(file_id=b.file_id, grants=[encode(grant)],
+                                 records=[encode(a), encode(forged), encode(g), b"\xff\x00"])
+    reply = versions_pb2.PushReply.FromString(await h.push(bundle.SerializeToString()))
+    assert reply.accepted == 3 and reply.duplicate == 0 and len(reply.refused) == 2
+    assert any("ForgedSignature" in r for r in reply.refused)
+    digest = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert set(digest.record_ids) == {record_id(g), record_id(a)}
+    assert list(digest.heads) == [record_id(a)]
+    pulled = versions_pb2.Bundle.FromString(await h.pull(versions_pb2.PullRequest(
+        file_id=b.file_id, all=True).SerializeToString()))
+    assert len(pulled.records) == 2 and record_id(forged) not in {
+        record_id(versions_pb2.VersionRecord.FromString(x)) for x in pulled.records}
+    # a revocation the owner signs later hides Alice's unseen record from digests and pulls
+    revoke = sign_grant(OWNER, b, ALICE.public_key, revoke=True, seq=2, vector={})
+    await h.push(versions_pb2.Bundle(file_id=b.file_id, grants=[encode(revoke)])
+                 .SerializeToString())
+    digest = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert set(digest.record_ids) == {record_id(g)}
+    with pytest.raises(InvalidArgumentError):
+        await h.digest(versions_pb2.DigestRequest(file_id=b"short").SerializeToString())
+
+
+async def test_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = handlers(tmp_path)
+    assert not h.hooks.enabled
+    (tmp_path / HOOKS_FILE).write_text(json.dumps({"block": ["ab"], "withhold": True}))
+    h.check_caller(bytes.fromhex("ab" + "00" * 19))        # inert without the env var
+    monkeypatch.setenv(HOOKS_ENV, "1")
+    h = handlers(tmp_path)
+    with pytest.raises(UnavailableError):
+        h.check_caller(bytes.fromhex("ab" + "00" * 19))
+    h.check_caller(bytes.fromhex("cd" + "00" * 19))
+    b = new_binding(OWNER.public_key)
+    h.store.revise(OWNER, b, cid_for(b"1"))
+    h.store.revise(OWNER, b, cid_for(b"2"))
+    digest = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert len(digest.record_ids) == 1                      # withholds all but the first
