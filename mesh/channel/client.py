@@ -77,6 +77,7 @@ class PeerChannel:
                                                 response_deserializer=Frame.decode)
         self._session: Session | None = None
         self._lock = asyncio.Lock()
+        self._is_closed = False
 
     async def _ensure_session(self) -> Session:
         async with self._lock:
@@ -89,6 +90,10 @@ class PeerChannel:
                     raise self._failed(exc) from exc
                 except grpc.aio.UsageError as exc:
                     raise self._closed(exc) from exc
+                except asyncio.CancelledError as exc:
+                    if self._cancelled_by_close():
+                        raise self._closed(exc) from exc
+                    raise
                 keys = hs.finish(resp)
                 self._session = Session(keys, is_client=True, policy=self._pool.policy)
             return self._session
@@ -99,9 +104,15 @@ class PeerChannel:
             self._pool.on_unreachable(self.node_id)
         return err
 
-    def _closed(self, exc: Exception) -> UnavailableError:
+    def _closed(self, exc: BaseException) -> UnavailableError:
         """The pool closed this channel under a call (the peer was reported unreachable)."""
-        return UnavailableError(f"peer {self.address} unreachable: channel closed ({exc})")
+        return UnavailableError(f"peer {self.address} unreachable: channel closed ({exc!r})")
+
+    def _cancelled_by_close(self) -> bool:
+        """grpc cancels the calls in flight when their channel closes: that CancelledError is
+        a transport failure of this call, not a cancellation of the caller's task."""
+        task = asyncio.current_task()
+        return self._is_closed and (task is None or task.cancelling() == 0)
 
     def _forget(self, session: Session) -> None:
         if self._session is session:
@@ -123,6 +134,10 @@ class PeerChannel:
                 raise self._failed(exc) from exc
             except grpc.aio.UsageError as exc:
                 raise self._closed(exc) from exc
+            except asyncio.CancelledError as exc:
+                if self._cancelled_by_close():
+                    raise self._closed(exc) from exc
+                raise
             if not resp.final:
                 raise FrameError("unary reply is not a single final frame")
             return _unwrap(session.open(resp, call_id, 0))
@@ -165,11 +180,16 @@ class PeerChannel:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 self._forget(session)
             raise self._failed(exc) from exc
+        except asyncio.CancelledError as exc:
+            if self._cancelled_by_close():
+                raise self._closed(exc) from exc
+            raise
         finally:
             call.cancel()
         raise FrameError("response stream ended without its final frame (truncated)")
 
     async def close(self) -> None:
+        self._is_closed = True
         await self._grpc.close(None)
 
 

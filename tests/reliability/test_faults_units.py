@@ -23,3 +23,45 @@ async def test_channel_closed_by_the_pool_under_a_call_is_unavailable() -> None:
         async for _ in channel.stream("storage.FetchStream", b""):
             pass
     await pool.close()
+
+
+async def test_call_in_flight_when_the_pool_closes_the_channel_is_unavailable() -> None:
+    """grpc cancels calls in flight when their channel closes. When the node saw a peer die
+    it closed the channel and the CancelledError cancelled the whole operation (a Push): the
+    local API then never answered and the client waited for its deadline. Found by
+    test_faults_netns.py (kill -9 during Push)."""
+    import asyncio
+    import time
+
+    import grpc
+
+    async def stall(_request: bytes, _context: object) -> bytes:
+        await asyncio.sleep(30)
+        return b""
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "twmesh.peer.PeerChannel", {"Handshake": grpc.unary_unary_rpc_method_handler(stall)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        pool = ChannelPool(Identity.generate())
+        peer = Identity.generate()
+        channel = pool.peer(peer.node_id, f"127.0.0.1:{port}")
+        call = asyncio.create_task(channel.unary("storage.StoreFragment", b""))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await pool.forget(peer.node_id)                 # what the node does on "peer down"
+        with pytest.raises(UnavailableError, match="channel closed"):
+            await call
+        assert time.monotonic() - started < 2
+        # a real cancellation of the caller is still a cancellation
+        channel = pool.peer(peer.node_id, f"127.0.0.1:{port}")
+        call = asyncio.create_task(channel.unary("storage.StoreFragment", b""))
+        await asyncio.sleep(0.5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await pool.close()
+    finally:
+        await server.stop(None)
