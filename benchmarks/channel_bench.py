@@ -65,12 +65,19 @@ async def _serve(seed: bytes) -> None:
     await server.wait_for_termination()
 
 
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def _measure(port: int, seed: bytes, rounds: int, mib: int) -> dict[str, dict[str, float]]:
+async def _measure(port: int, seed: bytes, rounds: int, mib: int,
+                   server_pid: int) -> dict[str, dict[str, float]]:
     target = f"127.0.0.1:{port}"
     pool = ChannelPool(Identity.generate())
     peer = pool.peer(Identity.from_seed(seed).node_id, target)
@@ -95,13 +102,20 @@ async def _measure(port: int, seed: bytes, rounds: int, mib: int) -> dict[str, d
             yield blob
 
     thr: dict[str, list[float]] = {"plain": [], "sealed": []}
+    cpu: dict[str, list[float]] = {"plain": [], "sealed": []}   # ms of CPU per MiB, both sides
+
+    def cpu_now() -> float:
+        return time.process_time() + _proc_cpu(server_pid)
+
     for _ in range(3):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_now()
         await raw_sink(chunks())
         thr["plain"].append(mib / (time.perf_counter() - t))
-        t = time.perf_counter()
+        cpu["plain"].append((cpu_now() - c) / mib * 1e3)
+        t, c = time.perf_counter(), cpu_now()
         _ = [r async for r in peer.stream("bench.Sink", b"", chunks())]
         thr["sealed"].append(mib / (time.perf_counter() - t))
+        cpu["sealed"].append((cpu_now() - c) / mib * 1e3)
     await raw.close()
     await pool.close()
     out: dict[str, dict[str, float]] = {}
@@ -109,7 +123,8 @@ async def _measure(port: int, seed: bytes, rounds: int, mib: int) -> dict[str, d
         out[kind] = {"p50_ms": statistics.median(lat[kind]) * 1e3,
                      "p99_ms": _pct(lat[kind], 0.99) * 1e3,
                      "rtt_per_s": 1 / statistics.mean(lat[kind]),
-                     "mb_per_s": statistics.median(thr[kind]) * 1.048576}
+                     "mb_per_s": statistics.median(thr[kind]) * 1.048576,
+                     "cpu_ms_per_mib": statistics.median(cpu[kind])}
     return out
 
 
@@ -131,7 +146,7 @@ def main() -> None:
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        res = asyncio.run(_measure(port, seed, args.rounds, args.mib))
+        res = asyncio.run(_measure(port, seed, args.rounds, args.mib, proc.pid))
     finally:
         proc.kill()
         proc.wait()
@@ -143,13 +158,17 @@ def main() -> None:
         f"| 1 KiB round trip p99 (ms) | {p['p99_ms']:.3f} | {s['p99_ms']:.3f} | {s['p99_ms'] / p['p99_ms']:.2f}× |",
         f"| 1 KiB round trips/s (sequential) | {p['rtt_per_s']:.0f} | {s['rtt_per_s']:.0f} | {s['rtt_per_s'] / p['rtt_per_s']:.0%} |",
         f"| {args.mib} MiB stream (MB/s) | {p['mb_per_s']:.0f} | {s['mb_per_s']:.0f} | {s['mb_per_s'] / p['mb_per_s']:.0%} |",
+        f"| stream CPU, both processes (ms per MiB) | {p['cpu_ms_per_mib']:.2f} | {s['cpu_ms_per_mib']:.2f} | {s['cpu_ms_per_mib'] / p['cpu_ms_per_mib']:.2f}× |",
+        f"| CPU-bound throughput (plain CPU / sealed CPU) | | | {p['cpu_ms_per_mib'] / s['cpu_ms_per_mib']:.0%} |",
     ]
     text = "\n".join(rows)
     print(text)
     if not args.no_append:
         append_results("Channel: sealed vs plaintext gRPC (benchmarks/channel_bench.py)",
                        f"{machine_line()}; {args.rounds} interleaved 1 KiB round trips, "
-                       f"{args.mib} MiB streamed in 1 MiB chunks, median of 3.\n"
+                       f"{args.mib} MiB streamed in 1 MiB chunks, median of 3; load average "
+                       f"{os.getloadavg()[0]:.1f} (wall-clock figures suffer under load, CPU per "
+                       "MiB does not).\n"
                        "Goal: sealed ≥ 70% of plaintext throughput, ≤ 1.5× plaintext latency.",
                        text)
 
