@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -333,13 +334,17 @@ def main(argv: list[str] | None = None) -> None:
     raise_fd_limit(200)
     t0 = time.perf_counter()
     source = mesh_fingerprint()  # taken before the workers import it
+    load0 = os.getloadavg()[0]
     label, phases = asyncio.run(run(ns))
+    load1 = os.getloadavg()[0]
     if "FALLBACK" in label:
         source = "stock kademlia 2.2.3"
     text = (
         f"backend: {label} ({source})\n"
         f"nodes: {ns.nodes} in {ns.procs} worker process(es), seed {ns.seed}, k={ns.k}, "
-        f"rpc timeout {ns.rpc_timeout:g} s, sweep interval {ns.sweep_interval:g} s\n\n"
+        f"rpc timeout {ns.rpc_timeout:g} s, sweep interval {ns.sweep_interval:g} s\n"
+        f"machine load average {load0:.1f} at start, {load1:.1f} at end, {os.cpu_count()} CPUs "
+        "(other jobs' load starves the workers: low worker CPU then means waiting for a CPU)\n\n"
         f"{table(phases, ns.k)}\n\n(total {time.perf_counter() - t0:.0f} s)\n"
     )
     print(text)
