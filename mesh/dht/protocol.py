@@ -120,13 +120,15 @@ class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
 
     # --- outbound RPCs ---------------------------------------------------------------------
 
-    async def _call(self, name: str, node: Node, *args: Any) -> RpcResult:
+    async def _call(self, name: str, node: Node, *args: Any,
+                    timeout: float | None = None) -> RpcResult:
         self.rpc_count += 1
         if self.closed or self.transport is None:
             return (False, None)
         start = time.monotonic()
-        result: RpcResult = await getattr(self, name)((node.ip, node.port),
-                                                      self.source_node.id, *args)
+        result: RpcResult = await self.send_request(
+            (node.ip, node.port), name, (self.source_node.id, *args),
+            self._wait_timeout if timeout is None else timeout)
         if result[0]:
             self.rtt += 0.125 * (time.monotonic() - start - self.rtt)  # RFC 6298 smoothing
         return result
@@ -147,8 +149,9 @@ class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
         return self.handle_call_response(result, node_to_ask)
 
     async def call_identify(self, node_to_ask: Node, nonce: bytes) -> RpcResult:
-        """Raw identify call: the caller decides what the answer means."""
-        return await self._call("identify", node_to_ask, nonce)
+        """Raw identify call: the caller decides what the answer means. Admission is not
+        latency-critical, so it waits five RPC timeouts (a loaded peer still gets in)."""
+        return await self._call("identify", node_to_ask, nonce, timeout=5 * self._wait_timeout)
 
     # --- contacts --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Coroutine
 from typing import Any
 
@@ -108,3 +109,15 @@ class TrackedDatagrams:
         if entry is not None and not entry[0].done():
             entry[0].set_result((False, None))
 
+    def send_request(self, address: tuple[str, int], name: str, args: tuple[Any, ...],
+                     timeout: float) -> asyncio.Future[Any]:
+        """rpcudp's request with a per-call timeout (rpcudp has one for the whole protocol)."""
+        msg_id = os.urandom(20)
+        data = umsgpack.packb([name, list(args)])
+        if len(data) > 8192:
+            raise ValueError("an RPC request must fit 8 KB")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._outstanding[msg_id] = (future, loop.call_later(timeout, self._timeout, msg_id))
+        self.transport.sendto(b"\x00" + msg_id + data, address)
+        return future
