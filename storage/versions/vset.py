@@ -183,8 +183,15 @@ class VersionSet:
                                      "revocation's vector")
 
     # -- records ---------------------------------------------------------------------------
-    def add(self, record: versions_pb2.VersionRecord, *, at_ms: int | None = None) -> bool:
-        """Verify ``record`` against every rule and add it; False if it is a duplicate."""
+    def add(self, record: versions_pb2.VersionRecord, *, at_ms: int | None = None,
+            trusted: bool = False) -> bool:
+        """Verify ``record`` against every rule and add it; False if it is a duplicate.
+
+        ``trusted`` (records this replica accepted before, read back from its disk): the
+        signature and structure are checked again, but not the writer's current authorization,
+        and parents need only be stored, not valid. A record a later revocation made invalid
+        must stay stored across a restart: a re-grant makes it valid again.
+        """
         vid = record_id(record)
         if vid in self._records:        # the same signed bytes: verified when first added
             return False
@@ -192,15 +199,16 @@ class VersionSet:
         self.bind(record.file)
         vector = vector_of(record.vector)
         me = writer_id(record.writer_key)
-        self.authorize(record.writer_key, vector)
+        if not trusted:
+            self.authorize(record.writer_key, vector)
         if not record.parents:
             if self.binding is None or record.writer_key != self.binding.owner_key:
                 raise UnauthorizedWriterError("only the owner may write a version with no parent")
             if set(vector) != {me}:
                 raise ClaimedCounterError("a first version may only carry its writer's entry")
         else:
-            valid = self.valid_ids()
-            missing = [p for p in record.parents if p not in valid]
+            known = self._records if trusted else self.valid_ids()
+            missing = [p for p in record.parents if p not in known]
             if missing:
                 raise MissingParentError(f"parent {missing[0].hex()[:16]} is not known here")
             pv = vmax(self._records[p].vector for p in record.parents)
@@ -221,7 +229,7 @@ class VersionSet:
 
     def add_many(self, grants: Iterable[versions_pb2.GrantRecord],
                  records: Iterable[versions_pb2.VersionRecord], *,
-                 at_ms: int | None = None) -> AddResult:
+                 at_ms: int | None = None, trusted: bool = False) -> AddResult:
         """Add grants first, then records in causal order (retrying ones whose parents come later)."""
         result = AddResult()
         for g in grants:
@@ -240,7 +248,7 @@ class VersionSet:
             progressed = False
             for r in pending:
                 try:
-                    if self.add(r, at_ms=at_ms):
+                    if self.add(r, at_ms=at_ms, trusted=trusted):
                         result.accepted += 1
                         progressed = True
                     else:
@@ -282,8 +290,10 @@ class VersionSet:
         return self.add_many(other._grants.values(), (v.record for v in other._records.values()))
 
     def copy(self) -> VersionSet:
+        """The same stored records and grants (invalid ones included)."""
         out = VersionSet(self.file_id)
-        out.merge(self)
+        out.add_many(self._grants.values(), (v.record for v in self._records.values()),
+                     at_ms=2**62, trusted=True)
         return out
 
     # -- derived views ---------------------------------------------------------------------

@@ -255,3 +255,23 @@ def test_store_survives_restart(tmp_path: Path) -> None:
     assert again.counter(b.file_id, OW) == 7 and again.seen(b.file_id) == {OW: 1, A: 1}
     assert again.files() == [b.file_id]
     again.close()
+
+
+def test_revoked_record_survives_restart_and_regrant(tmp_path: Path) -> None:
+    """Found by the property test: a record a revocation made invalid stays stored across a
+    restart, so a later re-grant makes it valid again (it must not be dropped on load)."""
+    store = VersionStore(tmp_path, durable=False)
+    b = new_binding(OWNER.public_key)
+    store.revise(OWNER, b, cid_for(b"1"))
+    store.add_grant(sign_grant(OWNER, b, ALICE.public_key, seq=1))
+    late = store.revise(ALICE, b, cid_for(b"a"))
+    store.add_grant(sign_grant(OWNER, b, ALICE.public_key, revoke=True, seq=2, vector={OW: 1}))
+    assert record_id(late) not in store.get(b.file_id).valid_ids()
+    store.close()
+    store = VersionStore(tmp_path, durable=False)
+    vs = store.get(b.file_id)
+    assert record_id(late) in vs and record_id(late) not in vs.valid_ids()
+    store.add_grant(sign_grant(OWNER, b, ALICE.public_key, seq=3))
+    assert [h.id for h in store.get(b.file_id).heads()] == [record_id(late)]
+    assert record_id(late) in vs.copy().valid_ids()
+    store.close()
