@@ -40,7 +40,8 @@ async def call(stub: taskworker_pb2_grpc.RPCServiceStub,
 async def test_killed_provider_is_replaced_and_never_tried_again(tmp_path: Path) -> None:
     src = tmp_path / "mig.py"
     src.write_text(MODULE)
-    extra = ["--sweep-interval", "0.5", "--provider-refresh", "0.5"]
+    # Generous DHT timeouts: on a loaded machine a 1 s ping timeout makes membership flap.
+    extra = ["--sweep-interval", "1", "--rpc-timeout", "3", "--provider-refresh", "0.5"]
     async with NodeCluster(tmp_path, 5, extra=extra) as cluster:
         out = await asyncio.to_thread(run_cli, "deploy", str(src), "--json",
                                       api=cluster.nodes[4].api)
@@ -94,3 +95,15 @@ async def test_killed_provider_is_replaced_and_never_tried_again(tmp_path: Path)
             await asyncio.sleep(0.05)
         print(f"dead provider out of use {clean_since - killed_at:.2f}s after kill -9")
         assert failures == []
+        # Once membership has noticed, the dead peer's provider record is never tried again.
+        deadline = time.monotonic() + 60
+        for i in survivors:
+            while any(p.node_id.startswith(victim.node_id_prefix)
+                      for p in (await cluster.peers_of(i)).peers):
+                assert time.monotonic() < deadline, f"node {i} still lists the dead peer"
+                await asyncio.sleep(0.2)
+        for i in survivors:
+            for _ in range(10):
+                x += 1
+                resp = await call(stubs[i], x)
+                assert values.from_value(resp.result) == 3 * x and resp.attempts == 1
