@@ -21,6 +21,7 @@ from kademlia.node import Node
 
 from mesh.dht.liveness import Liveness
 from mesh.dht.peers import PeerView, check_identify, identify_message, short
+from mesh.dht.rejoin import Rejoin
 from mesh.dht.server import MeshServer
 from mesh.dht.storage import encode_set
 from mesh.identity import Identity, node_id_for
@@ -37,14 +38,15 @@ class MembershipEvent(NamedTuple):
     record: mesh_pb2.PeerRecord
 
 
-class Membership(Liveness):
+class Membership(Liveness, Rejoin):
     """Membership of one node: live peer set, events, signed records, closest peers."""
 
     def __init__(self, identity: Identity, *, host: str, port: int, ksize: int = 20,
                  alpha: int = 3, rpc_timeout: float = 1.0, sweep_interval: float = 2.0,
                  peer_record_factory: Callable[[], mesh_pb2.PeerRecord],
                  verify_peer: Callable[[mesh_pb2.PeerRecord], Awaitable[bool]] | None = None,
-                 record_ttl: float = 900.0, sweep_batch: int | None = None) -> None:
+                 record_ttl: float = 900.0, sweep_batch: int | None = None,
+                 rejoin_interval: float = 10.0) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.host = host
@@ -67,6 +69,9 @@ class Membership(Liveness):
         self._own_peer = mesh_pb2.PeerRecord()
         self._large = False
         self._starved_until = 0.0
+        self.rejoin_interval = rejoin_interval
+        self._departed: dict[bytes, tuple[Node, float]] = {}
+        self._seeds: list[tuple[str, int]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -82,11 +87,13 @@ class Membership(Liveness):
         proto.identify_answer = self._identify_answer
         self._refresh_own()
         proto.spawn(self._sweep_loop())
+        proto.spawn(self._rejoin_loop())
         proto.spawn(self._republish_loop())
         log.info("dht listening on %s:%d as %s", self.host, self.port, short(self.node_id))
 
     async def bootstrap(self, addrs: list[tuple[str, int]]) -> int:
         """Join through ``addrs`` (host names allowed); returns the number of live peers."""
+        self._seeds = list(addrs)             # probed again if this node ever ends up alone
         found = await self.server.bootstrap(addrs)  # a lookup of our own ID (section 2.3)
         await asyncio.gather(*(self.admit(n) for n in found))
         if self._own is not None and found:  # our record lives at our ID: store it on the
@@ -244,6 +251,7 @@ class Membership(Liveness):
         view = self._peers.pop(node_id, None)
         if node is not None:
             self.server.protocol.router.bury(node)
+            self._remember_departed(node)
         if view is not None:
             log.info("peer down %s at %s (%s)", short(node_id), view.address, reason)
             self._emit(MembershipEvent("leave", view.record))

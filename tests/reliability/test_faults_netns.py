@@ -146,10 +146,7 @@ async def test_partition_splits_and_heals(tmp_path: Path, topo6: Topology) -> No
         assert a.version != b.version
 
         topo6.heal()
-        # KNOWN BUG (test_healed_partition_remerges_by_itself, xfail): a healed partition never
-        # re-merges by itself. Rejoin the right half by restarting it (data dirs kept).
-        for i in (3, 4, 5):
-            await cluster.restart(i)
+        # No restart: departed peers are re-probed (mesh/dht/rejoin.py) and the halves merge.
         await cluster.wait_converged(60)
         s0 = cluster.stub(0, pbg.FileServiceStub)
         s3 = cluster.stub(3, pbg.FileServiceStub)
@@ -174,9 +171,6 @@ async def _counts_are(cluster: NodeCluster, want: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="BUG mesh/dht/membership.py: peers declared dead during "
-                   "a partition are never probed again and --bootstrap is not retried, so a "
-                   "healed partition stays split until nodes restart")
 async def test_healed_partition_remerges_by_itself(tmp_path: Path) -> None:
     topo = Topology(4)
     try:
