@@ -70,6 +70,10 @@ def health(bodies: dict[str, storage_pb2.ManifestBody], live: list[NodeProc]) ->
     return missing, crowded
 
 
+# A bound, not a speed claim: shared CI machines can be slow. The loop returns as soon as the
+# mesh is healthy; benchmarks/repair_bench.py measures the actual time to heal.
+HEAL_BOUND_S = 180.0
+
 async def wait_healthy(bodies: dict[str, storage_pb2.ManifestBody], cluster: NodeCluster,
                        timeout: float) -> float:
     started = time.monotonic()
@@ -111,12 +115,12 @@ async def test_kill_two_of_eight_nodes_repairs_every_file(tmp_path: Path) -> Non
         files = await push_files(cluster, 50, seed=1)
         bodies = manifests(cluster.nodes)
         assert set(bodies) == set(files)
-        await wait_healthy(bodies, cluster, 30)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         cluster.nodes[3].kill()
         cluster.nodes[6].kill()
         missing, _ = health(bodies, cluster.live())
         assert missing > 0                           # the kill really lost fragments
-        took = await wait_healthy(bodies, cluster, 90)
+        took = await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         print(f"repaired {missing} fragments in {took:.1f}s")
         await check_gets(cluster, 1, files)
 
@@ -126,7 +130,7 @@ async def test_scrubber_repairs_bit_rot(tmp_path: Path) -> None:
     async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
         files = await push_files(cluster, 10, seed=2)
         bodies = manifests(cluster.nodes)
-        await wait_healthy(bodies, cluster, 30)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         paths = sorted(p for node in cluster.nodes
                        for p in (node.data_dir / "fragments").glob("??/*")
                        if len(p.name) == 64 and "." not in p.name)
@@ -140,7 +144,7 @@ async def test_scrubber_repairs_bit_rot(tmp_path: Path) -> None:
             finally:
                 os.close(fd)
         assert health(bodies, cluster.live())[0] > 0
-        await wait_healthy(bodies, cluster, 60)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         for path in rotten:                            # healed: no rotten bytes left anywhere
             assert not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() == path.name
         await check_gets(cluster, 0, files)
@@ -153,7 +157,7 @@ async def test_leave_hands_fragments_off_before_exit(tmp_path: Path, how: str) -
     async with NodeCluster(tmp_path, 7, extra=slow_repair) as cluster:
         files = await push_files(cluster, 15, seed=4)
         bodies = manifests(cluster.nodes)
-        await wait_healthy(bodies, cluster, 30)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         leaving = cluster.nodes[2]
         held = len(fragments_on(leaving))
         assert held > 0
@@ -177,12 +181,12 @@ async def test_joining_peers_receive_fragments_in_the_background(tmp_path: Path)
     async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
         files = await push_files(cluster, 12, seed=5)
         bodies = manifests(cluster.nodes)
-        await wait_healthy(bodies, cluster, 30)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         new = await cluster.add(2)
         await cluster.wait_converged()
         deadline = time.monotonic() + 60
         while not all(fragments_on(node) for node in new):
             assert time.monotonic() < deadline, "no fragment moved to the new peers"
             await asyncio.sleep(0.5)
-        await wait_healthy(bodies, cluster, 30)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         await check_gets(cluster, 7, files)
