@@ -23,7 +23,7 @@ test: $(STAMP) system-deps
 	$(PY) tools/gen_proto.py --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=15
 
 ## make proto: regenerate proto/*_pb2*.py from proto/*.proto
 proto: $(STAMP)
