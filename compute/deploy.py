@@ -150,11 +150,12 @@ class CodeStore:
         raise NotFoundError(f"deployed code {cid} is not available from any live peer")
 
     async def replicate(self, cid: str, code: bytes) -> int:
-        """Store locally and on the closest peers to the CID; returns copies held."""
+        """Store locally and on the ``replicas`` compute peers closest to the CID (storage-only
+        nodes refuse code); returns the copies held."""
         self.put(cid, code)
-        peers = [p for p in await self.ctx.membership.closest_peers(cid_key(cid),
-                                                                    self.replicas + 1)
-                 if p.node_id != self.ctx.identity.node_id][: self.replicas]
+        me = self.ctx.identity.node_id
+        closest = await self.ctx.membership.closest_peers(cid_key(cid), 4 * self.replicas + 1)
+        peers = [p for p in closest if p.node_id != me and "compute" in p.roles][: self.replicas]
 
         async def one(peer: mesh_pb2.PeerRecord) -> bool:
             try:

@@ -361,3 +361,38 @@ async def test_a_stopped_provider_is_bypassed_within_its_wall_limit(tmp_path: Pa
                 os.killpg(a.proc.pid, signal.SIGCONT)
             a.kill()
             b.kill()
+
+
+@pytest.mark.slow
+async def test_deployed_function_keeps_answering_while_serving_nodes_die(tmp_path: Path) -> None:
+    """Calls through a storage-only node (it must forward); two of the three compute nodes,
+    the deployer among them, are killed with kill -9 during the run: no call fails."""
+    module = tmp_path / "shop.py"
+    module.write_text(MODULE_V1)
+    async with NodeCluster(tmp_path, 3) as cluster:
+        await cluster.add(1, extra=["--sweep-interval", "0.5", "--role", "storage"])
+        await cluster.wait_converged()
+        out = await asyncio.to_thread(run_cli, "deploy", str(module), api=cluster.nodes[0].api)
+        assert out.returncode == 0, out.stderr
+        stub = cluster.stub(3, taskworker_pb2_grpc.RPCServiceStub)
+        await call_when_ready(stub, "price", 1)
+        failures: list[str] = []
+        served: list[str] = []
+        counter = iter(range(300))
+
+        async def client() -> None:
+            for i in counter:
+                if i == 100:
+                    cluster.nodes[1].kill()
+                if i == 200:
+                    cluster.nodes[0].kill()             # the deployer
+                try:
+                    resp = await call(stub, "price", i)
+                    assert values.from_value(resp.result)["total"] == i * 2.5
+                    served.append(resp.node_id[:16])
+                except grpc.aio.AioRpcError as exc:
+                    failures.append(f"{i}: {exc.code().name} {exc.details()}")
+
+        await asyncio.gather(*(client() for _ in range(6)))
+        assert failures == []
+        assert served[-20:] == [cluster.nodes[2].node_id_prefix] * 20
