@@ -34,7 +34,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @given(json_values)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_round_trip_through_wire_bytes(value: Any) -> None:
     wire = values.to_value(value).SerializeToString()
     back = struct_pb2.Value()
@@ -44,7 +44,7 @@ def test_round_trip_through_wire_bytes(value: Any) -> None:
 
 @given(st.lists(json_values, max_size=4), st.dictionaries(
     st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), json_values, max_size=4))
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 def test_call_arguments_round_trip(args: list[Any], kwargs: dict[str, Any]) -> None:
     pos, kw = values.decode_call_args(values.to_list(args), values.to_struct(kwargs))
     assert _same(args, pos) and _same(kwargs, kw)
