@@ -13,6 +13,7 @@ default 7 days), ``compute_call_timeout_s`` (default caller deadline, 30).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -28,7 +29,7 @@ from mesh.errors import InvalidArgumentError, MeshError, PermissionDeniedError, 
 from proto import compute_pb2
 
 from . import values
-from .deploy import CodeStore, check_code
+from .deploy import CodeStore, check_code, sandbox_source
 from .peer import CALL, FETCH_CODE, STORE_CODE, parse
 from .registry import check_function_name, module_functions, sign_provider
 from .router import Outcome, Router
@@ -92,6 +93,7 @@ class ComputeService:
         self.deployments: dict[str, Deployment] = {}   # published from this node
         self.served_deploys: dict[str, Deployment] = {}   # newest deploy served, per name
         self.code = CodeStore(ctx)
+        self._prepared: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.router = Router(ctx, run_local=self.execute, serves_locally=self._serves,
                              cache_ttl=float(settings.get("compute_cache_s", 2.0)))
         self.inflight = 0
@@ -254,6 +256,15 @@ class ComputeService:
         return compute_pb2.DeployResponse(cid=cid, deploy_seq=seq, functions=out,
                                           code_replicas=replicas, record_acks=acks)
 
+    def _prepare(self, cid: str, source: str) -> str:
+        """Deployed modules get what registered ones get (refused imports stubbed, main
+        block dropped, future annotations quoted), once per CID."""
+        prepared = sandbox_source(source)
+        self._prepared[cid] = prepared
+        while len(self._prepared) > 64:
+            self._prepared.popitem(last=False)
+        return prepared
+
     def _served(self, dep: Deployment) -> None:
         """Remember the newest deploy of a function this node served, to republish it (one
         record per owner and name: an older deploy must never replace a newer one)."""
@@ -293,7 +304,8 @@ class ComputeService:
             if self.pool is None:
                 raise _Fail(grpc.StatusCode.UNAVAILABLE, "this node does not run functions")
             if request.code_cid:
-                source = await self.code.source(request.code_cid)
+                source = self._prepared.get(request.code_cid) or self._prepare(
+                    request.code_cid, await self.code.source(request.code_cid))
                 entry = request.entry or request.function
                 worker_id = request.worker_id or "deployed"
                 filename = f"{request.code_cid[:16]}.py"

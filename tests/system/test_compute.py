@@ -226,12 +226,16 @@ async def test_errors_map_to_grpc_status_with_structured_user_errors(tmp_path: P
 
 
 MODULE_V1 = '''
+import asyncio
 from taskworker import TaskWorker
 worker = TaskWorker("shop")
 
 @worker.function("price")
 def price(qty, unit=2.5):
     return {"total": qty * unit, "version": 1}
+
+if __name__ == "__main__":
+    asyncio.run(worker.start_server())
 '''
 
 
