@@ -126,9 +126,8 @@ async def test_impostor_key_refused(pair: tuple[Node, Node]) -> None:
 
 
 async def test_unreachable_peer_is_unavailable() -> None:
-    node = Node()
     reported: list[bytes] = []
-    pool = ChannelPool(node.identity, on_unreachable=reported.append)
+    pool = ChannelPool(Identity.generate(), on_unreachable=reported.append)
     target = Identity.generate().node_id
     with pytest.raises(UnavailableError):
         await pool.peer(target, "127.0.0.1:1").unary("test.Echo", b"x")
