@@ -12,6 +12,7 @@ default 7 days), ``compute_call_timeout_s`` (default caller deadline, 30).
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
 import contextlib
@@ -232,16 +233,19 @@ class ComputeService:
         wanted = names or sorted(offered)
         if not wanted:
             raise InvalidArgumentError("the module defines no public function to deploy")
+        defs = {n.name for n in ast.parse(source.decode()).body
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
         for name in wanted:
             check_function_name(name)
+            if name not in offered and name not in defs:
+                raise InvalidArgumentError(f"the module offers no function {name!r} "
+                                           f"(it offers: {', '.join(sorted(offered)) or 'none'})")
         replicas = await self.code.replicate(cid, source)
         seq = int(time.time() * 1000)
         acks = 0
         out = []
         for name in wanted:
             entry = offered.get(name, name)
-            if not entry.isidentifier():
-                raise InvalidArgumentError(f"{name!r} is not offered by the module")
             record = compute_pb2.ProviderRecord(
                 function=name, worker_id=worker_id, node_id=self.ctx.identity.node_id,
                 address=self.ctx.address, code_cid=cid, deploy_seq=seq, entry=entry,

@@ -254,6 +254,9 @@ async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_pat
         doc = json.loads(out.stdout)
         assert doc["functions"] == ["price"] and doc["cid"].startswith("b")
         assert doc["code_replicas"] >= 2
+        bad = await asyncio.to_thread(run_cli, "deploy", str(v1), "--name", "nope",
+                                      api=cluster.nodes[3].api)
+        assert bad.returncode == 1 and "offers no function 'nope'" in bad.stderr.decode()
         stub = cluster.stub(1, taskworker_pb2_grpc.RPCServiceStub)
         resp = await call_when_ready(stub, "price", 4)
         assert values.from_value(resp.result) == {"total": 10, "version": 1}
