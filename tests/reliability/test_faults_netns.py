@@ -206,12 +206,15 @@ async def loss_run(tmp: Path, nodes: int, pushes: int, calls: int) -> None:
                 r = await s.Push(pb.PushRequest(file_data=data, public=True, k=k, m=m),
                                  timeout=120)
                 files[r.cid] = data
+            print(f"  loss: {pushes} pushes done at {time.monotonic() - started:.1f}s")
             for i in range(nodes):
                 s = cluster.stub(i, pbg.FileServiceStub)
                 for cid, data in files.items():
                     assert (await s.Get(pb.GetRequest(file_id=cid), timeout=120)).file_data == data
+            print(f"  loss: gets done at {time.monotonic() - started:.1f}s")
             rev = await s0.Revise(pb.ReviseRequest(file_id=doc.file_id, file_data=b"v1"),
                                   timeout=120)
+            print(f"  loss: revise done at {time.monotonic() - started:.1f}s")
             for i in range(calls):
                 rpc = cluster.stub(i % nodes, pbg.RPCServiceStub)
                 assert await call_mix(rpc, i, 5) == {"sum": i + 5, "cat": f"{i}/5"}
@@ -232,7 +235,7 @@ async def test_twenty_percent_packet_loss(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_twenty_percent_packet_loss_six_nodes(tmp_path: Path) -> None:
-    await loss_run(tmp_path, nodes=6, pushes=20, calls=50)
+    await loss_run(tmp_path, nodes=6, pushes=10, calls=20)
 
 
 # ------------------------------------------------------------------------------- kill -9

@@ -17,8 +17,13 @@ def _dump(_sig: int, _frame: FrameType | None) -> None:
     tasks = asyncio.all_tasks(loop)
     print(f"=== task dump: {len(tasks)} tasks ===", file=sys.stderr)
     for task in tasks:
-        print(f"--- {task!r:.300}", file=sys.stderr)
-        task.print_stack(limit=30, file=sys.stderr)
+        try:
+            print(f"--- {task!r:.300}", file=sys.stderr)
+            for frame in task.get_stack(limit=40):
+                code = frame.f_code
+                print(f"    {code.co_filename}:{frame.f_lineno} {code.co_name}", file=sys.stderr)
+        except Exception as exc:  # never let the dump hurt the node
+            print(f"    (dump failed: {exc!r})", file=sys.stderr)
     print("=== end of task dump ===", file=sys.stderr, flush=True)
 
 
