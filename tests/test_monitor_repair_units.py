@@ -47,3 +47,45 @@ def test_pick_target_wraps_when_there_are_fewer_peers_than_fragments() -> None:
     target = pick_target(loc, 0, 5, set())
     assert target in peers and target not in held.get((0, 5), [])
     assert pick_target(fake_locations([], {}), 0, 0, set()) is None
+
+
+class FakeClient:
+    def __init__(self, held: set[bytes]) -> None:
+        self.held = held
+
+    async def has_fragments(self, digests: list[bytes]) -> list[bool]:
+        return [d in self.held for d in digests]
+
+
+class FakeNetwork:
+    def __init__(self, stores: dict[bytes, set[bytes]]) -> None:
+        self.stores = stores
+        self.self_id = b"\0" * 20
+
+    async def closest(self, key: bytes, n: int) -> list[bytes]:
+        return list(self.stores)[:n]
+
+    async def client(self, node_id: bytes) -> FakeClient:
+        return FakeClient(self.stores[node_id])
+
+
+async def test_find_elsewhere_and_locate_find_relocated_fragments() -> None:
+    from proto import storage_pb2
+    from storage.healing.locate import find_elsewhere, locate
+
+    peers = [bytes([i + 1]) * 20 for i in range(8)]
+    hashes = [bytes([0xA0 + i]) * 32 for i in range(6)]
+    body = storage_pb2.ManifestBody(k=4, m=2, placement_key=b"k" * 20, holders=peers[:6],
+                                    stripes=[storage_pb2.Stripe(fragments=[
+                                        storage_pb2.Fragment(hash=h, holder=i)
+                                        for i, h in enumerate(hashes)])])
+    manifest = Manifest(body, storage_pb2.SignedManifest())
+    stores = {p: {hashes[i]} for i, p in enumerate(peers[:6])}
+    stores[peers[6]] = {hashes[2]}            # fragment 2 was rebuilt on peers[6] ...
+    stores[peers[7]] = set()
+    stores[peers[2]] = set()                  # ... after its recorded holder lost it
+    net = cast(Any, FakeNetwork(stores))
+    assert await find_elsewhere(net, manifest, 0, [2]) == {2: [peers[6]]}
+    loc = await locate(net, manifest)
+    assert loc.held[(0, 2)] == [peers[6]] and loc.min_healthy() == 6
+    assert peers[2] in loc.answered and not loc.unreachable

@@ -130,3 +130,35 @@ def pick_target(loc: Locations, s: int, i: int, taken: set[bytes],
         if p not in loc.held.get((s, i), []):
             return p
     return None
+
+
+async def find_elsewhere(network: Network, manifest: Manifest, stripe: int,
+                         indices: list[int]) -> dict[int, list[bytes]]:
+    """Readers' fallback: live peers holding fragments ``indices`` of ``stripe`` that are not
+    on the manifest's recorded holder (repaired, drained or rebalanced there). One
+    HasFragments per peer among the closest to the placement key; hashes are verified again by
+    whoever fetches."""
+    body = manifest.body
+    n = body.k + body.m
+    wanted = {i: bytes(body.stripes[stripe].fragments[i].hash) for i in indices}
+    hashes = list(dict.fromkeys(wanted.values()))
+    found: dict[int, list[bytes]] = {}
+    if not hashes:
+        return found
+
+    async def ask(peer: bytes) -> None:
+        try:
+            client = await network.client(peer)
+            present = await asyncio.wait_for(client.has_fragments(hashes), CHECK_TIMEOUT_S)
+        except (MeshError, TimeoutError, OSError):
+            return
+        have = {h for h, ok in zip(hashes, present, strict=True) if ok}
+        for i, h in wanted.items():
+            if h in have:
+                found.setdefault(i, []).append(peer)
+
+    recorded = {manifest.holder_of(stripe, i) for i in indices}
+    peers = [p for p in await network.closest(bytes(body.placement_key), n + spare(n))
+             if p not in recorded]
+    await asyncio.gather(*(ask(p) for p in peers))
+    return found
