@@ -205,11 +205,11 @@ async def test_per_call_limits(pool: SandboxPool) -> None:
     with pytest.raises(OutputLimit) as info:
         await pool.run(src, "f", [1000], {}, limits=Limits(output_bytes=500))
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    slow = "import time\ndef f():\n    time.sleep(3)\n"
+    slow = "import time\ndef f():\n    time.sleep(60)\n"
     t0 = time.monotonic()
     with pytest.raises(TimeLimit) as tinfo:
         await pool.run(slow, "f", [], {}, limits=Limits(wall_time_s=0.3))
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 30     # cut short (the sleep is 60 s); a bound, not speed
     assert tinfo.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert await pool.run(SEED, "add", [1, 1], {}) == 2
 
@@ -278,7 +278,7 @@ class OddHost(Host):
 
     async def get_secret(self, name: str) -> str:
         if name == "slow":
-            await asyncio.sleep(10)
+            await asyncio.sleep(60)
         if name == "odd":
             return {1, 2}  # type: ignore[return-value]  # not JSON: the user gets an error
         if name == "crash":
@@ -306,7 +306,7 @@ async def test_host_hook_edge_cases(pool: SandboxPool) -> None:
     t0 = time.monotonic()
     with pytest.raises(TimeLimit):  # time spent in the host hook counts toward the deadline
         await pool.run(src, "get", ["slow"], {}, host=host, limits=Limits(wall_time_s=0.5))
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 30     # cut short (the hook sleeps 60 s)
 
 
 async def test_call_in_flight_when_the_zygote_dies(pool: SandboxPool) -> None:

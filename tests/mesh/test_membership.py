@@ -210,9 +210,8 @@ async def test_bad_records_get_a_false_answer_not_a_timeout(make_node: MakeNode)
         for bad_key, value in [(key, encode_set([stale])), (key, encode_set([unsigned])),
                                (key, encode_set([forged])), (bytes(20), encode_set([good])),
                                (key, b"\xff not a record set"), (key, 42)]:
-            start = time.monotonic()
+            # (True, False): an answer arrived and it is a refusal (a timeout is (False, None))
             assert await client.protocol._call("store", node, bad_key, value) == (True, False)
-            assert time.monotonic() - start < 0.5
         assert await target.fetch(key) == [good]
     finally:
         await client.aclose()
