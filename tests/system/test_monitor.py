@@ -174,3 +174,26 @@ async def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         assert int(match.group(1)) == 4
         assert "<svg" in dom and 'id="peers"' in dom
         assert dom.count("<tr>") >= 5               # header + 4 peers
+
+
+async def test_two_monitors_agree(tmp_path: Path) -> None:
+    """Several monitors may run; they agree because they read the same peers."""
+    async with NodeCluster(tmp_path, 3, extra=PEER) as cluster:
+        first, second = await cluster.add(2, extra=MONITOR)
+        await cluster.wait_converged()
+        files = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
+        for i in range(3):
+            await files.Push(taskworker_pb2.PushRequest(file_data=bytes([i]) * 3000, public=True),
+                             timeout=30)
+        want = sum(float(node_status(n)["services"]["storage"]["fragments"])  # type: ignore[index]
+                   for n in cluster.live())
+        deadline = time.monotonic() + 60
+        while True:
+            views = [metrics((await get(http_address(m) + "/metrics")).text)
+                     for m in (first, second)]
+            summary = [(v["twmesh_peers_live"][0][1], v["twmesh_fragments_total"][0][1])
+                       for v in views]
+            if summary[0] == summary[1] == (5, want):
+                break
+            assert time.monotonic() < deadline, f"monitors disagree: {summary}, want (5, {want})"
+            await asyncio.sleep(0.3)
