@@ -15,7 +15,6 @@ so only the owner can sign records for it: nobody else can repoint a file_id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import re
@@ -32,6 +31,7 @@ from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, Permissi
 from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
+from storage.durable import write_atomic
 
 if TYPE_CHECKING:
     from storage.placement import Network
@@ -126,16 +126,7 @@ class DocumentStore:
                     raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
                 if prev.time_ms >= body.time_ms:
                     return False
-            tmp = path.with_name(f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(signed.SerializeToString(deterministic=True))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+            write_atomic(path, signed.SerializeToString(deterministic=True))
         return True
 
     def get(self, file_id: str) -> list[storage_pb2.SignedDocument]:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.durable import write_atomic
+
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL,
@@ -55,30 +57,6 @@ def _check(h: str) -> str:
     if not isinstance(h, str) or not _HEX.fullmatch(h):
         raise ValueError(f"not a fragment hash (64 lower-case hex digits): {h!r:.80}")
     return h
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    if durable:
-        _fsync_dir(path.parent)
 
 
 class FragmentStore:
@@ -143,7 +121,7 @@ class FragmentStore:
         """Mirror the refs of h beside its blob, for rebuild_index (not fsynced: hints only)."""
         refs = self._refs(h)
         if self._path(h).exists():
-            _write_atomic(self._path(h).with_suffix(".refs"), json.dumps(refs).encode(), False)
+            write_atomic(self._path(h).with_suffix(".refs"), json.dumps(refs).encode(), False)
 
     def put(self, data: bytes | bytearray | memoryview, file: str = "", index: int = -1) -> str:
         """Store a fragment (idempotent) and record that `file` uses it as fragment `index`."""
@@ -154,7 +132,7 @@ class FragmentStore:
         size = memoryview(data).nbytes
         if not (self.has(h) and path.stat().st_size == size):
             path.parent.mkdir(exist_ok=True)
-            _write_atomic(path, data, durable=True)
+            write_atomic(path, data, durable=True)
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (h, size, time.time()))
             added = db.execute("INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", (h, file, index))

@@ -30,6 +30,7 @@ from proto import storage_pb2
 from storage.cid import is_cid
 from storage.codec import Codec
 from storage.crypto import CryptoError, open_sealed_key
+from storage.durable import write_atomic
 
 FORMAT = 1
 NO_HOLDER = 0xFFFFFFFF
@@ -171,16 +172,7 @@ class ManifestStore:
                 if old.body.created_ms >= manifest.body.created_ms:
                     return old
             folder.mkdir(exist_ok=True)
-            tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(signed.SerializeToString(deterministic=True))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+            write_atomic(path, signed.SerializeToString(deterministic=True))
         return manifest
 
     def get(self, cid: str) -> list[storage_pb2.SignedManifest]:

@@ -1,0 +1,37 @@
+"""Crash-safe file writes: temp file → fsync → rename → fsync of the directory.
+
+The directory fsync is what makes the rename itself durable; without it a crash can leave the
+old file (or none) in place even though write() and fsync() returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` all at once; ``durable`` also survives a power cut."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    if durable:
+        fsync_dir(path.parent)
