@@ -99,6 +99,7 @@ class ComputeService:
                              cache_ttl=float(settings.get("compute_cache_s", 2.0)))
         self.inflight = 0
         self.executed = 0
+        self._latencies: collections.deque[float] = collections.deque(maxlen=1000)  # seconds
         self._refresh: asyncio.Task[None] | None = None
         self._publish_lock = asyncio.Lock()
         ctx.registry["compute"] = self
@@ -143,6 +144,10 @@ class ComputeService:
             "serving": self.pool is not None, "functions": sorted(self.functions),
             "deployed_here": sorted(self.deployments), "in_flight": self.inflight,
             "executed": self.executed, **self.router.status()}
+        if self._latencies:        # the monitor's per-peer call latency (last 1,000 calls)
+            ranked = sorted(self._latencies)
+            doc["p50_ms"] = round(ranked[len(ranked) // 2] * 1e3, 3)
+            doc["p99_ms"] = round(ranked[min(len(ranked) - 1, int(0.99 * len(ranked)))] * 1e3, 3)
         if self.pool is not None:
             stats = self.pool.stats()
             doc["sandbox"] = {k: stats[k] for k in ("size", "idle", "calls", "failures",
@@ -329,10 +334,12 @@ class ComputeService:
             args, kwargs = values.decode_call_args(request.args, request.kwargs)
             if request.timeout > 0 and request.timeout < limits.wall_time_s:
                 limits = _with_wall(limits, request.timeout)
+            started = time.perf_counter()
             result = await self.pool.run(source, entry, args, kwargs, limits=limits,
                                          host=self.host_for(worker_id, request.function,
                                                             deployer),
                                          filename=filename)
+            self._latencies.append(time.perf_counter() - started)
             values.to_value(result, reply.result)
             self.executed += 1
         except UserCodeError as exc:

@@ -57,7 +57,16 @@ async def test_cli_tour(tmp_path: Path) -> None:
             if res.returncode == 0:
                 break
             await asyncio.sleep(0.2)
-        assert json.loads(res.stdout)["result"] == "Hello, world!"
+        answer = json.loads(res.stdout)
+        assert answer["result"] == "Hello, world!"
+        # the node that ran it reports call latency in its status (the monitor's p99 column)
+        for node in cluster.nodes:
+            status = json.loads(await cli("status", "--json", api=node.api))
+            if status["node_id"] == answer["node_id"]:
+                assert status["services"]["compute"]["p99_ms"] > 0
+                break
+        else:
+            raise AssertionError("no node reported running the call")
         missing = await asyncio.to_thread(run_cli, "get", "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
                                           "-o", str(tmp_path / "nothing"), api=api)
         assert missing.returncode == 1 and not (tmp_path / "nothing").exists()
