@@ -142,7 +142,10 @@ class StorageHandlers:
 
     async def store_manifest(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 4096)
-        await asyncio.to_thread(self.manifests.put, req.manifest)
+        try:
+            await asyncio.to_thread(self.manifests.put, req.manifest)
+        except OSError as exc:       # disk full, I/O error: answer, so the pusher counts it
+            raise ResourceExhaustedError(f"cannot store the manifest here: {exc}") from exc
         return storage_pb2.StoreManifestReply(stored=True).SerializeToString()
 
     async def fetch_manifests(self, body: bytes) -> bytes:
@@ -152,7 +155,10 @@ class StorageHandlers:
 
     async def store_document(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.StoreDocumentRequest, body, 8192)
-        stored = await asyncio.to_thread(self.documents.put, req.document)
+        try:
+            stored = await asyncio.to_thread(self.documents.put, req.document)
+        except OSError as exc:
+            raise ResourceExhaustedError(f"cannot store the document here: {exc}") from exc
         return storage_pb2.StoreDocumentReply(stored=stored).SerializeToString()
 
     async def fetch_document(self, body: bytes) -> bytes:

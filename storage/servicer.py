@@ -11,6 +11,7 @@ service when one is registered in ctx.registry (issue 5), else answered UNIMPLEM
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +36,15 @@ _HEXKEY = re.compile(r"[0-9a-f]{64}")
 
 
 async def _abort(context: Context, exc: BaseException) -> None:
+    message = str(exc)
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        # This node's own disk: full → RESOURCE_EXHAUSTED, any other I/O error → UNAVAILABLE.
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
+        message = ("this node's disk is full" if full else "this node's storage failed") + \
+            f" ({exc.strerror or exc}); try another node or free space"
+        await context.abort(code, message)
+        return
     if isinstance(exc, PeerCallError):
         code = exc.code
     elif isinstance(exc, CidError | ValueError):
@@ -45,13 +55,13 @@ async def _abort(context: Context, exc: BaseException) -> None:
         code = grpc.StatusCode.FAILED_PRECONDITION
     else:
         code = grpc.StatusCode.INTERNAL
-    await context.abort(code, str(exc))
+    await context.abort(code, message)
 
 
 async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
     try:
         return await work()
-    except (MeshError, ValueError) as exc:
+    except (MeshError, ValueError, OSError) as exc:
         await _abort(context, exc)
         raise AssertionError("unreachable") from exc
 
@@ -155,7 +165,7 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
                 cid=body.cid, filename=reader.filename, size=body.size, version=version))
             async for stripe in reader.stripes():
                 yield taskworker_pb2.GetChunk(data=stripe)
-        except (MeshError, ValueError) as exc:
+        except (MeshError, ValueError, OSError) as exc:
             await _abort(context, exc)
 
     def _check_get(self, request: taskworker_pb2.GetRequest) -> None:
