@@ -88,6 +88,7 @@ def test_api_method_survives_fuzzing(cluster: NodeCluster, method: Any) -> None:
                 assert code != grpc.StatusCode.DEADLINE_EXCEEDED or "Deadline" not in (
                     exc.details() or ""), "the call hung until the client's deadline"  # type: ignore[attr-defined]
         run()
+    print(f"fuzz {method.name}: {sum(seen.values())} inputs, {seen}")   # shown by pytest -rP
     assert sum(seen.values()) >= min(EXAMPLES, 10)
     _assert_serving(cluster)
 
@@ -99,6 +100,7 @@ def test_peer_service_refuses_garbage_without_a_session(cluster: NodeCluster, na
     frame_like = st.builds(lambda a, b: a + b, st.binary(min_size=61, max_size=61),
                            st.binary(max_size=256))
     path = f"/twmesh.peer.PeerChannel/{name}"
+    seen: dict[str, int] = {}
     with grpc.insecure_channel(cluster.nodes[1].peer) as channel:
         @FUZZ
         @given(payload=st.one_of(handshake, frame_like, st.binary(max_size=512)))
@@ -109,11 +111,16 @@ def test_peer_service_refuses_garbage_without_a_session(cluster: NodeCluster, na
                 else:
                     channel.unary_unary(path)(payload, timeout=30)
             except grpc.RpcError as exc:
-                assert exc.code() in PEER_DELIBERATE, exc.details()  # type: ignore[attr-defined]
+                code = exc.code()  # type: ignore[attr-defined]
+                seen[code.name] = seen.get(code.name, 0) + 1
+                assert code in PEER_DELIBERATE, exc.details()  # type: ignore[attr-defined]
                 return
+            seen["OK"] = seen.get("OK", 0) + 1
             # Only a well-formed handshake addressed to this node may succeed.
             assert name == "Handshake"
         run()
+    print(f"fuzz peer {name}: {sum(seen.values())} inputs, {seen}")   # shown by pytest -rP
+    assert sum(seen.values()) >= min(EXAMPLES, 10)
     _assert_serving(cluster)
 
 
