@@ -76,6 +76,7 @@ class PushOptions:
     public: bool = False
     filename: str = ""
     readers: list[bytes] = field(default_factory=list)   # Ed25519 public keys
+    document: bool = True     # publish a document record (file_id -> CID); versions don't
 
     def validate(self) -> Codec:
         if not MIN_STRIPE <= self.stripe_size <= MAX_STRIPE:
@@ -105,6 +106,7 @@ class PushResult:
     under_replicated: bool
     warnings: list[str]
     manifest_replicas: int = 0
+    manifest: Manifest | None = None     # what was stored (lets a caller skip a fetch)
 
 
 @dataclass
@@ -397,10 +399,12 @@ class FileStore:
             warnings.append(f"some stripes have only {placed_min} of {codec.n} fragments placed")
         body = self._manifest_body(final_cid, file_id, hasher.size, codec, opts, owner_pub,
                                    file_key, pkey, placer.holders, stripes, under)
+        signed = sign_manifest(body, owner)
         replicas, docs = await asyncio.gather(
-            self._store_manifest(final_cid, sign_manifest(body, owner), codec.m + 1),
-            self.documents.create(file_id, final_cid, owner, nonce))
-        return self._finish(body, replicas, docs, warnings)
+            self._store_manifest(final_cid, signed, codec.m + 1),
+            self.documents.create(file_id, final_cid, owner, nonce) if opts.document
+            else _const(1))
+        return self._finish(body, replicas, docs, warnings, signed)
 
     async def _push_small(self, data: bytes, owner: nacl.signing.SigningKey, opts: PushOptions,
                           cid: str) -> PushResult:
@@ -440,12 +444,14 @@ class FileStore:
         if stripes:
             actual.CopyFrom(stripes[0])
         self.inflight += 1
+        signed = sign_manifest(body, owner)
         try:
             sent, replicas, docs = await asyncio.gather(
                 self._send_stripe(file_id, 0, frags, actual, placer, codec) if data
                 else _const(codec.n),
-                self._store_manifest(cid, sign_manifest(body, owner), codec.m + 1),
-                self.documents.create(file_id, cid, owner, nonce))
+                self._store_manifest(cid, signed, codec.m + 1),
+                self.documents.create(file_id, cid, owner, nonce) if opts.document
+                else _const(1))
         finally:
             self.inflight -= 1
         if data and (sent < codec.n or [f.holder for f in actual.fragments] != planned):
@@ -454,8 +460,9 @@ class FileStore:
             body = self._manifest_body(cid, file_id, len(data), codec, opts, owner_pub,
                                        file_key, pkey, placer.holders, [actual], True,
                                        body.created_ms + 1, body.filename_sealed)
-            replicas = await self._store_manifest(cid, sign_manifest(body, owner), codec.m + 1)
-        return self._finish(body, replicas, docs, warnings)
+            signed = sign_manifest(body, owner)
+            replicas = await self._store_manifest(cid, signed, codec.m + 1)
+        return self._finish(body, replicas, docs, warnings, signed)
 
     def _manifest_body(self, cid: str, file_id: str, size: int, codec: Codec, opts: PushOptions,
                        owner_pub: bytes, file_key: bytes, pkey: bytes, holders: list[bytes],
@@ -478,7 +485,8 @@ class FileStore:
             created_ms=int(time.time() * 1000) if created_ms is None else created_ms)
 
     def _finish(self, body: storage_pb2.ManifestBody, replicas: int, docs: int,
-                warnings: list[str]) -> PushResult:
+                warnings: list[str], signed: storage_pb2.SignedManifest | None = None
+                ) -> PushResult:
         if replicas == 0:
             raise UnavailableError(f"no peer accepted the manifest of {body.cid}")
         if replicas < body.m + 1:
@@ -491,7 +499,8 @@ class FileStore:
         self.counters["bytes_in"] += body.size
         placed = sum(1 for s in body.stripes for f in s.fragments if f.holder != NO_HOLDER)
         return PushResult(body.cid, body.file_id, body.size, body.k, body.m, placed,
-                          body.under_replicated, warnings, replicas)
+                          body.under_replicated, warnings, replicas,
+                          Manifest(body, signed) if signed is not None else None)
 
     async def _send_stripe(self, file_id: str, index: int, frags: list[bytes],
                            stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec) -> int:
