@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
 from google.protobuf.message import DecodeError
 
@@ -77,6 +78,29 @@ def verify_record(record: mesh_pb2.SignedRecord, *, at_ms: int | None = None) ->
         peer = decode_peer(record)
         if peer.node_id != node_id_for(record.owner_key) or peer.identity_key != record.owner_key:
             raise RecordError("peer record's node id does not match its key")
+
+
+# A kind whose records compete for one key (a function-name claim: the first owner keeps it)
+# checks a new record against the records of that kind held from other owners, on store.
+StorePolicy = Callable[[mesh_pb2.SignedRecord, list[mesh_pb2.SignedRecord], int], str | None]
+_STORE_POLICIES: dict[str, StorePolicy] = {}
+
+
+def register_store_policy(kind: str, policy: StorePolicy) -> None:
+    """``policy(new, rivals, now_ms)`` returns a refusal reason, or None to store ``new``."""
+    _STORE_POLICIES[kind] = policy
+
+
+def check_store(record: mesh_pb2.SignedRecord, held: list[mesh_pb2.SignedRecord], *,
+                at_ms: int | None = None) -> None:
+    """Raise RecordError when the kind's store policy refuses ``record`` next to ``held``."""
+    policy = _STORE_POLICIES.get(record.kind)
+    if policy is None:
+        return
+    rivals = [r for r in held if r.kind == record.kind and r.owner_key != record.owner_key]
+    reason = policy(record, rivals, now_ms() if at_ms is None else at_ms)
+    if reason:
+        raise RecordError(reason)
 
 
 def decode_record(data: bytes) -> mesh_pb2.SignedRecord:

@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 from kademlia.storage import IStorage
 
 from mesh.errors import RecordError
-from mesh.records import now_ms, record_key, verify_record
+from mesh.records import check_store, now_ms, record_key, verify_record
 from proto import mesh_pb2
 
 MAX_SET_BYTES = 7000
@@ -79,10 +79,12 @@ class RecordStorage(IStorage):  # type: ignore[misc]
     def put(self, key: bytes, record: mesh_pb2.SignedRecord) -> bool:
         """Store one record; False when it is refused as stale or does not fit.
 
-        Raises RecordError when the record is forged, expired or at the wrong key.
+        Raises RecordError when the record is forged, expired, at the wrong key or refused by
+        its kind's store policy (``mesh.records.register_store_policy``).
         """
         check_record(key, record)
         held = self._records(key)
+        check_store(record, list(held.values()))
         old = held.get(_ident(record))
         if old is not None:
             if record.seq < old.seq:
