@@ -111,6 +111,10 @@ class Router:
         self._cache: dict[str, _Cached] = {}
         self._lookups: dict[str, asyncio.Task[list[Provider]]] = {}
         self.calls = self.retries = self.failed = 0
+        # Name ownership (compute/owners.py): looked up beside the providers, it returns the
+        # filter that keeps only the records the name's owner allows.
+        self.owned: Callable[[str], Awaitable[Callable[[list[Provider]], list[Provider]]]] \
+            | None = None
 
     # --- providers ---------------------------------------------------------------------------
     def _cached(self, function: str) -> list[Provider] | None:
@@ -150,8 +154,13 @@ class Router:
             log.info("provider lookup for %s failed: %r", function, task.exception())
 
     async def _lookup(self, function: str) -> list[Provider]:
-        records = await self.ctx.membership.fetch(function_key(function))
-        providers = decode_providers(function, records)
+        if self.owned is None:
+            records = await self.ctx.membership.fetch(function_key(function))
+            providers = decode_providers(function, records)
+        else:
+            records, allowed = await asyncio.gather(
+                self.ctx.membership.fetch(function_key(function)), self.owned(function))
+            providers = allowed(decode_providers(function, records))
         self._cache[function] = _Cached(time.monotonic(), providers)
         if len(self._cache) > 4096:
             oldest = min(self._cache, key=lambda k: self._cache[k].at)
