@@ -8,10 +8,14 @@
             topo.loss(2, 20)           # node 2 drops 20% of what it receives
     finally:
         topo.close()
+    topo = Topology(6, delay_links=True)
+    topo.delay(2, 40, 10)              # node 2's link holds every frame 40 ± 10 ms each way
 
 Layout (nothing touches the host's interfaces or routes): a *hub* namespace holds two bridges
 (``br0``, ``br1``); node i's namespace holds ``eth0`` (10.77.0.<i+1>/24) and ``lo``, joined by a
 veth pair to ``v<i>`` in the hub. A partition moves ports to ``br1``; healing moves them back.
+With ``delay_links=True`` the veth pair is replaced by two TAP devices joined by a user-space
+forwarder that delays frames (tests/support/delaylink.py: this kernel has no sch_netem).
 The 10.77.0.0/24 traffic only exists between these namespaces.
 
 Nodes run as ``ip netns exec NS python -m taskworker.cli join --listen 10.77.0.<i+1>:0``, their
@@ -34,6 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.delaylink import DelayLinks
 from tests.support.nodes import ROOT, NodeCluster, NodeProc
 
 SUBNET = "10.77.0"
@@ -96,7 +101,7 @@ def sweep_stale() -> None:
 class Topology:
     """N namespaces on a two-bridge switch; close() always (it is also registered atexit)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, delay_links: bool = False) -> None:
         sweep_stale()
         self.prefix = f"tw-{os.getpid()}-{secrets.token_hex(3)}"
         self.hub = f"{self.prefix}-hub"
@@ -104,6 +109,8 @@ class Topology:
         self.addresses = [f"{SUBNET}.{i + 1}" for i in range(n)]
         self._made: list[str] = []
         self._closed = False
+        self.links: DelayLinks | None = None
+        self._want_links = delay_links
         atexit.register(self.close)
         try:
             self._build()
@@ -118,12 +125,18 @@ class Topology:
         for br in ("br0", "br1"):
             _ip("-n", self.hub, "link", "add", br, "type", "bridge")
             _ip("-n", self.hub, "link", "set", br, "up")
+        if self._want_links:        # TAP e<i> (-> node i's eth0) and v<i>, joined by a forwarder
+            self.links = DelayLinks(self.hub, len(self.names))
         for i, ns in enumerate(self.names):
             _ip("netns", "add", ns)
             self._made.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", self.hub, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
-                "netns", ns)
+            if self.links is not None:
+                _ip("-n", self.hub, "link", "set", f"e{i}", "netns", ns)
+                _ip("-n", ns, "link", "set", f"e{i}", "name", "eth0")
+            else:
+                _ip("-n", self.hub, "link", "add", f"v{i}", "type", "veth", "peer", "name",
+                    "eth0", "netns", ns)
             _ip("-n", ns, "addr", "add", f"{self.addresses[i]}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             _ip("-n", self.hub, "link", "set", f"v{i}", "master", "br0")
@@ -150,10 +163,19 @@ class Topology:
             _nft(ns, "add", "rule", "inet", "twloss", "in", "iifname", "eth0", "numgen",
                  "random", "mod", "100", "<", str(percent), "drop")
 
+    def delay(self, i: int, ms: float, jitter_ms: float = 0) -> None:
+        """Hold every frame to and from node i ``ms`` ± ``jitter_ms`` (uniform, order kept);
+        0 clears. A path a->b is delayed by both links. Needs ``delay_links=True``."""
+        if self.links is None:
+            raise RuntimeError("Topology(n, delay_links=True) is needed for delays")
+        self.links.set(i, ms, jitter_ms)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self.links is not None:
+            self.links.close()
         for ns in reversed(self._made):
             # processes still inside keep nothing alive: deleting the name drops the veths
             _ip("netns", "del", ns, check=False)
