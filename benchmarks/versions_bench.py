@@ -77,7 +77,9 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                 t3 = time.perf_counter()
                 assert plain.cid == rev.cid
                 status = json.loads((await node.Status(taskworker_pb2.StatusRequest())).json)
-                phases = status["services"]["versions"]["last_revise_ms"]
+                vstatus = status["services"]["versions"]
+                phases = {**vstatus["last_revise_ms"],
+                          **{"get_" + k: v for k, v in vstatus.get("last_get_ms", {}).items()}}
                 if i >= 2:
                     for k, v in phases.items():
                         mesh.setdefault("phase_" + k, []).append(v / 1e3)
@@ -121,9 +123,13 @@ def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None,
 
     lines.append(f"Revise inside node 0 (p50 per phase): sync with the replicas {ph('sync'):.1f} "
                  f"ms, concurrent with the content Push ({ph('content_push'):.1f} ms from the "
-                 f"start); sign + durable commit {ph('sign_and_commit'):.1f} ms; record to the "
-                 f"first remote replica {ph('replicate'):.1f} ms; node total {ph('total'):.1f} "
-                 "ms (the rest of the client-side time is the 1 MiB local-API request).")
+                 f"start, the counter reserved meanwhile); sign, then durable commit concurrent "
+                 f"with the record's push to the first remote replica "
+                 f"{ph('commit_and_replicate'):.1f} ms; node total {ph('total'):.1f} ms (the "
+                 "rest of the client-side time is the 1 MiB local-API request).")
+    lines.append(f"Get latest inside node 0 (p50): sync with the replicas {ph('get_sync'):.1f} ms, "
+                 f"concurrent with reading the expected head; node total {ph('get_total'):.1f} "
+                 "ms.")
     lines.append(f"Medians of {runs} runs after 2 warm-up runs, fresh random {size // 1024} KiB "
                  "each run.")
     return "\n".join(lines)

@@ -45,6 +45,7 @@ from mesh.errors import (
 from mesh.identity import Identity
 from proto import mesh_pb2, taskworker_pb2, versions_pb2
 from storage.versions.peer import FaultHooks, VersionHandlers, parse
+from storage.versions.reads import ContentReader, LatestGuess, cancel
 from storage.versions.records import (
     file_id_text,
     grant_id,
@@ -81,6 +82,7 @@ class SyncResult:
     lagging: list[str] = field(default_factory=list)    # replicas whose heads were behind
     stale: bool = False                                      # still below the seen vector
     digests: dict[bytes, versions_pb2.Digest] = field(default_factory=dict)
+    peers: list[mesh_pb2.PeerRecord] = field(default_factory=list)   # the replicas asked first
 
 
 def _head(v: Version) -> taskworker_pb2.VersionHead:
@@ -103,10 +105,13 @@ class VersionService:
         self.replicas = int(s.get("versions.replicas", 0) or m + 1)
         self.counters = {"revisions": 0, "syncs": 0, "background_syncs": 0, "withheld_seen": 0,
                          "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0,
-                         "lagging_replicas": 0}
+                         "lagging_replicas": 0, "read_ahead_used": 0, "read_ahead_dropped": 0}
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[bool]] = set()
         self.last_revise_ms: dict[str, float] = {}
+        self.last_get_ms: dict[str, float] = {}
+        self.latest = LatestGuess()
+        self._reads: ContentReader | None = None
         self._readers: dict[bytes, tuple[bool, list[bytes]]] = {}
         self._locks: dict[bytes, asyncio.Lock] = {}
         if "storage" in ctx.roles or not ctx.roles:
@@ -142,7 +147,8 @@ class VersionService:
         return {**self.counters, "files": len(self.store.files()), "replicas": self.replicas,
                 "sync_interval_s": self.sync_interval, "peer_calls": self.handlers.calls,
                 "refused_records": self.handlers.refused,
-                "last_revise_ms": self.last_revise_ms}
+                "manifest_cache_hits": self._reads.hits if self._reads is not None else 0,
+                "last_revise_ms": self.last_revise_ms, "last_get_ms": self.last_get_ms}
 
     def load(self) -> int:
         return 0
@@ -154,6 +160,12 @@ class VersionService:
         if storage is None:
             raise FailedPreconditionError("this node has no storage service")
         return storage
+
+    @property
+    def reads(self) -> ContentReader:
+        if self._reads is None:
+            self._reads = ContentReader(self.storage.files)
+        return self._reads
 
     def _lock(self, fid: bytes) -> asyncio.Lock:
         return self._locks.setdefault(fid, asyncio.Lock())
@@ -185,7 +197,7 @@ class VersionService:
             persist = self._holds(fid) or any(p.node_id == me for p in peers)
         local = self.store.get(fid)
         work = local if persist else local.copy()
-        result = SyncResult(work)
+        result = SyncResult(work, peers=peers)
         asked: set[bytes] = set()
         seen = self.store.seen(fid)
         rounds = [peers]
@@ -362,8 +374,8 @@ class VersionService:
         return key
 
     async def _push_records(self, fid: bytes, result: SyncResult) -> int:
-        live = [(p, d) for p in await self._replica_peers(fid, self.replicas)
-                if (d := result.digests.get(p.node_id, versions_pb2.Digest())) is not None]
+        peers = result.peers or await self._replica_peers(fid, self.replicas)
+        live = [(p, result.digests.get(p.node_id, versions_pb2.Digest())) for p in peers]
         return await self._push_missing(fid, result.vs, live, quorum=1)
 
     # -- API (called by storage.servicer.FileServicer) --------------------------------------
@@ -412,49 +424,55 @@ class VersionService:
                      base_versions: list[str] | None = None) -> Version:
         """Store ``data`` and sign a version on ``base_versions`` (default: the single head).
 
-        When this node already holds the file and its local set lets the user write, the
-        content Push runs concurrently with the replica sync (both are network-bound); the
-        writer check is repeated on the synced set before anything is signed.
+        Pipeline: the content Push starts at once when this node's own set already lets the
+        user write (else right after the sync), concurrently with the replica sync; once the
+        sync fixed the parents, the writer's next counter is reserved durably while the content
+        is still being stored. When the content is stored, the record is signed and then
+        committed to disk while it is pushed to the replicas; the call returns when both are
+        done (the record on disk here and on at least one remote replica). The record never
+        leaves the node before its content is stored, and its counter is on disk before it is
+        signed, so a crash at any point never makes this writer reuse a counter.
         """
         fid = parse_file_id(file_id)
         t0 = time.perf_counter()
         async with self._lock(fid):
             local = self.store.get(fid)
             content: asyncio.Task[Any] | None = None
-            if local.binding is not None and len(local) > 0:
-                try:
-                    self._check_writer(local, user, [h.id for h in local.heads()])
-                    content = asyncio.create_task(self._push_content(local, data, user))
-                except PeerCallError:
-                    content = None
             try:
+                if local.binding is not None and len(local) > 0:
+                    try:
+                        self._check_writer(local, user, [h.id for h in local.heads()])
+                        content = asyncio.create_task(self._push_content(local, data, user))
+                    except PeerCallError:
+                        content = None
                 result = await self.sync(fid, persist=True)
                 t_sync = time.perf_counter()
                 vs = result.vs
                 await self._ensure_bound(fid, vs, user)
                 if vs.binding is None:
                     raise NotFoundError(f"no file {file_id}")
+                binding = vs.binding
                 parents = self._parents(vs, file_id, base_versions)
                 self._check_writer(vs, user, parents)
                 if content is None:
                     content = asyncio.create_task(self._push_content(vs, data, user))
+                vector = await asyncio.to_thread(self.store.reserve, user, binding, parents)
                 pushed = await content
             except BaseException:
-                if content is not None and not content.done():
-                    content.cancel()
-                    await asyncio.gather(content, return_exceptions=True)
+                await cancel(content)
                 raise
             t_content = time.perf_counter()
-            record = self.store.revise(user, vs.binding, pushed.cid, parents, size=pushed.size,
-                                       content_ref=pushed.file_id.encode())
-            t_signed = time.perf_counter()
-            await self._push_records(fid, result)
+            record = self.store.sign(user, binding, pushed.cid, parents, vector,
+                                     size=pushed.size, content_ref=pushed.file_id.encode())
+            self.reads.remember(pushed.manifest)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(asyncio.to_thread(self.store.commit, record))
+                tg.create_task(self._push_records(fid, result))
             t_end = time.perf_counter()
             self.last_revise_ms = {
                 "sync": round((t_sync - t0) * 1e3, 2),
                 "content_push": round((t_content - t0) * 1e3, 2),
-                "sign_and_commit": round((t_signed - t_content) * 1e3, 2),
-                "replicate": round((t_end - t_signed) * 1e3, 2),
+                "commit_and_replicate": round((t_end - t_content) * 1e3, 2),
                 "total": round((t_end - t0) * 1e3, 2)}
             self.counters["revisions"] += 1
             version = vs.get(record_id(record))
@@ -573,28 +591,67 @@ class VersionService:
                 raise NotFoundError(f"no version {request.version} of {request.file_id}")
             return vs.get(vid), []
         heads = vs.heads()
+        self.latest.note(fid, heads[0] if len(heads) == 1 else None)
         if len(heads) > 1:
             return None, [_head(h) for h in heads]
         return (heads[0] if heads else None), []
 
     async def Get(self, request: taskworker_pb2.GetRequest,
                   context: Context) -> taskworker_pb2.GetResponse:
-        """Get by file_id (single head, or the conflict) or by version id."""
+        """Get by file_id (single head, or the conflict) or by version id.
+
+        Get-latest reads the head this node expects ahead, during the sync (reads.py); what it
+        returns is still the head the sync decides.
+        """
         async def work() -> taskworker_pb2.GetResponse:
-            target, conflicts = await self.resolve(request)
-            if conflicts:
-                return taskworker_pb2.GetResponse(conflicts=conflicts)
-            return await self._get_cid(request, target)
+            t0 = time.perf_counter()
+            ahead: asyncio.Task[tuple[bytes, Any]] | None = None
+            guess = None if request.version else self.latest.guess(
+                self.store.get(parse_file_id(request.file_id)))
+            try:
+                if guess is not None:
+                    ahead = self._read_ahead(guess, request.user_id)
+                target, conflicts = await self.resolve(request)
+                t_sync = time.perf_counter()
+                if conflicts:
+                    return taskworker_pb2.GetResponse(conflicts=conflicts)
+                if target is None:
+                    return await self._get_document(request)
+                if ahead is not None and guess is not None and target.id == guess.id:
+                    self.counters["read_ahead_used"] += 1
+                    task, ahead = ahead, None
+                    data, reader = await task
+                else:
+                    if ahead is not None:
+                        self.counters["read_ahead_dropped"] += 1
+                    data, reader = await self.reads.read(
+                        target.cid, self.storage.keyring.user(request.user_id))
+            finally:
+                await cancel(ahead)
+            t_end = time.perf_counter()
+            self.last_get_ms = {"sync": round((t_sync - t0) * 1e3, 2),
+                                "total": round((t_end - t0) * 1e3, 2)}
+            return taskworker_pb2.GetResponse(
+                file_data=data, cid=reader.manifest.cid, filename=reader.filename,
+                size=len(data), version=target.id.hex())
         return await self._guard(context, work)
 
-    async def _get_cid(self, request: taskworker_pb2.GetRequest,
-                       target: Version | None) -> taskworker_pb2.GetResponse:
-        ref = target.cid if target is not None else request.file_id
-        reader = await self.storage.files.open(ref, self.storage.keyring.user(request.user_id))
+    def _read_ahead(self, guess: Version, user_id: str
+                    ) -> asyncio.Task[tuple[bytes, Any]] | None:
+        try:
+            user = self.storage.keyring.user(user_id)
+        except MeshError:
+            return None             # the read after the sync reports it
+        return asyncio.create_task(self.reads.read(guess.cid, user))
+
+    async def _get_document(self, request: taskworker_pb2.GetRequest
+                            ) -> taskworker_pb2.GetResponse:
+        """A file with no version records: read what its document record names."""
+        reader = await self.storage.files.open(request.file_id,
+                                               self.storage.keyring.user(request.user_id))
         data = await reader.read_all()
         return taskworker_pb2.GetResponse(
-            file_data=data, cid=reader.manifest.cid, filename=reader.filename, size=len(data),
-            version=target.id.hex() if target is not None else "")
+            file_data=data, cid=reader.manifest.cid, filename=reader.filename, size=len(data))
 
 
 def create(ctx: MeshContext) -> VersionService:

@@ -141,6 +141,46 @@ class VersionStore:
                                      (vs.file_id, grant_id(grant), encode(grant)))
             return new
 
+    def reserve(self, writer: Identity, binding: versions_pb2.FileBinding,
+                parents: list[bytes]) -> Vector:
+        """The vector of ``writer``'s next version on ``parents``, its counter durably
+        persisted (fsync) before this returns: whatever happens to the record signed with it
+        later, this node never signs another record with that counter."""
+        with self._lock:
+            vs = self.get(binding.file_id)
+            vs.bind(binding)
+            me = writer_id(writer.public_key)
+            vector = vs.next_vector(writer.public_key, parents,
+                                    floor=self.counter(binding.file_id, me))
+            vs.authorize(writer.public_key, vector)
+            with self._fsynced(), self._db:
+                self._db.execute(
+                    "INSERT INTO counters VALUES (?,?,?) ON CONFLICT (file_id, writer) "
+                    "DO UPDATE SET counter=max(counter, excluded.counter)",
+                    (binding.file_id, me, vector[me]))
+            return vector
+
+    def sign(self, writer: Identity, binding: versions_pb2.FileBinding, cid: str,
+             parents: list[bytes], vector: Vector, *, size: int = 0,
+             content_ref: bytes = b"") -> versions_pb2.VersionRecord:
+        """Sign a version with a vector ``reserve`` returned and add it to the set in memory
+        (peers may pull it from now on); ``commit`` writes it to disk."""
+        with self._lock:
+            vs = self.get(binding.file_id)
+            me = writer_id(writer.public_key)
+            if vector.get(me, 0) > self.counter(binding.file_id, me):
+                raise ValueError("sign a version only with a vector reserve() returned")
+            record = sign_version(writer, binding, cid, vector, parents, size=size,
+                                  content_ref=content_ref)
+            vs.add(record)
+            return record
+
+    def commit(self, record: versions_pb2.VersionRecord) -> None:
+        """Write a record this node signed (fsync before returning)."""
+        with self._lock, self._fsynced(), self._db:
+            self._db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?)",
+                             (record.file.file_id, record_id(record), encode(record)))
+
     def revise(self, writer: Identity, binding: versions_pb2.FileBinding, cid: str,
                parents: list[bytes] | None = None, *, size: int = 0,
                content_ref: bytes = b"") -> versions_pb2.VersionRecord:
@@ -148,7 +188,8 @@ class VersionStore:
 
         The record and the writer's counter are committed together before the record is sent
         anywhere: a crash before the commit loses a record nobody has seen, so reusing its
-        counter later is no equivocation.
+        counter later is no equivocation. (The node's Revise instead reserves the counter
+        while the content is stored, then commits the record while it is replicated.)
         """
         with self._lock:
             vs = self.get(binding.file_id)

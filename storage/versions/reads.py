@@ -1,0 +1,111 @@
+"""Reading a version's content fast: a cache of manifests, and the latest head read ahead.
+
+A version names its content by CID; reading it takes the manifest (one round to the manifest
+replicas) and then k fragments. ``ContentReader`` keeps the verified manifests of the versions
+this node stored (Revise hands over the one it just signed) or read, so a later Get of that
+version goes straight to the fragments. A cached manifest is only a shortcut: if it names no key
+for the reader (a later grant re-sealed the file key in a newer manifest) or its holders do not
+answer, the read starts again from the manifest replicas.
+
+``LatestGuess`` remembers, for files this node does not hold records of, the head it last
+returned: Get-latest starts reading the head this node expects (its own single head, or that
+one) while it syncs with the replicas, and keeps the read only if the synced head is the same
+version; otherwise it drops it and reads the synced head. What Get returns is decided by the
+sync exactly as before (withholding replicas are noticed the same way); only the fragment fetch
+overlaps the Digest round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import nacl.signing
+
+from mesh.errors import MeshError
+from storage.files import Reader
+from storage.manifest import Manifest
+from storage.versions.vset import Version, VersionSet
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 256
+
+
+class _Lru(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class ContentReader:
+    """Reads version content through ``files`` (storage.files.FileStore), caching manifests."""
+
+    def __init__(self, files: Any, size: int = CACHE_SIZE) -> None:
+        self.files = files
+        self._manifests = _Lru(size)
+        self.hits = 0
+
+    def remember(self, manifest: Manifest | None) -> None:
+        if manifest is not None:
+            self._manifests.put(manifest.cid, manifest)
+
+    async def read(self, cid: str, user: nacl.signing.SigningKey) -> tuple[bytes, Reader]:
+        """The plaintext of ``cid`` as ``user`` reads it, and the reader that got it."""
+        cached: Manifest | None = self._manifests.get(cid)
+        if cached is not None:
+            key = cached.file_key(user)
+            if key is not None:
+                reader = Reader(self.files, cached, key)
+                try:
+                    data = await reader.read_all()
+                except MeshError as exc:
+                    log.info("cached manifest of %s did not serve: %s", cid, exc)
+                    self._manifests.pop(cid, None)
+                else:
+                    self.hits += 1
+                    self.files.counters["gets"] += 1
+                    self.files.counters["bytes_out"] += len(data)
+                    return data, reader
+        reader = await self.files.open(cid, user)
+        data = await reader.read_all()
+        self.remember(reader.manifest)
+        return data, reader
+
+
+class LatestGuess:
+    """Which version a Get-latest of a file will most likely return (see module docstring)."""
+
+    def __init__(self, size: int = 4 * CACHE_SIZE) -> None:
+        self._last = _Lru(size)
+
+    def guess(self, vs: VersionSet) -> Version | None:
+        heads = vs.heads()
+        if len(heads) == 1:
+            return heads[0]
+        if heads:
+            return None
+        last: Version | None = self._last.get(vs.file_id)
+        return last
+
+    def note(self, file_id: bytes, version: Version | None) -> None:
+        if version is None:
+            self._last.pop(file_id, None)
+        else:
+            self._last.put(file_id, version)
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a read-ahead no longer wanted and wait for it to end."""
+    if task is not None and not task.done():
+        task.cancel()
+    if task is not None:
+        await asyncio.gather(task, return_exceptions=True)
