@@ -33,10 +33,11 @@ from tests.reliability.test_faults_netns import (
     deploy,
     wait_for,
 )
+from tests.support import delaylink
 from tests.support.netns import NetnsCluster, Topology, unavailable_reason
 from tests.support.nodes import NodeCluster
 
-REASON = unavailable_reason()
+REASON = unavailable_reason() or delaylink.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 FAST_HALF, SLOW_HALF = (25.0, 5.0), (50.0, 10.0)        # (delay, jitter) ms per link
 CONNECT = """

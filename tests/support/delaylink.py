@@ -45,6 +45,15 @@ def open_tap(name: str) -> int:
     return fd
 
 
+def unavailable_reason() -> str | None:
+    """Why delay links can't be built here (None if they can)."""
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR))
+    except OSError as exc:
+        return f"TAP devices unavailable (/dev/net/tun: {exc.strerror})"
+    return None
+
+
 class Link:
     """One node's link: its delay and jitter (seconds) and counters for both directions."""
 
