@@ -275,3 +275,32 @@ def test_revoked_record_survives_restart_and_regrant(tmp_path: Path) -> None:
     assert [h.id for h in store.get(b.file_id).heads()] == [record_id(late)]
     assert record_id(late) in vs.copy().valid_ids()
     store.close()
+
+
+def test_reserved_counter_is_never_reused(tmp_path: Path) -> None:
+    """The node's Revise reserves the counter (on disk) before the content is stored, signs once
+    it is, and commits the record while replicating it: a crash anywhere in between never makes
+    the writer sign another record with the same counter."""
+    store = VersionStore(tmp_path)
+    b = new_binding(OWNER.public_key)
+    g = store.revise(OWNER, b, cid_for(b"1"))
+    vector = store.reserve(OWNER, b, [record_id(g)])
+    assert vector == {OW: 2} and store.counter(b.file_id, OW) == 2
+    with pytest.raises(ValueError, match="reserve"):          # a vector nobody reserved
+        store.sign(OWNER, b, cid_for(b"x"), [record_id(g)], {OW: 3})
+    store.close()
+    # crash after the reservation, before the content was stored: the counter stays burnt
+    store = VersionStore(tmp_path)
+    again = store.reserve(OWNER, b, [record_id(g)])
+    assert again == {OW: 3}
+    rec = store.sign(OWNER, b, cid_for(b"2"), [record_id(g)], again)
+    assert [h.id for h in store.get(b.file_id).heads()] == [record_id(rec)]
+    store.commit(rec)
+    store.close()
+    store = VersionStore(tmp_path)
+    vs = store.get(b.file_id)
+    assert [h.id for h in vs.heads()] == [record_id(rec)] and not vs.equivocations()
+    # an unauthorized writer cannot even reserve
+    with pytest.raises(UnauthorizedWriterError):
+        store.reserve(ALICE, b, [record_id(rec)])
+    store.close()

@@ -356,3 +356,50 @@ async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
                              .Status(taskworker_pb2.StatusRequest())).json)
         assert status["services"]["versions"]["withheld_seen"] >= 1
         assert status["services"]["versions"]["lagging_replicas"] >= 1
+
+
+async def test_get_latest_reads_ahead_only_what_the_sync_confirms(tmp_path: Path) -> None:
+    """Get-latest starts reading the head a node expects while it syncs; a newer head found by
+    the sync wins, and a cached manifest that names no key for the reader is not used."""
+    extra = ["--sweep-interval", "0.5", "--sync-interval", "0"]   # no background pushes
+    async with NodeCluster(tmp_path, 3, extra=extra, env=ENV) as cluster:
+        ids = [(await cluster.peers_of(i)).self_id for i in range(3)]
+        s0, s1 = cluster.stub(0, Stub), cluster.stub(1, Stub)
+        status0 = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
+
+        async def vstatus() -> dict[str, int]:
+            st = json.loads((await status0.Status(taskworker_pb2.StatusRequest())).json)
+            out: dict[str, int] = st["services"]["versions"]
+            return out
+
+        fid = (await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1" * 40_000))).file_id
+        v2 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v2" * 40_000))
+        for _ in range(2):
+            g = await s0.Get(taskworker_pb2.GetRequest(file_id=fid))
+            assert g.file_data == b"v2" * 40_000 and g.version == v2.version
+        st = await vstatus()
+        assert st["read_ahead_used"] == 2 and st["read_ahead_dropped"] == 0
+        assert st["manifest_cache_hits"] >= 2
+
+        # bob (node 1) revises while node 0 hears nothing from node 1: node 0 still expects v2,
+        # its sync finds v3 on node 2, and v3 is what it returns
+        bob = create_user(cluster, 1, "bob")
+        assert run_cli("grant", fid, bob, api=cluster.nodes[0].api).returncode == 0
+        hooks(cluster, 0, block=[ids[1]])
+        hooks(cluster, 1, block=[ids[0]])
+        v3 = await s1.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v3",
+                                                          user_id="bob"))
+        g = await s0.Get(taskworker_pb2.GetRequest(file_id=fid))
+        assert g.file_data == b"v3" and g.version == v3.version
+        st = await vstatus()
+        assert st["read_ahead_dropped"] == 1
+
+        # carol, granted after v4 was stored (and its manifest cached here), still reads it:
+        # the grant sealed the key to her in a newer manifest
+        hooks(cluster, 0)
+        hooks(cluster, 1)
+        v4 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v4"))
+        carol = create_user(cluster, 0, "carol")
+        assert run_cli("grant", fid, carol, api=cluster.nodes[0].api).returncode == 0
+        g = await s0.Get(taskworker_pb2.GetRequest(file_id=fid, user_id="carol"))
+        assert g.file_data == b"v4" and g.version == v4.version
