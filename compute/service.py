@@ -31,6 +31,7 @@ from proto import compute_pb2
 
 from . import values
 from .deploy import CodeStore, check_code, sandbox_source
+from .owners import NameOwners
 from .peer import CALL, FETCH_CODE, STORE_CODE, parse
 from .registry import check_function_name, module_functions, sign_provider
 from .router import Outcome, Router
@@ -97,6 +98,8 @@ class ComputeService:
         self._prepared: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.router = Router(ctx, run_local=self.execute, serves_locally=self._serves,
                              cache_ttl=float(settings.get("compute_cache_s", 2.0)))
+        self.names = NameOwners(ctx, ttl_s=self.deploy_ttl_s)   # who owns which name
+        self.router.owned = self.names.allowed
         self.inflight = 0
         self.executed = 0
         self._latencies: collections.deque[float] = collections.deque(maxlen=1000)  # seconds
@@ -217,7 +220,9 @@ class ComputeService:
 
     async def _republish_deploys(self) -> None:
         """Nodes that serve deployed code keep its record alive after the deployer left:
-        each publishes its own record naming the same CID and deploy sequence."""
+        each publishes its own record naming the same CID and deploy sequence, and re-stores
+        the owner's signed name claim (which is what routing trusts, see compute/names.py)."""
+        await self.names.refresh(list(self.served_deploys))
         for dep in list(self.served_deploys.values()):
             record = compute_pb2.ProviderRecord(  # node_id: the deployer (advisory)
                 function=dep.name, worker_id=dep.worker_id,
@@ -245,6 +250,8 @@ class ComputeService:
             if name not in offered and name not in defs:
                 raise InvalidArgumentError(f"the module offers no function {name!r} "
                                            f"(it offers: {', '.join(sorted(offered)) or 'none'})")
+        for name in wanted:         # PERMISSION_DENIED when another key owns a name
+            await self.names.claim(name)
         replicas = await self.code.replicate(cid, source)
         seq = int(time.time() * 1000)
         acks = 0
@@ -256,6 +263,7 @@ class ComputeService:
                 address=self.ctx.address, code_cid=cid, deploy_seq=seq, entry=entry,
                 wall_time_s=self.limits.wall_time_s)
             acks += await self._publish_one(record, ttl=self.deploy_ttl_s)
+            await self.names.deployed(name, record)
             self.deployments[name] = Deployment(name, entry, cid, seq, worker_id,
                                                 self.ctx.identity.node_id)
             self._served(self.deployments[name])

@@ -85,6 +85,14 @@ class ComputeServicer(compute_pb2_grpc.ComputeServiceServicer):
             await _abort(context, exc.code, str(exc))
             raise AssertionError("unreachable") from None
 
+    async def Name(self, request: compute_pb2.NameRequest,
+                   context: Context) -> compute_pb2.NameReply:
+        try:
+            return await self.service.names.handle(request)
+        except PeerCallError as exc:
+            await _abort(context, exc.code, str(exc))
+            raise AssertionError("unreachable") from None
+
     async def Functions(self, request: compute_pb2.FunctionsRequest,
                         context: Context) -> compute_pb2.FunctionsResponse:
         providers = await self.service.router.providers(request.function, fresh=True)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/compute.proto\x12\x0etwmesh.compute\x1a\x1cgoogle/protobuf/struct.proto\"\xd4\x01\n\x0eProviderRecord\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x65ntry\x18\x08 \x01(\t\x12\x11\n\twithdrawn\x18\t \x01(\x08\x12\x10\n\x08\x63\x61pacity\x18\n \x01(\r\x12\x13\n\x0bwall_time_s\x18\x0b \x01(\x01\"\xdd\x01\n\x0b\x43\x61llRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12(\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07timeout\x18\x04 \x01(\x01\x12\x10\n\x08\x63ode_cid\x18\x05 \x01(\t\x12\r\n\x05\x65ntry\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x12\n\ndeploy_seq\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x65ployer\x18\t \x01(\x0c\"Y\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\x08\"\x91\x01\n\tCallReply\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12(\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x19.twmesh.compute.CallError\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x08\"-\n\x10StoreCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x0c\" \n\x0eStoreCodeReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\x1f\n\x10\x46\x65tchCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"-\n\x0e\x46\x65tchCodeReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\"S\n\rDeployRequest\x12\x0e\n\x06source\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"/\n\x10\x44\x65ployedFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\t\"\x92\x01\n\x0e\x44\x65ployResponse\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x12\n\ndeploy_seq\x18\x02 \x01(\x04\x12\x33\n\tfunctions\x18\x03 \x03(\x0b\x32 .twmesh.compute.DeployedFunction\x12\x15\n\rcode_replicas\x18\x04 \x01(\r\x12\x13\n\x0brecord_acks\x18\x05 \x01(\r\"$\n\x10\x46unctionsRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\"\x98\x01\n\x0cProviderInfo\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x61live\x18\x08 \x01(\x08\"D\n\x11\x46unctionsResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.twmesh.compute.ProviderInfo2\xab\x01\n\x0e\x43omputeService\x12G\n\x06\x44\x65ploy\x12\x1d.twmesh.compute.DeployRequest\x1a\x1e.twmesh.compute.DeployResponse\x12P\n\tFunctions\x12 .twmesh.compute.FunctionsRequest\x1a!.twmesh.compute.FunctionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/compute.proto\x12\x0etwmesh.compute\x1a\x1cgoogle/protobuf/struct.proto\"\xd4\x01\n\x0eProviderRecord\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x65ntry\x18\x08 \x01(\t\x12\x11\n\twithdrawn\x18\t \x01(\x08\x12\x10\n\x08\x63\x61pacity\x18\n \x01(\r\x12\x13\n\x0bwall_time_s\x18\x0b \x01(\x01\"\xa0\x01\n\tNameClaim\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x12\n\nclaimed_ms\x18\x02 \x01(\x04\x12\x13\n\x0btransfer_to\x18\x03 \x01(\x0c\x12\x10\n\x08released\x18\x04 \x01(\x08\x12\x16\n\x0einherited_from\x18\x05 \x01(\x0c\x12.\n\x06\x64\x65ploy\x18\x06 \x01(\x0b\x32\x1e.twmesh.compute.ProviderRecord\"\xdd\x01\n\x0b\x43\x61llRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12(\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07timeout\x18\x04 \x01(\x01\x12\x10\n\x08\x63ode_cid\x18\x05 \x01(\t\x12\r\n\x05\x65ntry\x18\x06 \x01(\t\x12\x11\n\tworker_id\x18\x07 \x01(\t\x12\x12\n\ndeploy_seq\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x65ployer\x18\t \x01(\x0c\"Y\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x0c\n\x04user\x18\x05 \x01(\x08\"\x91\x01\n\tCallReply\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\x0c\x12(\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x19.twmesh.compute.CallError\x12\x0e\n\x06\x66\x61iled\x18\x05 \x01(\x08\"-\n\x10StoreCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x0c\" \n\x0eStoreCodeReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\x1f\n\x10\x46\x65tchCodeRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"-\n\x0e\x46\x65tchCodeReply\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\"C\n\x0bNameRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x12\n\nto_node_id\x18\x03 \x01(\x0c\"d\n\tNameReply\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\towner_key\x18\x02 \x01(\x0c\x12\x10\n\x08owner_id\x18\x03 \x01(\t\x12\x12\n\nclaimed_ms\x18\x04 \x01(\x04\x12\x0c\n\x04mine\x18\x05 \x01(\x08\"S\n\rDeployRequest\x12\x0e\n\x06source\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\r\n\x05names\x18\x03 \x03(\t\x12\x11\n\tworker_id\x18\x04 \x01(\t\"/\n\x10\x44\x65ployedFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x65ntry\x18\x02 \x01(\t\"\x92\x01\n\x0e\x44\x65ployResponse\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\x12\x12\n\ndeploy_seq\x18\x02 \x01(\x04\x12\x33\n\tfunctions\x18\x03 \x03(\x0b\x32 .twmesh.compute.DeployedFunction\x12\x15\n\rcode_replicas\x18\x04 \x01(\r\x12\x13\n\x0brecord_acks\x18\x05 \x01(\r\"$\n\x10\x46unctionsRequest\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\"\x98\x01\n\x0cProviderInfo\x12\x10\n\x08\x66unction\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0c\n\x04load\x18\x05 \x01(\r\x12\x10\n\x08\x63ode_cid\x18\x06 \x01(\t\x12\x12\n\ndeploy_seq\x18\x07 \x01(\x04\x12\r\n\x05\x61live\x18\x08 \x01(\x08\"D\n\x11\x46unctionsResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.twmesh.compute.ProviderInfo2\xeb\x01\n\x0e\x43omputeService\x12G\n\x06\x44\x65ploy\x12\x1d.twmesh.compute.DeployRequest\x1a\x1e.twmesh.compute.DeployResponse\x12P\n\tFunctions\x12 .twmesh.compute.FunctionsRequest\x1a!.twmesh.compute.FunctionsResponse\x12>\n\x04Name\x12\x1b.twmesh.compute.NameRequest\x1a\x19.twmesh.compute.NameReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +34,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVIDERRECORD']._serialized_start=70
   _globals['_PROVIDERRECORD']._serialized_end=282
-  _globals['_CALLREQUEST']._serialized_start=285
-  _globals['_CALLREQUEST']._serialized_end=506
-  _globals['_CALLERROR']._serialized_start=508
-  _globals['_CALLERROR']._serialized_end=597
-  _globals['_CALLREPLY']._serialized_start=600
-  _globals['_CALLREPLY']._serialized_end=745
-  _globals['_STORECODEREQUEST']._serialized_start=747
-  _globals['_STORECODEREQUEST']._serialized_end=792
-  _globals['_STORECODEREPLY']._serialized_start=794
-  _globals['_STORECODEREPLY']._serialized_end=826
-  _globals['_FETCHCODEREQUEST']._serialized_start=828
-  _globals['_FETCHCODEREQUEST']._serialized_end=859
-  _globals['_FETCHCODEREPLY']._serialized_start=861
-  _globals['_FETCHCODEREPLY']._serialized_end=906
-  _globals['_DEPLOYREQUEST']._serialized_start=908
-  _globals['_DEPLOYREQUEST']._serialized_end=991
-  _globals['_DEPLOYEDFUNCTION']._serialized_start=993
-  _globals['_DEPLOYEDFUNCTION']._serialized_end=1040
-  _globals['_DEPLOYRESPONSE']._serialized_start=1043
-  _globals['_DEPLOYRESPONSE']._serialized_end=1189
-  _globals['_FUNCTIONSREQUEST']._serialized_start=1191
-  _globals['_FUNCTIONSREQUEST']._serialized_end=1227
-  _globals['_PROVIDERINFO']._serialized_start=1230
-  _globals['_PROVIDERINFO']._serialized_end=1382
-  _globals['_FUNCTIONSRESPONSE']._serialized_start=1384
-  _globals['_FUNCTIONSRESPONSE']._serialized_end=1452
-  _globals['_COMPUTESERVICE']._serialized_start=1455
-  _globals['_COMPUTESERVICE']._serialized_end=1626
+  _globals['_NAMECLAIM']._serialized_start=285
+  _globals['_NAMECLAIM']._serialized_end=445
+  _globals['_CALLREQUEST']._serialized_start=448
+  _globals['_CALLREQUEST']._serialized_end=669
+  _globals['_CALLERROR']._serialized_start=671
+  _globals['_CALLERROR']._serialized_end=760
+  _globals['_CALLREPLY']._serialized_start=763
+  _globals['_CALLREPLY']._serialized_end=908
+  _globals['_STORECODEREQUEST']._serialized_start=910
+  _globals['_STORECODEREQUEST']._serialized_end=955
+  _globals['_STORECODEREPLY']._serialized_start=957
+  _globals['_STORECODEREPLY']._serialized_end=989
+  _globals['_FETCHCODEREQUEST']._serialized_start=991
+  _globals['_FETCHCODEREQUEST']._serialized_end=1022
+  _globals['_FETCHCODEREPLY']._serialized_start=1024
+  _globals['_FETCHCODEREPLY']._serialized_end=1069
+  _globals['_NAMEREQUEST']._serialized_start=1071
+  _globals['_NAMEREQUEST']._serialized_end=1138
+  _globals['_NAMEREPLY']._serialized_start=1140
+  _globals['_NAMEREPLY']._serialized_end=1240
+  _globals['_DEPLOYREQUEST']._serialized_start=1242
+  _globals['_DEPLOYREQUEST']._serialized_end=1325
+  _globals['_DEPLOYEDFUNCTION']._serialized_start=1327
+  _globals['_DEPLOYEDFUNCTION']._serialized_end=1374
+  _globals['_DEPLOYRESPONSE']._serialized_start=1377
+  _globals['_DEPLOYRESPONSE']._serialized_end=1523
+  _globals['_FUNCTIONSREQUEST']._serialized_start=1525
+  _globals['_FUNCTIONSREQUEST']._serialized_end=1561
+  _globals['_PROVIDERINFO']._serialized_start=1564
+  _globals['_PROVIDERINFO']._serialized_end=1716
+  _globals['_FUNCTIONSRESPONSE']._serialized_start=1718
+  _globals['_FUNCTIONSRESPONSE']._serialized_end=1786
+  _globals['_COMPUTESERVICE']._serialized_start=1789
+  _globals['_COMPUTESERVICE']._serialized_end=2024
 # @@protoc_insertion_point(module_scope)

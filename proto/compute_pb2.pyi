@@ -33,6 +33,22 @@ class ProviderRecord(_message.Message):
     wall_time_s: float
     def __init__(self, function: _Optional[str] = ..., worker_id: _Optional[str] = ..., node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., load: _Optional[int] = ..., code_cid: _Optional[str] = ..., deploy_seq: _Optional[int] = ..., entry: _Optional[str] = ..., withdrawn: _Optional[bool] = ..., capacity: _Optional[int] = ..., wall_time_s: _Optional[float] = ...) -> None: ...
 
+class NameClaim(_message.Message):
+    __slots__ = ("function", "claimed_ms", "transfer_to", "released", "inherited_from", "deploy")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_MS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_TO_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    INHERITED_FROM_FIELD_NUMBER: _ClassVar[int]
+    DEPLOY_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    claimed_ms: int
+    transfer_to: bytes
+    released: bool
+    inherited_from: bytes
+    deploy: ProviderRecord
+    def __init__(self, function: _Optional[str] = ..., claimed_ms: _Optional[int] = ..., transfer_to: _Optional[bytes] = ..., released: _Optional[bool] = ..., inherited_from: _Optional[bytes] = ..., deploy: _Optional[_Union[ProviderRecord, _Mapping]] = ...) -> None: ...
+
 class CallRequest(_message.Message):
     __slots__ = ("function", "args", "kwargs", "timeout", "code_cid", "entry", "worker_id", "deploy_seq", "deployer")
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +126,30 @@ class FetchCodeReply(_message.Message):
     code: bytes
     found: bool
     def __init__(self, code: _Optional[bytes] = ..., found: _Optional[bool] = ...) -> None: ...
+
+class NameRequest(_message.Message):
+    __slots__ = ("function", "action", "to_node_id")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    action: str
+    to_node_id: bytes
+    def __init__(self, function: _Optional[str] = ..., action: _Optional[str] = ..., to_node_id: _Optional[bytes] = ...) -> None: ...
+
+class NameReply(_message.Message):
+    __slots__ = ("function", "owner_key", "owner_id", "claimed_ms", "mine")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_MS_FIELD_NUMBER: _ClassVar[int]
+    MINE_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    owner_key: bytes
+    owner_id: str
+    claimed_ms: int
+    mine: bool
+    def __init__(self, function: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., owner_id: _Optional[str] = ..., claimed_ms: _Optional[int] = ..., mine: _Optional[bool] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("source", "filename", "names", "worker_id")

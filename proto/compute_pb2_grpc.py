@@ -45,6 +45,11 @@ class ComputeServiceStub:
                 request_serializer=proto_dot_compute__pb2.FunctionsRequest.SerializeToString,
                 response_deserializer=proto_dot_compute__pb2.FunctionsResponse.FromString,
                 _registered_method=True)
+        self.Name = channel.unary_unary(
+                '/twmesh.compute.ComputeService/Name',
+                request_serializer=proto_dot_compute__pb2.NameRequest.SerializeToString,
+                response_deserializer=proto_dot_compute__pb2.NameReply.FromString,
+                _registered_method=True)
 
 
 class ComputeServiceServicer:
@@ -63,6 +68,13 @@ class ComputeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Name(self, request, context):
+        """show, release or transfer a function name
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ComputeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_ComputeServiceServicer_to_server(servicer, server):
                     servicer.Functions,
                     request_deserializer=proto_dot_compute__pb2.FunctionsRequest.FromString,
                     response_serializer=proto_dot_compute__pb2.FunctionsResponse.SerializeToString,
+            ),
+            'Name': grpc.unary_unary_rpc_method_handler(
+                    servicer.Name,
+                    request_deserializer=proto_dot_compute__pb2.NameRequest.FromString,
+                    response_serializer=proto_dot_compute__pb2.NameReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class ComputeService:
             '/twmesh.compute.ComputeService/Functions',
             proto_dot_compute__pb2.FunctionsRequest.SerializeToString,
             proto_dot_compute__pb2.FunctionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Name(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twmesh.compute.ComputeService/Name',
+            proto_dot_compute__pb2.NameRequest.SerializeToString,
+            proto_dot_compute__pb2.NameReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -239,7 +239,8 @@ if __name__ == "__main__":
 '''
 
 
-async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_path: Path) -> None:
+async def test_deployed_function_survives_its_deployer_and_only_its_owner_redeploys(
+        tmp_path: Path) -> None:
     v1 = tmp_path / "shop.py"
     v1.write_text(MODULE_V1)
     v2 = tmp_path / "shop2.py"
@@ -270,7 +271,13 @@ async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_pat
             for _ in range(5):
                 resp = await call(s, "price", 2, unit=1.25)
                 assert values.from_value(resp.result) == {"total": 2.5, "version": 1}
+        # The name belongs to the deployer's key: another node's redeploy is refused ...
         out = await asyncio.to_thread(run_cli, "deploy", str(v2), api=cluster.nodes[0].api)
+        assert out.returncode == 1 and "PERMISSION_DENIED" in out.stderr.decode()
+        assert values.from_value((await call(stub, "price", 1)).result)["version"] == 1
+        # ... and the owner, back with the same key, redeploys.
+        await cluster.restart(3)
+        out = await asyncio.to_thread(run_cli, "deploy", str(v2), api=cluster.nodes[3].api)
         assert out.returncode == 0, out.stderr
         for index in (1, 2):  # takes effect once a node's provider cache (2 s) expires
             s = cluster.stub(index, taskworker_pb2_grpc.RPCServiceStub)
@@ -283,8 +290,9 @@ async def test_deployed_function_survives_its_deployer_and_redeploy_wins(tmp_pat
         out = await asyncio.to_thread(run_cli, "functions", "price", "--json",
                                       api=cluster.nodes[0].api)
         providers = json.loads(out.stdout)["providers"]
-        assert {p["code_cid"] for p in providers} >= {doc["cid"]}
-        assert all(p["code_cid"] and p["deploy_seq"] for p in providers)
+        # Only what the owner signed is listed: the replicas' records of v1 no longer count.
+        assert providers and all(p["code_cid"] and p["deploy_seq"] for p in providers)
+        assert doc["cid"] not in {p["code_cid"] for p in providers}
 
 
 SQUARE = '''

@@ -1,0 +1,212 @@
+"""A node's view of function-name owners (rules in ``names.py``): claim on first deploy,
+refuse another key's redeploy, filter provider records for routing, keep claims alive.
+
+* **Claiming.** ``claim(names)`` before a deploy publishes anything: a name owned by another
+  key raises PERMISSION_DENIED; a free name is claimed, then read back, and a deploy that lost
+  a race (an earlier stamped claim is visible) is refused too.
+* **Pins.** Once this node has known a name's owner for ``RACE_WINDOW_S``, a claim stamped
+  earlier that shows up later is a backdated one (honest DHT nodes refuse those on store, so it
+  can only come from a lying DHT node): the pinned owner is kept while its own claim chain
+  still stands. A pin also bridges a lookup that returns no claim at all (records lost, DHT
+  lookup failed) until the owner's chain shows up again.
+* **Lost claims.** The owner re-signs its claim on every provider refresh; every node that
+  serves a deployed name re-stores the owner's signed chain verbatim (it cannot forge it), and
+  kademlia republishes stored keys: a claim outlives its owner by up to the deploy TTL.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+from mesh.context import MeshContext
+from mesh.errors import (
+    InvalidArgumentError,
+    MeshError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from mesh.records import now_ms
+from proto import compute_pb2, mesh_pb2
+
+from .names import (
+    RACE_WINDOW_S,
+    Claim,
+    Ownership,
+    claim_key,
+    decode_claims,
+    filter_providers,
+    resolve,
+    sign_claim,
+)
+from .registry import Provider, check_function_name
+
+log = logging.getLogger(__name__)
+MAX_PINS = 4096
+
+
+def _same_root(a: Ownership, b: Ownership) -> bool:
+    return a.root.rank == b.root.rank
+
+
+class NameOwners:
+    def __init__(self, ctx: MeshContext, *, ttl_s: float) -> None:
+        self.ctx = ctx
+        self.ttl_s = ttl_s
+        self.me = ctx.identity.public_key
+        self._pins: collections.OrderedDict[str, tuple[Ownership, float]] = \
+            collections.OrderedDict()
+        self._mine: dict[str, compute_pb2.NameClaim] = {}     # claims this node re-signs
+
+    # --- reading ---------------------------------------------------------------------------
+    async def owner(self, name: str) -> Ownership | None:
+        """The owner of ``name`` as the DHT shows it now, pinned (see module doc)."""
+        try:
+            records = await self.ctx.membership.fetch(claim_key(name))
+        except MeshError as exc:
+            log.info("claim lookup for %s failed: %s", name, exc)
+            pin = self._pins.get(name)
+            return pin[0] if pin else None
+        return self._pinned(name, decode_claims(name, records))
+
+    def _pinned(self, name: str, claims: list[Claim]) -> Ownership | None:
+        found = resolve(claims)
+        pin = self._pins.get(name)
+        now = time.monotonic()
+        if pin is not None:
+            held, since = pin
+            visible = [c for c in claims if c.owner_key == held.root.owner_key
+                       and c.rank == held.root.rank]
+            if not visible and found is None:
+                return held                  # claims lost or withheld: keep the known owner
+            if (found is not None and not _same_root(found, held)
+                    and found.root.rank < held.root.rank and now - since > RACE_WINDOW_S):
+                still = resolve([c for c in claims if c.rank >= held.root.rank or not c.root])
+                if still is not None and _same_root(still, held):
+                    log.warning("ignoring a claim of %r stamped before its known owner's", name)
+                    self._pins[name] = (still, since)
+                    return still
+            if found is not None and _same_root(found, held):
+                self._pins[name] = (found, since)
+                return found
+        if found is None:
+            self._pins.pop(name, None)
+            return None
+        self._pins[name] = (found, now)
+        self._pins.move_to_end(name)
+        while len(self._pins) > MAX_PINS:
+            self._pins.popitem(last=False)
+        return found
+
+    async def allowed(self, name: str) -> Callable[[list[Provider]], list[Provider]]:
+        """Router hook: a filter keeping the provider records that may serve ``name``."""
+        owner = await self.owner(name)
+        return lambda providers: filter_providers(name, providers, owner)
+
+    # --- claiming --------------------------------------------------------------------------
+    def _refused(self, name: str, owner: Ownership, *, race: bool = False) -> PermissionDeniedError:
+        why = "an earlier claim won the race for it" if race else "only its owner can redeploy it"
+        return PermissionDeniedError(
+            f"function name {name!r} is owned by node {owner.owner_id.hex()[:16]}: {why}")
+
+    async def claim(self, name: str) -> Ownership | None:
+        """Make sure this node may deploy ``name`` (claiming it when free); raise otherwise."""
+        owner = await self.owner(name)
+        if owner is not None and owner.owner_key != self.me:
+            raise self._refused(name, owner)
+        if owner is not None:
+            root = owner.chain[-1]
+            if root.owner_key == self.me:
+                self._mine[name] = root.claim
+            return owner
+        claim = compute_pb2.NameClaim(function=name, claimed_ms=now_ms())
+        acks = await self._publish(claim)
+        owner = await self.owner(name)
+        if owner is not None and owner.owner_key != self.me:
+            raise self._refused(name, owner, race=True)
+        if acks == 0:
+            raise UnavailableError(f"no DHT node stored the claim of {name!r}")
+        self._mine[name] = claim
+        return owner
+
+    async def deployed(self, name: str, record: compute_pb2.ProviderRecord) -> int:
+        """Record the owner's new deploy in its claim (the routed deploy of ``name``)."""
+        claim = self._mine.get(name)
+        if claim is None:       # a transferee's first deploy: its own record in the chain
+            owner = await self.owner(name)
+            if owner is None or owner.owner_key != self.me:
+                raise PermissionDeniedError(f"this node does not own {name!r}")
+            last = owner.chain[-1]
+            claim = compute_pb2.NameClaim(function=name, claimed_ms=owner.root.claim.claimed_ms,
+                                          inherited_from=last.owner_key)
+        claim.deploy.CopyFrom(record)
+        self._mine[name] = claim
+        return await self._publish(claim)
+
+    async def _publish(self, claim: compute_pb2.NameClaim) -> int:
+        signed = sign_claim(self.ctx.identity, claim, ttl_s=self.ttl_s)
+        return await self.ctx.membership.publish(signed)
+
+    async def release(self, name: str, *, transfer_to: bytes = b"") -> Ownership | None:
+        """Give ``name`` up, or hand it to ``transfer_to`` (an Ed25519 key)."""
+        owner = await self.owner(name)
+        if owner is None or owner.owner_key != self.me:
+            raise PermissionDeniedError(f"this node does not own {name!r}")
+        last = owner.chain[-1]
+        claim = compute_pb2.NameClaim()
+        claim.CopyFrom(last.claim if last.owner_key == self.me else compute_pb2.NameClaim(
+            function=name, claimed_ms=owner.root.claim.claimed_ms,
+            inherited_from=last.owner_key))
+        claim.transfer_to, claim.released = transfer_to, not transfer_to
+        if await self._publish(claim) == 0:
+            raise UnavailableError(f"no DHT node stored the release of {name!r}")
+        self._mine.pop(name, None)
+        self._pins.pop(name, None)
+        return await self.owner(name)
+
+    async def handle(self, request: compute_pb2.NameRequest) -> compute_pb2.NameReply:
+        """The local API's Name call: show, release or transfer a name."""
+        name = request.function
+        check_function_name(name)
+        if request.action in ("", "show"):
+            owner = await self.owner(name)
+        elif request.action == "release":
+            owner = await self.release(name)
+        elif request.action == "transfer":
+            peer = await self.ctx.membership.fetch_peer(request.to_node_id) \
+                if len(request.to_node_id) == 20 else None
+            if peer is None:
+                raise InvalidArgumentError("transfer needs the node id of a live peer")
+            owner = await self.release(name, transfer_to=peer.identity_key)
+        else:
+            raise InvalidArgumentError(f"unknown action {request.action!r}")
+        if owner is None:
+            return compute_pb2.NameReply(function=name)
+        return compute_pb2.NameReply(function=name, owner_key=owner.owner_key,
+                                     owner_id=owner.owner_id.hex(),
+                                     claimed_ms=owner.root.claim.claimed_ms,
+                                     mine=owner.owner_key == self.me)
+
+    # --- keeping claims alive --------------------------------------------------------------
+    async def refresh(self, served: list[str]) -> None:
+        """Re-sign this node's claims; re-store the owner's chain of every served name."""
+        for name, claim in list(self._mine.items()):
+            try:
+                await self._publish(claim)
+            except MeshError as exc:
+                log.info("refreshing the claim of %s failed: %s", name, exc)
+        for name in served:
+            if name in self._mine:
+                continue
+            pin = self._pins.get(name)
+            owner = pin[0] if pin else await self.owner(name)
+            for record in owner.chain if owner else ():
+                await self._restore(record.signed)
+
+    async def _restore(self, signed: mesh_pb2.SignedRecord) -> None:
+        try:
+            await self.ctx.membership.publish(signed)
+        except MeshError as exc:          # expired: the owner is gone for longer than its TTL
+            log.debug("re-storing a claim failed: %s", exc)
