@@ -53,7 +53,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "sandbox and serve, even after this node is gone. Deploying again (new code, new "
         "CID) takes effect for new calls. Without --name, every function the module "
         "registers with @worker.function / register_function (or, if none, every public "
-        "top-level def) is published.",
+        "top-level def) is published. A deployed name belongs to this node's key from its "
+        "first deploy: a deploy of a name another key owns is refused (PERMISSION_DENIED); "
+        "see `tw-mesh name`.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  tw-mesh deploy examples/seed_basic.py\n"
         "  tw-mesh deploy stats.py --name mean --name median")
@@ -65,6 +67,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_api_flag(d)
     add_json_flag(d)
     d.set_defaults(func=cmd_deploy)
+
+    n = sub.add_parser(
+        "name", help="show who owns a deployed function name; release or transfer yours",
+        description="Show the owner of FUNCTION's name (the key that first deployed it). "
+        "The owner may release it (anyone may then claim it by deploying) or transfer it to "
+        "another node (by node id; the node must be a live peer).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  tw-mesh name price\n  tw-mesh name price --release\n"
+        "  tw-mesh name price --transfer 3f2a...(40 hex digits)")
+    n.add_argument("function")
+    action = n.add_mutually_exclusive_group()
+    action.add_argument("--release", action="store_true", help="give the name up")
+    action.add_argument("--transfer", metavar="NODE_ID", help="hand the name to this node")
+    add_api_flag(n)
+    add_json_flag(n)
+    n.set_defaults(func=cmd_name)
 
     f = sub.add_parser("functions", help="list the providers of a function",
                        description="List the signed provider records of FUNCTION in the DHT.")
@@ -176,6 +194,31 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     else:
         print(f"deployed {args.module.name} as {resp.cid}: {', '.join(names)} "
               f"(code on {resp.code_replicas} node(s))")
+    return 0
+
+
+def cmd_name(args: argparse.Namespace) -> int:
+    from proto import compute_pb2, compute_pb2_grpc
+
+    request = compute_pb2.NameRequest(function=args.function, action="show")
+    if args.release:
+        request.action = "release"
+    elif args.transfer:
+        try:
+            request.to_node_id = bytes.fromhex(args.transfer)
+        except ValueError:
+            raise CliError(f"--transfer takes a node id in hex, not {args.transfer!r}") from None
+        request.action = "transfer"
+    with api_channel(args) as channel:
+        resp = compute_pb2_grpc.ComputeServiceStub(channel).Name(request, timeout=30)
+    if args.json:
+        print_json({"function": resp.function, "owner_id": resp.owner_id,
+                    "claimed_ms": resp.claimed_ms, "mine": resp.mine})
+    elif not resp.owner_id:
+        print(f"{resp.function!r} is not owned by anyone")
+    else:
+        whose = " (this node)" if resp.mine else ""
+        print(f"{resp.function!r} is owned by node {resp.owner_id}{whose}")
     return 0
 
 
