@@ -29,7 +29,7 @@ class SealedKey(_message.Message):
     def __init__(self, recipient: _Optional[bytes] = ..., sealed: _Optional[bytes] = ...) -> None: ...
 
 class ManifestBody(_message.Message):
-    __slots__ = ("format", "cid", "file_id", "size", "k", "m", "stripe_size", "codec_format", "packet_size", "matrix", "owner_key", "keys", "public_key", "filename_sealed", "placement_key", "holders", "stripes", "under_replicated", "created_ms")
+    __slots__ = ("format", "cid", "file_id", "size", "k", "m", "stripe_size", "codec_format", "packet_size", "matrix", "owner_key", "keys", "public_key", "filename_sealed", "placement_key", "holders", "stripes", "under_replicated", "created_ms", "inline")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     CID_FIELD_NUMBER: _ClassVar[int]
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class ManifestBody(_message.Message):
     STRIPES_FIELD_NUMBER: _ClassVar[int]
     UNDER_REPLICATED_FIELD_NUMBER: _ClassVar[int]
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     format: int
     cid: str
     file_id: str
@@ -68,7 +69,8 @@ class ManifestBody(_message.Message):
     stripes: _containers.RepeatedCompositeFieldContainer[Stripe]
     under_replicated: bool
     created_ms: int
-    def __init__(self, format: _Optional[int] = ..., cid: _Optional[str] = ..., file_id: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., stripe_size: _Optional[int] = ..., codec_format: _Optional[int] = ..., packet_size: _Optional[int] = ..., matrix: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., keys: _Optional[_Iterable[_Union[SealedKey, _Mapping]]] = ..., public_key: _Optional[bytes] = ..., filename_sealed: _Optional[bytes] = ..., placement_key: _Optional[bytes] = ..., holders: _Optional[_Iterable[bytes]] = ..., stripes: _Optional[_Iterable[_Union[Stripe, _Mapping]]] = ..., under_replicated: _Optional[bool] = ..., created_ms: _Optional[int] = ...) -> None: ...
+    inline: bytes
+    def __init__(self, format: _Optional[int] = ..., cid: _Optional[str] = ..., file_id: _Optional[str] = ..., size: _Optional[int] = ..., k: _Optional[int] = ..., m: _Optional[int] = ..., stripe_size: _Optional[int] = ..., codec_format: _Optional[int] = ..., packet_size: _Optional[int] = ..., matrix: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., keys: _Optional[_Iterable[_Union[SealedKey, _Mapping]]] = ..., public_key: _Optional[bytes] = ..., filename_sealed: _Optional[bytes] = ..., placement_key: _Optional[bytes] = ..., holders: _Optional[_Iterable[bytes]] = ..., stripes: _Optional[_Iterable[_Union[Stripe, _Mapping]]] = ..., under_replicated: _Optional[bool] = ..., created_ms: _Optional[int] = ..., inline: _Optional[bytes] = ...) -> None: ...
 
 class SignedManifest(_message.Message):
     __slots__ = ("body", "signature")

@@ -50,6 +50,7 @@ from storage.crypto import (
     seal_stripe,
 )
 from storage.documents import Documents, is_file_id, new_file_id
+from storage.inline import INLINE_MAX, ReplicaHealth, health_of, open_inline, seal_inline
 from storage.manifest import NO_HOLDER, Manifest, manifest_key, sign_manifest, verify_manifest
 from storage.placement import Network, assign, placement_key
 
@@ -134,7 +135,7 @@ class StatResult:
             "cid": b.cid, "file_id": b.file_id, "size": b.size, "k": b.k, "m": b.m,
             "stripe_size": b.stripe_size, "stripes": len(b.stripes), "filename": self.filename,
             "owner": b.owner_key.hex(), "public": bool(b.public_key), "health": self.health,
-            "under_replicated": b.under_replicated,
+            "under_replicated": b.under_replicated, "inline": bool(b.inline),
             "stripes_healthy": self.stripes_ok, "stripes_degraded": self.stripes_degraded,
             "stripes_unrecoverable": self.stripes_lost,
             "fragments": [{"index": f.index, "holder": f.holder.hex() if f.holder else "",
@@ -260,6 +261,16 @@ class Reader:
     async def stripes(self) -> AsyncIterator[bytes]:
         """Plaintext stripes in order; the CID is checked before the last one is released."""
         body = self.manifest.body
+        if body.inline:
+            try:
+                data = open_inline(self.key, self.manifest)
+            except DecryptionError as exc:
+                raise IntegrityError(f"inline {body.cid}: {exc}") from exc
+            hasher = CidHasher()
+            hasher.update(data)
+            self._check(hasher)
+            yield data
+            return
         count = len(body.stripes)
         hasher = CidHasher()
         window = self.store.read_window
@@ -306,6 +317,13 @@ class Reader:
         return await asyncio.to_thread(decode)
 
 
+def _same_file(signed: storage_pb2.SignedManifest, file_id: str) -> bool:
+    try:
+        return verify_manifest(signed).file_id == file_id
+    except InvalidArgumentError:
+        return False
+
+
 def _open_filename(manifest: Manifest, key: bytes) -> str:
     sealed = manifest.body.filename_sealed
     if not sealed:
@@ -322,8 +340,10 @@ class FileStore:
     """Push/Get/Stat over a Network (the mesh in a node, a fake in unit tests)."""
 
     def __init__(self, network: Network, *, defaults: PushOptions | None = None,
-                 window: int = 6, read_window: int = 4, fetch_concurrency: int = 24) -> None:
+                 window: int = 6, read_window: int = 4, fetch_concurrency: int = 24,
+                 inline_max: int = INLINE_MAX) -> None:
         self.network = network
+        self.inline_max = inline_max          # files up to this size go inline (storage/inline.py)
         self.defaults = defaults or PushOptions()
         self.window = window
         self.read_window = read_window
@@ -339,6 +359,10 @@ class FileStore:
         """Unary Push: the CID is known first, so placement derives from it; a one-stripe file
         takes the one-round-trip path (_push_small)."""
         cid = await asyncio.to_thread(cid_for, data) if len(data) > 65536 else cid_for(data)
+        if len(data) <= self.inline_max:
+            opts.validate()
+            return await self._push_inline(data, owner, opts, cid, *new_file_id(
+                bytes(owner.verify_key)))
         if len(data) <= opts.stripe_size:
             return await self._push_small(data, owner, opts, cid)
         return await self.push(_one_chunk(data), owner, opts, cid=cid)
@@ -372,6 +396,9 @@ class FileStore:
 
         try:
             async for index, data, last in restripe(source, opts.stripe_size):
+                if index == 0 and last and len(data) <= self.inline_max:   # a small stream
+                    return await self._push_inline(data, owner, opts, cid_for(data), file_id,
+                                                   nonce)
                 frags, hashes = await asyncio.to_thread(encode, data, index, last)
                 del data
                 stripe = storage_pb2.Stripe(fragments=[
@@ -391,6 +418,8 @@ class FileStore:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
 
+        if not stripes and self.inline_max >= 0:           # an empty stream
+            return await self._push_inline(b"", owner, opts, hasher.cid(), file_id, nonce)
         final_cid = hasher.cid()
         if cid is not None and cid != final_cid:
             raise IntegrityError("the uploaded bytes changed while being stored")
@@ -405,6 +434,28 @@ class FileStore:
             self.documents.create(file_id, final_cid, owner, nonce) if opts.document
             else _const(1))
         return self._finish(body, replicas, docs, warnings, signed)
+
+    async def _push_inline(self, data: bytes, owner: nacl.signing.SigningKey,
+                           opts: PushOptions, cid: str, file_id: str,
+                           nonce: bytes) -> PushResult:
+        """A small file sealed into its manifest: manifest and document records are stored in
+        one concurrent round; acknowledged once they are durable (see storage/inline.py)."""
+        codec = opts.validate()
+        file_key = new_file_key()
+        body = self._manifest_body(cid, file_id, len(data), codec, opts, bytes(owner.verify_key),
+                                   file_key, b"", [], [], False)
+        body.inline = seal_inline(file_key, data, file_id)
+        self.inflight += 1
+        try:
+            replicas, docs = await asyncio.gather(
+                self._store_manifest(cid, sign_manifest(body, owner), codec.m + 1),
+                self.documents.create(file_id, cid, owner, nonce))
+        finally:
+            self.inflight -= 1
+        warnings: list[str] = []
+        result = self._finish(body, replicas, docs, warnings)
+        result.under_replicated = replicas < codec.m + 1
+        return result
 
     async def _push_small(self, data: bytes, owner: nacl.signing.SigningKey, opts: PushOptions,
                           cid: str) -> PushResult:
@@ -543,7 +594,8 @@ class FileStore:
 
     # -- Get --------------------------------------------------------------------------------
     async def fetch_manifests(self, cid: str,
-                              enough: Callable[[Manifest], bool] | None = None) -> list[Manifest]:
+                              enough: Callable[[Manifest], bool] | None = None,
+                              unreachable: list[bytes] | None = None) -> list[Manifest]:
         """Verified manifests for a CID from its closest peers (widening once if none).
 
         Returns as soon as a replica's answer holds a manifest for which ``enough`` is true
@@ -558,6 +610,8 @@ class FileStore:
                 return await (await self.network.client(node_id)).fetch_manifests(cid)
             except MeshError as exc:
                 log.info("manifests of %s from %s: %s", cid, node_id.hex()[:16], exc)
+                if unreachable is not None:
+                    unreachable.append(node_id)
                 return []
 
         for n in (self.defaults.m + 1, 3 * (self.defaults.m + 1) + 2):
@@ -603,12 +657,16 @@ class FileStore:
         def enough(m: Manifest) -> bool:
             return (want_id is None or m.file_id == want_id) and m.readable_by(me)
 
-        manifests = await self.fetch_manifests(cid, enough)
+        down: list[bytes] = []
+        manifests = await self.fetch_manifests(cid, enough, down)
         if want_id is not None:
             manifests = [m for m in manifests
                          if m.file_id == want_id and m.body.owner_key == want_owner]
         if not manifests:
-            raise NotFoundError(f"no manifest found for {ref}")
+            raise NotFoundError(f"no manifest found for {ref} on the live peers closest to its "
+                                "manifest key" + (
+                f"; missing: {len(down)} manifest replica peer(s) unreachable ("
+                + ", ".join(p.hex()[:16] for p in down) + ")" if down else ""))
         manifests.sort(key=lambda m: (m.body.owner_key != me, not m.body.public_key,
                                       -m.body.created_ms))
         for m in manifests:
@@ -742,6 +800,12 @@ class FileStore:
         """Fragments, holders, health. ``deep``: holders re-hash every fragment (reads all)."""
         manifest, key = await self.resolve(ref, user, need_key=False)
         body = manifest.body
+        filename = _open_filename(manifest, key) if key else ""
+        if body.inline:
+            replicas = await self._inline_replicas(manifest)
+            return StatResult(manifest, filename, [
+                FragmentHealth(i, r.peer, self.network.address(r.peer), r.reachable, r.holds)
+                for i, r in enumerate(replicas)], health_of(replicas, body.m), 1, 0, 0)
         by_holder: dict[bytes, list[tuple[int, int]]] = {}
         for s, stripe in enumerate(body.stripes):
             for i, _f in enumerate(stripe.fragments):
@@ -783,8 +847,22 @@ class FileStore:
         health = "unrecoverable" if lost else "degraded" if degraded else "healthy"
         if not body.stripes:
             fragments = []
-        return StatResult(manifest, _open_filename(manifest, key) if key else "", fragments,
-                          health, ok, degraded, lost)
+        return StatResult(manifest, filename, fragments, health, ok, degraded, lost)
+
+    async def _inline_replicas(self, manifest: Manifest) -> list[ReplicaHealth]:
+        """The m+1 peers that should keep an inline file's manifest, and whether they do."""
+        body = manifest.body
+
+        async def ask(peer: bytes) -> ReplicaHealth:
+            try:
+                signed = await (await self.network.client(peer)).fetch_manifests(body.cid)
+            except MeshError:
+                return ReplicaHealth(peer, False, False)
+            return ReplicaHealth(peer, True, any(s.body == manifest.signed.body or _same_file(
+                s, body.file_id) for s in signed))
+
+        peers = await self.network.closest(manifest_key(body.cid), body.m + 1)
+        return list(await asyncio.gather(*(ask(p) for p in peers)))
 
     def status(self) -> dict[str, Any]:
         return {**self.counters, "inflight": self.inflight}

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.durable import write_atomic
+from storage.durable import fsync_dir, write_atomic
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SCHEMA = """
@@ -70,6 +70,7 @@ class FragmentStore:
         self._lock = threading.Lock()
         for tmp in self.root.glob("*/.tmp-*"):  # debris of a crash mid-write
             tmp.unlink(missing_ok=True)
+        self._make_shards()
         fresh = not self.db_path.exists()
         try:
             self._db = self._open_db()
@@ -80,6 +81,18 @@ class FragmentStore:
             self._db, fresh = self._open_db(), True
         if fresh:
             self.rebuild_index()
+
+    def _make_shards(self) -> None:
+        """Create the 256 shard directories once, up front: a directory created (and made
+        durable) inside a Push costs a journal commit each time, ~3x a plain fragment write."""
+        made = False
+        for b in range(256):
+            shard = self.root / f"{b:02x}"
+            if not shard.is_dir():
+                shard.mkdir(exist_ok=True)
+                made = True
+        if made:
+            fsync_dir(self.root)
 
     def _open_db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
@@ -131,8 +144,11 @@ class FragmentStore:
         path = self._path(h)
         size = memoryview(data).nbytes
         if not (self.has(h) and path.stat().st_size == size):
-            path.parent.mkdir(exist_ok=True)
-            write_atomic(path, data, durable=True)
+            try:
+                write_atomic(path, data, durable=True)
+            except FileNotFoundError:          # its shard directory was removed under us
+                path.parent.mkdir(exist_ok=True)
+                write_atomic(path, data, durable=True)
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (h, size, time.time()))
             added = db.execute("INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", (h, file, index))

@@ -29,12 +29,13 @@ from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
 from storage.codec import Codec
-from storage.crypto import CryptoError, open_sealed_key
+from storage.crypto import STRIPE_OVERHEAD, CryptoError, open_sealed_key
 from storage.durable import write_atomic
 
 FORMAT = 1
 NO_HOLDER = 0xFFFFFFFF
 MAX_MANIFEST_BYTES = 32 * 2**20
+INLINE_LIMIT = 65536       # largest inline file a reader accepts (pushers inline far less)
 _DOMAIN = b"tw-mesh/manifest/v1\x00"
 _FILE_ID = re.compile(r"f[0-9a-f]{32}")
 
@@ -123,6 +124,11 @@ def verify_manifest(signed: storage_pb2.SignedManifest, cid: str | None = None) 
         raise InvalidArgumentError(f"manifest codec parameters invalid: {exc}") from exc
     if body.stripe_size < 1:
         raise InvalidArgumentError("manifest stripe_size must be >= 1")
+    if body.inline:
+        if body.size > INLINE_LIMIT or len(body.inline) != body.size + STRIPE_OVERHEAD \
+                or body.stripes:
+            raise InvalidArgumentError("inline manifest has a wrong size or also has stripes")
+        return manifest
     want = -(-body.size // body.stripe_size)
     if len(body.stripes) != want:
         raise InvalidArgumentError(f"manifest has {len(body.stripes)} stripes, expected {want}")

@@ -222,7 +222,8 @@ async def test_holder_down_at_push_uses_spare(net: FakeNetwork) -> None:
     manifest = (await files.resolve(r.cid, alice))[0]
     assert victim not in manifest.body.holders
     assert await (await files.open(r.cid, alice)).read_all() == data
-    # the small (one round trip) path: the corrected manifest wins
+    # the small (one round trip) fragment path, inlining off: the corrected manifest wins
+    files = FileStore(net, inline_max=0)
     for size in range(100, 1700, 200):
         small = os.urandom(size)
         r = await files.push_bytes(small, alice, PushOptions(k=2, m=4))

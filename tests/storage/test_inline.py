@@ -1,0 +1,113 @@
+"""Inline small files (storage/inline.py): the sealed file lives in its m+1 manifest replicas."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nacl.signing
+import pytest
+
+from mesh.errors import NotFoundError, UnavailableError
+from storage.cid import cid_for
+from storage.files import FileStore, PushOptions
+from storage.inline import INLINE_MAX
+from storage.manifest import manifest_key
+from storage.peer import StorageClient
+from tests.storage.test_files import FakeNetwork
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> FakeNetwork:
+    return FakeNetwork(tmp_path, 6)
+
+
+def _fragments_stored(net: FakeNetwork) -> int:
+    return sum(h.fragments.stats()[0] for h in net.handlers.values())
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024, INLINE_MAX])
+async def test_small_files_go_inline_and_round_trip(net: FakeNetwork, size: int) -> None:
+    files = FileStore(net)
+    alice = nacl.signing.SigningKey.generate()
+    data = os.urandom(size)
+    for r in (await files.push_bytes(data, alice, PushOptions(filename="a.txt")),
+              await files.push(_one(data), alice, PushOptions(filename="a.txt"))):
+        assert r.cid == cid_for(data) and r.fragments_placed == 0 and not r.under_replicated
+        reader = await files.open(r.cid, alice)
+        assert reader.manifest.body.inline and not reader.manifest.body.stripes
+        assert await reader.read_all() == data and reader.filename == "a.txt"
+        assert await (await files.open(r.file_id, alice)).read_all() == data
+    assert _fragments_stored(net) == 0
+    big = await files.push_bytes(os.urandom(INLINE_MAX + 1), alice, PushOptions())
+    assert big.fragments_placed == 6 and _fragments_stored(net) == 6
+
+
+async def test_any_m_replicas_down_still_reads_m_plus_one_is_a_clear_error(
+        net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice = nacl.signing.SigningKey.generate()
+    data = os.urandom(1024)
+    r = await files.push_bytes(data, alice, PushOptions())
+    replicas = await net.closest(manifest_key(r.cid), 3)
+    st = await files.stat(r.cid, alice)
+    assert st.health == "healthy" and [f.holder for f in st.fragments] == replicas
+    assert all(f.reachable and f.healthy for f in st.fragments)
+    assert st.as_dict()["inline"] is True
+    net.down.update(replicas[:2])
+    assert await (await files.open(r.cid, alice)).read_all() == data
+    st = await files.stat(r.cid, alice)
+    assert st.health == "degraded"
+    net.down.add(replicas[2])
+    with pytest.raises(NotFoundError) as info:
+        await files.open(r.cid, alice)
+    assert "no manifest found" in str(info.value)    # dead peers have left the live set
+    net.down.clear()
+
+    async def refuse(node_id: bytes) -> StorageClient:  # down but not yet noticed: named
+        raise UnavailableError(f"peer {node_id.hex()[:8]} down")
+
+    net.client = refuse  # type: ignore[method-assign]
+    with pytest.raises(NotFoundError) as info:
+        await files.open(r.cid, alice)
+    assert "missing: 6 manifest replica peer(s) unreachable" in str(info.value)
+
+
+async def test_corrupt_replica_detected_and_read_still_correct(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice = nacl.signing.SigningKey.generate()
+    data = os.urandom(2000)
+    r = await files.push_bytes(data, alice, PushOptions())
+    replicas = await net.closest(manifest_key(r.cid), 3)
+    for peer in replicas[:2]:
+        [path] = (net.dirs[peer] / "storage" / "manifests" / r.cid).glob("*.mf")
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0x5A                 # inside the sealed payload or its signature
+        path.write_bytes(bytes(raw))
+    assert await (await files.open(r.cid, alice)).read_all() == data
+    for peer in replicas[:2]:                      # the rotted replicas were dropped
+        assert net.handlers[peer].manifests.get(r.cid) == []
+    st = await files.stat(r.cid, alice)
+    assert st.health == "degraded" and sum(f.healthy for f in st.fragments) == 1
+
+
+async def test_inline_private_and_no_plaintext_on_peers(net: FakeNetwork) -> None:
+    files = FileStore(net)
+    alice, bob = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    marker = b"INLINE-PLAINTEXT-" + os.urandom(8).hex().encode()
+    r = await files.push_bytes(marker * 20, alice, PushOptions(filename="inline-name.txt"))
+    for d in net.dirs.values():
+        for p in d.rglob("*"):
+            if p.is_file():
+                blob = p.read_bytes()
+                assert marker not in blob and b"inline-name" not in blob, p
+    from mesh.errors import PermissionDeniedError
+    with pytest.raises(PermissionDeniedError):
+        await files.open(r.cid, bob)
+    assert await files.grant(r.cid, alice, bytes(bob.verify_key)) == 3
+    assert await (await files.open(r.cid, bob)).read_all() == marker * 20
