@@ -119,7 +119,8 @@ class NameOwners:
         if owner is not None:
             root = owner.chain[-1]
             if root.owner_key == self.me:
-                self._mine[name] = root.claim
+                self._mine[name] = compute_pb2.NameClaim()
+                self._mine[name].CopyFrom(root.claim)
             return owner
         claim = compute_pb2.NameClaim(function=name, claimed_ms=now_ms())
         acks = await self._publish(claim)
@@ -162,7 +163,10 @@ class NameOwners:
         claim.transfer_to, claim.released = transfer_to, not transfer_to
         if await self._publish(claim) == 0:
             raise UnavailableError(f"no DHT node stored the release of {name!r}")
-        self._mine.pop(name, None)
+        if transfer_to:
+            self._mine[name] = claim    # the transferee's ownership hangs on this record
+        else:
+            self._mine.pop(name, None)
         self._pins.pop(name, None)
         return await self.owner(name)
 
@@ -191,22 +195,28 @@ class NameOwners:
 
     # --- keeping claims alive --------------------------------------------------------------
     async def refresh(self, served: list[str]) -> None:
-        """Re-sign this node's claims; re-store the owner's chain of every served name."""
-        for name, claim in list(self._mine.items()):
-            try:
-                await self._publish(claim)
-            except MeshError as exc:
-                log.info("refreshing the claim of %s failed: %s", name, exc)
+        """Re-sign this node's claims; re-store the owner's chain of every served name (this
+        node's own records in it are re-signed: e.g. after a restart that forgot them)."""
+        for claim in list(self._mine.values()):
+            await self._restore(claim)
         for name in served:
             if name in self._mine:
                 continue
             pin = self._pins.get(name)
             owner = pin[0] if pin else await self.owner(name)
             for record in owner.chain if owner else ():
-                await self._restore(record.signed)
+                if record.owner_key == self.me and not record.claim.released:
+                    self._mine[name] = compute_pb2.NameClaim()
+                    self._mine[name].CopyFrom(record.claim)
+                await self._restore(self._mine[name] if record.owner_key == self.me
+                                    and name in self._mine else record.signed)
 
-    async def _restore(self, signed: mesh_pb2.SignedRecord) -> None:
+    async def _restore(self, record: mesh_pb2.SignedRecord | compute_pb2.NameClaim) -> None:
+        """Re-sign one of this node's claims, or re-store another key's signed claim as is."""
         try:
-            await self.ctx.membership.publish(signed)
+            if isinstance(record, compute_pb2.NameClaim):
+                await self._publish(record)
+            else:
+                await self.ctx.membership.publish(record)
         except MeshError as exc:          # expired: the owner is gone for longer than its TTL
             log.debug("re-storing a claim failed: %s", exc)

@@ -3,6 +3,7 @@ adversarial runs on real nodes are in test_deploy_ownership.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -132,9 +133,14 @@ def test_routing_keeps_only_what_the_owner_signed() -> None:
 class FakeMembership:
     def __init__(self) -> None:
         self.records: list[mesh_pb2.SignedRecord] = []
+        self.published: list[mesh_pb2.SignedRecord] = []
 
     async def fetch(self, key: bytes) -> list[mesh_pb2.SignedRecord]:
         return list(self.records)
+
+    async def publish(self, record: mesh_pb2.SignedRecord) -> int:
+        self.published.append(record)
+        return 1
 
 
 async def test_a_pinned_owner_survives_a_late_backdated_claim_and_a_lost_claim(
@@ -158,3 +164,25 @@ async def test_a_pinned_owner_survives_a_late_backdated_claim_and_a_lost_claim(
     # The owner's own release is honoured.
     membership.records = [claim(A, t), claim(B, t - 1, released=True)]
     assert (await owners.owner("f")).owner_key == A.public_key  # type: ignore[union-attr]
+
+
+async def test_serving_nodes_keep_the_owners_chain_alive_and_owners_re_sign_theirs() -> None:
+    membership = FakeMembership()
+    t = now_ms() - 10_000
+    root = claim(A, t, transfer_to=B.public_key)
+    membership.records = [root]
+    # A node that serves the name re-stores the owner's signed record verbatim.
+    server = NameOwners(SimpleNamespace(membership=membership, identity=C),  # type: ignore[arg-type]
+                        ttl_s=60)
+    await server.refresh(["f"])
+    assert membership.published == [root]
+    # The owner (restarted: it forgot its claims) re-signs its own record: same claim, newer
+    # signature, so the name outlives the first record's TTL.
+    membership.published.clear()
+    owner = NameOwners(SimpleNamespace(membership=membership, identity=A),  # type: ignore[arg-type]
+                       ttl_s=60)
+    await asyncio.sleep(0.01)                  # (a re-signature gets a later ms timestamp)
+    await owner.refresh(["f"])
+    (fresh,) = membership.published
+    assert fresh.owner_key == A.public_key and fresh.seq > root.seq
+    assert decode_claims("f", [fresh])[0].claim == decode_claims("f", [root])[0].claim

@@ -151,3 +151,12 @@ async def test_only_the_owner_of_a_name_can_deploy_it_or_divert_its_calls(
         assert code == 1 and "PERMISSION_DENIED" in err
         code, out, err = await cli("name", "price", "--release", "--json", api=b_api)
         assert code == 0 and json.loads(out)["owner_id"] == "", out
+        for bad in (["name", ""], ["name", "price", "--transfer", "00" * 20],
+                    ["name", "price", "--transfer", "xyz"]):
+            code, out, err = await cli(*bad, api=a_api)
+            assert code == 1 and len(err.strip().splitlines()) == 1, (bad, err)
+        # Released: the next deploy claims it, whoever makes it.
+        code, _, err = await cli("deploy", str(tmp_path / "shop1.py"), api=cluster.nodes[2].api)
+        assert code == 0, err
+        code, out, err = await cli("name", "price", "--json", api=a_api)
+        assert json.loads(out)["owner_id"] == await node_id(cluster, 2)
