@@ -51,6 +51,16 @@ def _same_root(a: Ownership, b: Ownership) -> bool:
     return a.root.rank == b.root.rank
 
 
+def trusted_deployer(providers: list[Provider], code_cid: str, deployer: bytes) -> bytes:
+    """``deployer`` when the (owner-filtered) providers show it signed the deploy of
+    ``code_cid``, else b"": a peer's call may name anyone as the deployer, and the secrets
+    policy's ``NAME@NODE`` entries must not take that on trust."""
+    if deployer and any(p.deployed and p.record.code_cid == code_cid and p.owner_id == deployer
+                        for p in providers):
+        return deployer
+    return b""
+
+
 class NameOwners:
     def __init__(self, ctx: MeshContext, *, ttl_s: float) -> None:
         self.ctx = ctx

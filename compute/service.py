@@ -31,7 +31,7 @@ from proto import compute_pb2
 
 from . import values
 from .deploy import CodeStore, check_code, sandbox_source
-from .owners import NameOwners
+from .owners import NameOwners, trusted_deployer
 from .peer import CALL, FETCH_CODE, STORE_CODE, parse
 from .registry import check_function_name, module_functions, sign_provider
 from .router import Outcome, Router
@@ -312,6 +312,17 @@ class ComputeService:
             host = proxy.host_for(worker_id, function)
         return host
 
+    async def _deployer(self, request: compute_pb2.CallRequest) -> bytes:
+        """The deployer named by a deployed call, if the name's owner really deployed that
+        code (providers cached by the router, filtered by name ownership)."""
+        if not request.deployer:
+            return b""
+        try:
+            providers = await self.router.providers(request.function)
+        except (MeshError, TimeoutError):
+            return b""
+        return trusted_deployer(providers, request.code_cid, request.deployer)
+
     async def execute(self, request: compute_pb2.CallRequest) -> compute_pb2.CallReply:
         """Run one call here, in the sandbox; every failure is described in the reply."""
         me = self.router.me
@@ -327,7 +338,7 @@ class ComputeService:
                 worker_id = request.worker_id or "deployed"
                 filename = f"{request.code_cid[:16]}.py"
                 limits = self.limits
-                deployer = request.deployer
+                deployer = await self._deployer(request)
                 self._served(Deployment(request.function, entry, request.code_cid,
                                         request.deploy_seq, worker_id, deployer))
             else:

@@ -186,3 +186,18 @@ async def test_serving_nodes_keep_the_owners_chain_alive_and_owners_re_sign_thei
     (fresh,) = membership.published
     assert fresh.owner_key == A.public_key and fresh.seq > root.seq
     assert decode_claims("f", [fresh])[0].claim == decode_claims("f", [root])[0].claim
+
+
+def test_a_calls_deployer_is_trusted_only_when_the_owner_deployed_that_code() -> None:
+    from compute.owners import trusted_deployer
+
+    t = now_ms() - 1000
+    deploy = compute_pb2.ProviderRecord(function="f", code_cid="bOWN", deploy_seq=5)
+    owner = resolve(decode_claims("f", [claim(A, t, deploy=deploy)]))
+    forged = decode_providers("f", [provider(R, code_cid="bEVIL", deploy_seq=9)])
+    providers = filter_providers("f", forged, owner)
+    assert trusted_deployer(providers, "bOWN", A.node_id) == A.node_id
+    assert trusted_deployer(providers, "bEVIL", A.node_id) == b""     # not A's code
+    assert trusted_deployer(providers, "bEVIL", R.node_id) == b""     # R owns nothing here
+    assert trusted_deployer(providers, "bOWN", C.node_id) == b""      # C did not deploy it
+    assert trusted_deployer(providers, "bOWN", b"") == b""
