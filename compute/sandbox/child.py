@@ -26,6 +26,7 @@ from . import codecache, framing, guard, kernel, shim
 NOBODY = 65534
 SOCK_FD, LANDLOCK_FD = 3, 4  # where the zygote places a worker's only two descriptors
 _MAX_TEXT = 8192
+_WARMUP_SOURCE = "def f(a, b, *, c=1):\n    return [a + b, {'k': c}]\n"
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Prepared:
         self.code = code  # the zygote's compiled modules, as of this worker's fork
         self.cache_hit = False
         self.gate = guard.AuditGate(cfg.stdlib_dir)
+        self.warm_code = compile(_WARMUP_SOURCE, "<warm-up>", "exec", dont_inherit=True)
         self.worker, taskworker = shim.make_modules()
         importer = guard.make_import(guard.ALLOWED_MODULES, {"taskworker": taskworker})
         self.module = types.ModuleType("user_module")  # dataclasses look classes up here
@@ -201,9 +203,8 @@ def execute(msg: dict[str, Any], sock_fd: int, cfg: WorkerConfig, prep: Prepared
     return body
 
 
-_WARMUP_SOURCE = "def f(a, b, *, c=1):\n    return [a + b, {'k': c}]\n"
 _WARMUP_CALL = framing.dumps({"op": "call", "entry": "f", "args": [1, 2], "kwargs": {"c": 3},
-                              "limits": {"wall_time_s": 1.0}, "source": _WARMUP_SOURCE})
+                              "limits": {"wall_time_s": 1.0}, "source": "(compiled)"})
 
 
 def warm_up(prep: Prepared) -> None:
@@ -211,7 +212,7 @@ def warm_up(prep: Prepared) -> None:
     copy-on-write faults it costs are paid before the call arrives, not during it."""
     msg = framing.loads(_WARMUP_CALL)
     scratch: dict[str, Any] = {"__builtins__": prep.module.__dict__["__builtins__"]}
-    exec(compile(msg["source"], "<warm-up>", "exec"), scratch)  # noqa: S102 - our constant
+    exec(prep.warm_code, scratch)  # noqa: S102 - our constant, compiled by the zygote
     guard.check_args(scratch["f"], msg["args"], msg["kwargs"])
     framing.dumps({"op": "result", "value": scratch["f"](*msg["args"], **msg["kwargs"])})
 

@@ -16,7 +16,9 @@ from typing import Any
 from . import errors, framing
 
 _ROOT = str(Path(__file__).resolve().parents[2])
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+# _hashlib blocked before anything imports hashlib: CPython's built-in hashes instead of
+# OpenSSL's, so libcrypto (7 MB of mappings, ~1 MB written at init) is never in the zygote.
+_BOOT = ("import sys; sys.modules['_hashlib'] = None; sys.path.insert(0, sys.argv[1]); "
          "from compute.sandbox.zygote import main; main(int(sys.argv[2]))")
 
 

@@ -9,11 +9,15 @@ maps) -> preload allowed modules -> chroot into an empty read-only tmpfs -> fork
 
 from __future__ import annotations
 
+import _random
+import _signal  # type: ignore[import-not-found]  # the C functions, without enum wrappers
+import _thread
 import base64
 import fcntl
 import gc
 import importlib
 import os
+import random
 import selectors
 import signal
 import socket
@@ -100,18 +104,26 @@ class Init:
         """Fork one worker; returns (host end of its socket, pidfd)."""
         host_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.next_wid += 1
-        pid = os.fork()
+        wfd = worker_end.detach()
+        pid = kernel.fork_bare()
         if pid == 0:
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            os.dup2(fcntl.fcntl(worker_end.detach(), fcntl.F_DUPFD, 100), child.SOCK_FD)
-            if self.cfg.landlock_fd >= 0:
-                os.dup2(self.cfg.landlock_fd, child.LANDLOCK_FD)
-            os.closerange(child.LANDLOCK_FD + 1, 1 << 16)
-            child.worker_main(child.SOCK_FD, self.cfg, self.prep)
-        worker_end.close()
+            self._in_worker(wfd)
+        os.close(wfd)
         self.pids[pid] = self.next_wid
         return host_end.detach(), os.pidfd_open(pid)
+
+    def _in_worker(self, wfd: int) -> NoReturn:
+        """First steps of a fresh worker: only C-level calls, since every page the Python
+        code here touches is one more copy-on-write fault (``signal.signal`` alone, with its
+        enum conversions, costs ~60)."""
+        _random.Random.seed(random._inst, None)  # what random's at-fork hook would do  # type: ignore[attr-defined]
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        os.dup2(wfd, child.SOCK_FD)
+        if self.cfg.landlock_fd >= 0:  # >= 200, never one of the two targets
+            os.dup2(self.cfg.landlock_fd, child.LANDLOCK_FD)
+        os.closerange(child.LANDLOCK_FD + 1, 1 << 16)
+        child.worker_main(child.SOCK_FD, self.cfg, self.prep)
 
     def spawn(self, n: int) -> None:
         """Fork n workers and hand them to the host, up to 8 per message."""
@@ -145,6 +157,9 @@ class Init:
             _send(self.ctrl, {"op": "exits", "items": exits})
 
     def serve(self) -> NoReturn:
+        # kernel.fork_bare() is only valid while this process has a single thread.
+        if _thread._count():  # type: ignore[attr-defined]
+            raise RuntimeError("the zygote must not start threads")
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         sel = selectors.DefaultSelector()
@@ -171,7 +186,6 @@ def main(ctrl_fd: int) -> NoReturn:
     ctrl = socket.socket(fileno=ctrl_fd)
     config = _recv(ctrl)
     layers: dict[str, Any] = {"seccomp": bool(config.get("bpf"))}
-    sys.modules["_hashlib"] = None  # type: ignore[assignment]  # builtin hashes: -4 MB RSS
     for name in guard.PRELOAD:
         importlib.import_module(name)
     if config.get("namespaces", True):

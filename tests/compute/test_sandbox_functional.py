@@ -321,3 +321,18 @@ async def test_call_in_flight_when_the_zygote_dies(pool: SandboxPool) -> None:
             break
         await asyncio.sleep(0.05)
     assert await pool.run(SEED, "add", [1, 2], {}) == 3
+
+
+async def test_zygote_has_no_threads_and_no_openssl() -> None:
+    """The zygote forks with kernel.fork_bare (no CPython at-fork work), which is only valid
+    while it has a single thread; and it must not load OpenSSL (libcrypto's mappings make
+    every fork and exit dearer). Checked from inside a worker, with the import guard off."""
+    src = ("import sys, _thread\ndef f():\n    return [sys.modules.get('_hashlib', 0) is None, "
+           "_thread._count(), [m for m in ('threading', '_ssl', '_hashlib') "
+           "if sys.modules.get(m) is not None]]\n")
+    p = SandboxPool(size=1, inprocess_guard=False)
+    await p.start()
+    try:
+        assert await p.run(src, "f", [], {}) == [True, 0, []]
+    finally:
+        await p.stop()
