@@ -49,8 +49,8 @@ def ours(stripes: list[bytes], k: int, m: int, matrix: str, packet: int) -> Cont
     kept = [{i: f for i, f in enumerate(codec.encode(s)) if i >= m} for s in stripes]
 
     def encode() -> None:  # like a streaming Push: each stripe's output is dropped before the next
-        for s in stripes:
-            codec.encode(s)
+        for s in stripes:  # the views Push hashes and sends (encode() would add bytes copies)
+            codec.encode_views(s)
 
     def decode() -> None:
         for f, s in zip(kept, stripes, strict=True):

@@ -128,22 +128,35 @@ class Codec:
 
     def encode(self, stripe: bytes | bytearray | memoryview) -> list[bytes]:
         """Return the n = k + m fragments of a stripe, data fragments first."""
+        return [bytes(f) for f in self.encode_views(stripe)]
+
+    def encode_views(self, stripe: bytes | bytearray | memoryview) -> list[memoryview]:
+        """encode() without copies: data fragments are views of the caller's buffer (only a
+        padded tail is new memory) and parity fragments views of one new array. Keep the
+        stripe unchanged while the fragments are in use; Push hashes them and writes them to
+        the wire straight from these views."""
         src = memoryview(stripe).cast("B")
         size = self.fragment_size(len(src))
         flat = np.frombuffer(src, dtype=np.uint8)
         rows: list[np.ndarray] = []
-        for d in range(self.k):  # views of the caller's buffer; only the tail is padded
+        tail = np.zeros(0, np.uint8)
+        for d in range(self.k):
             row = flat[d * size : (d + 1) * size]
             if len(row) < size:
-                row = np.concatenate([row, np.zeros(size - len(row), np.uint8)])
+                if not len(tail):                # all padded rows share one zeroed block
+                    tail = np.zeros((self.k - d) * size, np.uint8)
+                pad = tail[(d - self.k) * size :][:size]
+                pad[: len(row)] = row
+                row = pad
             rows.append(row)
-        frags = [r.tobytes() for r in rows]
+        frags = [r.data for r in rows]
         if self.m and size:
             parity = np.empty((self.m, size), dtype=np.uint8)
             _xor.run(self._enc, rows, list(parity), self.packet_size)
-            frags.extend(p.tobytes() for p in parity)
+            frags.extend(p.data for p in parity)
         else:
-            frags.extend(bytes(size) for _ in range(self.m))
+            zeros = memoryview(bytes(size))
+            frags.extend(zeros for _ in range(self.m))
         return frags
 
     def decode(

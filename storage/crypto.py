@@ -1,9 +1,14 @@
-"""File confidentiality: a random key per file, XChaCha20-Poly1305 per stripe, sealed keys.
+"""File confidentiality: a random key per file, AEGIS-256 per stripe, sealed keys.
 
 Why these choices:
-  * Random 24-byte nonces (XChaCha's extended nonce makes collisions negligible) rather than
-    nonces derived from the stripe index, so re-using a file key for a later version can never
-    repeat a (key, nonce) pair. A sealed stripe is ``nonce || ciphertext || tag``.
+  * AEGIS-256 (libsodium, AES-NI): ~1.1 GB/s sealing a 4 MiB stripe here against ~0.6 GB/s for
+    XChaCha20-Poly1305, used before (stripe format v1); the channel measured the same ratio. It is
+    a 256-bit-key, 256-bit-nonce AEAD with a 256-bit tag, key-committing in practice.
+  * Random 32-byte nonces (collisions negligible) rather than nonces derived from the stripe
+    index, so re-using a file key for a later version can never repeat a (key, nonce) pair. A
+    sealed stripe is ``nonce || ciphertext || tag``. Sealing writes straight into the output
+    buffer and opening reads the ciphertext in place (libsodium through cffi): no copies of
+    the stripe besides the result.
   * The associated data binds each stripe to its file (a caller-chosen ``context``, e.g. the
     file_id and version), to its index, and to whether it is the last stripe. So a stripe
     cannot be moved to another file or position, and dropping trailing stripes is caught: the
@@ -19,19 +24,23 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 
-import nacl.bindings as sodium
+import nacl.bindings  # noqa: F401  (initialises libsodium before lib is used)
 import nacl.exceptions
 import nacl.public
 import nacl.signing
+from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 
 from mesh.errors import MeshError
 
 KEY_BYTES = 32
-NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
-TAG_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
+NONCE_BYTES = 32
+TAG_BYTES = 32
 STRIPE_OVERHEAD = NONCE_BYTES + TAG_BYTES
 SEALED_KEY_BYTES = KEY_BYTES + 48  # sealed box: ephemeral public key + MAC
-_AD_LABEL = b"tw-mesh/stripe/v1\x00"
+_AD_LABEL = b"tw-mesh/stripe/v2\x00"    # v2: AEGIS-256 (v1 was XChaCha20-Poly1305)
+assert lib.crypto_aead_aegis256_keybytes() == KEY_BYTES
+assert lib.crypto_aead_aegis256_npubbytes() == NONCE_BYTES
+assert lib.crypto_aead_aegis256_abytes() == TAG_BYTES
 
 PublicKeyLike = nacl.signing.VerifyKey | nacl.public.PublicKey | bytes
 PrivateKeyLike = nacl.signing.SigningKey | nacl.public.PrivateKey
@@ -63,37 +72,53 @@ def _ad(context: bytes, index: int, last: bool) -> bytes:
     return _AD_LABEL + struct.pack(">H", len(context)) + context + struct.pack(">QB", index, last)
 
 
-def seal_stripe(
-    key: bytes, plaintext: bytes | memoryview, *, context: bytes, index: int, last: bool
-) -> bytes:
-    """Encrypt one stripe; the result is STRIPE_OVERHEAD bytes longer than the plaintext."""
+def seal_stripe_buffer(
+    key: bytes, plaintext: bytes | bytearray | memoryview, *, context: bytes, index: int,
+    last: bool
+) -> bytearray:
+    """seal_stripe into a fresh bytearray (no copy at all; for the codec, which takes one)."""
     _check_key(key)
+    ad = _ad(context, index, last)
+    size = memoryview(plaintext).nbytes
+    out = bytearray(STRIPE_OVERHEAD + size)
     nonce = os.urandom(NONCE_BYTES)
-    ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        bytes(plaintext), _ad(context, index, last), nonce, bytes(key)
-    )
-    return nonce + ct
-
-
-def _try_open(key: bytes, sealed: bytes, ad: bytes) -> bytes | None:
-    try:
-        out: bytes = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            sealed[NONCE_BYTES:], ad, sealed[:NONCE_BYTES], bytes(key)
-        )
-    except nacl.exceptions.CryptoError:
-        return None
+    out[:NONCE_BYTES] = nonce
+    ptr = ffi.from_buffer(out)
+    if lib.crypto_aead_aegis256_encrypt(ptr + NONCE_BYTES, ffi.NULL, ffi.from_buffer(plaintext),
+                                        size, ad, len(ad), ffi.NULL, nonce, bytes(key)) != 0:
+        raise CryptoError("sealing failed")
     return out
 
 
+def seal_stripe(
+    key: bytes, plaintext: bytes | bytearray | memoryview, *, context: bytes, index: int,
+    last: bool
+) -> bytes:
+    """Encrypt one stripe; the result is STRIPE_OVERHEAD bytes longer than the plaintext."""
+    return bytes(seal_stripe_buffer(key, plaintext, context=context, index=index, last=last))
+
+
+def _try_open(key: bytes, sealed: bytes | bytearray | memoryview, ad: bytes) -> bytes | None:
+    view = memoryview(sealed)
+    size = view.nbytes - STRIPE_OVERHEAD
+    out = ffi.new("unsigned char[]", max(size, 1))
+    if lib.crypto_aead_aegis256_decrypt(out, ffi.NULL, ffi.NULL,
+                                        ffi.from_buffer(view) + NONCE_BYTES,
+                                        size + TAG_BYTES, ad, len(ad),
+                                        bytes(view[:NONCE_BYTES]), bytes(key)) != 0:
+        return None
+    data: bytes = ffi.buffer(out, size)[:]
+    return data
+
+
 def open_stripe(
-    key: bytes, sealed: bytes | memoryview, *, context: bytes, index: int, last: bool
+    key: bytes, sealed: bytes | bytearray | memoryview, *, context: bytes, index: int, last: bool
 ) -> bytes:
     """Decrypt and authenticate one stripe; DecryptionError says which check failed."""
     _check_key(key)
-    sealed = bytes(sealed)
-    if len(sealed) < STRIPE_OVERHEAD:
+    if memoryview(sealed).nbytes < STRIPE_OVERHEAD:
         raise DecryptionError(
-            f"stripe {index}: {len(sealed)} bytes is shorter than any sealed stripe"
+            f"stripe {index}: {memoryview(sealed).nbytes} bytes is shorter than any sealed stripe"
         )
     out = _try_open(key, sealed, _ad(context, index, last))
     if out is not None:

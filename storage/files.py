@@ -48,6 +48,7 @@ from storage.crypto import (
     open_stripe,
     seal_key_to,
     seal_stripe,
+    seal_stripe_buffer,
 )
 from storage.documents import Documents, is_file_id, new_file_id
 from storage.inline import INLINE_MAX, ReplicaHealth, health_of, open_inline, seal_inline
@@ -145,38 +146,43 @@ class StatResult:
 
 
 async def restripe(source: AsyncIterable[bytes],
-                   size: int) -> AsyncIterator[tuple[int, bytes, bool]]:
+                   size: int) -> AsyncIterator[tuple[int, bytes | bytearray, bool]]:
     """(index, stripe, is_last) for a stream of arbitrary chunks; holds one stripe back.
 
-    Linear in the input: a big chunk is cut into stripes by slicing, never by shifting a
-    buffer, and at most one partial stripe is buffered.
+    Linear in the input: every byte is copied once, into a stripe buffer allocated whole (no
+    growing, no second copy); a chunk that is exactly one stripe is passed on as it is.
     """
     buf = bytearray()
-    pending: bytes | None = None
+    fill = 0
+    pending: bytes | bytearray | None = None
     index = 0
     async for chunk in source:
         view = memoryview(chunk)
         pos = 0
         while pos < len(view):
-            take = min(size - len(buf), len(view) - pos)
-            if not buf and take == size:
-                piece: bytes | None = bytes(view[pos:pos + size])
+            piece: bytes | bytearray | None = None
+            if not fill and pos == 0 and len(view) == size:
+                piece, pos = chunk, size
             else:
-                buf += view[pos:pos + take]
-                piece = None
-                if len(buf) == size:
-                    piece, buf = bytes(buf), bytearray()
-            pos += take
+                if not fill:
+                    buf = bytearray(size)
+                take = min(size - fill, len(view) - pos)
+                buf[fill:fill + take] = view[pos:pos + take]
+                fill += take
+                pos += take
+                if fill == size:
+                    piece, fill = buf, 0
             if piece is not None:
                 if pending is not None:
                     yield index, pending, False
                     index += 1
                 pending = piece
-    if buf:
+    if fill:
         if pending is not None:
             yield index, pending, False
             index += 1
-        pending = bytes(buf)
+        del buf[fill:]
+        pending = buf
     if pending is not None:
         yield index, pending, True
 
@@ -388,17 +394,18 @@ class FileStore:
         placed_min = codec.n
         self.inflight += 1
 
-        def encode(data: bytes, index: int, last: bool) -> tuple[list[bytes], list[bytes]]:
+        def encode(data: bytes | bytearray, index: int,
+                   last: bool) -> tuple[list[memoryview], list[bytes]]:
             hasher.update(data)
-            sealed = seal_stripe(file_key, data, context=context, index=index, last=last)
-            frags = codec.encode(sealed)
+            sealed = seal_stripe_buffer(file_key, data, context=context, index=index, last=last)
+            frags = codec.encode_views(sealed)
             return frags, [hashlib.sha256(f).digest() for f in frags]
 
         try:
             async for index, data, last in restripe(source, opts.stripe_size):
                 if index == 0 and last and len(data) <= self.inline_max:   # a small stream
-                    return await self._push_inline(data, owner, opts, cid_for(data), file_id,
-                                                   nonce)
+                    return await self._push_inline(bytes(data), owner, opts, cid_for(data),
+                                                   file_id, nonce)
                 frags, hashes = await asyncio.to_thread(encode, data, index, last)
                 del data
                 stripe = storage_pb2.Stripe(fragments=[
@@ -477,9 +484,10 @@ class FileStore:
                             "(under-replicated)")
         file_key = new_file_key()
 
-        def encode() -> tuple[list[bytes], list[bytes]]:
-            sealed = seal_stripe(file_key, data, context=file_id.encode(), index=0, last=True)
-            frags = codec.encode(sealed)
+        def encode() -> tuple[list[memoryview], list[bytes]]:
+            sealed = seal_stripe_buffer(file_key, data, context=file_id.encode(), index=0,
+                                        last=True)
+            frags = codec.encode_views(sealed)
             return frags, [hashlib.sha256(f).digest() for f in frags]
 
         frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
@@ -553,7 +561,7 @@ class FileStore:
                           body.under_replicated, warnings, replicas,
                           Manifest(body, signed) if signed is not None else None)
 
-    async def _send_stripe(self, file_id: str, index: int, frags: list[bytes],
+    async def _send_stripe(self, file_id: str, index: int, frags: list[memoryview],
                            stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec) -> int:
         async def one(i: int) -> bool:
             holder: bytes | None = placer.current[i]

@@ -51,6 +51,19 @@ def _parse(cls: type[M], body: bytes, limit: int = MAX_FRAGMENT_BYTES + 4096) ->
     return msg
 
 
+def _with_data(head: bytes, data: bytes | memoryview) -> bytes:
+    """A serialized StoreFragmentRequest: ``head`` (its other fields) plus field 4 (data),
+    written straight from the caller's buffer (one copy instead of bytes() then Serialize)."""
+    size = memoryview(data).nbytes
+    length = bytearray()
+    while True:
+        length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
+        size >>= 7
+        if not size:
+            break
+    return b"".join((head, b"\x22", length, data))      # 0x22: field 4, length-delimited
+
+
 def _hex(h: bytes) -> str:
     if len(h) != 32:
         raise InvalidArgumentError("a fragment hash has 32 bytes")
@@ -184,9 +197,10 @@ class StorageClient:
     def local(cls, node_id: bytes, handlers: StorageHandlers) -> StorageClient:
         return cls(node_id, handlers.dispatch)
 
-    async def store_fragment(self, file: str, index: int, data: bytes, digest: bytes) -> None:
-        req = storage_pb2.StoreFragmentRequest(file=file, index=index, hash=digest, data=data)
-        await self._call("storage.StoreFragment", req.SerializeToString())
+    async def store_fragment(self, file: str, index: int, data: bytes | memoryview,
+                             digest: bytes) -> None:
+        head = storage_pb2.StoreFragmentRequest(file=file, index=index, hash=digest)
+        await self._call("storage.StoreFragment", _with_data(head.SerializeToString(), data))
 
     async def fetch_fragment(self, digest: bytes) -> bytes:
         """The fragment's bytes; NotFoundError if absent or if the peer sent other bytes."""

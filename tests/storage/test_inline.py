@@ -111,3 +111,16 @@ async def test_inline_private_and_no_plaintext_on_peers(net: FakeNetwork) -> Non
         await files.open(r.cid, bob)
     assert await files.grant(r.cid, alice, bytes(bob.verify_key)) == 3
     assert await (await files.open(r.cid, bob)).read_all() == marker * 20
+
+
+def test_store_fragment_wire_is_plain_protobuf() -> None:
+    """StorageClient.store_fragment writes the data field itself; it must parse as usual."""
+    from proto import storage_pb2
+    from storage.peer import _with_data
+
+    for n in (0, 1, 127, 128, 16_383, 16_384, 3 << 20):
+        data = os.urandom(n)
+        head = storage_pb2.StoreFragmentRequest(file="f" * 33, index=513, hash=b"h" * 32)
+        req = storage_pb2.StoreFragmentRequest.FromString(
+            _with_data(head.SerializeToString(), memoryview(data)))
+        assert (req.data, req.index, req.file, req.hash) == (data, 513, "f" * 33, b"h" * 32)
