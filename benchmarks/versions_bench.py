@@ -9,7 +9,9 @@ Run: ``.venv/bin/python -m benchmarks.versions_bench [--runs 15] [--no-tahoe] [-
   erasure-code + 6 fragments + manifest, sign the version record, push it to the replicas) and
   Get(file_id) (sync with the replicas, single head, fetch k fragments, decode, decrypt, verify
   the CID). Private file (key sealed to the owner). A plain Push of the same 1 MiB is timed
-  too: it is the floor under Revise (whose content is stored exactly like a Push).
+  too: it is the floor under Revise (whose content is stored exactly like a Push). Get latest is
+  also timed on node 1 by a user granted write access there: a node that did not store the
+  version, so it has no cached manifest of it (node 0 reads the manifest its Revise stored).
 * Tahoe-LAFS 1.20 (benchmarks/tahoe.py): introducer + 5 storage nodes + client, 4-of-6; one
   MDMF mutable file created, then each run PUTs fresh 1 MiB to its write cap (modify) and GETs
   it (read) through the web API. Private network namespace, loopback only.
@@ -31,7 +33,7 @@ from pathlib import Path
 
 from benchmarks.report import append_results, machine_line
 from proto import taskworker_pb2, taskworker_pb2_grpc
-from tests.support.nodes import NodeCluster
+from tests.support.nodes import NodeCluster, run_cli
 
 MiB = 1 << 20
 
@@ -48,7 +50,7 @@ def _pct(xs: list[float], q: float) -> float:
 async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                 ) -> tuple[dict[str, list[float]], dict[str, list[float]] | None]:
     """Both systems up at once, operations interleaved run by run, so they share the load."""
-    mesh: dict[str, list[float]] = {"modify": [], "read": [], "push": []}
+    mesh: dict[str, list[float]] = {"modify": [], "read": [], "push": [], "read_other": []}
     tahoe: dict[str, list[float]] | None = {"modify": [], "read": []} if use_tahoe else None
     grid = None
     if use_tahoe:
@@ -62,6 +64,12 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
             node = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
             r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(size)))
             fid = r.file_id
+            other = cluster.stub(1, taskworker_pb2_grpc.FileServiceStub)
+            made = await asyncio.to_thread(run_cli, "user", "create", "bench-reader",
+                                           "--data-dir", str(cluster.nodes[1].data_dir))
+            assert made.returncode == 0, made.stderr
+            await stub.Grant(taskworker_pb2.GrantRequest(file_id=fid,
+                                                         grantee=made.stdout.decode().split()[1]))
             cap = grid.mutable_create(os.urandom(size), fmt="MDMF") if grid else ""
             for i in range(runs + 2):                       # two warm-up runs
                 data = os.urandom(size)
@@ -76,6 +84,10 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                 plain = await stub.Push(taskworker_pb2.PushRequest(file_data=data), timeout=120)
                 t3 = time.perf_counter()
                 assert plain.cid == rev.cid
+                g = await other.Get(taskworker_pb2.GetRequest(file_id=fid, user_id="bench-reader"),
+                                    timeout=120)
+                t4 = time.perf_counter()
+                assert g.file_data == data and g.version == rev.version
                 status = json.loads((await node.Status(taskworker_pb2.StatusRequest())).json)
                 vstatus = status["services"]["versions"]
                 phases = {**vstatus["last_revise_ms"],
@@ -86,6 +98,7 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                     mesh["modify"].append(t1 - t0)
                     mesh["read"].append(t2 - t1)
                     mesh["push"].append(t3 - t2)
+                    mesh["read_other"].append(t4 - t3)
                 if grid is not None and tahoe is not None:
                     data = os.urandom(size)
                     t0 = time.perf_counter()
@@ -107,9 +120,11 @@ def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None,
           runs: int, size: int) -> str:
     lines = ["| op (1 MiB) | tw-mesh p50 | tw-mesh p90 | Tahoe-LAFS 1.20 MDMF p50 | "
              "tw-mesh / Tahoe | goal |", "|---|---|---|---|---|---|"]
-    for key, label in (("modify", "Revise vs MDMF modify"), ("read", "Get latest vs MDMF read")):
+    for key, label in (("modify", "Revise vs MDMF modify"), ("read", "Get latest vs MDMF read"),
+                       ("read_other", "Get latest on another node vs MDMF read")):
+        theirs_key = "read" if key == "read_other" else key
         ours = _med(mesh[key]) * 1e3
-        theirs = _med(tahoe[key]) * 1e3 if tahoe else float("nan")
+        theirs = _med(tahoe[theirs_key]) * 1e3 if tahoe else float("nan")
         ratio = f"{ours / theirs:.2f}" if tahoe else "–"
         lines.append(f"| {label} | {ours:.1f} ms | {_pct(mesh[key], 0.9) * 1e3:.1f} ms | "
                      f"{theirs:.1f} ms | {ratio} | ≤ 0.20 |")

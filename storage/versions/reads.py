@@ -18,6 +18,7 @@ overlaps the Digest round.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -52,17 +53,27 @@ class ContentReader:
     def __init__(self, files: Any, size: int = CACHE_SIZE) -> None:
         self.files = files
         self._manifests = _Lru(size)
+        self._keys = _Lru(size)           # (CID, reader's public key) -> file key
         self.hits = 0
 
     def remember(self, manifest: Manifest | None) -> None:
         if manifest is not None:
             self._manifests.put(manifest.cid, manifest)
 
+    def _key(self, m: Manifest, user: nacl.signing.SigningKey) -> bytes | None:
+        slot = (m.cid, hashlib.sha256(m.signed.body).digest(), bytes(user.verify_key))
+        key: bytes | None = self._keys.get(slot)
+        if key is None:
+            key = m.file_key(user)
+            if key is not None:
+                self._keys.put(slot, key)
+        return key
+
     async def read(self, cid: str, user: nacl.signing.SigningKey) -> tuple[bytes, Reader]:
         """The plaintext of ``cid`` as ``user`` reads it, and the reader that got it."""
         cached: Manifest | None = self._manifests.get(cid)
         if cached is not None:
-            key = cached.file_key(user)
+            key = self._key(cached, user)
             if key is not None:
                 reader = Reader(self.files, cached, key)
                 try:
@@ -70,6 +81,7 @@ class ContentReader:
                 except MeshError as exc:
                     log.info("cached manifest of %s did not serve: %s", cid, exc)
                     self._manifests.pop(cid, None)
+                    self._keys.clear()
                 else:
                     self.hits += 1
                     self.files.counters["gets"] += 1
