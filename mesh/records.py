@@ -81,13 +81,14 @@ def verify_record(record: mesh_pb2.SignedRecord, *, at_ms: int | None = None) ->
 
 
 # A kind whose records compete for one key (a function-name claim: the first owner keeps it)
-# checks a new record against the records of that kind held from other owners, on store.
+# checks a new record against the records of that kind already held at the key, on store.
 StorePolicy = Callable[[mesh_pb2.SignedRecord, list[mesh_pb2.SignedRecord], int], str | None]
 _STORE_POLICIES: dict[str, StorePolicy] = {}
 
 
 def register_store_policy(kind: str, policy: StorePolicy) -> None:
-    """``policy(new, rivals, now_ms)`` returns a refusal reason, or None to store ``new``."""
+    """``policy(new, held, now_ms)`` returns a refusal reason, or None to store ``new``
+    (``held``: the records of the same kind at that key, the new record's owner's included)."""
     _STORE_POLICIES[kind] = policy
 
 
@@ -97,8 +98,8 @@ def check_store(record: mesh_pb2.SignedRecord, held: list[mesh_pb2.SignedRecord]
     policy = _STORE_POLICIES.get(record.kind)
     if policy is None:
         return
-    rivals = [r for r in held if r.kind == record.kind and r.owner_key != record.owner_key]
-    reason = policy(record, rivals, now_ms() if at_ms is None else at_ms)
+    same_kind = [r for r in held if r.kind == record.kind]
+    reason = policy(record, same_kind, now_ms() if at_ms is None else at_ms)
     if reason:
         raise RecordError(reason)
 
