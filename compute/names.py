@@ -141,17 +141,17 @@ def resolve(claims: Iterable[Claim]) -> Ownership | None:
     return None
 
 
-def store_policy(new: mesh_pb2.SignedRecord, rivals: list[mesh_pb2.SignedRecord],
+def store_policy(new: mesh_pb2.SignedRecord, held: list[mesh_pb2.SignedRecord],
                  at_ms: int) -> str | None:
-    """Refusal reason for storing claim ``new`` next to other owners' claims, or None."""
+    """Refusal reason for storing claim ``new`` next to the claims ``held`` here, or None."""
     claim = decode_claim(new)
     if claim is None:
         return "malformed function-name claim"
     if not claim.root or claim.claim.released:
         return None                   # a transferee's record or a release competes with no one
-    current = resolve(decode_claims(claim.claim.function, rivals))
-    if current is None or current.owner_key == claim.owner_key:
-        return None
+    current = resolve(decode_claims(claim.claim.function, held))
+    if current is None or claim.owner_key in (current.owner_key, current.root.owner_key):
+        return None                   # free, or the owner (or the root it hangs on) re-signs
     if claim.rank < current.root.rank and claim.claim.claimed_ms >= at_ms - RACE_WINDOW_S * 1e3:
         return None                   # a race between first claims: the earliest stamp wins
     return (f"function name {claim.claim.function!r} is owned by "

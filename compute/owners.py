@@ -207,7 +207,11 @@ class NameOwners:
     async def refresh(self, served: list[str]) -> None:
         """Re-sign this node's claims; re-store the owner's chain of every served name (this
         node's own records in it are re-signed: e.g. after a restart that forgot them)."""
-        for claim in list(self._mine.values()):
+        for name, claim in list(self._mine.items()):
+            pin = self._pins.get(name)
+            if pin and all(c.owner_key != self.me for c in pin[0].chain):
+                del self._mine[name]         # lost a race, or the owner moved on: stop
+                continue
             await self._restore(claim)
         for name in served:
             if name in self._mine:

@@ -91,6 +91,13 @@ def test_store_lets_the_earlier_of_two_racing_first_claims_in() -> None:
     assert store_policy(claim(A, now - 1_000), racing, now) is not None             # later
     stale = now - int(names.RACE_WINDOW_S * 1000) - 5_000
     assert store_policy(claim(A, stale), [claim(B, stale + 1)], now) is not None
+    # Long after the race, the winner still re-signs its claim where the loser's is held too,
+    # and a root that handed the name on is re-signed too; the loser's refresh is refused.
+    held = [claim(A, stale), claim(B, stale + 1)]
+    assert store_policy(claim(A, stale), held, now) is None
+    assert store_policy(claim(B, stale + 1), held, now) is not None
+    handed = [claim(A, stale, transfer_to=C.public_key), claim(B, stale + 1)]
+    assert store_policy(claim(A, stale, transfer_to=C.public_key), handed, now) is None
 
 
 def test_dht_storage_applies_the_policy() -> None:

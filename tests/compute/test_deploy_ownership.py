@@ -160,3 +160,45 @@ async def test_only_the_owner_of_a_name_can_deploy_it_or_divert_its_calls(
         assert code == 0, err
         code, out, err = await cli("name", "price", "--json", api=a_api)
         assert json.loads(out)["owner_id"] == await node_id(cluster, 2)
+
+
+async def test_two_first_deploys_racing_converge_on_one_owner(tmp_path: Path) -> None:
+    """Two users deploy one new name at the same moment: every node ends up agreeing on one
+    owner (the earliest stamped claim) and serving that owner's code; the other user is told
+    PERMISSION_DENIED, now or on its next deploy."""
+    for who in ("b", "c"):
+        (tmp_path / f"{who}.py").write_text(f"def race():\n    return {who!r}\n")
+    async with NodeCluster(tmp_path, 4, extra=["--provider-refresh", "0.3"]) as cluster:
+        results = await asyncio.gather(
+            cli("deploy", str(tmp_path / "b.py"), api=cluster.nodes[1].api),
+            cli("deploy", str(tmp_path / "c.py"), api=cluster.nodes[2].api))
+        assert any(code == 0 for code, _, _ in results), results
+        for code, _, err in results:
+            assert code == 0 or "PERMISSION_DENIED" in err, err
+        owners = set()
+        for index in range(4):
+            code, out, err = await cli("name", "race", "--json", api=cluster.nodes[index].api)
+            assert code == 0, err
+            owners.add(json.loads(out)["owner_id"])
+        assert len(owners) == 1
+        (owner,) = owners
+        winner, loser = (1, 2) if owner == await node_id(cluster, 1) else (2, 1)
+        assert owner == await node_id(cluster, winner)
+        expected = "b" if winner == 1 else "c"
+        for index in range(4):
+            stub = cluster.stub(index, taskworker_pb2_grpc.RPCServiceStub)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    resp = await stub.CallFunction(
+                        taskworker_pb2.FunctionCallRequest(function_name="race"), timeout=30)
+                    if values.from_value(resp.result) == expected:
+                        break
+                except Exception:                     # noqa: BLE001 - not published yet
+                    pass
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+        mine = "b" if loser == 1 else "c"
+        code, _, err = await cli("deploy", str(tmp_path / f"{mine}.py"),
+                                 api=cluster.nodes[loser].api)
+        assert code == 1 and "PERMISSION_DENIED" in err
