@@ -76,22 +76,25 @@ def _on_sigxcpu(_signum: int, _frame: Any) -> None:
 
 
 def harden(cfg: WorkerConfig) -> None:
-    """Pre-call layers: parent-death kill, non-dumpable, nobody, no_new_privs, Landlock,
-    seccomp. Only the per-call rlimits remain, set (lowered) once the call arrives."""
-    # no_new_privs (and non-dumpable) are inherited from the zygote; in a pid namespace the
-    # death of its init (the zygote) already takes every worker with it.
+    """Pre-call layers of this worker: parent-death kill, its own Landlock domain, seccomp.
+    Only the per-call rlimits remain, set (lowered) once the call arrives."""
+    # uid/gid nobody, no_new_privs and non-dumpable are inherited from the init that forked
+    # us; in a pid namespace the death of that init already takes every worker with it.
     if not cfg.pid_namespace:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if cfg.drop_uid:
-        os.setgroups([])
-        os.setresgid(NOBODY, NOBODY, NOBODY)
-        os.setresuid(NOBODY, NOBODY, NOBODY)
-        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)  # a uid change resets it to suid_dumpable
     if cfg.landlock_fd >= 0:
         kernel.landlock_restrict(LANDLOCK_FD)
     if cfg.seccomp is not None:
         cfg.seccomp.load()
-    # random reseeds itself in the child (os.register_at_fork), so forks never share a stream
+
+
+def drop_to_nobody() -> None:
+    """Done once by the forking init (workers inherit it): no groups, uid and gid nobody,
+    then non-dumpable again (a uid change resets it to ``fs.suid_dumpable``)."""
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+    kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
 
 
 def fixed_limits() -> None:
@@ -109,7 +112,7 @@ def apply_limits(limits: dict[str, Any], cfg: WorkerConfig) -> None:
     setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     setrlimit(resource.RLIMIT_FSIZE, (int(limits["file_size_bytes"]),) * 2)
     setrlimit(resource.RLIMIT_NOFILE, (int(limits["max_open_files"]),) * 2)
-    if cfg.drop_uid:  # NPROC binds only non-root ids (and nobody has no other processes)
+    if cfg.drop_uid:  # binds only non-root ids; 0 is below the count of nobody's processes
         setrlimit(resource.RLIMIT_NPROC, (0, 0))
 
 

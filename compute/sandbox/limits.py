@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,8 +35,14 @@ class Limits:
         if self.max_open_files < 4:
             raise ValueError("max_open_files must be at least 4")
 
-    def to_wire(self) -> dict[str, float | int]:
+    @functools.cached_property
+    def _wire(self) -> dict[str, float | int]:
         return dataclasses.asdict(self)
+
+    def to_wire(self) -> dict[str, float | int]:
+        """The limits as the worker receives them; built once per (frozen) Limits, so the
+        dict is shared: serialize it, do not change it."""
+        return self._wire
 
 
 @runtime_checkable

@@ -220,6 +220,9 @@ def main(ctrl_fd: int) -> NoReturn:
             ctrl.close()
             _, status = os.waitpid(pid, 0)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    if drop_uid:  # the forking init, and so every worker, is nobody from here on
+        child.drop_to_nobody()
+    if "pid" in layers["namespaces"]:  # after the uid change, which would clear it
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.environ.clear()  # empty already, but for the LC_CTYPE that locale coercion adds
     init = Init(ctrl, cfg)
