@@ -1,7 +1,8 @@
 """Version peer calls over the sealed channel, and test-only fault hooks.
 
 Methods (all unary; bodies are proto/versions.proto messages):
-    versions.Digest  DigestRequest -> Digest      ids of the valid records and grants held
+    versions.Digest  DigestRequest -> Digest      ids of the valid records and grants held, and
+                                                  the heads' records (a reader's read-ahead)
     versions.Pull    PullRequest   -> Bundle      the named (or all) valid records and grants
     versions.Push    Bundle        -> PushReply   verify every record, keep what passes
 A replica answers only with records that are valid in its set, and keeps only what passes
@@ -102,9 +103,11 @@ class VersionHandlers:
         self.calls += 1
         req = parse(versions_pb2.DigestRequest, body)
         vs = self.visible(_check_file(req.file_id))
+        heads = vs.heads()
         return versions_pb2.Digest(
             file_id=req.file_id, grant_ids=sorted(vs.grant_ids()),
-            record_ids=sorted(vs.valid_ids()), heads=[h.id for h in vs.heads()],
+            record_ids=sorted(vs.valid_ids()), heads=[h.id for h in heads],
+            head_records=[encode(h.record) for h in heads],
         ).SerializeToString()
 
     async def pull(self, body: bytes) -> bytes:

@@ -8,11 +8,13 @@ for the reader (a later grant re-sealed the file key in a newer manifest) or its
 answer, the read starts again from the manifest replicas.
 
 ``LatestGuess`` remembers, for files this node does not hold records of, the head it last
-returned: Get-latest starts reading the head this node expects (its own single head, or that
-one) while it syncs with the replicas, and keeps the read only if the synced head is the same
-version; otherwise it drops it and reads the synced head. What Get returns is decided by the
-sync exactly as before (withholding replicas are noticed the same way); only the fragment fetch
-overlaps the Digest round.
+returned. ``ReadAhead``: Get-latest starts reading the head this node expects (its own single
+head, or that one) while it syncs with the replicas, and also the head a replica's Digest shows
+when it is another single head (at most two reads in all: a lying replica wastes one read,
+nothing more). It keeps the read whose version the sync picks and drops the others; if none
+matches it reads the synced head. What Get returns is decided by the sync exactly as before
+(withholding replicas are noticed the same way); only the reads overlap the Digest and Pull
+rounds.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from typing import Any
 import nacl.signing
 
 from mesh.errors import MeshError
+from proto import versions_pb2
 from storage.files import Reader
 from storage.manifest import Manifest
+from storage.versions.errors import VersionError
+from storage.versions.records import decode_version, record_id
 from storage.versions.vset import Version, VersionSet
 
 log = logging.getLogger(__name__)
@@ -113,6 +118,43 @@ class LatestGuess:
             self._last.pop(file_id, None)
         else:
             self._last.put(file_id, version)
+
+
+class ReadAhead:
+    """The reads one Get-latest started before its sync decided (see module docstring)."""
+
+    MAX_READS = 2
+
+    def __init__(self, reader: ContentReader, user: nacl.signing.SigningKey | None) -> None:
+        self.reader = reader
+        self.user = user
+        self.tasks: dict[bytes, asyncio.Task[tuple[bytes, Reader]]] = {}
+        self.dropped = 0
+
+    def start(self, version_id: bytes, cid: str) -> None:
+        if self.user is None or version_id in self.tasks or len(self.tasks) >= self.MAX_READS:
+            return
+        self.tasks[version_id] = asyncio.create_task(self.reader.read(cid, self.user))
+
+    def offer(self, digest: versions_pb2.Digest) -> None:
+        """A replica's Digest arrived: read its head too if it is a single one."""
+        if len(digest.head_records) != 1:
+            return
+        try:
+            record = decode_version(digest.head_records[0])
+        except VersionError:
+            return
+        self.start(record_id(record), record.cid)
+
+    def take(self, version_id: bytes) -> asyncio.Task[tuple[bytes, Reader]] | None:
+        return self.tasks.pop(version_id, None)
+
+    async def close(self) -> None:
+        """Cancel the reads nobody took."""
+        tasks, self.tasks = list(self.tasks.values()), {}
+        self.dropped += len(tasks)
+        for t in tasks:
+            await cancel(t)
 
 
 async def cancel(task: asyncio.Task[Any] | None) -> None:

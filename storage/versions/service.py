@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
+import nacl.signing
 
 from mesh.context import MeshContext
 from mesh.errors import (
@@ -45,7 +46,7 @@ from mesh.errors import (
 from mesh.identity import Identity
 from proto import mesh_pb2, taskworker_pb2, versions_pb2
 from storage.versions.peer import FaultHooks, VersionHandlers, parse
-from storage.versions.reads import ContentReader, LatestGuess, cancel
+from storage.versions.reads import ContentReader, LatestGuess, ReadAhead, cancel
 from storage.versions.records import (
     file_id_text,
     grant_id,
@@ -188,8 +189,13 @@ class VersionService:
         return len(self.store.get(fid)) > 0 or bool(self.store.get(fid).grant_ids())
 
     # -- sync ------------------------------------------------------------------------------
-    async def sync(self, fid: bytes, *, persist: bool | None = None) -> SyncResult:
-        """Reconcile this node's view of ``fid`` with its replicas (see module docstring)."""
+    async def sync(self, fid: bytes, *, persist: bool | None = None,
+                   on_digest: Callable[[versions_pb2.Digest], None] | None = None
+                   ) -> SyncResult:
+        """Reconcile this node's view of ``fid`` with its replicas (see module docstring).
+
+        ``on_digest`` sees each replica's (unverified) Digest as soon as it arrives.
+        """
         self.counters["syncs"] += 1
         peers = await self._replica_peers(fid, self.replicas)
         me = self.ctx.identity.node_id
@@ -204,7 +210,7 @@ class VersionService:
         for attempt in range(2):
             batch = [p for p in rounds[-1] if p.node_id not in asked]
             asked.update(p.node_id for p in batch)
-            await self._exchange(fid, batch, work, persist, result)
+            await self._exchange(fid, batch, work, persist, result, on_digest)
             if leq(seen, work.vector()) or attempt == 1:
                 break
             # below the highest vector seen: some replicas withhold; ask wider
@@ -229,12 +235,15 @@ class VersionService:
         return result
 
     async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,
-                        persist: bool, result: SyncResult) -> None:
+                        persist: bool, result: SyncResult,
+                        on_digest: Callable[[versions_pb2.Digest], None] | None = None) -> None:
         async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:
             try:
                 body = await self._call(p, "versions.Digest",
                                         versions_pb2.DigestRequest(file_id=fid).SerializeToString())
                 d: versions_pb2.Digest = parse(versions_pb2.Digest, body)
+                if on_digest is not None:
+                    on_digest(d)
                 return d
             except MeshError as exc:
                 log.debug("versions digest from %s failed: %s", p.node_id.hex()[:16], exc)
@@ -567,7 +576,8 @@ class VersionService:
             return taskworker_pb2.GrantResponse(ok=True)
         return await self._guard(context, work)
 
-    async def resolve(self, request: taskworker_pb2.GetRequest
+    async def resolve(self, request: taskworker_pb2.GetRequest,
+                      on_digest: Callable[[versions_pb2.Digest], None] | None = None
                       ) -> tuple[Version | None, list[taskworker_pb2.VersionHead]]:
         """The version a Get by file_id (or version id) names, or the conflicting heads.
 
@@ -576,7 +586,7 @@ class VersionService:
         """
         fid = parse_file_id(request.file_id)
         async with self._lock(fid):
-            r = await self.sync(fid)
+            r = await self.sync(fid, on_digest=on_digest)
         vs = r.vs
         if r.stale:
             raise FailedPreconditionError(
@@ -605,29 +615,29 @@ class VersionService:
         """
         async def work() -> taskworker_pb2.GetResponse:
             t0 = time.perf_counter()
-            ahead: asyncio.Task[tuple[bytes, Any]] | None = None
-            guess = None if request.version else self.latest.guess(
-                self.store.get(parse_file_id(request.file_id)))
+            latest = not request.version
+            guess = self.latest.guess(self.store.get(parse_file_id(request.file_id))) \
+                if latest else None
+            ahead = ReadAhead(self.reads, self._reader_key(request.user_id) if latest else None)
             try:
                 if guess is not None:
-                    ahead = self._read_ahead(guess, request.user_id)
-                target, conflicts = await self.resolve(request)
+                    ahead.start(guess.id, guess.cid)
+                target, conflicts = await self.resolve(request, ahead.offer if latest else None)
                 t_sync = time.perf_counter()
                 if conflicts:
                     return taskworker_pb2.GetResponse(conflicts=conflicts)
                 if target is None:
                     return await self._get_document(request)
-                if ahead is not None and guess is not None and target.id == guess.id:
+                task = ahead.take(target.id)
+                if task is not None:
                     self.counters["read_ahead_used"] += 1
-                    task, ahead = ahead, None
                     data, reader = await task
                 else:
-                    if ahead is not None:
-                        self.counters["read_ahead_dropped"] += 1
                     data, reader = await self.reads.read(
                         target.cid, self.storage.keyring.user(request.user_id))
             finally:
-                await cancel(ahead)
+                await ahead.close()
+                self.counters["read_ahead_dropped"] += ahead.dropped
             t_end = time.perf_counter()
             self.last_get_ms = {"sync": round((t_sync - t0) * 1e3, 2),
                                 "total": round((t_end - t0) * 1e3, 2)}
@@ -636,13 +646,12 @@ class VersionService:
                 size=len(data), version=target.id.hex())
         return await self._guard(context, work)
 
-    def _read_ahead(self, guess: Version, user_id: str
-                    ) -> asyncio.Task[tuple[bytes, Any]] | None:
+    def _reader_key(self, user_id: str) -> nacl.signing.SigningKey | None:
         try:
-            user = self.storage.keyring.user(user_id)
+            key: nacl.signing.SigningKey = self.storage.keyring.user(user_id)
         except MeshError:
-            return None             # the read after the sync reports it
-        return asyncio.create_task(self.reads.read(guess.cid, user))
+            return None             # no read-ahead: the read after the sync reports it
+        return key
 
     async def _get_document(self, request: taskworker_pb2.GetRequest
                             ) -> taskworker_pb2.GetResponse:

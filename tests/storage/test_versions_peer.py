@@ -75,3 +75,40 @@ async def test_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     digest = versions_pb2.Digest.FromString(await h.digest(
         versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
     assert len(digest.record_ids) == 1                      # withholds all but the first
+
+
+async def test_digest_carries_head_records_and_read_ahead_is_bounded(tmp_path: Path) -> None:
+    """A Digest shows the heads' records; a Get-latest reads a replica's single head ahead, but
+    a lying replica's junk is ignored and no Get starts more than two reads."""
+    from typing import Any
+
+    from storage.versions.reads import ReadAhead
+
+    h = handlers(tmp_path)
+    b = new_binding(OWNER.public_key)
+    h.store.revise(OWNER, b, cid_for(b"1"))
+    v2 = h.store.revise(OWNER, b, cid_for(b"2"))
+    d = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert list(d.heads) == [record_id(v2)] and list(d.head_records) == [encode(v2)]
+
+    reads: list[str] = []
+
+    class Reader:
+        async def read(self, cid: str, user: Any) -> tuple[bytes, Any]:
+            reads.append(cid)
+            return cid.encode(), None
+
+    ahead = ReadAhead(Reader(), OWNER.signing_key)  # type: ignore[arg-type]
+    ahead.offer(versions_pb2.Digest(head_records=[b"junk"]))            # undecodable: ignored
+    ahead.offer(d)
+    ahead.offer(d)                                                       # same head: one read
+    ahead.start(b"x" * 32, cid_for(b"guess"))
+    ahead.start(b"y" * 32, cid_for(b"third"))                            # over the bound
+    task = ahead.take(record_id(v2))
+    assert task is not None and (await task)[0] == cid_for(b"2").encode()
+    await ahead.close()
+    assert reads == [cid_for(b"2"), cid_for(b"guess")] and ahead.dropped == 1
+    nobody = ReadAhead(Reader(), None)          # type: ignore[arg-type]
+    nobody.offer(d)                             # a reader with no key reads nothing ahead
+    assert nobody.tasks == {} and len(reads) == 2

@@ -382,7 +382,7 @@ async def test_get_latest_reads_ahead_only_what_the_sync_confirms(tmp_path: Path
         assert st["manifest_cache_hits"] >= 2
 
         # bob (node 1) revises while node 0 hears nothing from node 1: node 0 still expects v2,
-        # its sync finds v3 on node 2, and v3 is what it returns
+        # node 2's digest shows v3 (read ahead too), the sync verifies v3, and v3 is returned
         bob = create_user(cluster, 1, "bob")
         assert run_cli("grant", fid, bob, api=cluster.nodes[0].api).returncode == 0
         hooks(cluster, 0, block=[ids[1]])
@@ -392,7 +392,7 @@ async def test_get_latest_reads_ahead_only_what_the_sync_confirms(tmp_path: Path
         g = await s0.Get(taskworker_pb2.GetRequest(file_id=fid))
         assert g.file_data == b"v3" and g.version == v3.version
         st = await vstatus()
-        assert st["read_ahead_dropped"] == 1
+        assert st["read_ahead_dropped"] == 1 and st["read_ahead_used"] == 3
 
         # carol, granted after v4 was stored (and its manifest cached here), still reads it:
         # the grant sealed the key to her in a newer manifest
