@@ -4,11 +4,10 @@ refuse another key's redeploy, filter provider records for routing, keep claims 
 * **Claiming.** ``claim(names)`` before a deploy publishes anything: a name owned by another
   key raises PERMISSION_DENIED; a free name is claimed, then read back, and a deploy that lost
   a race (an earlier stamped claim is visible) is refused too.
-* **Pins.** Once this node has known a name's owner for ``RACE_WINDOW_S``, a claim stamped
-  earlier that shows up later is a backdated one (honest DHT nodes refuse those on store, so it
-  can only come from a lying DHT node): the pinned owner is kept while its own claim chain
-  still stands. A pin also bridges a lookup that returns no claim at all (records lost, DHT
-  lookup failed) until the owner's chain shows up again.
+* **Last known owner.** A lookup that shows no claim at all (records lost, a DHT lookup that
+  failed) keeps the owner this node last saw, until the owner's chain shows up again. (Known
+  owners are not kept against an earlier stamped claim: a node that missed a race winner, or
+  an established owner, during a lookup must still converge on it.)
 * **Lost claims.** The owner re-signs its claim on every provider refresh; every node that
   serves a deployed name re-stores the owner's signed chain verbatim (it cannot forge it), and
   kademlia republishes stored keys: a claim outlives its owner by up to the deploy TTL.
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from collections.abc import Callable
 
 from mesh.context import MeshContext
@@ -32,7 +30,6 @@ from mesh.records import now_ms
 from proto import compute_pb2, mesh_pb2
 
 from .names import (
-    RACE_WINDOW_S,
     Claim,
     Ownership,
     claim_key,
@@ -44,11 +41,7 @@ from .names import (
 from .registry import Provider, check_function_name
 
 log = logging.getLogger(__name__)
-MAX_PINS = 4096
-
-
-def _same_root(a: Ownership, b: Ownership) -> bool:
-    return a.root.rank == b.root.rank
+MAX_KNOWN = 4096
 
 
 def trusted_deployer(providers: list[Provider], code_cid: str, deployer: bytes) -> bytes:
@@ -66,48 +59,34 @@ class NameOwners:
         self.ctx = ctx
         self.ttl_s = ttl_s
         self.me = ctx.identity.public_key
-        self._pins: collections.OrderedDict[str, tuple[Ownership, float]] = \
-            collections.OrderedDict()
+        self._known: collections.OrderedDict[str, Ownership] = collections.OrderedDict()
         self._mine: dict[str, compute_pb2.NameClaim] = {}     # claims this node re-signs
 
     # --- reading ---------------------------------------------------------------------------
     async def owner(self, name: str) -> Ownership | None:
-        """The owner of ``name`` as the DHT shows it now, pinned (see module doc)."""
+        """The owner of ``name`` as the DHT shows it now (or the last one known, see module
+        doc, when no claim can be seen)."""
         try:
             records = await self.ctx.membership.fetch(claim_key(name))
         except MeshError as exc:
             log.info("claim lookup for %s failed: %s", name, exc)
-            pin = self._pins.get(name)
-            return pin[0] if pin else None
-        return self._pinned(name, decode_claims(name, records))
+            return self._known.get(name)
+        return self._remember(name, decode_claims(name, records))
 
-    def _pinned(self, name: str, claims: list[Claim]) -> Ownership | None:
+    def _remember(self, name: str, claims: list[Claim]) -> Ownership | None:
         found = resolve(claims)
-        pin = self._pins.get(name)
-        now = time.monotonic()
-        if pin is not None:
-            held, since = pin
-            visible = [c for c in claims if c.owner_key == held.root.owner_key
-                       and c.rank == held.root.rank]
-            if not visible and found is None:
-                return held                  # claims lost or withheld: keep the known owner
-            if (found is not None and not _same_root(found, held)
-                    and found.root.rank < held.root.rank and now - since > RACE_WINDOW_S):
-                still = resolve([c for c in claims if c.rank >= held.root.rank or not c.root])
-                if still is not None and _same_root(still, held):
-                    log.warning("ignoring a claim of %r stamped before its known owner's", name)
-                    self._pins[name] = (still, since)
-                    return still
-            if found is not None and _same_root(found, held):
-                self._pins[name] = (found, since)
-                return found
+        known = self._known.get(name)
+        if found is None and known is not None and not any(
+                c.owner_key == known.root.owner_key and c.rank == known.root.rank
+                for c in claims):
+            return known                     # claims lost or withheld: keep the known owner
         if found is None:
-            self._pins.pop(name, None)
+            self._known.pop(name, None)
             return None
-        self._pins[name] = (found, now)
-        self._pins.move_to_end(name)
-        while len(self._pins) > MAX_PINS:
-            self._pins.popitem(last=False)
+        self._known[name] = found
+        self._known.move_to_end(name)
+        while len(self._known) > MAX_KNOWN:
+            self._known.popitem(last=False)
         return found
 
     async def allowed(self, name: str) -> Callable[[list[Provider]], list[Provider]]:
@@ -177,7 +156,7 @@ class NameOwners:
             self._mine[name] = claim    # the transferee's ownership hangs on this record
         else:
             self._mine.pop(name, None)
-        self._pins.pop(name, None)
+        self._known.pop(name, None)
         return await self.owner(name)
 
     async def handle(self, request: compute_pb2.NameRequest) -> compute_pb2.NameReply:
@@ -208,16 +187,15 @@ class NameOwners:
         """Re-sign this node's claims; re-store the owner's chain of every served name (this
         node's own records in it are re-signed: e.g. after a restart that forgot them)."""
         for name, claim in list(self._mine.items()):
-            pin = self._pins.get(name)
-            if pin and all(c.owner_key != self.me for c in pin[0].chain):
+            known = self._known.get(name)
+            if known and all(c.owner_key != self.me for c in known.chain):
                 del self._mine[name]         # lost a race, or the owner moved on: stop
                 continue
             await self._restore(claim)
         for name in served:
             if name in self._mine:
                 continue
-            pin = self._pins.get(name)
-            owner = pin[0] if pin else await self.owner(name)
+            owner = self._known.get(name) or await self.owner(name)
             for record in owner.chain if owner else ():
                 if record.owner_key == self.me and not record.claim.released:
                     self._mine[name] = compute_pb2.NameClaim()
