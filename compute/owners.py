@@ -38,7 +38,7 @@ from .names import (
     resolve,
     sign_claim,
 )
-from .registry import Provider, check_function_name
+from .registry import Provider, check_function_name, decode_providers, function_key
 
 log = logging.getLogger(__name__)
 MAX_KNOWN = 4096
@@ -111,6 +111,13 @@ class NameOwners:
                 self._mine[name] = compute_pb2.NameClaim()
                 self._mine[name].CopyFrom(root.claim)
             return owner
+        others = {p.owner_id for p in decode_providers(
+            name, await self.ctx.membership.fetch(function_key(name))) if not p.deployed}
+        others.discard(self.ctx.identity.node_id)
+        if others:       # TaskWorkers of other nodes serve it: a deploy must not take it over
+            raise PermissionDeniedError(
+                f"function name {name!r} is served by TaskWorkers of {len(others)} other "
+                "node(s): deploy it under another name")
         claim = compute_pb2.NameClaim(function=name, claimed_ms=now_ms())
         acks = await self._publish(claim)
         owner = await self.owner(name)

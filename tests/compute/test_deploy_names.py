@@ -204,3 +204,19 @@ def test_a_calls_deployer_is_trusted_only_when_the_owner_deployed_that_code() ->
     assert trusted_deployer(providers, "bEVIL", R.node_id) == b""     # R owns nothing here
     assert trusted_deployer(providers, "bOWN", C.node_id) == b""      # C did not deploy it
     assert trusted_deployer(providers, "bOWN", b"") == b""
+
+
+async def test_a_deploy_does_not_take_over_a_name_other_nodes_taskworkers_serve() -> None:
+    from mesh.errors import PermissionDeniedError
+
+    membership = FakeMembership()
+    owners = NameOwners(SimpleNamespace(membership=membership, identity=A),  # type: ignore[arg-type]
+                        ttl_s=60)
+    membership.records = [provider(B)]                   # B's TaskWorker registered "f"
+    with pytest.raises(PermissionDeniedError, match="TaskWorkers of 1 other node"):
+        await owners.claim("f")
+    assert membership.published == []
+    membership.records = [provider(A)]                   # only A's own: A may claim it
+    await owners.claim("f")
+    (published,) = membership.published
+    assert published.owner_key == A.public_key and published.kind == names.KIND
