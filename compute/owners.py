@@ -106,10 +106,9 @@ class NameOwners:
         if owner is not None and owner.owner_key != self.me:
             raise self._refused(name, owner)
         if owner is not None:
-            root = owner.chain[-1]
-            if root.owner_key == self.me:
-                self._mine[name] = compute_pb2.NameClaim()
-                self._mine[name].CopyFrom(root.claim)
+            mine = self._my_record(owner)
+            if mine is not None:
+                self._mine[name] = mine
             return owner
         others = {p.owner_id for p in decode_providers(
             name, await self.ctx.membership.fetch(function_key(name))) if not p.deployed}
@@ -135,12 +134,26 @@ class NameOwners:
             owner = await self.owner(name)
             if owner is None or owner.owner_key != self.me:
                 raise PermissionDeniedError(f"this node does not own {name!r}")
-            last = owner.chain[-1]
-            claim = compute_pb2.NameClaim(function=name, claimed_ms=owner.root.claim.claimed_ms,
-                                          inherited_from=last.owner_key)
+            claim = self._chain_record(owner)
         claim.deploy.CopyFrom(record)
         self._mine[name] = claim
         return await self._publish(claim)
+
+    def _my_record(self, owner: Ownership) -> compute_pb2.NameClaim | None:
+        """This node's record in the owner's chain (a copy), or None."""
+        for record in owner.chain:
+            if record.owner_key == self.me:
+                claim = compute_pb2.NameClaim()
+                claim.CopyFrom(record.claim)
+                return claim
+        return None
+
+    def _chain_record(self, owner: Ownership) -> compute_pb2.NameClaim:
+        """The record this node (the owner) signs to act on the name: its own one in the
+        chain, else a new transferee's record continuing the chain."""
+        return self._my_record(owner) or compute_pb2.NameClaim(
+            function=owner.root.claim.function, claimed_ms=owner.root.claim.claimed_ms,
+            inherited_from=owner.chain[-1].owner_key)
 
     async def _publish(self, claim: compute_pb2.NameClaim) -> int:
         signed = sign_claim(self.ctx.identity, claim, ttl_s=self.ttl_s)
@@ -151,11 +164,10 @@ class NameOwners:
         owner = await self.owner(name)
         if owner is None or owner.owner_key != self.me:
             raise PermissionDeniedError(f"this node does not own {name!r}")
-        last = owner.chain[-1]
-        claim = compute_pb2.NameClaim()
-        claim.CopyFrom(last.claim if last.owner_key == self.me else compute_pb2.NameClaim(
-            function=name, claimed_ms=owner.root.claim.claimed_ms,
-            inherited_from=last.owner_key))
+        if transfer_to in {c.owner_key for c in owner.chain}:
+            raise InvalidArgumentError("that node already held this name: it cannot be handed "
+                                       "back along the chain (release it instead)")
+        claim = self._chain_record(owner)
         claim.transfer_to, claim.released = transfer_to, not transfer_to
         if await self._publish(claim) == 0:
             raise UnavailableError(f"no DHT node stored the release of {name!r}")

@@ -220,3 +220,22 @@ async def test_a_deploy_does_not_take_over_a_name_other_nodes_taskworkers_serve(
     await owners.claim("f")
     (published,) = membership.published
     assert published.owner_key == A.public_key and published.kind == names.KIND
+
+
+async def test_a_transferee_continues_the_chain_and_cannot_hand_the_name_back() -> None:
+    from mesh.errors import InvalidArgumentError
+
+    membership = FakeMembership()
+    t = now_ms() - 10_000
+    membership.records = [claim(A, t, transfer_to=B.public_key)]
+    owners = NameOwners(SimpleNamespace(membership=membership, identity=B),  # type: ignore[arg-type]
+                        ttl_s=60)
+    await owners.deployed("f", compute_pb2.ProviderRecord(function="f", code_cid="bB",
+                                                          deploy_seq=9))
+    (record,) = membership.published
+    membership.records.append(record)
+    owner = resolve(decode_claims("f", membership.records))
+    assert owner is not None and owner.owner_key == B.public_key
+    assert owner.deploy is not None and owner.deploy.code_cid == "bB"
+    with pytest.raises(InvalidArgumentError, match="handed back"):
+        await owners.release("f", transfer_to=A.public_key)
