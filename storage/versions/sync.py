@@ -1,0 +1,236 @@
+"""Sync of one file's version records with its replicas.
+
+Replicas: a file's records live on the r XOR-closest storage peers to
+``document_key(file_id)`` (the peers that also hold its document record), r = m+1 by default
+(join flag ``--versions-replicas``). Every node that writes a file, or is one of its replicas,
+keeps its records in DATA/versions.sqlite3; a node that only reads keeps just the highest vector
+it has seen per file.
+
+Sync (Synchronous, before every Revise/Get/Log, and in the background every
+``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
+this node lacks, verify and merge, Push each replica what it lacks. If the merged vector is still
+below the highest vector this node has seen (replicas withholding), it asks wider (more of the
+closest peers) and reports the withholding replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mesh.context import MeshContext
+from mesh.errors import MeshError
+from proto import mesh_pb2, versions_pb2
+from storage.versions.peer import VersionHandlers, parse
+from storage.versions.records import file_id_text, grant_id, leq, vmax
+from storage.versions.store import VersionStore
+from storage.versions.vset import VersionSet
+
+log = logging.getLogger(__name__)
+
+CALL_TIMEOUT = 10.0
+
+
+def replica_key(file_id: bytes) -> bytes:
+    """Where a file's version replicas sit: the key of its document record."""
+    from storage.documents import document_key
+    return document_key(file_id_text(file_id))
+
+
+@dataclass
+class SyncResult:
+    vs: VersionSet
+    reached: int = 0
+    asked: int = 0
+    lagging: list[str] = field(default_factory=list)    # replicas whose heads were behind
+    stale: bool = False                                      # still below the seen vector
+    digests: dict[bytes, versions_pb2.Digest] = field(default_factory=dict)
+    peers: list[mesh_pb2.PeerRecord] = field(default_factory=list)   # the replicas asked first
+
+
+class ReplicaSync:
+    """Sync with a file's replicas: Digest, Pull, verify and merge, Push (module docstring)."""
+
+    def __init__(self, ctx: MeshContext, store: VersionStore, handlers: VersionHandlers,
+                 replicas: int, counters: dict[str, int]) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.handlers = handlers
+        self.replicas = replicas
+        self.counters = counters
+        self._background: set[asyncio.Task[bool]] = set()
+
+    async def stop(self) -> None:
+        """Cancel the record pushes still going on after a quorum answered."""
+        tasks = list(self._background)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _replica_peers(self, fid: bytes, n: int) -> list[mesh_pb2.PeerRecord]:
+        records = await self.ctx.membership.closest_peers(replica_key(fid), n)
+        me = self.ctx.identity.node_id
+        return [r for r in records
+                if r.node_id == me or "storage" in r.roles or not r.roles]
+
+    async def _call(self, peer: mesh_pb2.PeerRecord, method: str, body: bytes) -> bytes:
+        if peer.node_id == self.ctx.identity.node_id:
+            fn = {"versions.Digest": self.handlers.digest, "versions.Pull": self.handlers.pull,
+                  "versions.Push": self.handlers.push}[method]
+            return await fn(body)
+        self.handlers.check_caller(peer.node_id)
+        return await self.ctx.peer(peer).unary(method, body, timeout=CALL_TIMEOUT)
+
+    def _holds(self, fid: bytes) -> bool:
+        return len(self.store.get(fid)) > 0 or bool(self.store.get(fid).grant_ids())
+
+    # -- sync ------------------------------------------------------------------------------
+    async def sync(self, fid: bytes, *, persist: bool | None = None,
+                   on_digest: Callable[[versions_pb2.Digest], None] | None = None
+                   ) -> SyncResult:
+        """Reconcile this node's view of ``fid`` with its replicas (see module docstring).
+
+        ``on_digest`` sees each replica's (unverified) Digest as soon as it arrives.
+        """
+        self.counters["syncs"] += 1
+        peers = await self._replica_peers(fid, self.replicas)
+        me = self.ctx.identity.node_id
+        if persist is None:
+            persist = self._holds(fid) or any(p.node_id == me for p in peers)
+        local = self.store.get(fid)
+        work = local if persist else local.copy()
+        result = SyncResult(work, peers=peers)
+        asked: set[bytes] = set()
+        seen = self.store.seen(fid)
+        rounds = [peers]
+        for attempt in range(2):
+            batch = [p for p in rounds[-1] if p.node_id not in asked]
+            asked.update(p.node_id for p in batch)
+            await self._exchange(fid, batch, work, persist, result, on_digest)
+            if leq(seen, work.vector()) or attempt == 1:
+                break
+            # below the highest vector seen: some replicas withhold; ask wider
+            self.counters["withheld_seen"] += 1
+            wider = await self._replica_peers(fid, 3 * self.replicas + 4)
+            rounds.append(wider)
+        result.asked = len(asked)
+        result.stale = not leq(seen, work.vector())
+        top = work.vector()
+        for node_id, d in result.digests.items():
+            known = [v for h in d.heads if (v := work.get(h)) is not None]
+            if not leq(top, vmax(v.vector for v in known)):
+                result.lagging.append(node_id.hex())
+        if result.lagging:
+            # they were just pushed what they lacked; a replica that keeps showing up here
+            # withholds (its digest hides versions it was given)
+            self.counters["lagging_replicas"] += len(result.lagging)
+            log.info("versions of %s: replicas %s were behind", file_id_text(fid),
+                     ", ".join(h[:16] for h in result.lagging))
+        if top and not persist:      # a holder's own records already prove what it saw
+            self.store.note_seen(fid, top)
+        return result
+
+    async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,
+                        persist: bool, result: SyncResult,
+                        on_digest: Callable[[versions_pb2.Digest], None] | None = None) -> None:
+        async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:
+            try:
+                body = await self._call(p, "versions.Digest",
+                                        versions_pb2.DigestRequest(file_id=fid).SerializeToString())
+                d: versions_pb2.Digest = parse(versions_pb2.Digest, body)
+                if on_digest is not None:
+                    on_digest(d)
+                return d
+            except MeshError as exc:
+                log.debug("versions digest from %s failed: %s", p.node_id.hex()[:16], exc)
+                return None
+
+        digests = await asyncio.gather(*(digest(p) for p in peers))
+        live = [(p, d) for p, d in zip(peers, digests, strict=True) if d is not None]
+        result.reached += len(live)
+        for p, d in live:
+            result.digests[p.node_id] = d
+        # pull what we lack, each id from the first peer that has it
+        have_r, have_g = work.record_ids(), work.grant_ids()
+        plan: dict[bytes, tuple[mesh_pb2.PeerRecord, set[bytes], set[bytes]]] = {}
+        for p, d in live:
+            want_r = set(d.record_ids) - have_r
+            want_g = set(d.grant_ids) - have_g
+            if want_r or want_g:
+                plan[p.node_id] = (p, want_r, want_g)
+                have_r |= want_r
+                have_g |= want_g
+
+        async def pull(p: mesh_pb2.PeerRecord, rids: set[bytes], gids: set[bytes]
+                       ) -> versions_pb2.Bundle | None:
+            try:
+                body = await self._call(p, "versions.Pull", versions_pb2.PullRequest(
+                    file_id=fid, record_ids=sorted(rids), grant_ids=sorted(gids)
+                ).SerializeToString())
+                b: versions_pb2.Bundle = parse(versions_pb2.Bundle, body)
+                return b
+            except MeshError as exc:
+                log.debug("versions pull from %s failed: %s", p.node_id.hex()[:16], exc)
+                return None
+
+        bundles = await asyncio.gather(*(pull(*v) for v in plan.values()))
+        grants = [g for b in bundles if b is not None for g in b.grants]
+        records = [r for b in bundles if b is not None for r in b.records]
+        if grants or records:
+            if persist:
+                res = self.store.ingest_bytes(fid, grants, records)
+            else:
+                res = work.add_bytes(grants, records)
+            self.counters["records_pulled"] += res.accepted
+            self.counters["refused_from_peers"] += len(res.refused)
+        # push each replica what it lacks (valid records only, parents first)
+        await self._push_missing(fid, work, live)
+
+    async def _push_missing(self, fid: bytes, work: VersionSet,
+                            live: list[tuple[mesh_pb2.PeerRecord, versions_pb2.Digest]],
+                            quorum: int | None = None) -> int:
+        """Push each peer what its digest lacks; returns how many peers took a push.
+
+        With ``quorum``, return once that many peers have acknowledged; the other pushes go
+        on in the background (anti-entropy repairs any that fail).
+        """
+        valid = work.valid_ids()
+        ordered = [v for v in work.records() if v.id in valid]
+        me = self.ctx.identity.node_id
+
+        async def push(p: mesh_pb2.PeerRecord, d: versions_pb2.Digest) -> bool:
+            if p.node_id == me:
+                return False
+            theirs_r, theirs_g = set(d.record_ids), set(d.grant_ids)
+            grants = [g for g in work.grants() if grant_id(g) not in theirs_g]
+            records = [v.record for v in ordered if v.id not in theirs_r]
+            if not grants and not records:
+                return False
+            bundle = versions_pb2.Bundle(
+                file_id=fid, grants=[g.SerializeToString(deterministic=True) for g in grants],
+                records=[r.SerializeToString(deterministic=True) for r in records])
+            try:
+                await self._call(p, "versions.Push", bundle.SerializeToString())
+                self.counters["records_pushed"] += len(records)
+                return True
+            except MeshError as exc:
+                log.debug("versions push to %s failed: %s", p.node_id.hex()[:16], exc)
+                return False
+
+        tasks = [asyncio.create_task(push(p, d)) for p, d in live]
+        done_ok = 0
+        pending = set(tasks)
+        while pending and (quorum is None or done_ok < quorum):
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done_ok += sum(1 for t in finished if t.result())
+        for t in pending:
+            self._background.add(t)
+            t.add_done_callback(self._background.discard)
+        return done_ok
+
+    async def push_records(self, fid: bytes, result: SyncResult) -> int:
+        peers = result.peers or await self._replica_peers(fid, self.replicas)
+        live = [(p, result.digests.get(p.node_id, versions_pb2.Digest())) for p in peers]
+        return await self._push_missing(fid, result.vs, live, quorum=1)
