@@ -27,10 +27,11 @@ from typing import Any
 
 import nacl.signing
 
-from mesh.errors import MeshError
+from mesh.errors import InvalidArgumentError, MeshError
 from proto import versions_pb2
 from storage.files import Reader
 from storage.manifest import Manifest
+from storage.servicer import UNARY_GET_MAX
 from storage.versions.errors import VersionError
 from storage.versions.records import decode_version, record_id
 from storage.versions.vset import Version, VersionSet
@@ -75,11 +76,15 @@ class ContentReader:
         return key
 
     async def read(self, cid: str, user: nacl.signing.SigningKey) -> tuple[bytes, Reader]:
-        """The plaintext of ``cid`` as ``user`` reads it, and the reader that got it."""
+        """The plaintext of ``cid`` as ``user`` reads it, and the reader that got it.
+
+        Refuses (INVALID_ARGUMENT) a file larger than a unary Get returns, before reading it.
+        """
         cached: Manifest | None = self._manifests.get(cid)
         if cached is not None:
             key = self._key(cached, user)
             if key is not None:
+                _check_size(cached)
                 reader = Reader(self.files, cached, key)
                 try:
                     data = await reader.read_all()
@@ -93,9 +98,16 @@ class ContentReader:
                     self.files.counters["bytes_out"] += len(data)
                     return data, reader
         reader = await self.files.open(cid, user)
+        _check_size(reader.manifest)
         data = await reader.read_all()
         self.remember(reader.manifest)
         return data, reader
+
+
+def _check_size(m: Manifest) -> None:
+    if m.body.size > UNARY_GET_MAX:
+        raise InvalidArgumentError(f"{m.cid} has {m.body.size} bytes, more than unary Get "
+                                   f"returns ({UNARY_GET_MAX}); use GetStream")
 
 
 class LatestGuess:

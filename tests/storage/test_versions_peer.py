@@ -112,3 +112,28 @@ async def test_digest_carries_head_records_and_read_ahead_is_bounded(tmp_path: P
     nobody = ReadAhead(Reader(), None)          # type: ignore[arg-type]
     nobody.offer(d)                             # a reader with no key reads nothing ahead
     assert nobody.tasks == {} and len(reads) == 2
+
+
+async def test_content_reader_refuses_more_than_a_unary_get_before_reading() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from storage.servicer import UNARY_GET_MAX
+    from storage.versions.reads import ContentReader
+
+    read: list[bool] = []
+
+    class Reader:
+        manifest = SimpleNamespace(cid="big", body=SimpleNamespace(size=UNARY_GET_MAX + 1))
+
+        async def read_all(self) -> bytes:
+            read.append(True)
+            return b""
+
+    class Files:
+        async def open(self, cid: str, user: Any) -> Reader:
+            return Reader()
+
+    with pytest.raises(InvalidArgumentError, match="GetStream"):
+        await ContentReader(Files()).read("big", OWNER.signing_key)
+    assert read == []
