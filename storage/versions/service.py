@@ -287,9 +287,12 @@ class VersionService:
             record = self.store.sign(user, binding, pushed.cid, parents, vector,
                                      size=pushed.size, content_ref=pushed.file_id.encode())
             self.reads.remember(pushed.manifest)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(asyncio.to_thread(self.store.commit, record))
-                tg.create_task(self._push_records(fid, result))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(asyncio.to_thread(self.store.commit, record))
+                    tg.create_task(self._push_records(fid, result))
+            except ExceptionGroup as group:          # the commit's own error, unwrapped
+                raise group.exceptions[0] from None
             t_end = time.perf_counter()
             self.last_revise_ms = {
                 "sync": round((t_sync - t0) * 1e3, 2),
