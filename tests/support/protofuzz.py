@@ -1,7 +1,14 @@
-"""Hypothesis strategies for arbitrary protobuf messages, built from their descriptors."""
+"""Hypothesis strategies for arbitrary protobuf messages, built from their descriptors.
+
+``known`` maps a field name (``file_id``, ``version``, ``function_name``, ...) to values that
+really exist on the fuzzed node; such a field takes one of them two times in three. Random text
+alone is refused by input validation almost always, so without them the handlers' deeper code
+would hardly be reached.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import descriptor, message, message_factory
@@ -13,14 +20,28 @@ TRICKY_TEXT = ["", "../../etc/passwd", "/etc/shadow", "..", "a/../../b", "\x00",
                "default", "root", "hello", "*", "\ud7ff", "😀" * 10]
 
 
-def _text() -> st.SearchStrategy[str]:
-    return st.one_of(st.text(max_size=40), st.sampled_from(TRICKY_TEXT))
+JSONISH = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(),
+                    st.text(max_size=20))
 
 
-def _scalar(field: FD) -> st.SearchStrategy[Any]:
+def _filled(cls: Any, values: Any) -> message.Message:
+    msg: Any = cls()
+    (msg.update if isinstance(values, dict) else msg.extend)(values)
+    return msg  # type: ignore[no-any-return]
+
+
+Known = Mapping[str, tuple[str, ...]]
+
+
+def _text(pool: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
+    choices = st.one_of(st.text(max_size=40), st.sampled_from(TRICKY_TEXT))
+    return st.one_of(st.sampled_from(pool), st.sampled_from(pool), choices) if pool else choices
+
+
+def _scalar(field: FD, known: Known) -> st.SearchStrategy[Any]:
     t = field.type
     if t == FD.TYPE_STRING:
-        return _text()
+        return _text(known.get(field.name, ()))
     if t == FD.TYPE_BYTES:
         return st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\x00" * 20, b"\xff" * 32]))
     if t == FD.TYPE_BOOL:
@@ -36,26 +57,32 @@ def _scalar(field: FD) -> st.SearchStrategy[Any]:
     return st.integers(-(2**63), 2**63 - 1)
 
 
-def messages(desc: descriptor.Descriptor, depth: int = 0) -> st.SearchStrategy[message.Message]:
+def messages(desc: descriptor.Descriptor, depth: int = 0, known: Known | None = None
+             ) -> st.SearchStrategy[message.Message]:
     """Messages of type ``desc`` with random fields (nested up to depth 2)."""
+    known = known or {}
     cls = message_factory.GetMessageClass(desc)
-    if desc.full_name in ("google.protobuf.Value", "google.protobuf.Struct",
-                          "google.protobuf.ListValue") or depth > 2:
+    if desc.full_name == "google.protobuf.ListValue":        # function args, JSON-like
+        return st.lists(JSONISH, max_size=4).map(lambda xs: _filled(cls, xs))
+    if desc.full_name == "google.protobuf.Struct":           # function kwargs
+        return st.dictionaries(_text(), JSONISH, max_size=3).map(lambda d: _filled(cls, d))
+    if desc.full_name == "google.protobuf.Value" or depth > 2:
         return st.just(cls())
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for field in desc.fields:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             key_f, val_f = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
             if val_f.message_type is None:
-                fields[field.name] = st.dictionaries(_scalar(key_f), _scalar(val_f), max_size=3)
+                fields[field.name] = st.dictionaries(_scalar(key_f, known), _scalar(val_f, known),
+                                                     max_size=3)
             continue
         if field.message_type is not None:
-            inner = messages(field.message_type, depth + 1)
+            inner = messages(field.message_type, depth + 1, known)
             strategy: st.SearchStrategy[Any] = (st.lists(inner, max_size=2)
                                                 if field.is_repeated else inner)
         else:
-            strategy = (st.lists(_scalar(field), max_size=3) if field.is_repeated
-                        else _scalar(field))
+            strategy = (st.lists(_scalar(field, known), max_size=3) if field.is_repeated
+                        else _scalar(field, known))
         fields[field.name] = strategy
 
     @st.composite
