@@ -34,14 +34,22 @@ def _reject_constant(name: str) -> Any:
     raise FrameError(f"non-JSON constant {name}")
 
 
+# Built once: json.dumps/loads with options construct a new encoder/decoder per call, and
+# in a fresh worker every object that costs is a page of copy-on-write faults.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def dumps(obj: Any) -> bytes:
     """Strict JSON (no NaN/Infinity); raises TypeError/ValueError for non-JSON values."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | str) -> Any:
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        text = data if isinstance(data, str) else (  # as json.loads decodes bytes
+            data.decode(json.detect_encoding(data), "surrogatepass"))
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise FrameError(f"invalid JSON frame: {type(exc).__name__}") from None
 
