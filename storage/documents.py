@@ -15,11 +15,12 @@ so only the owner can sign records for it: nobody else can repoint a file_id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
 import secrets
-import threading
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +32,7 @@ from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, Permissi
 from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
-from storage.durable import write_atomic
+from storage.records_db import RecordsDB
 
 if TYPE_CHECKING:
     from storage.placement import Network
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 _DOMAIN = b"tw-mesh/document/v1\x00"
 _FILE_ID = re.compile(r"f[0-9a-f]{32}")
 MAX_DOCUMENT_BYTES = 4096
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (file_id TEXT PRIMARY KEY, owner BLOB NOT NULL,
+    time_ms INTEGER NOT NULL, signed BLOB NOT NULL);
+"""
 
 
 def file_id_for(owner_key: bytes, nonce: bytes) -> str:
@@ -91,48 +96,51 @@ def verify_document(signed: storage_pb2.SignedDocument,
 
 
 class DocumentStore:
-    """A replica's records on disk: DATA/storage/documents/<file_id>.doc (newest only)."""
+    """A replica's records on disk (DATA/storage/documents.sqlite3, storage/records_db.py),
+    the newest per file_id. Records of the older layout (DATA/storage/documents/<file_id>.doc)
+    are imported at start."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.root = Path(data_dir) / "storage" / "documents"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-
-    def _path(self, file_id: str) -> Path:
-        if not is_file_id(file_id):
-            raise InvalidArgumentError(f"not a file_id: {file_id!r:.80}")
-        return self.root / f"{file_id}.doc"
-
-    def _read(self, path: Path) -> storage_pb2.SignedDocument | None:
-        try:
-            signed = storage_pb2.SignedDocument.FromString(path.read_bytes())
-            verify_document(signed, path.stem)
-        except FileNotFoundError:
-            return None
-        except (DecodeError, InvalidArgumentError):
-            path.unlink(missing_ok=True)
-            return None
-        return signed
+        base = Path(data_dir) / "storage"
+        self.db = RecordsDB(base / "documents.sqlite3", _SCHEMA)
+        old = base / "documents"
+        if old.is_dir():
+            for path in sorted(old.glob("*.doc")):
+                with contextlib.suppress(DecodeError, InvalidArgumentError,
+                                         PermissionDeniedError, OSError):
+                    self.put(storage_pb2.SignedDocument.FromString(path.read_bytes()))
+            old.rename(old.with_name(f"documents.imported-{int(time.time())}"))
 
     def put(self, signed: storage_pb2.SignedDocument) -> bool:
         """Keep a record if it is newer; PermissionDeniedError if another owner holds the id."""
         body = verify_document(signed)
-        path = self._path(body.file_id)
-        with self._lock:
-            old = self._read(path)
-            if old is not None:
-                prev = storage_pb2.DocumentBody.FromString(old.body)
-                if prev.owner_key != body.owner_key:
+        with self.db.tx() as db:
+            row = db.execute("SELECT owner, time_ms FROM documents WHERE file_id=?",
+                             (body.file_id,)).fetchone()
+            if row is not None:
+                if bytes(row[0]) != body.owner_key:
                     raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
-                if prev.time_ms >= body.time_ms:
+                if int(row[1]) >= body.time_ms:
                     return False
-            write_atomic(path, signed.SerializeToString(deterministic=True))
+            db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
+                       (body.file_id, body.owner_key, body.time_ms,
+                        signed.SerializeToString(deterministic=True)))
         return True
 
     def get(self, file_id: str) -> list[storage_pb2.SignedDocument]:
-        with self._lock:
-            signed = self._read(self._path(file_id))
-        return [] if signed is None else [signed]
+        if not is_file_id(file_id):
+            raise InvalidArgumentError(f"not a file_id: {file_id!r:.80}")
+        rows = self.db.query("SELECT signed FROM documents WHERE file_id=?", (file_id,))
+        if not rows:
+            return []
+        try:
+            signed = storage_pb2.SignedDocument.FromString(bytes(rows[0][0]))
+            verify_document(signed, file_id)
+        except (DecodeError, InvalidArgumentError):
+            with contextlib.suppress(sqlite3.Error), self.db.tx() as db:   # rotted: missing
+                db.execute("DELETE FROM documents WHERE file_id=?", (file_id,))
+            return []
+        return [signed]
 
 
 class Documents:

@@ -17,7 +17,8 @@ import contextlib
 import hashlib
 import os
 import re
-import threading
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,13 @@ from proto import storage_pb2
 from storage.cid import is_cid
 from storage.codec import Codec
 from storage.crypto import STRIPE_OVERHEAD, CryptoError, open_sealed_key
-from storage.durable import write_atomic
+from storage.records_db import RecordsDB
 
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifests (cid TEXT NOT NULL, file_id TEXT NOT NULL,
+    owner BLOB NOT NULL, created INTEGER NOT NULL, signed BLOB NOT NULL,
+    PRIMARY KEY (cid, file_id));
+"""
 FORMAT = 1
 NO_HOLDER = 0xFFFFFFFF
 MAX_MANIFEST_BYTES = 32 * 2**20
@@ -139,61 +145,75 @@ def verify_manifest(signed: storage_pb2.SignedManifest, cid: str | None = None) 
 
 
 class ManifestStore:
-    """Manifests on disk: DATA/storage/manifests/<cid>/<file_id>.mf, the newest per file_id.
+    """Manifests on disk (DATA/storage/manifests.sqlite3, storage/records_db.py), the newest
+    per (CID, file_id).
 
     A newer manifest for the same (CID, file_id) and owner replaces the older one (a Grant, a
-    corrected placement); one signed by another owner than the kept one is refused.
+    corrected placement); one signed by another owner than the kept one is refused. Manifests
+    of the older layout (DATA/storage/manifests/<cid>/<file_id>.mf) are imported at start.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.root = Path(data_dir) / "storage" / "manifests"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        base = Path(data_dir) / "storage"
+        self.db = RecordsDB(base / "manifests.sqlite3", _SCHEMA)
+        self._import_files(base / "manifests")
 
-    def _read(self, path: Path, cid: str) -> Manifest | None:
-        try:
-            signed = storage_pb2.SignedManifest.FromString(path.read_bytes())
-            manifest = verify_manifest(signed, cid)
-            if manifest.file_id != path.stem:
-                raise InvalidArgumentError("manifest stored under another file_id")
-        except FileNotFoundError:
-            return None
-        except (InvalidArgumentError, DecodeError):
-            path.unlink(missing_ok=True)       # rotted on disk: treat as missing
-            return None
-        return manifest
+    def _import_files(self, root: Path) -> None:
+        if not root.is_dir():
+            return
+        for path in sorted(root.glob("*/*.mf")):
+            with contextlib.suppress(InvalidArgumentError, PermissionDeniedError, DecodeError,
+                                     OSError):
+                self.put(storage_pb2.SignedManifest.FromString(path.read_bytes()))
+        root.rename(root.with_name(f"manifests.imported-{int(time.time())}"))
 
     def put(self, signed: storage_pb2.SignedManifest) -> Manifest:
         """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid."""
         manifest = verify_manifest(signed)
         if not _FILE_ID.fullmatch(manifest.file_id):
             raise InvalidArgumentError("manifest has an invalid file_id")
-        folder = self.root / manifest.cid          # validated CID and file_id: safe names
-        path = folder / f"{manifest.file_id}.mf"
-        with self._lock:
-            old = self._read(path, manifest.cid)
-            if old is not None:
-                if old.body.owner_key != manifest.body.owner_key:
-                    raise PermissionDeniedError(f"{manifest.file_id} belongs to another owner")
-                if old.body.created_ms >= manifest.body.created_ms:
-                    return old
-            folder.mkdir(exist_ok=True)
-            write_atomic(path, signed.SerializeToString(deterministic=True))
+        body = manifest.body
+        with self.db.tx() as db:
+            row = db.execute("SELECT owner, created, signed FROM manifests WHERE cid=? AND "
+                             "file_id=?", (body.cid, body.file_id)).fetchone()
+            if row is not None:
+                if bytes(row[0]) != body.owner_key:
+                    raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
+                if int(row[1]) >= body.created_ms:
+                    return _parsed(bytes(row[2]), manifest)
+            db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
+                       (body.cid, body.file_id, body.owner_key, body.created_ms,
+                        signed.SerializeToString(deterministic=True)))
         return manifest
 
     def get(self, cid: str) -> list[storage_pb2.SignedManifest]:
-        """Every manifest kept for the CID that still verifies (bad files are dropped)."""
+        """Every manifest kept for the CID that still verifies (rotted rows are dropped)."""
         if not is_cid(cid):
             raise InvalidArgumentError(f"not a CID: {cid!r:.80}")
-        folder = self.root / cid
         out = []
-        if folder.is_dir():
-            for p in sorted(folder.iterdir()):
-                if p.suffix == ".mf" and _FILE_ID.fullmatch(p.stem):
-                    manifest = self._read(p, cid)
-                    if manifest is not None:
-                        out.append(manifest.signed)
+        for file_id, raw in self.db.query(
+                "SELECT file_id, signed FROM manifests WHERE cid=? ORDER BY file_id", (cid,)):
+            try:
+                manifest = verify_manifest(storage_pb2.SignedManifest.FromString(bytes(raw)), cid)
+                if manifest.file_id != file_id:
+                    raise InvalidArgumentError("manifest stored under another file_id")
+            except (InvalidArgumentError, DecodeError):
+                with contextlib.suppress(sqlite3.Error), self.db.tx() as db:   # rotted: missing
+                    db.execute("DELETE FROM manifests WHERE cid=? AND file_id=?", (cid, file_id))
+                continue
+            out.append(manifest.signed)
         return out
 
     def cids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_cid(p.name))
+        return [str(c) for (c,) in self.db.query("SELECT DISTINCT cid FROM manifests ORDER BY 1")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _parsed(raw: bytes, fallback: Manifest) -> Manifest:
+    """The kept manifest (it was verified when stored); ``fallback`` if its row rotted."""
+    try:
+        return verify_manifest(storage_pb2.SignedManifest.FromString(raw), fallback.cid)
+    except (InvalidArgumentError, DecodeError):
+        return fallback

@@ -157,7 +157,7 @@ class StorageHandlers:
         req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 4096)
         try:
             await asyncio.to_thread(self.manifests.put, req.manifest)
-        except OSError as exc:       # disk full, I/O error: answer, so the pusher counts it
+        except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: answer; the pusher counts it
             raise ResourceExhaustedError(f"cannot store the manifest here: {exc}") from exc
         return storage_pb2.StoreManifestReply(stored=True).SerializeToString()
 
@@ -170,7 +170,7 @@ class StorageHandlers:
         req = _parse(storage_pb2.StoreDocumentRequest, body, 8192)
         try:
             stored = await asyncio.to_thread(self.documents.put, req.document)
-        except OSError as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise ResourceExhaustedError(f"cannot store the document here: {exc}") from exc
         return storage_pb2.StoreDocumentReply(stored=stored).SerializeToString()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,11 +85,12 @@ async def test_corrupt_replica_detected_and_read_still_correct(net: FakeNetwork)
     data = os.urandom(2000)
     r = await files.push_bytes(data, alice, PushOptions())
     replicas = await net.closest(manifest_key(r.cid), 3)
-    for peer in replicas[:2]:
-        [path] = (net.dirs[peer] / "storage" / "manifests" / r.cid).glob("*.mf")
-        raw = bytearray(path.read_bytes())
-        raw[len(raw) // 2] ^= 0x5A                 # inside the sealed payload or its signature
-        path.write_bytes(bytes(raw))
+    for peer in replicas[:2]:                      # flip a byte inside the sealed payload
+        with sqlite3.connect(net.dirs[peer] / "storage" / "manifests.sqlite3") as db:
+            [(raw,)] = db.execute("SELECT signed FROM manifests WHERE cid=?", (r.cid,))
+            raw = bytearray(raw)
+            raw[len(raw) // 2] ^= 0x5A
+            db.execute("UPDATE manifests SET signed=? WHERE cid=?", (bytes(raw), r.cid))
     assert await (await files.open(r.cid, alice)).read_all() == data
     for peer in replicas[:2]:                      # the rotted replicas were dropped
         assert net.handlers[peer].manifests.get(r.cid) == []

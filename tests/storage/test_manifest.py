@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import nacl.signing
@@ -48,9 +49,11 @@ def test_manifest_store_on_disk_drops_rot(tmp_path: Path) -> None:
     store.put(signed)
     store.put(signed)
     assert ManifestStore(tmp_path).get(cid_for(b"")) == [signed]
-    [path] = list((tmp_path / "storage" / "manifests" / cid_for(b"")).glob("*.mf"))
-    path.write_bytes(path.read_bytes()[:-3])
+    with sqlite3.connect(tmp_path / "storage" / "manifests.sqlite3") as db:   # rot one row
+        assert db.execute("UPDATE manifests SET signed = substr(signed, 1, length(signed) - 3)"
+                          ).rowcount == 1
     assert store.get(cid_for(b"")) == []
+    assert store.cids() == []                     # the rotted row was dropped
     with pytest.raises(InvalidArgumentError):
         store.get("../../etc")
     # newest per (cid, file_id) and owner wins; another owner cannot take the file_id over
@@ -84,6 +87,26 @@ def test_documents_owner_bound(tmp_path: Path) -> None:
         store.put(forged)
     [rec] = store.get(file_id)
     assert verify_document(rec).cid == cid_for(b"2")
+    assert DocumentStore(tmp_path).get(file_id) == [rec]        # durable across a reopen
+    with sqlite3.connect(tmp_path / "storage" / "documents.sqlite3") as db:
+        db.execute("UPDATE documents SET signed = substr(signed, 1, length(signed) - 3)")
+    assert store.get(file_id) == []                               # rot is dropped, not served
+
+
+def test_old_file_layout_is_imported(tmp_path: Path) -> None:
+    owner = nacl.signing.SigningKey.generate()
+    body = _body(owner)
+    signed = sign_manifest(body, owner)
+    folder = tmp_path / "storage" / "manifests" / cid_for(b"")
+    folder.mkdir(parents=True)
+    (folder / f"{body.file_id}.mf").write_bytes(signed.SerializeToString())
+    file_id, nonce = new_file_id(bytes(owner.verify_key))
+    doc = sign_document(file_id, nonce, cid_for(b"1"), owner, 1000)
+    (tmp_path / "storage" / "documents").mkdir()
+    (tmp_path / "storage" / "documents" / f"{file_id}.doc").write_bytes(doc.SerializeToString())
+    assert ManifestStore(tmp_path).get(cid_for(b"")) == [signed]
+    assert DocumentStore(tmp_path).get(file_id) == [doc]
+    assert not (tmp_path / "storage" / "manifests").exists()
 
 
 def test_keyring(tmp_path: Path) -> None:

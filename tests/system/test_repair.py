@@ -7,9 +7,11 @@ fragment hash must be on some live node's disk with bytes that still hash to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
+import sqlite3
 import time
 from pathlib import Path
 
@@ -26,11 +28,14 @@ def manifests(nodes: list[NodeProc]) -> dict[str, storage_pb2.ManifestBody]:
     """Every manifest body on the given nodes' disks, by CID."""
     out: dict[str, storage_pb2.ManifestBody] = {}
     for node in nodes:
-        root = node.data_dir / "storage" / "manifests"
-        for path in root.glob("*/*.mf") if root.is_dir() else []:
-            signed = storage_pb2.SignedManifest.FromString(path.read_bytes())
-            body = storage_pb2.ManifestBody.FromString(signed.body)
-            out[body.cid] = body
+        db = node.data_dir / "storage" / "manifests.sqlite3"
+        if not db.exists():
+            continue
+        with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+            for (raw,) in conn.execute("SELECT signed FROM manifests"):
+                signed = storage_pb2.SignedManifest.FromString(raw)
+                body = storage_pb2.ManifestBody.FromString(signed.body)
+                out[body.cid] = body
     return out
 
 

@@ -69,21 +69,18 @@ def _plant_lying_manifest(cluster: NodeCluster, cid: str, lie: str) -> None:
     """Re-sign node 0's default user's manifest of ``cid`` as if it were ``lie``'s."""
     from proto import storage_pb2
     from storage.keyring import Keyring
-    from storage.manifest import sign_manifest
+    from storage.manifest import ManifestStore, sign_manifest
 
     owner = Keyring(cluster.nodes[0].data_dir).get("default")
     signed = None
-    for node in cluster.nodes:
-        for p in (node.data_dir / "storage" / "manifests" / cid).glob("*.mf"):
-            signed = storage_pb2.SignedManifest.FromString(p.read_bytes())
+    for node in cluster.nodes:      # the nodes' manifest stores (SQLite, WAL: shared safely)
+        signed = next(iter(ManifestStore(node.data_dir).get(cid)), signed)
     assert signed is not None
     body = storage_pb2.ManifestBody.FromString(signed.body)
     body.cid = lie
-    forged = sign_manifest(body, owner).SerializeToString()
+    forged = sign_manifest(body, owner)
     for node in cluster.nodes:
-        folder = node.data_dir / "storage" / "manifests" / lie
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{body.file_id}.mf").write_bytes(forged)
+        ManifestStore(node.data_dir).put(forged)
 
 
 async def test_storage_end_to_end(tmp_path: Path) -> None:
