@@ -622,31 +622,39 @@ class FileStore:
                     unreachable.append(node_id)
                 return []
 
+        def keep(answer: list[storage_pb2.SignedManifest]) -> bool:
+            hit = False
+            for signed in answer:
+                try:
+                    m = verify_manifest(signed, cid)
+                except InvalidArgumentError:
+                    continue
+                found.setdefault(hashlib.sha256(signed.body).digest(), m)
+                hit = hit or (enough is not None and enough(m))
+            return hit
+
         for n in (self.defaults.m + 1, 3 * (self.defaults.m + 1) + 2):
             peers = [p for p in await self.network.closest(key, n) if p not in asked]
             asked.update(peers)
+            fresh = bool(peers)
+            me = self.network.self_id
+            if me in peers:            # a replica here: no channel, and no remote work if enough
+                peers.remove(me)
+                if keep(await one(me)):
+                    return list(found.values())
             pending = {asyncio.create_task(one(p)) for p in peers}
             try:
                 while pending:
                     done, pending = await asyncio.wait(pending,
                                                        return_when=asyncio.FIRST_COMPLETED)
-                    hit = False
-                    for task in done:
-                        for signed in task.result():
-                            try:
-                                m = verify_manifest(signed, cid)
-                            except InvalidArgumentError:
-                                continue
-                            found.setdefault(hashlib.sha256(signed.body).digest(), m)
-                            hit = hit or (enough is not None and enough(m))
-                    if hit:
+                    if sum(keep(task.result()) for task in done):
                         return list(found.values())
             finally:
                 for task in pending:
                     task.cancel()
                 if pending:
                     await asyncio.gather(*pending, return_exceptions=True)
-            if found or not peers:
+            if found or not fresh:
                 break
         return list(found.values())
 
