@@ -65,14 +65,16 @@ class GrantRecord(_message.Message):
     def __init__(self, file: _Optional[_Union[FileBinding, _Mapping]] = ..., grantee_key: _Optional[bytes] = ..., revoke: _Optional[bool] = ..., seq: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., time_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Bundle(_message.Message):
-    __slots__ = ("file_id", "grants", "records")
+    __slots__ = ("file_id", "grants", "records", "manifests")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MANIFESTS_FIELD_NUMBER: _ClassVar[int]
     file_id: bytes
     grants: _containers.RepeatedScalarFieldContainer[bytes]
     records: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, file_id: _Optional[bytes] = ..., grants: _Optional[_Iterable[bytes]] = ..., records: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    manifests: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, file_id: _Optional[bytes] = ..., grants: _Optional[_Iterable[bytes]] = ..., records: _Optional[_Iterable[bytes]] = ..., manifests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PushReply(_message.Message):
     __slots__ = ("accepted", "duplicate", "refused")

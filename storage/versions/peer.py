@@ -4,7 +4,9 @@ Methods (all unary; bodies are proto/versions.proto messages):
     versions.Digest  DigestRequest -> Digest      ids of the valid records and grants held, and
                                                   the heads' records (a reader's read-ahead)
     versions.Pull    PullRequest   -> Bundle      the named (or all) valid records and grants
-    versions.Push    Bundle        -> PushReply   verify every record, keep what passes
+    versions.Push    Bundle        -> PushReply   verify every record, keep what passes; a
+                                                  Revise's push also carries the content's
+                                                  manifest (verified, handed to manifest_sink)
 A replica answers only with records that are valid in its set, and keeps only what passes
 VersionSet.add: a record with a bad signature is refused and so is never forwarded.
 
@@ -19,13 +21,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
-from mesh.errors import InvalidArgumentError, ResourceExhaustedError, UnavailableError
-from proto import versions_pb2
+from mesh.errors import InvalidArgumentError, MeshError, ResourceExhaustedError, UnavailableError
+from proto import storage_pb2, versions_pb2
+from storage.manifest import Manifest, verify_manifest
 from storage.versions.records import FILE_ID_BYTES, encode
 from storage.versions.store import VersionStore
 from storage.versions.vset import VersionSet
@@ -34,6 +38,7 @@ HOOKS_ENV = "TW_MESH_VERSIONS_TEST_HOOKS"
 HOOKS_FILE = "versions-test.json"
 MAX_BODY = 32 * 2**20
 MAX_IDS = 100_000
+MAX_MANIFESTS = 4
 
 
 class FaultHooks:
@@ -86,6 +91,7 @@ class VersionHandlers:
         self.hooks = hooks
         self.refused = 0
         self.calls = 0
+        self.manifest_sink: Callable[[Manifest], None] | None = None
 
     def visible(self, file_id: bytes) -> VersionSet:
         vs = self.store.get(file_id)
@@ -110,6 +116,19 @@ class VersionHandlers:
             head_records=[encode(h.record) for h in heads],
         ).SerializeToString()
 
+    def _take_manifests(self, vs: VersionSet, raw: list[bytes]) -> None:
+        """Hand the manifests of the heads' content that verify to ``manifest_sink``."""
+        if self.manifest_sink is None or not raw:
+            return
+        cids = {h.cid for h in vs.heads()}
+        for data in raw[:MAX_MANIFESTS]:
+            try:
+                m = verify_manifest(storage_pb2.SignedManifest.FromString(data))
+            except (DecodeError, MeshError):
+                continue
+            if m.cid in cids:
+                self.manifest_sink(m)
+
     async def pull(self, body: bytes) -> bytes:
         self.calls += 1
         req = parse(versions_pb2.PullRequest, body)
@@ -133,6 +152,7 @@ class VersionHandlers:
             raise ResourceExhaustedError("too many records in one push")
         result = self.store.ingest_bytes(fid, list(req.grants), list(req.records))
         self.refused += len(result.refused)
+        self._take_manifests(self.store.get(fid), list(req.manifests))
         return versions_pb2.PushReply(
             accepted=result.accepted, duplicate=result.duplicate,
             refused=[f"{vid.hex()[:16]}: {type(exc).__name__}: {exc}"

@@ -34,6 +34,7 @@ from mesh.errors import (
 )
 from mesh.identity import Identity
 from proto import taskworker_pb2, versions_pb2
+from storage.manifest import Manifest
 from storage.versions.peer import FaultHooks, VersionHandlers
 from storage.versions.reads import ContentReader, LatestGuess, ReadAhead, cancel
 from storage.versions.records import (
@@ -91,6 +92,7 @@ class VersionService:
                                ("versions.Pull", self.handlers.pull),
                                ("versions.Push", self.handlers.push)):
                 ctx.channel_server.handle(method, self._guarded(fn))
+        self.handlers.manifest_sink = self._remember_manifest
         ctx.registry["versions"] = self
 
     def _guarded(self, fn: Callable[[bytes], Awaitable[bytes]]
@@ -147,8 +149,16 @@ class VersionService:
                    ) -> SyncResult:
         return await self.replication.sync(fid, persist=persist, on_digest=on_digest)
 
-    async def _push_records(self, fid: bytes, result: SyncResult) -> int:
-        return await self.replication.push_records(fid, result)
+    async def _push_records(self, fid: bytes, result: SyncResult,
+                            manifests: list[bytes] | None = None) -> int:
+        return await self.replication.push_records(fid, result, manifests)
+
+    def _remember_manifest(self, manifest: Manifest) -> None:
+        """A replica was handed the manifest of a new version's content (peer.py)."""
+        try:
+            self.reads.remember(manifest)
+        except MeshError:
+            pass                    # no storage service here: nothing reads content
 
     async def _anti_entropy(self) -> None:
         while True:
@@ -290,7 +300,8 @@ class VersionService:
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(asyncio.to_thread(self.store.commit, record))
-                    tg.create_task(self._push_records(fid, result))
+                    tg.create_task(self._push_records(fid, result, [
+                        pushed.manifest.signed.SerializeToString()] if pushed.manifest else None))
             except ExceptionGroup as group:          # the commit's own error, unwrapped
                 raise group.exceptions[0] from None
             t_end = time.perf_counter()

@@ -190,7 +190,8 @@ class ReplicaSync:
 
     async def _push_missing(self, fid: bytes, work: VersionSet,
                             live: list[tuple[mesh_pb2.PeerRecord, versions_pb2.Digest]],
-                            quorum: int | None = None) -> int:
+                            quorum: int | None = None,
+                            manifests: list[bytes] | None = None) -> int:
         """Push each peer what its digest lacks; returns how many peers took a push.
 
         With ``quorum``, return once that many peers have acknowledged; the other pushes go
@@ -210,7 +211,8 @@ class ReplicaSync:
                 return False
             bundle = versions_pb2.Bundle(
                 file_id=fid, grants=[g.SerializeToString(deterministic=True) for g in grants],
-                records=[r.SerializeToString(deterministic=True) for r in records])
+                records=[r.SerializeToString(deterministic=True) for r in records],
+                manifests=manifests if records else None)
             try:
                 await self._call(p, "versions.Push", bundle.SerializeToString())
                 self.counters["records_pushed"] += len(records)
@@ -230,7 +232,10 @@ class ReplicaSync:
             t.add_done_callback(self._background.discard)
         return done_ok
 
-    async def push_records(self, fid: bytes, result: SyncResult) -> int:
+    async def push_records(self, fid: bytes, result: SyncResult,
+                           manifests: list[bytes] | None = None) -> int:
+        """Push the replicas what they lack (with ``manifests``: serialized SignedManifests of
+        the new records' content); returns once one remote replica took it."""
         peers = result.peers or await self._replica_peers(fid, self.replicas)
         live = [(p, result.digests.get(p.node_id, versions_pb2.Digest())) for p in peers]
-        return await self._push_missing(fid, result.vs, live, quorum=1)
+        return await self._push_missing(fid, result.vs, live, quorum=1, manifests=manifests)

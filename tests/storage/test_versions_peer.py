@@ -9,7 +9,7 @@ import pytest
 
 from mesh.errors import InvalidArgumentError, UnavailableError
 from mesh.identity import Identity
-from proto import versions_pb2
+from proto import storage_pb2, versions_pb2
 from storage.cid import cid_for
 from storage.versions.peer import HOOKS_ENV, HOOKS_FILE, FaultHooks, VersionHandlers
 from storage.versions.records import encode, new_binding, record_id, sign_grant
@@ -137,3 +137,31 @@ async def test_content_reader_refuses_more_than_a_unary_get_before_reading() -> 
     with pytest.raises(InvalidArgumentError, match="GetStream"):
         await ContentReader(Files()).read("big", OWNER.signing_key)
     assert read == []
+
+
+async def test_pushed_manifests_reach_the_sink_only_when_valid_and_a_heads(tmp_path: Path) -> None:
+    """A Revise's push carries its content's manifest: a replica keeps it (in memory) only if
+    its signature verifies and it is the content of a head of that file."""
+    from storage.documents import new_file_id
+    from storage.manifest import Manifest, sign_manifest
+
+    def manifest(data: bytes) -> bytes:
+        body = storage_pb2.ManifestBody(
+            format=1, cid=cid_for(data), file_id=new_file_id(OWNER.public_key)[0],
+            size=len(data), k=4, m=2, stripe_size=4096, codec_format=1, packet_size=32768,
+            matrix="reedsolo", owner_key=OWNER.public_key)
+        return sign_manifest(body, OWNER.signing_key).SerializeToString()
+
+    src = VersionStore(tmp_path / "src", durable=False)
+    b = new_binding(OWNER.public_key)
+    g = src.revise(OWNER, b, cid_for(b""))
+    h = handlers(tmp_path / "dst")
+    got: list[Manifest] = []
+    h.manifest_sink = got.append
+    forged = bytearray(manifest(b""))
+    forged[-1] ^= 1                                                    # signature broken
+    bundle = versions_pb2.Bundle(file_id=b.file_id, records=[encode(g)], manifests=[
+        b"junk", bytes(forged), manifest(b"not a head's content"), manifest(b"")])
+    reply = versions_pb2.PushReply.FromString(await h.push(bundle.SerializeToString()))
+    assert reply.accepted == 1
+    assert [m.cid for m in got] == [cid_for(b"")]

@@ -398,8 +398,19 @@ async def test_get_latest_reads_ahead_only_what_the_sync_confirms(tmp_path: Path
         # the grant sealed the key to her in a newer manifest
         hooks(cluster, 0)
         hooks(cluster, 1)
-        v4 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v4"))
+        v4 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v4" * 4000))
         carol = create_user(cluster, 0, "carol")
         assert run_cli("grant", fid, carol, api=cluster.nodes[0].api).returncode == 0
         g = await s0.Get(taskworker_pb2.GetRequest(file_id=fid, user_id="carol"))
-        assert g.file_data == b"v4" and g.version == v4.version
+        assert g.file_data == b"v4" * 4000 and g.version == v4.version
+
+        # the Revise pushed v4's manifest with its record: replica node 1 reads v4 without
+        # fetching the manifest (once the push reached it; it may have been the background one)
+        async def node1_has_v4() -> bool:
+            return any(v.id.hex() == v4.version for v in disk_sets(cluster, fid)[1].valid())
+        await until(node1_has_v4, "v4 never reached node 1")
+        g = await s1.Get(taskworker_pb2.GetRequest(file_id=fid, user_id="bob"))
+        assert g.file_data == b"v4" * 4000 and g.version == v4.version
+        st1 = json.loads((await cluster.stub(1, taskworker_pb2_grpc.NodeServiceStub).Status(
+            taskworker_pb2.StatusRequest())).json)["services"]["versions"]
+        assert st1["manifest_cache_hits"] >= 1
