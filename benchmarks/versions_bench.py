@@ -10,8 +10,9 @@ Run: ``.venv/bin/python -m benchmarks.versions_bench [--runs 15] [--no-tahoe] [-
   Get(file_id) (sync with the replicas, single head, fetch k fragments, decode, decrypt, verify
   the CID). Private file (key sealed to the owner). A plain Push of the same 1 MiB is timed
   too: it is the floor under Revise (whose content is stored exactly like a Push). Get latest is
-  also timed on node 1 by a user granted write access there: a node that did not store the
-  version, so it has no cached manifest of it (node 0 reads the manifest its Revise stored).
+  also timed, by a user granted write access there, on another version replica of the file (it
+  was pushed the record and its content's manifest by the Revise) and on a node that holds no
+  records of the file (it syncs with the replicas, pulls the new record, fetches the manifest).
 * Tahoe-LAFS 1.20 (benchmarks/tahoe.py): introducer + 5 storage nodes + client, 4-of-6; one
   MDMF mutable file created, then each run PUTs fresh 1 MiB to its write cap (modify) and GETs
   it (read) through the web API. Private network namespace, loopback only.
@@ -33,9 +34,12 @@ from pathlib import Path
 
 from benchmarks.report import append_results, machine_line
 from proto import taskworker_pb2, taskworker_pb2_grpc
+from storage.versions.records import parse_file_id
+from storage.versions.sync import replica_key
 from tests.support.nodes import NodeCluster, run_cli
 
 MiB = 1 << 20
+REPLICAS = 3                    # versions replicas: m + 1 with the default (4, 2)
 
 
 def _med(xs: list[float]) -> float:
@@ -47,10 +51,33 @@ def _pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
+async def _readers(cluster: NodeCluster, fid: str
+                   ) -> dict[str, taskworker_pb2_grpc.FileServiceStub]:
+    """A user granted on another replica of ``fid`` and on a node holding no records of it."""
+    ids = [(await cluster.peers_of(i)).self_id for i in range(len(cluster.nodes))]
+    closest = await cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub).Closest(
+        taskworker_pb2.ClosestRequest(key=replica_key(parse_file_id(fid)), n=REPLICAS))
+    replicas = {ids.index(p.node_id) for p in closest.peers}
+    picks = {"read_replica": [i for i in range(1, len(ids)) if i in replicas],
+             "read_far": [i for i in range(1, len(ids)) if i not in replicas]}
+    out = {}
+    for key, nodes in picks.items():
+        if not nodes:
+            continue
+        made = await asyncio.to_thread(run_cli, "user", "create", "bench-reader",
+                                       "--data-dir", str(cluster.nodes[nodes[0]].data_dir))
+        assert made.returncode == 0, made.stderr
+        await cluster.stub(0, taskworker_pb2_grpc.FileServiceStub).Grant(
+            taskworker_pb2.GrantRequest(file_id=fid, grantee=made.stdout.decode().split()[1]))
+        out[key] = cluster.stub(nodes[0], taskworker_pb2_grpc.FileServiceStub)
+    return out
+
+
 async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                 ) -> tuple[dict[str, list[float]], dict[str, list[float]] | None]:
     """Both systems up at once, operations interleaved run by run, so they share the load."""
-    mesh: dict[str, list[float]] = {"modify": [], "read": [], "push": [], "read_other": []}
+    mesh: dict[str, list[float]] = {"modify": [], "read": [], "push": [], "read_replica": [],
+                                    "read_far": []}
     tahoe: dict[str, list[float]] | None = {"modify": [], "read": []} if use_tahoe else None
     grid = None
     if use_tahoe:
@@ -64,12 +91,7 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
             node = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
             r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(size)))
             fid = r.file_id
-            other = cluster.stub(1, taskworker_pb2_grpc.FileServiceStub)
-            made = await asyncio.to_thread(run_cli, "user", "create", "bench-reader",
-                                           "--data-dir", str(cluster.nodes[1].data_dir))
-            assert made.returncode == 0, made.stderr
-            await stub.Grant(taskworker_pb2.GrantRequest(file_id=fid,
-                                                         grantee=made.stdout.decode().split()[1]))
+            readers = await _readers(cluster, fid)
             cap = grid.mutable_create(os.urandom(size), fmt="MDMF") if grid else ""
             for i in range(runs + 2):                       # two warm-up runs
                 data = os.urandom(size)
@@ -84,10 +106,13 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                 plain = await stub.Push(taskworker_pb2.PushRequest(file_data=data), timeout=120)
                 t3 = time.perf_counter()
                 assert plain.cid == rev.cid
-                g = await other.Get(taskworker_pb2.GetRequest(file_id=fid, user_id="bench-reader"),
-                                    timeout=120)
-                t4 = time.perf_counter()
-                assert g.file_data == data and g.version == rev.version
+                lat: dict[str, float] = {}
+                for key, reader in readers.items():
+                    t = time.perf_counter()
+                    g = await reader.Get(taskworker_pb2.GetRequest(
+                        file_id=fid, user_id="bench-reader"), timeout=120)
+                    lat[key] = time.perf_counter() - t
+                    assert g.file_data == data and g.version == rev.version
                 status = json.loads((await node.Status(taskworker_pb2.StatusRequest())).json)
                 vstatus = status["services"]["versions"]
                 phases = {**vstatus["last_revise_ms"],
@@ -98,7 +123,8 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                     mesh["modify"].append(t1 - t0)
                     mesh["read"].append(t2 - t1)
                     mesh["push"].append(t3 - t2)
-                    mesh["read_other"].append(t4 - t3)
+                    for key, t in lat.items():
+                        mesh[key].append(t)
                 if grid is not None and tahoe is not None:
                     data = os.urandom(size)
                     t0 = time.perf_counter()
@@ -121,8 +147,11 @@ def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None,
     lines = ["| op (1 MiB) | tw-mesh p50 | tw-mesh p90 | Tahoe-LAFS 1.20 MDMF p50 | "
              "tw-mesh / Tahoe | goal |", "|---|---|---|---|---|---|"]
     for key, label in (("modify", "Revise vs MDMF modify"), ("read", "Get latest vs MDMF read"),
-                       ("read_other", "Get latest on another node vs MDMF read")):
-        theirs_key = "read" if key == "read_other" else key
+                       ("read_replica", "Get latest on another replica vs MDMF read"),
+                       ("read_far", "Get latest on a node holding no records vs MDMF read")):
+        if not mesh[key]:
+            continue
+        theirs_key = "modify" if key == "modify" else "read"
         ours = _med(mesh[key]) * 1e3
         theirs = _med(tahoe[theirs_key]) * 1e3 if tahoe else float("nan")
         ratio = f"{ours / theirs:.2f}" if tahoe else "–"
