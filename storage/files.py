@@ -452,15 +452,16 @@ class FileStore:
         body = self._manifest_body(cid, file_id, len(data), codec, opts, bytes(owner.verify_key),
                                    file_key, b"", [], [], False)
         body.inline = seal_inline(file_key, data, file_id)
+        signed = sign_manifest(body, owner)
         self.inflight += 1
         try:
             replicas, docs = await asyncio.gather(
-                self._store_manifest(cid, sign_manifest(body, owner), codec.m + 1),
-                self.documents.create(file_id, cid, owner, nonce))
+                self._store_manifest(cid, signed, codec.m + 1),
+                self.documents.create(file_id, cid, owner, nonce) if opts.document
+                else _const(1))
         finally:
             self.inflight -= 1
-        warnings: list[str] = []
-        result = self._finish(body, replicas, docs, warnings)
+        result = self._finish(body, replicas, docs, [], signed)
         result.under_replicated = replicas < codec.m + 1
         return result
 

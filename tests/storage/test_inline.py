@@ -126,3 +126,14 @@ def test_store_fragment_wire_is_plain_protobuf() -> None:
         req = storage_pb2.StoreFragmentRequest.FromString(
             _with_data(head.SerializeToString(), memoryview(data)))
         assert (req.data, req.index, req.file, req.hash) == (data, 513, "f" * 33, b"h" * 32)
+
+
+async def test_inline_honours_push_options_for_versions(net: FakeNetwork) -> None:
+    """PushOptions.document=False publishes no document record; PushResult.manifest is set."""
+    files = FileStore(net)
+    alice = nacl.signing.SigningKey.generate()
+    r = await files.push_bytes(b"small revision", alice, PushOptions(document=False))
+    assert r.manifest is not None and r.manifest.body.inline and r.manifest.cid == r.cid
+    assert await (await files.open(r.cid, alice)).read_all() == b"small revision"
+    with pytest.raises(NotFoundError):
+        await files.open(r.file_id, alice)
