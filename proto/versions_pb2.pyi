@@ -93,18 +93,20 @@ class DigestRequest(_message.Message):
     def __init__(self, file_id: _Optional[bytes] = ...) -> None: ...
 
 class Digest(_message.Message):
-    __slots__ = ("file_id", "grant_ids", "record_ids", "heads", "head_records")
+    __slots__ = ("file_id", "grant_ids", "record_ids", "heads", "head_records", "head_manifests")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     GRANT_IDS_FIELD_NUMBER: _ClassVar[int]
     RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
     HEADS_FIELD_NUMBER: _ClassVar[int]
     HEAD_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_MANIFESTS_FIELD_NUMBER: _ClassVar[int]
     file_id: bytes
     grant_ids: _containers.RepeatedScalarFieldContainer[bytes]
     record_ids: _containers.RepeatedScalarFieldContainer[bytes]
     heads: _containers.RepeatedScalarFieldContainer[bytes]
     head_records: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, file_id: _Optional[bytes] = ..., grant_ids: _Optional[_Iterable[bytes]] = ..., record_ids: _Optional[_Iterable[bytes]] = ..., heads: _Optional[_Iterable[bytes]] = ..., head_records: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    head_manifests: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, file_id: _Optional[bytes] = ..., grant_ids: _Optional[_Iterable[bytes]] = ..., record_ids: _Optional[_Iterable[bytes]] = ..., heads: _Optional[_Iterable[bytes]] = ..., head_records: _Optional[_Iterable[bytes]] = ..., head_manifests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("file_id", "grant_ids", "record_ids", "all")

@@ -2,7 +2,8 @@
 
 Methods (all unary; bodies are proto/versions.proto messages):
     versions.Digest  DigestRequest -> Digest      ids of the valid records and grants held, and
-                                                  the heads' records (a reader's read-ahead)
+                                                  the heads' records and the manifests of their
+                                                  content it holds (a reader's read-ahead)
     versions.Pull    PullRequest   -> Bundle      the named (or all) valid records and grants
     versions.Push    Bundle        -> PushReply   verify every record, keep what passes; a
                                                   Revise's push also carries the content's
@@ -92,6 +93,7 @@ class VersionHandlers:
         self.refused = 0
         self.calls = 0
         self.manifest_sink: Callable[[Manifest], None] | None = None
+        self.manifest_source: Callable[[str], Manifest | None] | None = None
 
     def visible(self, file_id: bytes) -> VersionSet:
         vs = self.store.get(file_id)
@@ -110,10 +112,13 @@ class VersionHandlers:
         req = parse(versions_pb2.DigestRequest, body)
         vs = self.visible(_check_file(req.file_id))
         heads = vs.heads()
+        source = self.manifest_source
+        known = [m for h in heads if source is not None and (m := source(h.cid)) is not None]
         return versions_pb2.Digest(
             file_id=req.file_id, grant_ids=sorted(vs.grant_ids()),
             record_ids=sorted(vs.valid_ids()), heads=[h.id for h in heads],
             head_records=[encode(h.record) for h in heads],
+            head_manifests=[m.signed.SerializeToString() for m in known],
         ).SerializeToString()
 
     def _take_manifests(self, vs: VersionSet, raw: list[bytes]) -> None:

@@ -26,11 +26,12 @@ from collections import OrderedDict
 from typing import Any
 
 import nacl.signing
+from google.protobuf.message import DecodeError
 
 from mesh.errors import InvalidArgumentError, MeshError
-from proto import versions_pb2
+from proto import storage_pb2, versions_pb2
 from storage.files import Reader
-from storage.manifest import Manifest
+from storage.manifest import Manifest, verify_manifest
 from storage.servicer import UNARY_GET_MAX
 from storage.versions.errors import VersionError
 from storage.versions.records import decode_version, record_id
@@ -65,6 +66,10 @@ class ContentReader:
     def remember(self, manifest: Manifest | None) -> None:
         if manifest is not None:
             self._manifests.put(manifest.cid, manifest)
+
+    def cached(self, cid: str) -> Manifest | None:
+        m: Manifest | None = self._manifests.get(cid)
+        return m
 
     def _key(self, m: Manifest, user: nacl.signing.SigningKey) -> bytes | None:
         slot = (m.cid, hashlib.sha256(m.signed.body).digest(), bytes(user.verify_key))
@@ -149,13 +154,21 @@ class ReadAhead:
         self.tasks[version_id] = asyncio.create_task(self.reader.read(cid, self.user))
 
     def offer(self, digest: versions_pb2.Digest) -> None:
-        """A replica's Digest arrived: read its head too if it is a single one."""
+        """A replica's Digest arrived: read its head too if it is a single one (with the
+        manifest of its content the replica sent, if that verifies)."""
         if len(digest.head_records) != 1:
             return
         try:
             record = decode_version(digest.head_records[0])
         except VersionError:
             return
+        for raw in digest.head_manifests[:1]:
+            try:
+                m = verify_manifest(storage_pb2.SignedManifest.FromString(raw), record.cid)
+            except (DecodeError, MeshError):
+                continue
+            if self.reader.cached(m.cid) is None:
+                self.reader.remember(m)
         self.start(record_id(record), record.cid)
 
     def take(self, version_id: bytes) -> asyncio.Task[tuple[bytes, Reader]] | None:

@@ -93,6 +93,7 @@ class VersionService:
                                ("versions.Push", self.handlers.push)):
                 ctx.channel_server.handle(method, self._guarded(fn))
         self.handlers.manifest_sink = self._remember_manifest
+        self.handlers.manifest_source = self._cached_manifest
         ctx.registry["versions"] = self
 
     def _guarded(self, fn: Callable[[bytes], Awaitable[bytes]]
@@ -152,6 +153,9 @@ class VersionService:
     async def _push_records(self, fid: bytes, result: SyncResult,
                             manifests: list[bytes] | None = None) -> int:
         return await self.replication.push_records(fid, result, manifests)
+
+    def _cached_manifest(self, cid: str) -> Manifest | None:
+        return self._reads.cached(cid) if self._reads is not None else None
 
     def _remember_manifest(self, manifest: Manifest) -> None:
         """A replica was handed the manifest of a new version's content (peer.py)."""

@@ -19,6 +19,17 @@ OWNER = Identity.from_seed(b"peer-owner")
 ALICE = Identity.from_seed(b"peer-alice")
 
 
+def manifest(data: bytes) -> bytes:
+    """A signed manifest of ``data`` (as a Push would make; no fragments behind it)."""
+    from storage.documents import new_file_id
+    from storage.manifest import sign_manifest
+    body = storage_pb2.ManifestBody(
+        format=1, cid=cid_for(data), file_id=new_file_id(OWNER.public_key)[0],
+        size=len(data), k=4, m=2, stripe_size=4096, codec_format=1, packet_size=32768,
+        matrix="reedsolo", owner_key=OWNER.public_key)
+    return sign_manifest(body, OWNER.signing_key).SerializeToString()
+
+
 def handlers(tmp: Path) -> VersionHandlers:
     return VersionHandlers(VersionStore(tmp, durable=False), FaultHooks(tmp))
 
@@ -142,15 +153,7 @@ async def test_content_reader_refuses_more_than_a_unary_get_before_reading() -> 
 async def test_pushed_manifests_reach_the_sink_only_when_valid_and_a_heads(tmp_path: Path) -> None:
     """A Revise's push carries its content's manifest: a replica keeps it (in memory) only if
     its signature verifies and it is the content of a head of that file."""
-    from storage.documents import new_file_id
-    from storage.manifest import Manifest, sign_manifest
-
-    def manifest(data: bytes) -> bytes:
-        body = storage_pb2.ManifestBody(
-            format=1, cid=cid_for(data), file_id=new_file_id(OWNER.public_key)[0],
-            size=len(data), k=4, m=2, stripe_size=4096, codec_format=1, packet_size=32768,
-            matrix="reedsolo", owner_key=OWNER.public_key)
-        return sign_manifest(body, OWNER.signing_key).SerializeToString()
+    from storage.manifest import Manifest
 
     src = VersionStore(tmp_path / "src", durable=False)
     b = new_binding(OWNER.public_key)
@@ -165,3 +168,47 @@ async def test_pushed_manifests_reach_the_sink_only_when_valid_and_a_heads(tmp_p
     reply = versions_pb2.PushReply.FromString(await h.push(bundle.SerializeToString()))
     assert reply.accepted == 1
     assert [m.cid for m in got] == [cid_for(b"")]
+
+
+async def test_digest_hands_a_reader_the_heads_manifest(tmp_path: Path) -> None:
+    """A replica holding the manifest of a head's content sends it in its Digest; a reader
+    reading that head ahead keeps it if it verifies for that CID (else it fetches its own)."""
+    from typing import Any
+
+    from storage.manifest import Manifest, verify_manifest
+    from storage.versions.reads import ReadAhead
+
+    h = handlers(tmp_path)
+    b = new_binding(OWNER.public_key)
+    head = h.store.revise(OWNER, b, cid_for(b""))
+    good = verify_manifest(storage_pb2.SignedManifest.FromString(manifest(b"")))
+    h.manifest_source = {good.cid: good}.get
+    d = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert list(d.head_manifests) == [good.signed.SerializeToString()]
+
+    class Reader:
+        def __init__(self) -> None:
+            self.kept: dict[str, Manifest] = {}
+
+        def cached(self, cid: str) -> Manifest | None:
+            return self.kept.get(cid)
+
+        def remember(self, m: Manifest) -> None:
+            self.kept[m.cid] = m
+
+        async def read(self, cid: str, user: Any) -> tuple[bytes, Any]:
+            return b"", None
+
+    r = Reader()
+    ahead = ReadAhead(r, OWNER.signing_key)  # type: ignore[arg-type]
+    ahead.offer(d)
+    assert list(r.kept) == [cid_for(b"")] and record_id(head) in ahead.tasks
+    await ahead.close()
+    # a manifest for some other content is not taken for the head's
+    lie = versions_pb2.Digest(head_records=d.head_records, head_manifests=[manifest(b"other")])
+    r2 = Reader()
+    ahead = ReadAhead(r2, OWNER.signing_key)  # type: ignore[arg-type]
+    ahead.offer(lie)
+    assert r2.kept == {} and record_id(head) in ahead.tasks
+    await ahead.close()

@@ -414,3 +414,31 @@ async def test_get_latest_reads_ahead_only_what_the_sync_confirms(tmp_path: Path
         st1 = json.loads((await cluster.stub(1, taskworker_pb2_grpc.NodeServiceStub).Status(
             taskworker_pb2.StatusRequest())).json)["services"]["versions"]
         assert st1["manifest_cache_hits"] >= 1
+
+
+async def test_a_node_holding_no_records_gets_the_heads_manifest_from_a_replica(
+        tmp_path: Path) -> None:
+    extra = ["--sweep-interval", "0.5", "--sync-interval", "0", "--versions-replicas", "2"]
+    async with NodeCluster(tmp_path, 4, extra=extra) as cluster:
+        ids = [(await cluster.peers_of(i)).self_id for i in range(4)]
+        s0 = cluster.stub(0, Stub)
+        fid = (await s0.Push(taskworker_pb2.PushRequest(file_data=b"a" * 9000))).file_id
+        closest = await cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub).Closest(
+            taskworker_pb2.ClosestRequest(key=replica_key(parse_file_id(fid)), n=2))
+        replicas = [ids.index(p.node_id) for p in closest.peers]
+        far = next(i for i in range(1, 4) if i not in replicas)
+        reader = create_user(cluster, far, "reader")
+        assert run_cli("grant", fid, reader, api=cluster.nodes[0].api).returncode == 0
+        v2 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"b" * 9000))
+
+        async def replicas_have_v2() -> bool:
+            sets = disk_sets(cluster, fid)
+            return all(any(v.id.hex() == v2.version for v in sets[i].valid()) for i in replicas)
+        await until(replicas_have_v2, "v2 never reached both replicas")
+        await asyncio.sleep(0.5)           # the manifest is taken right after the records
+        g = await cluster.stub(far, Stub).Get(taskworker_pb2.GetRequest(file_id=fid,
+                                                                        user_id="reader"))
+        assert g.file_data == b"b" * 9000 and g.version == v2.version
+        st = json.loads((await cluster.stub(far, taskworker_pb2_grpc.NodeServiceStub).Status(
+            taskworker_pb2.StatusRequest())).json)["services"]["versions"]
+        assert st["manifest_cache_hits"] == 1 and st["read_ahead_used"] == 1
