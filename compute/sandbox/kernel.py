@@ -31,7 +31,7 @@ _prctl.restype = ctypes.c_int
 _get_errno = ctypes.get_errno
 # libc fork() called with the GIL held (PyDLL), skipping CPython's at-fork bookkeeping: see
 # fork_bare(). Bound once in the zygote.
-_fork = ctypes.PyDLL(None).fork
+_fork = ctypes.PyDLL(None, use_errno=True).fork
 _fork.argtypes = []
 _fork.restype = ctypes.c_int
 
