@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from compute.deploy import sandbox_source
 from compute.sandbox import SandboxPool, UserCodeError
-from taskworker.worker import TaskWorkerError, capture, sandbox_source
+from taskworker.worker import TaskWorkerError, capture
 
 SEED = '''import asyncio
 import json, os
