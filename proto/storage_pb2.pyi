@@ -161,16 +161,20 @@ class DeleteFragmentReply(_message.Message):
     def __init__(self, removed: _Optional[bool] = ...) -> None: ...
 
 class StoreManifestRequest(_message.Message):
-    __slots__ = ("manifest",)
+    __slots__ = ("manifest", "document")
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     manifest: SignedManifest
-    def __init__(self, manifest: _Optional[_Union[SignedManifest, _Mapping]] = ...) -> None: ...
+    document: SignedDocument
+    def __init__(self, manifest: _Optional[_Union[SignedManifest, _Mapping]] = ..., document: _Optional[_Union[SignedDocument, _Mapping]] = ...) -> None: ...
 
 class StoreManifestReply(_message.Message):
-    __slots__ = ("stored",)
+    __slots__ = ("stored", "document_stored")
     STORED_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_STORED_FIELD_NUMBER: _ClassVar[int]
     stored: bool
-    def __init__(self, stored: _Optional[bool] = ...) -> None: ...
+    document_stored: bool
+    def __init__(self, stored: _Optional[bool] = ..., document_stored: _Optional[bool] = ...) -> None: ...
 
 class FetchManifestsRequest(_message.Message):
     __slots__ = ("cid",)

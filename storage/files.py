@@ -50,10 +50,11 @@ from storage.crypto import (
     seal_stripe,
     seal_stripe_buffer,
 )
-from storage.documents import Documents, is_file_id, new_file_id
+from storage.documents import Documents, is_file_id, new_file_id, sign_document
 from storage.inline import INLINE_MAX, ReplicaHealth, health_of, open_inline, seal_inline
 from storage.manifest import NO_HOLDER, Manifest, manifest_key, sign_manifest, verify_manifest
 from storage.placement import Network, assign, placement_key
+from storage.records import store_records
 
 log = logging.getLogger(__name__)
 
@@ -436,10 +437,7 @@ class FileStore:
         body = self._manifest_body(final_cid, file_id, hasher.size, codec, opts, owner_pub,
                                    file_key, pkey, placer.holders, stripes, under)
         signed = sign_manifest(body, owner)
-        replicas, docs = await asyncio.gather(
-            self._store_manifest(final_cid, signed, codec.m + 1),
-            self.documents.create(file_id, final_cid, owner, nonce) if opts.document
-            else _const(1))
+        replicas, docs = await self._store_records(signed, owner, opts, nonce)
         return self._finish(body, replicas, docs, warnings, signed)
 
     async def _push_inline(self, data: bytes, owner: nacl.signing.SigningKey,
@@ -455,10 +453,7 @@ class FileStore:
         signed = sign_manifest(body, owner)
         self.inflight += 1
         try:
-            replicas, docs = await asyncio.gather(
-                self._store_manifest(cid, signed, codec.m + 1),
-                self.documents.create(file_id, cid, owner, nonce) if opts.document
-                else _const(1))
+            replicas, docs = await self._store_records(signed, owner, opts, nonce)
         finally:
             self.inflight -= 1
         result = self._finish(body, replicas, docs, [], signed)
@@ -506,12 +501,10 @@ class FileStore:
         self.inflight += 1
         signed = sign_manifest(body, owner)
         try:
-            sent, replicas, docs = await asyncio.gather(
+            sent, (replicas, docs) = await asyncio.gather(
                 self._send_stripe(file_id, 0, frags, actual, placer, codec) if data
                 else _const(codec.n),
-                self._store_manifest(cid, signed, codec.m + 1),
-                self.documents.create(file_id, cid, owner, nonce) if opts.document
-                else _const(1))
+                self._store_records(signed, owner, opts, nonce))
         finally:
             self.inflight -= 1
         if data and (sent < codec.n or [f.holder for f in actual.fragments] != planned):
@@ -561,6 +554,17 @@ class FileStore:
         return PushResult(body.cid, body.file_id, body.size, body.k, body.m, placed,
                           body.under_replicated, warnings, replicas,
                           Manifest(body, signed) if signed is not None else None)
+
+    async def _store_records(self, signed: storage_pb2.SignedManifest,
+                             owner: nacl.signing.SigningKey, opts: PushOptions,
+                             nonce: bytes) -> tuple[int, int]:
+        """Manifest and (unless opts.document is off) document record, one concurrent round;
+        returns (manifest replicas, document replicas) stored (storage/records.py)."""
+        body = storage_pb2.ManifestBody.FromString(signed.body)
+        doc = sign_document(body.file_id, nonce, body.cid, owner) if opts.document else None
+        replicas, docs = await store_records(self.network, signed, body.cid, body.m + 1, doc,
+                                             body.file_id, self.documents.replicas)
+        return replicas, docs if opts.document else 1
 
     async def _send_stripe(self, file_id: str, index: int, frags: list[memoryview],
                            stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec) -> int:

@@ -26,7 +26,12 @@ from typing import TypeVar
 from google.protobuf.message import DecodeError, Message
 
 from mesh.channel import Caller, ChannelServer, PeerChannel
-from mesh.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from mesh.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
 from proto import storage_pb2
 from storage.documents import DocumentStore, is_file_id
 from storage.fragstore import FragmentStore
@@ -154,12 +159,23 @@ class StorageHandlers:
         return storage_pb2.DeleteFragmentReply(removed=removed).SerializeToString()
 
     async def store_manifest(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 4096)
+        req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)
+
+        def put() -> bool:
+            self.manifests.put(req.manifest)
+            if not req.HasField("document"):
+                return False
+            try:
+                self.documents.put(req.document)
+            except (InvalidArgumentError, PermissionDeniedError):
+                return False         # the manifest stands; the pusher counts the record missing
+            return True
+
         try:
-            await asyncio.to_thread(self.manifests.put, req.manifest)
+            doc = await asyncio.to_thread(put)
         except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: answer; the pusher counts it
             raise ResourceExhaustedError(f"cannot store the manifest here: {exc}") from exc
-        return storage_pb2.StoreManifestReply(stored=True).SerializeToString()
+        return storage_pb2.StoreManifestReply(stored=True, document_stored=doc).SerializeToString()
 
     async def fetch_manifests(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.FetchManifestsRequest, body, 1024)
@@ -225,9 +241,12 @@ class StorageClient:
             hash=digest, file=file).SerializeToString())
         return _parse(storage_pb2.DeleteFragmentReply, body).removed
 
-    async def store_manifest(self, signed: storage_pb2.SignedManifest) -> None:
-        await self._call("storage.StoreManifest",
-                         storage_pb2.StoreManifestRequest(manifest=signed).SerializeToString())
+    async def store_manifest(self, signed: storage_pb2.SignedManifest,
+                             document: storage_pb2.SignedDocument | None = None) -> bool:
+        """Store a manifest (and a document record with it); True if the record was kept."""
+        body = await self._call("storage.StoreManifest", storage_pb2.StoreManifestRequest(
+            manifest=signed, document=document).SerializeToString())
+        return _parse(storage_pb2.StoreManifestReply, body, 1024).document_stored
 
     async def fetch_manifests(self, cid: str) -> list[storage_pb2.SignedManifest]:
         body = await self._call("storage.FetchManifests",

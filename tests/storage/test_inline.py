@@ -137,3 +137,19 @@ async def test_inline_honours_push_options_for_versions(net: FakeNetwork) -> Non
     assert await (await files.open(r.cid, alice)).read_all() == b"small revision"
     with pytest.raises(NotFoundError):
         await files.open(r.file_id, alice)
+
+
+async def test_manifest_and_document_share_a_call(net: FakeNetwork) -> None:
+    """A peer that keeps both records of a Push gets them in one StoreManifest call."""
+    from storage.documents import document_key
+
+    files = FileStore(net)
+    alice = nacl.signing.SigningKey.generate()
+    before = {n: h.calls for n, h in net.handlers.items()}
+    r = await files.push_bytes(b"two records", alice, PushOptions())
+    mset = set(await net.closest(manifest_key(r.cid), 3))
+    dset = set(await net.closest(document_key(r.file_id), 3))
+    assert sum(h.calls - before[n] for n, h in net.handlers.items()) == len(mset | dset)
+    for node in dset:
+        assert net.handlers[node].documents.get(r.file_id), node.hex()
+    assert await (await files.open(r.file_id, alice)).read_all() == b"two records"
