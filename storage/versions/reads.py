@@ -162,6 +162,9 @@ class ReadAhead:
             record = decode_version(digest.head_records[0])
         except VersionError:
             return
+        vid = record_id(record)
+        if vid in self.tasks or self.user is None or len(self.tasks) >= self.MAX_READS:
+            return                          # already reading it, or reading nothing more
         for raw in digest.head_manifests[:1]:
             try:
                 m = verify_manifest(storage_pb2.SignedManifest.FromString(raw), record.cid)
@@ -169,7 +172,7 @@ class ReadAhead:
                 continue
             if self.reader.cached(m.cid) is None:
                 self.reader.remember(m)
-        self.start(record_id(record), record.cid)
+        self.start(vid, record.cid)
 
     def take(self, version_id: bytes) -> asyncio.Task[tuple[bytes, Reader]] | None:
         return self.tasks.pop(version_id, None)
