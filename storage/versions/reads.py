@@ -2,7 +2,8 @@
 
 A version names its content by CID; reading it takes the manifest (one round to the manifest
 replicas) and then k fragments. ``ContentReader`` keeps the verified manifests of the versions
-this node stored (Revise hands over the one it just signed) or read, so a later Get of that
+this node stored (Revise hands over the one it just signed), was pushed as a replica (with a
+Revise's record), was sent in a replica's Digest (for a head) or read, so a later Get of that
 version goes straight to the fragments. A cached manifest is only a shortcut: if it names no key
 for the reader (a later grant re-sealed the file key in a newer manifest) or its holders do not
 answer, the read starts again from the manifest replicas.
