@@ -1,10 +1,14 @@
 """Sealed channel vs plaintext gRPC between the same two processes, in the same run.
 
-    python -m benchmarks.channel_bench [--rounds 3000] [--mib 64] [--no-append]
+    python -m benchmarks.channel_bench [--rounds 3000] [--mib 64] [--no-malloc-tune] [--no-append]
 
 A server subprocess serves both a plain gRPC echo/sink (bytes in, bytes out, no protobuf work)
 and the sealed PeerChannel with the same handlers; this process measures both, interleaved.
 Goal (issue 3): sealed ≥ 70% of plaintext throughput and ≤ 1.5× plaintext latency.
+
+Both processes run with the allocator settings the channel applies to every node
+(mesh/channel/allocator.py), which serve plaintext and sealed alike; ``--no-malloc-tune``
+measures both with glibc's defaults instead.
 """
 
 from __future__ import annotations
@@ -135,7 +139,11 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=64, help="size of the bulk transfer, MiB")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--no-append", action="store_true", help="don't write RESULTS.md")
+    parser.add_argument("--no-malloc-tune", action="store_true",
+                        help="glibc's default malloc settings in both processes")
     args = parser.parse_args()
+    if args.no_malloc_tune:
+        os.environ["TW_MESH_MALLOC_TUNE"] = "0"         # inherited by the server process
     if args.serve:
         asyncio.run(_serve(bytes.fromhex(args.serve)))
         return
@@ -166,7 +174,9 @@ def main() -> None:
     if not args.no_append:
         append_results("Channel: sealed vs plaintext gRPC (benchmarks/channel_bench.py)",
                        f"{machine_line()}; {args.rounds} interleaved 1 KiB round trips, "
-                       f"{args.mib} MiB streamed in 1 MiB chunks, median of 3; load average "
+                       f"{args.mib} MiB streamed in 1 MiB chunks, median of 3; malloc settings "
+                       f"{'glibc defaults' if args.no_malloc_tune else 'tuned (allocator.py)'}; "
+                       "load average "
                        f"{os.getloadavg()[0]:.1f} (wall-clock figures suffer under load, CPU per "
                        "MiB does not).\n"
                        "Goal: sealed ≥ 70% of plaintext throughput, ≤ 1.5× plaintext latency.",

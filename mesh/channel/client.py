@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from mesh.channel import allocator
 from mesh.channel.frames import Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
 from mesh.channel.session import Session, SessionPolicy
@@ -208,6 +209,7 @@ class ChannelPool:
     def __init__(self, identity: Identity, *, timeouts: ChannelTimeouts | None = None,
                  policy: SessionPolicy | None = None,
                  on_unreachable: Callable[[bytes], None] | None = None) -> None:
+        allocator.tune()
         self.identity = identity
         self.timeouts = timeouts or ChannelTimeouts()
         self.policy = policy or SessionPolicy()

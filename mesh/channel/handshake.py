@@ -29,7 +29,8 @@ from mesh.errors import HandshakeError
 from mesh.identity import NODE_ID_BYTES, Identity, node_id_for, verify_signature
 from proto import peer_pb2
 
-VERSION = 1
+VERSION = 2            # 2: AEGIS-128L frames with 16-byte keys and nonces
+KEY_BYTES = 16         # AEGIS-128L (session.py)
 MAX_CLOCK_SKEW_S = 120.0
 _T1 = b"tw-mesh/handshake/request/v1\x00"
 _T2 = b"tw-mesh/handshake/response/v1\x00"
@@ -64,8 +65,10 @@ def _derive(eph_secret: bytes, peer_eph: bytes, req: peer_pb2.HandshakeRequest,
     except nacl.exceptions.CryptoError as exc:   # low-order point: all-zero shared secret
         raise HandshakeError("peer sent an invalid ephemeral key") from exc
     th = hashlib.blake2b(_t2(req, resp) + resp.signature, digest_size=32).digest()
-    c2s = hashlib.blake2b(dh, key=th, digest_size=32, person=b"tw-mesh-c2s").digest()
-    s2c = hashlib.blake2b(dh, key=th, digest_size=32, person=b"tw-mesh-s2c").digest()
+    # BLAKE2b's parameter block binds the output length, so these are not truncated 32-byte
+    # keys; the personalisation binds the direction and the protocol version.
+    c2s = hashlib.blake2b(dh, key=th, digest_size=KEY_BYTES, person=b"tw-mesh/2/c2s").digest()
+    s2c = hashlib.blake2b(dh, key=th, digest_size=KEY_BYTES, person=b"tw-mesh/2/s2c").digest()
     return c2s, s2c
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from mesh.channel import allocator
 from mesh.channel.frames import Frame, decode_envelope, encode_reply
 from mesh.channel.handshake import server_respond
 from mesh.channel.session import Session, SessionPolicy
@@ -53,6 +54,7 @@ class ChannelServer:
 
     def __init__(self, identity: Identity, *, policy: SessionPolicy | None = None,
                  max_sessions: int = 4096) -> None:
+        allocator.tune()
         self._identity = identity
         self._policy = policy or SessionPolicy()
         self._max_sessions = max_sessions

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from mesh.channel import Caller, ChannelPool, ChannelServer, SessionPolicy
-from mesh.channel.frames import Frame
+from mesh.channel.frames import NONCE_BYTES, Frame
 from mesh.errors import (
     FrameError,
     HandshakeError,
@@ -215,7 +215,7 @@ async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: 
             frame = Frame.decode(msg)
             if frame.index == 1:          # swap frames 1 and 2
                 held.append(msg)
-                return Frame(frame.session_id, frame.call_id, 2, False, bytes(32), b"").encode()
+                return Frame(frame.session_id, frame.call_id, 2, False, bytes(NONCE_BYTES), b"").encode()
         return msg
 
     relay, address = await _relay(relays, b.address, mutate)
