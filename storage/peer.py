@@ -199,9 +199,10 @@ class StorageHandlers:
 class StorageClient:
     """Typed storage calls to one peer (remote over the sealed channel, or this node)."""
 
-    def __init__(self, node_id: bytes, transport: Transport) -> None:
+    def __init__(self, node_id: bytes, transport: Transport, trusted: bool = False) -> None:
         self.node_id = node_id
         self._call = transport
+        self._trusted = trusted     # this node's own store: it re-hashed the bytes it returns
 
     @classmethod
     def remote(cls, channel: PeerChannel, timeout: float = FETCH_TIMEOUT_S) -> StorageClient:
@@ -211,7 +212,7 @@ class StorageClient:
 
     @classmethod
     def local(cls, node_id: bytes, handlers: StorageHandlers) -> StorageClient:
-        return cls(node_id, handlers.dispatch)
+        return cls(node_id, handlers.dispatch, trusted=True)
 
     async def store_fragment(self, file: str, index: int, data: bytes | memoryview,
                              digest: bytes) -> None:
@@ -223,7 +224,7 @@ class StorageClient:
         body = await self._call("storage.FetchFragment",
                                 storage_pb2.FetchFragmentRequest(hash=digest).SerializeToString())
         data = _parse(storage_pb2.FetchFragmentReply, body).data
-        if hashlib.sha256(data).digest() != digest:
+        if not self._trusted and hashlib.sha256(data).digest() != digest:
             raise NotFoundError(f"peer {self.node_id.hex()[:16]} sent a corrupt fragment "
                                 f"{digest.hex()[:16]}")
         return data

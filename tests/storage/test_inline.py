@@ -153,3 +153,16 @@ async def test_manifest_and_document_share_a_call(net: FakeNetwork) -> None:
     for node in dset:
         assert net.handlers[node].documents.get(r.file_id), node.hex()
     assert await (await files.open(r.file_id, alice)).read_all() == b"two records"
+
+
+async def test_a_remote_peer_lying_about_a_fragment_is_caught() -> None:
+    """Only this node's own store is trusted to have re-hashed what it returns."""
+    from proto import storage_pb2
+
+    async def liar(method: str, body: bytes) -> bytes:
+        return storage_pb2.FetchFragmentReply(data=b"not the fragment").SerializeToString()
+
+    with pytest.raises(NotFoundError, match="corrupt"):
+        await StorageClient(b"\x01" * 20, liar).fetch_fragment(b"\x00" * 32)
+    assert await StorageClient(b"\x01" * 20, liar, trusted=True).fetch_fragment(
+        b"\x00" * 32) == b"not the fragment"
