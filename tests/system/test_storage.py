@@ -225,6 +225,33 @@ async def test_storage_end_to_end(tmp_path: Path) -> None:
         assert "missing" in (info.value.details() or ""), info.value.details()
 
 
+async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:
+    """A 1 KiB file lives inline in its m+1 manifest replicas (storage/inline.py): Stat names
+    them, kill -9 any m and Get still works, kill the last and Get fails NOT_FOUND."""
+    async with NodeCluster(tmp_path, 5) as cluster:
+        ids = await _ids(cluster)
+        data = os.urandom(1024)
+        r = await cluster.stub(0, Stub).Push(taskworker_pb2.PushRequest(file_data=data,
+                                                                         public=True))
+        replicas = sorted(_holders_of_manifest(cluster, ids, r.cid))
+        entry = next(i for i in range(5) if i not in replicas)
+        stub = cluster.stub(entry, Stub)
+        st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+        assert st.health == "healthy"
+        assert {f.holder for f in st.fragments} == {ids[i] for i in replicas}
+        for v in replicas[:2]:
+            cluster.nodes[v].kill()
+        assert (await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))).file_data == data
+        assert (await stub.Get(taskworker_pb2.GetRequest(file_id=r.file_id))).file_data == data
+        st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+        assert st.health == "degraded" and sum(f.healthy for f in st.fragments) == 1
+        cluster.nodes[replicas[2]].kill()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "no manifest found" in (info.value.details() or ""), info.value.details()
+
+
 async def test_hundred_mib_streams(tmp_path: Path) -> None:
     async with NodeCluster(tmp_path, 6) as cluster:
         stub = cluster.stub(0, Stub)
