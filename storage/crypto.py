@@ -41,6 +41,7 @@ _AD_LABEL = b"tw-mesh/stripe/v2\x00"    # v2: AEGIS-256 (v1 was XChaCha20-Poly13
 assert lib.crypto_aead_aegis256_keybytes() == KEY_BYTES
 assert lib.crypto_aead_aegis256_npubbytes() == NONCE_BYTES
 assert lib.crypto_aead_aegis256_abytes() == TAG_BYTES
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)   # decrypt overwrites it all
 
 PublicKeyLike = nacl.signing.VerifyKey | nacl.public.PublicKey | bytes
 PrivateKeyLike = nacl.signing.SigningKey | nacl.public.PrivateKey
@@ -101,7 +102,7 @@ def seal_stripe(
 def _try_open(key: bytes, sealed: bytes | bytearray | memoryview, ad: bytes) -> bytes | None:
     view = memoryview(sealed)
     size = view.nbytes - STRIPE_OVERHEAD
-    out = ffi.new("unsigned char[]", max(size, 1))
+    out = _alloc("unsigned char[]", max(size, 1))
     if lib.crypto_aead_aegis256_decrypt(out, ffi.NULL, ffi.NULL,
                                         ffi.from_buffer(view) + NONCE_BYTES,
                                         size + TAG_BYTES, ad, len(ad),
