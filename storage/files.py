@@ -6,10 +6,13 @@ seal the stripe with the per-file key (context = file_id, index, last flag), era
 ciphertext into n = k+m fragments and hash each. The stores of up to ``window`` stripes run
 concurrently with the encoding of the next, so memory stays ~window stripes whatever the size.
 At the end the owner signs the manifest (storage/manifest.py), which goes to the m+1 closest
-peers to the CID, and a document record (storage/documents.py) maps the file_id to the CID.
+peers to the CID, and a document record (storage/documents.py) maps the file_id to the CID;
+both in one round, one call to a peer that keeps both (storage/records.py). A file of at most
+``inline_max`` bytes (4 KiB) skips the fragments: it is sealed into its manifest
+(storage/inline.py), so its Push is that one round and its Get one manifest fetch.
 
 Get (``FileStore.open`` then ``Reader.stripes``) resolves a CID or file_id to a verified manifest
-the user can open, then fetches any k hash-verified fragments per stripe (data fragments first:
+the user can open (this node's own replica first, without a channel call), then fetches any k hash-verified fragments per stripe (data fragments first:
 no decode work; on failure the next holder), several stripes ahead with bounded concurrency,
 decodes, authenticates and decrypts each stripe in order and recomputes the CID; a mismatch raises
 IntegrityError (DATA_LOSS) — never silent.
