@@ -216,7 +216,8 @@ class Router:
     # --- calls -------------------------------------------------------------------------------
     async def call(self, function: str, request: compute_pb2.CallRequest, timeout: float
                    ) -> Outcome:
-        """Run ``request`` on some provider within ``timeout`` seconds."""
+        """Run ``request`` on some provider within ``timeout`` seconds (the request is the
+        router's for the call: each attempt sets its timeout and code fields in it)."""
         self.calls += 1
         deadline = time.monotonic() + timeout
         tried: set[bytes] = set()
@@ -297,13 +298,16 @@ class Router:
 
     async def _attempt(self, target: Target, request: compute_pb2.CallRequest, budget: float,
                        attempts: int) -> tuple[Outcome | None, str]:
-        req = compute_pb2.CallRequest()
-        req.CopyFrom(request)
+        # The request is filled in for this attempt, not copied (its arguments can be MBs):
+        # every field an attempt sets is set (or cleared) here, and attempts run one by one.
+        req = request
         req.timeout = max(0.01, budget - min(0.5, budget * 0.15))  # reply beats our timer
         req.code_cid, req.entry = target.code_cid, target.entry
         if target.code_cid:
             req.worker_id, req.deploy_seq = target.worker_id, target.deploy_seq
             req.deployer = target.deployer
+        else:
+            req.worker_id, req.deploy_seq, req.deployer = "", 0, b""
         stats = self.stats.setdefault(target.node_id, _Stats())
         stats.inflight += 1
         started = time.monotonic()

@@ -51,12 +51,12 @@ class RPCServicer(taskworker_pb2_grpc.RPCServiceServicer):
             await _abort(context, grpc.StatusCode.INTERNAL, str(exc))
             raise AssertionError("unreachable") from None
         reply = outcome.reply
-        meta: list[tuple[str, str | bytes]] = [("tw-attempts", str(outcome.attempts))]
-        if reply.worker_id:
-            meta.append(("tw-worker-id", _ascii(reply.worker_id)))
-        if outcome.node_id:
-            meta.append(("tw-node-id", outcome.node_id.hex()))
         if reply.failed:
+            meta: list[tuple[str, str | bytes]] = [("tw-attempts", str(outcome.attempts))]
+            if reply.worker_id:
+                meta.append(("tw-worker-id", _ascii(reply.worker_id)))
+            if outcome.node_id:
+                meta.append(("tw-node-id", outcome.node_id.hex()))
             err = reply.error
             code = error_for_code(err.code, "").code
             message = f"{err.type}: {err.message}" if err.user else err.message

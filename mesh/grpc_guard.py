@@ -4,6 +4,10 @@ grpc-python answers a request it cannot deserialize with INTERNAL ("Exception de
 request!"), which reads as a server bug. Every servicer of a node is registered through generated
 code, so instead of wrapping each one this interceptor swaps in a deserializer that marks the
 request as malformed, and a behaviour that aborts with INVALID_ARGUMENT naming the method.
+
+The guarded handler of a method is built once and reused while the server returns the same
+handler for it (an interceptor runs on every call: building closures and a handler per call
+was most of its cost); a coroutine behaviour is awaited directly, without a helper coroutine.
 """
 
 from __future__ import annotations
@@ -45,7 +49,57 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+def _unary_unary(inner: Any, method: str) -> Callable[[Any, Context], Awaitable[Any]]:
+    if inspect.iscoroutinefunction(inner):
+        async def direct(request: Any, context: Context) -> Any:
+            if request is _MALFORMED:
+                await _refuse(context, method)
+            return await inner(request, context)
+        return direct
+
+    async def unary_unary(request: Any, context: Context) -> Any:
+        if request is _MALFORMED:
+            await _refuse(context, method)
+        return await _maybe_await(inner(request, context))
+    return unary_unary
+
+
+def guard(handler: Handler, method: str) -> Handler:
+    """The handler with the malformed-request check (``handler`` has a deserializer)."""
+    safe = _safe(handler.request_deserializer)
+    out = handler.response_serializer
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(_unary_unary(handler.unary_unary, method),
+                                                   safe, out)
+    if handler.unary_stream is not None:
+        inner_us: Any = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is _MALFORMED:
+                await _refuse(context, method)
+            async for item in inner_us(request, context):
+                yield item
+        return grpc.unary_stream_rpc_method_handler(unary_stream, safe, out)
+    if handler.stream_unary is not None:
+        inner_su: Any = handler.stream_unary
+
+        async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
+            return await inner_su(_checked_stream(requests, context, method), context)
+        return grpc.stream_unary_rpc_method_handler(stream_unary, safe, out)
+    inner_ss: Any = handler.stream_stream
+
+    async def stream_stream(requests: AsyncIterator[Any],
+                            context: Context) -> AsyncIterator[Any]:
+        async for item in inner_ss(_checked_stream(requests, context, method), context):
+            yield item
+    return grpc.stream_stream_rpc_method_handler(stream_stream, safe, out)
+
+
 class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        # method -> (the server's handler, its guarded copy); only registered methods get here
+        self._guarded: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
             self, continuation: Callable[[grpc.HandlerCallDetails],
                                          Awaitable[Handler]],
@@ -54,35 +108,9 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[t
         if handler is None or handler.request_deserializer is None:
             return handler
         method = handler_call_details.method
-        safe = _safe(handler.request_deserializer)
-        out = handler.response_serializer
-        if handler.unary_unary is not None:
-            inner_uu: Any = handler.unary_unary   # grpc-stubs only know sync handlers
-
-            async def unary_unary(request: Any, context: Context) -> Any:
-                if request is _MALFORMED:
-                    await _refuse(context, method)
-                return await _maybe_await(inner_uu(request, context))
-            return grpc.unary_unary_rpc_method_handler(unary_unary, safe, out)
-        if handler.unary_stream is not None:
-            inner_us: Any = handler.unary_stream
-
-            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                if request is _MALFORMED:
-                    await _refuse(context, method)
-                async for item in inner_us(request, context):
-                    yield item
-            return grpc.unary_stream_rpc_method_handler(unary_stream, safe, out)
-        if handler.stream_unary is not None:
-            inner_su: Any = handler.stream_unary
-
-            async def stream_unary(requests: AsyncIterator[Any], context: Context) -> Any:
-                return await inner_su(_checked_stream(requests, context, method), context)
-            return grpc.stream_unary_rpc_method_handler(stream_unary, safe, out)
-        inner_ss: Any = handler.stream_stream
-
-        async def stream_stream(requests: AsyncIterator[Any],
-                                context: Context) -> AsyncIterator[Any]:
-            async for item in inner_ss(_checked_stream(requests, context, method), context):
-                yield item
-        return grpc.stream_stream_rpc_method_handler(stream_stream, safe, out)
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        guarded = guard(handler, method)
+        self._guarded[method] = (handler, guarded)
+        return guarded
