@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -57,7 +58,10 @@ asyncio.run(main())
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
-CPU_PER_CALL: list[float] = []   # per concurrent row: CPU s per call, all processes     # pids of the server processes whose CPU (with descendants) we count
+CPU_PER_CALL: list[float] = []   # per concurrent row: CPU s per call, all processes
+CPU_SPLIT: list[str] = []        # per concurrent row: the same CPU, process by process
+PIDS: dict[str, int] = {}        # "plain server", "serving node", "forwarder" -> pid
+NOTES: list[str] = []
 
 
 def _tree_cpu(pid: int) -> float:
@@ -71,6 +75,27 @@ def _tree_cpu(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return total + sum(_tree_cpu(c) for c in children)
+
+
+def _self_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` alone (all its threads, no children)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return sum(int(x) for x in fields[11:13]) / _TICK
+
+
+def _split() -> dict[str, float]:
+    """CPU seconds so far by part: this client, each server process, and the sandbox
+    processes (zygote and workers: the serving node's descendants, or ours)."""
+    me = os.getpid()
+    node = PIDS.get("serving node", 0)
+    out = {"client": _self_cpu(me),
+           "sandbox procs": _tree_cpu(node) - _self_cpu(node) if node else 0.0}
+    out.update((name, _self_cpu(pid)) for name, pid in PIDS.items())
+    return out
 
 
 def _cpu() -> float:
@@ -105,10 +130,18 @@ async def _concurrent(stub: Any, n: int, width: int) -> float:
         for i in counter:
             await stub.CallFunction(_request(i), timeout=35)
 
-    t0, c0 = time.perf_counter(), _cpu()
+    t0, c0, s0 = time.perf_counter(), _cpu(), _split()
     await asyncio.gather(*(client() for _ in range(width)))
     CPU_PER_CALL.append((_cpu() - c0) / n)
+    _record_split(s0, n)
     return n / (time.perf_counter() - t0)
+
+
+def _record_split(before: dict[str, float], n: int) -> None:
+    after = _split()
+    per = {name: (after[name] - before[name]) / n * 1000 for name in after}
+    parts = [f"{name} {ms:.2f}" for name, ms in per.items() if ms >= 0.005]
+    CPU_SPLIT.append(" · ".join(parts))
 
 
 def _start_node(tmp: Path, name: str, boot: str | None, roles: list[str]) -> tuple[Any, str, str]:
@@ -154,13 +187,29 @@ async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] |
                 await pool.run(MODULE, "add", [i, 1], {})
 
         t0, c0 = time.perf_counter(), _cpu()
+        s0 = {"client": _self_cpu(os.getpid()), "sandbox procs": _cpu() - _self_cpu(os.getpid())}
         await asyncio.gather(*(client() for _ in range(ns.width)))
         rate = ns.concurrent / (time.perf_counter() - t0)
         CPU_PER_CALL.append((_cpu() - c0) / ns.concurrent)
+        me = _self_cpu(os.getpid())
+        CPU_SPLIT.append(f"client (pool host side) {(me - s0['client']) / ns.concurrent * 1000:.2f}"
+                         f" · sandbox procs "
+                         f"{(_cpu() - me - s0['sandbox procs']) / ns.concurrent * 1000:.2f}")
     finally:
         await pool.stop()
     label = "SandboxPool.run in-process (no gRPC, no routing)"
     return [(label, seq, ns.n / sum(seq)), (f"{label}, {ns.width} concurrent callers", None, rate)]
+
+
+async def _in_node(addr: str, label: str) -> str:
+    """The serving node's own p50 of SandboxPool.run over its last 1,000 calls (NodeService
+    Status): the rest of the row's p50 is gRPC, the node's call path and scheduling."""
+    async with grpc.aio.insecure_channel(addr) as ch:
+        reply = await taskworker_pb2_grpc.NodeServiceStub(ch).Status(
+            taskworker_pb2.StatusRequest(), timeout=10)
+    compute = json.loads(reply.json).get("services", {}).get("compute", {})
+    return (f"{label}: inside the node, SandboxPool.run p50 {compute.get('p50_ms', '?')} ms "
+            f"(p99 {compute.get('p99_ms', '?')} ms).")
 
 
 async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
@@ -185,6 +234,8 @@ async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
             seq = await _sequential(stub, ns.n)
             rows.append((label, seq, ns.n / sum(seq)))
             print(label, f"p50 {_pct(seq, 0.5) * 1000:.2f} ms", file=sys.stderr)
+            if "serving node" in label:
+                NOTES.append(await _in_node(addr, label))
             rate = await _concurrent(stub, ns.concurrent, ns.width)
             rows.append((f"{label}, {ns.width} concurrent callers", None, rate))
     return rows
@@ -207,12 +258,15 @@ def main() -> None:
                                       stdout=subprocess.PIPE,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
             procs.append(server)
+            PIDS["plain server"] = server.pid
             assert server.stdout is not None
             port = int(server.stdout.readline())
             compute, peer, compute_api = _start_node(tmp, "compute", None, ["compute"])
             procs.append(compute)
+            PIDS["serving node"] = compute.pid
             router, _, router_api = _start_node(tmp, "router", peer, ["storage"])
             procs.append(router)
+            PIDS["forwarder"] = router.pid
             (tmp / "add.py").write_text(MODULE)
             subprocess.run([sys.executable, "-m", "taskworker.cli", "deploy", str(tmp / "add.py"),
                             "--api", compute_api], cwd=ROOT, check=True, capture_output=True)
@@ -244,18 +298,22 @@ def main() -> None:
              "CPU/call = CPU seconds of every process involved (bench client, servers, nodes, "
              "zygote, sandbox workers) over the concurrent row, per call; 2 cores / CPU per "
              "call = the calls/s ceiling on an otherwise idle machine.",
-             "", "| path | p50 | p99 | calls/s | × direct | CPU/call | ceiling on 2 idle cores |",
-             "|---|---|---|---|---|---|---|"]
-    cpu = iter(CPU_PER_CALL)
+             "CPU split = the same CPU per call (ms) process by process (a node: its own "
+             "process; sandbox procs: the zygote and workers).",
+             "", "| path | p50 | p99 | calls/s | × direct | CPU/call | ceiling on 2 idle cores "
+             "| CPU split |", "|---|---|---|---|---|---|---|---|"]
+    cpu, split = iter(CPU_PER_CALL), iter(CPU_SPLIT)
     for label, seq, rate in rows:
         if seq is not None:
             p50 = _pct(seq, 0.5)
             lines.append(f"| {label} | {p50 * 1000:.2f} ms | {_pct(seq, 0.99) * 1000:.2f} ms | "
-                         f"{rate:.0f} | {p50 / base_p50:.1f}× latency | | |")
+                         f"{rate:.0f} | {p50 / base_p50:.1f}× latency | | | |")
         else:
             per = next(cpu, 0.0)
             lines.append(f"| {label} | | | {rate:.0f} | {rate / base_rate:.2f}× throughput | "
-                         f"{per * 1000:.2f} ms | {2 / per if per else 0:.0f}/s |")
+                         f"{per * 1000:.2f} ms | {2 / per if per else 0:.0f}/s | "
+                         f"{next(split, '')} |")
+    lines += ["", *NOTES] if NOTES else []
     text = "\n".join(lines) + "\n"
     print(text)
     if ns.write:
