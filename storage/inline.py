@@ -17,7 +17,8 @@ missing, and the reader takes another; Get still recomputes the CID. Repair keep
 replicas (storage/healing/repair.py), which for an inline file is its whole redundancy. Stat
 asks the m+1 replica peers whether they hold this file's manifest: those are its holders.
 Readers accept inline files up to ``INLINE_LIMIT`` (storage/manifest.py), so the threshold can
-grow without a format change; ``FileStore(inline_max=0)`` turns inlining off.
+grow without a format change; ``FileStore(inline_max=-1)`` turns inlining off (0: only the
+empty file).
 """
 
 from __future__ import annotations
