@@ -45,9 +45,10 @@ system-deps:
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
-## make reliability: the long suite — every test incl. slow ones, 10,000 fuzz inputs per method
+## make reliability: the long suite — every test incl. slow ones, 10,000 fuzz inputs per method;
+## -rfEP prints what each passing test measured (inputs and status codes per method, faults, load)
 reliability: $(STAMP) system-deps
-	TW_FUZZ_EXAMPLES=10000 $(VENV)/bin/pytest -q -m "slow or not slow" --timeout 3600
+	TW_FUZZ_EXAMPLES=10000 $(VENV)/bin/pytest -q -rfEP -m "slow or not slow" --timeout 3600
 
 clean:
 	rm -rf $(VENV) .tw-mesh build *.egg-info
