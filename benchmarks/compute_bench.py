@@ -98,6 +98,11 @@ def _split() -> dict[str, float]:
     return out
 
 
+def _pool_cpu() -> float:
+    """Our descendants other than the servers: an in-process SandboxPool's zygote and workers."""
+    return _cpu() - _self_cpu(os.getpid()) - sum(_tree_cpu(pid) for pid in PIDS.values())
+
+
 def _cpu() -> float:
     """This process and all its descendants: the servers and nodes (started by us), their
     zygotes and sandbox workers, and an in-process SandboxPool's."""
@@ -186,15 +191,13 @@ async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] |
             for i in counter:
                 await pool.run(MODULE, "add", [i, 1], {})
 
-        t0, c0 = time.perf_counter(), _cpu()
-        s0 = {"client": _self_cpu(os.getpid()), "sandbox procs": _cpu() - _self_cpu(os.getpid())}
+        t0, c0, me0, zyg0 = time.perf_counter(), _cpu(), _self_cpu(os.getpid()), _pool_cpu()
         await asyncio.gather(*(client() for _ in range(ns.width)))
         rate = ns.concurrent / (time.perf_counter() - t0)
         CPU_PER_CALL.append((_cpu() - c0) / ns.concurrent)
-        me = _self_cpu(os.getpid())
-        CPU_SPLIT.append(f"client (pool host side) {(me - s0['client']) / ns.concurrent * 1000:.2f}"
-                         f" · sandbox procs "
-                         f"{(_cpu() - me - s0['sandbox procs']) / ns.concurrent * 1000:.2f}")
+        me, zyg = _self_cpu(os.getpid()) - me0, _pool_cpu() - zyg0
+        CPU_SPLIT.append(f"client (pool host side) {me / ns.concurrent * 1000:.2f} · "
+                         f"sandbox procs {zyg / ns.concurrent * 1000:.2f}")
     finally:
         await pool.stop()
     label = "SandboxPool.run in-process (no gRPC, no routing)"
