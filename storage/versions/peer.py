@@ -31,7 +31,8 @@ from google.protobuf.message import DecodeError, Message
 from mesh.errors import InvalidArgumentError, MeshError, ResourceExhaustedError, UnavailableError
 from proto import storage_pb2, versions_pb2
 from storage.manifest import Manifest, verify_manifest
-from storage.versions.records import FILE_ID_BYTES, encode
+from storage.versions.errors import VersionError
+from storage.versions.records import FILE_ID_BYTES, decode_version, encode, record_id
 from storage.versions.store import VersionStore
 from storage.versions.vset import VersionSet
 
@@ -121,11 +122,20 @@ class VersionHandlers:
             head_manifests=[m.signed.SerializeToString() for m in known],
         ).SerializeToString()
 
-    def _take_manifests(self, vs: VersionSet, raw: list[bytes]) -> None:
-        """Hand the manifests of the heads' content that verify to ``manifest_sink``."""
+    def _take_manifests(self, vs: VersionSet, records: list[bytes], raw: list[bytes]) -> None:
+        """Hand ``manifest_sink`` the manifests that verify and are the content of a record
+        in this push that is now valid here."""
         if self.manifest_sink is None or not raw:
             return
-        cids = {h.cid for h in vs.heads()}
+        valid = vs.valid_ids()
+        cids = set()
+        for data in records:
+            try:
+                record = decode_version(data)
+            except VersionError:
+                continue
+            if record_id(record) in valid:
+                cids.add(record.cid)
         for data in raw[:MAX_MANIFESTS]:
             try:
                 m = verify_manifest(storage_pb2.SignedManifest.FromString(data))
@@ -157,7 +167,7 @@ class VersionHandlers:
             raise ResourceExhaustedError("too many records in one push")
         result = self.store.ingest_bytes(fid, list(req.grants), list(req.records))
         self.refused += len(result.refused)
-        self._take_manifests(self.store.get(fid), list(req.manifests))
+        self._take_manifests(self.store.get(fid), list(req.records), list(req.manifests))
         return versions_pb2.PushReply(
             accepted=result.accepted, duplicate=result.duplicate,
             refused=[f"{vid.hex()[:16]}: {type(exc).__name__}: {exc}"

@@ -150,9 +150,9 @@ async def test_content_reader_refuses_more_than_a_unary_get_before_reading() -> 
     assert read == []
 
 
-async def test_pushed_manifests_reach_the_sink_only_when_valid_and_a_heads(tmp_path: Path) -> None:
+async def test_pushed_manifests_reach_the_sink_only_when_valid_and_pushed(tmp_path: Path) -> None:
     """A Revise's push carries its content's manifest: a replica keeps it (in memory) only if
-    its signature verifies and it is the content of a head of that file."""
+    its signature verifies and it is the content of a record of that push it accepted."""
     from storage.manifest import Manifest
 
     src = VersionStore(tmp_path / "src", durable=False)
@@ -168,6 +168,15 @@ async def test_pushed_manifests_reach_the_sink_only_when_valid_and_a_heads(tmp_p
     reply = versions_pb2.PushReply.FromString(await h.push(bundle.SerializeToString()))
     assert reply.accepted == 1
     assert [m.cid for m in got] == [cid_for(b"")]
+    # a valid manifest is not kept beside a record of other content, nor beside a refused one
+    other = src.revise(OWNER, b, cid_for(b"x"))
+    refused = versions_pb2.VersionRecord()
+    refused.CopyFrom(src.revise(OWNER, b, cid_for(b"y")))
+    refused.cid = cid_for(b"")                                         # signature no longer holds
+    for record in (other, refused):
+        await h.push(versions_pb2.Bundle(file_id=b.file_id, records=[encode(record)],
+                                         manifests=[manifest(b"")]).SerializeToString())
+    assert len(got) == 1 and record_id(other) in h.store.get(b.file_id).valid_ids()
 
 
 async def test_digest_hands_a_reader_the_heads_manifest(tmp_path: Path) -> None:
