@@ -130,22 +130,29 @@ def run(
     if len(inputs[0]) <= SMALL_BYTES:
         _run_small(sched, inputs, outputs, packet)
         return
-    frags = [*inputs, *outputs]
-    temps = [np.empty(TILE_BYTES // 8, np.uint64) for _ in range(sched.n_tmp)]
-    xor = np.bitwise_xor
+    frags = [f.view(np.uint64) for f in (*inputs, *outputs)]  # sizes are multiples of 64
+    temps = np.empty((sched.n_tmp, TILE_BYTES // 8), np.uint64)
+    shaped: dict[tuple[int, int], list[np.ndarray]] = {}  # temp views per tile shape
+    n_in, xor = len(inputs), np.bitwise_xor
     for start, chunks, pkt, w0, w1 in _segments(len(inputs[0]), packet):
+        words, first = pkt // 8, start // 8
+        key = (chunks, w1 - w0)
+        if key not in shaped:
+            flat = temps[:, : chunks * (w1 - w0)]
+            shaped[key] = list(flat if chunks == 1 else flat.reshape(-1, chunks, w1 - w0))
         bufs: list[np.ndarray] = []
         for i, frag in enumerate(frags):
-            if i == len(inputs):
-                shape = (w1 - w0,) if chunks == 1 else (chunks, w1 - w0)
-                bufs.extend(t[: chunks * (w1 - w0)].reshape(shape) for t in temps)
-            seg = frag[start : start + chunks * 8 * pkt].view(np.uint64)
-            v = seg.reshape(chunks, 8, pkt // 8)[:, :, w0:w1]
+            if i == n_in:
+                bufs.extend(shaped[key])
+            v = frag[first : first + chunks * 8 * words].reshape(chunks, 8, words)
             # 1-D views when possible: numpy's contiguous 1-D loop is ~1.5x faster here.
-            bufs.extend(v[0, j] if chunks == 1 else v[:, j] for j in range(8))
+            if chunks == 1:
+                bufs.extend(v[0] if w1 - w0 == words else v[0, :, w0:w1])
+            else:
+                bufs.extend(v[:, :, w0:w1].transpose(1, 0, 2))
         for dst, a, b in sched.ops:
             if b >= 0:
-                xor(bufs[a], bufs[b], out=bufs[dst])
+                xor(bufs[a], bufs[b], bufs[dst])
             elif a >= 0:
                 bufs[dst][...] = bufs[a]
             else:

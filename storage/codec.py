@@ -11,8 +11,12 @@ takes one bit from each of 8 packets (layout below), which is what turns multipl
 whole-packet XORs. ``matrix="cauchy"`` selects a "good" Cauchy matrix instead. Why reedsolo's
 is the default: it has more one-bits (228 vs 115 for (4,2)), but after pair elimination it
 needs 74 vs 64 XORs per chunk for (4,2) and 535 vs 422 for (10,4), i.e. 16-27% more kernel
-work and 0-28% lower end-to-end encode MB/s (decode equal) in benchmarks/RESULTS.md: under
-the 30% bar that would justify giving up reedsolo compatibility.
+work. Measured end to end (``benchmarks.codec_bench --stripe-mib 4``, 64 MiB, three quiet
+runs at load 0.8, 2026-11-28 09:06 UTC) that is 17-19% lower encode MB/s for (4,2) (about
+7.5 vs 9.2 GB/s) and 19-22% for (10,4) (3.3 vs 4.2 GB/s), while decode is within 4% either
+way (XOR counts are close: 67 vs 80 for (4,2) with fragments 0,1 erased). That is under the
+30% bar that would justify giving up reedsolo compatibility, and both stay above 5x zfec for
+(4,2) encode.
 
 On-disk layout (format version 1), for a stripe of L bytes and packet size P:
   * F = fragment_size(L): ceil(L / k) rounded up to whole chunks of 8*P bytes, except that the
@@ -54,13 +58,21 @@ def _encoder(k: int, m: int, kind: MatrixKind) -> tuple[tuple[tuple[int, ...], .
 
 
 @lru_cache(maxsize=256)
-def _decoder(k: int, m: int, kind: MatrixKind, chosen: tuple[int, ...]) -> _xor.Schedule:
-    """Schedule rebuilding the data fragments absent from `chosen` (k indices) out of them."""
+def _decoder(
+    k: int, m: int, kind: MatrixKind, chosen: tuple[int, ...], wanted: tuple[int, ...]
+) -> _xor.Schedule:
+    """Schedule writing data rows `wanted` out of the k fragments `chosen` (a wanted row that
+    is itself chosen becomes a plain copy).
+
+    Cached per erasure pattern: the matrix inverse and pair elimination run once per
+    (k, m, kind, chosen, wanted), not per stripe.
+    """
+    if len(set(chosen)) != k or not set(wanted) <= set(range(k)):
+        raise ValueError(f"bad decode pattern: chosen {chosen}, wanted {wanted}")
     parity = _encoder(k, m, kind)[0]
     rows = [[int(i == j) for j in range(k)] if i < k else list(parity[i - k]) for i in chosen]
     inverse = _gf.invert(rows)
-    missing = [d for d in range(k) if d not in chosen]
-    return _xor.compile_schedule(_gf.expand([inverse[d] for d in missing], k))
+    return _xor.compile_schedule(_gf.expand([inverse[d] for d in wanted], k))
 
 
 class Codec:
@@ -159,10 +171,10 @@ class Codec:
             frags.extend(zeros for _ in range(self.m))
         return frags
 
-    def decode(
+    def _views(
         self, fragments: Mapping[int, bytes | bytearray | memoryview], stripe_len: int
-    ) -> bytes:
-        """Rebuild the stripe from any k fragments (a dict index -> fragment bytes)."""
+    ) -> tuple[int, dict[int, memoryview]]:
+        """Fragment size and validated byte views; raises on a bad index, length or count."""
         size = self.fragment_size(stripe_len)
         views: dict[int, memoryview] = {}
         for i, frag in fragments.items():
@@ -178,24 +190,82 @@ class Codec:
             raise NotEnoughFragmentsError(
                 f"need {self.k} of {self.n} fragments, got {len(views)}: {sorted(views)}"
             )
+        return size, views
+
+    def _rebuild(
+        self, views: dict[int, memoryview], size: int, targets: Mapping[int, np.ndarray]
+    ) -> None:
+        """Write data row d into targets[d] (size bytes) for each d, out of k of the views."""
+        wanted = tuple(sorted(targets))
+        if not wanted or not size:
+            return
         present = [i for i in range(self.k) if i in views]
         spare = sorted(i for i in views if i >= self.k)[: self.k - len(present)]
         chosen = tuple(present + spare)
-        missing = [d for d in range(self.k) if d not in views]
-        parts: dict[int, memoryview] = {d: views[d] for d in present}
-        if missing and size:
-            rebuilt = np.empty((len(missing), size), dtype=np.uint8)
-            inputs = [np.frombuffer(views[i], dtype=np.uint8) for i in chosen]
-            _xor.run(
-                _decoder(self.k, self.m, self.matrix, chosen),
-                inputs,
-                list(rebuilt),
-                self.packet_size,
-            )
-            parts.update((d, r.data) for d, r in zip(missing, rebuilt, strict=True))
-        # One copy into the result: join takes the buffers as they are; cut the padding off.
+        inputs = [np.frombuffer(views[i], dtype=np.uint8) for i in chosen]
+        sched = _decoder(self.k, self.m, self.matrix, chosen, wanted)
+        _xor.run(sched, inputs, [targets[d] for d in wanted], self.packet_size)
+
+    def decode(
+        self, fragments: Mapping[int, bytes | bytearray | memoryview], stripe_len: int
+    ) -> bytes:
+        """Rebuild the stripe from any k fragments (a dict index -> fragment bytes).
+
+        Returns new bytes; decode_into() saves a copy of the rebuilt rows when a buffer will do.
+        """
+        size, views = self._views(fragments, stripe_len)
         full, rest = divmod(stripe_len, size) if size else (0, 0)
+        rows = full + bool(rest)  # data rows past these are all padding: never rebuilt
+        rebuilt = np.empty((sum(d not in views for d in range(rows)), size), dtype=np.uint8)
+        slots = iter(rebuilt)
+        targets = {d: next(slots) for d in range(rows) if d not in views}
+        self._rebuild(views, size, targets)
+        # One copy into the result: join takes the buffers as they are; cut the padding off.
+        parts = {**views, **{d: t.data for d, t in targets.items()}}
         pieces = [parts[d] for d in range(full)]
         if rest:
             pieces.append(parts[full][:rest])
         return b"".join(pieces)
+
+    def decode_into(
+        self,
+        fragments: Mapping[int, bytes | bytearray | memoryview],
+        stripe_len: int,
+        out: bytearray | memoryview | np.ndarray | None = None,
+    ) -> memoryview:
+        """decode() into a buffer: a read-write memoryview of the stripe's stripe_len bytes.
+
+        Missing data rows are rebuilt in place and present ones copied once, so each stripe
+        byte is written once (decode() also copies rebuilt rows into its bytes). `out`, if
+        given, is a writable buffer of at least stripe_len bytes that the result is a view of
+        (reuse one across stripes; only its first stripe_len bytes are written); by default a
+        new array of k * fragment_size bytes.
+        """
+        size, views = self._views(fragments, stripe_len)
+        if out is None:
+            buf = np.empty(self.k * size, dtype=np.uint8)
+        else:
+            buf = np.frombuffer(out, dtype=np.uint8) if not isinstance(out, np.ndarray) else out
+            if buf.ndim != 1 or buf.dtype != np.uint8 or len(buf) < stripe_len:
+                raise ValueError(f"out must be a 1-D byte buffer of >= {stripe_len} bytes")
+            if not buf.flags.writeable:
+                raise ValueError("out must be writable")
+        full, rest = divmod(stripe_len, size) if size else (0, 0)
+        rows = full + bool(rest)
+        # Missing rows are rebuilt in place where they fit (in a caller's buffer, only within
+        # stripe_len: bytes past it stay untouched), the rest copied in; a separate memcpy per
+        # present row measured faster than copy ops inside the kernel.
+        limit = len(buf) if out is None else stripe_len
+        targets = {
+            d: buf[d * size : (d + 1) * size]
+            for d in range(rows)
+            if d not in views and (d + 1) * size <= limit
+        }
+        cut = [d for d in range(rows) if d not in targets]
+        targets.update((d, np.empty(size, dtype=np.uint8)) for d in cut if d not in views)
+        self._rebuild(views, size, targets)
+        for d in cut:
+            n = min(size, stripe_len - d * size)
+            src = np.frombuffer(views[d], dtype=np.uint8) if d in views else targets[d]
+            buf[d * size : d * size + n] = src[:n]
+        return buf[:stripe_len].data

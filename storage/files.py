@@ -318,7 +318,7 @@ class Reader:
 
         def decode() -> bytes:
             try:
-                sealed = self.codec.decode(frags, plain_len + STRIPE_OVERHEAD)
+                sealed = self.codec.decode_into(frags, plain_len + STRIPE_OVERHEAD)
                 return open_stripe(self.key, sealed, context=body.file_id.encode(), index=s,
                                    last=last)
             except (DecryptionError, NotEnoughFragmentsError, ValueError) as exc:

@@ -275,3 +275,117 @@ def test_large_packets_with_tiled_tail(packet: int) -> None:
     frags = c.encode(data)
     assert len(frags[0]) == 8 * packet * 2 + 6 * packet + 64
     assert c.decode({0: frags[0], 2: frags[2], 4: frags[4], 5: frags[5]}, n) == data
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    k=st.integers(1, 10),
+    m=st.integers(0, 5),
+    size=st.integers(0, 5000),
+    packet=st.sampled_from([8, 64, 512]),
+    kind=st.sampled_from(["reedsolo", "cauchy"]),
+    out=st.sampled_from(["none", "exact", "larger", "ndarray"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_decode_into_round_trip(
+    k: int, m: int, size: int, packet: int, kind: str, out: str, seed: int
+) -> None:
+    """decode_into equals decode for any erasures and any out buffer, padding never leaks."""
+    rng = random.Random(seed)
+    data = rng.randbytes(size)
+    c = Codec(k, m, packet_size=packet, matrix=kind)  # type: ignore[arg-type]
+    frags = c.encode(data)
+    keep = rng.sample(range(k + m), rng.randint(k, k + m))
+    given_frags = {i: frags[i] for i in keep}
+    buf: bytearray | np.ndarray | None = None
+    if out == "exact":
+        buf = bytearray(b"\xee" * size)
+    elif out == "larger":
+        buf = bytearray(b"\xee" * (size + 100))
+    elif out == "ndarray":
+        buf = np.full(k * c.fragment_size(size) + 3, 0xEE, np.uint8)
+    view = c.decode_into(given_frags, size, buf)
+    assert view.nbytes == size and not view.readonly
+    assert bytes(view) == data == c.decode(given_frags, size)
+    if isinstance(buf, bytearray):
+        assert bytes(buf[:size]) == data  # the result is a view of the caller's buffer
+        assert buf[size:] == b"\xee" * (len(buf) - size)
+
+
+def test_decode_into_rejects_bad_out() -> None:
+    c = Codec(4, 2, packet_size=64)
+    frags = dict(enumerate(c.encode(b"y" * 1000)))
+    with pytest.raises(ValueError, match="out must be"):
+        c.decode_into(frags, 1000, bytearray(999))
+    with pytest.raises(ValueError, match="writable"):
+        c.decode_into(frags, 1000, bytes(1000))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="out must be"):
+        c.decode_into(frags, 1000, np.zeros((2, 1000), np.uint8))
+
+
+def test_decode_into_every_erasure_pattern_with_reused_buffer() -> None:
+    """One out buffer across stripes and patterns, as a reader may reuse it."""
+    k, m = 5, 3
+    c = Codec(k, m, packet_size=64)
+    buf = bytearray(4 * k * 512)
+    for n in (k * 512 * 3 + 5, k * 512, 700, 1):  # cut last row, whole rows, short stripes
+        data = os.urandom(n)
+        frags = c.encode(data)
+        for keep in itertools.combinations(range(k + m), k):
+            assert c.decode_into({i: frags[i] for i in keep}, n, buf) == data, (n, keep)
+
+
+def test_decoder_schedules_keyed_by_erasure_pattern() -> None:
+    """The cache holds one schedule per (k, m, matrix, chosen, wanted): patterns never share."""
+    from storage.codec import _decoder
+
+    k, m = 4, 2
+    data = os.urandom(4 * 8 * 8 * 4)
+    frags = Codec(k, m, packet_size=8).encode(data)
+    size = len(frags[0])
+    inputs = [np.frombuffer(f, np.uint8) for f in frags]
+    seen: dict[tuple[tuple[int, ...], tuple[int, ...]], _xor.Schedule] = {}
+    for chosen in itertools.permutations(range(k + m), k):
+        if list(chosen[: sum(i < k for i in chosen)]) != sorted(i for i in chosen if i < k):
+            continue  # keep the test small: present data rows first, as Codec orders them
+        wanted = tuple(d for d in range(k) if d not in chosen) or (0,)
+        sched = _decoder(k, m, "reedsolo", chosen, wanted)
+        assert _decoder(k, m, "reedsolo", chosen, wanted) is sched  # cached
+        out = np.empty((len(wanted), size), np.uint8)
+        _xor.run(sched, [inputs[i] for i in chosen], list(out), 8)
+        for row, d in zip(out, wanted, strict=True):
+            assert row.tobytes() == frags[d], (chosen, wanted)
+        seen[(chosen, wanted)] = sched
+    assert _decoder(k, m, "cauchy", (2, 3, 4, 5), (0, 1)) is not seen[((2, 3, 4, 5), (0, 1))]
+    assert _decoder(4, 3, "reedsolo", (2, 3, 4, 5), (0, 1)) is not seen[((2, 3, 4, 5), (0, 1))]
+    with pytest.raises(ValueError, match="bad decode pattern"):
+        _decoder(k, m, "reedsolo", (1, 2, 3), (0,))
+    with pytest.raises(ValueError, match="bad decode pattern"):
+        _decoder(k, m, "reedsolo", (1, 2, 3, 4), (4,))
+
+
+def test_decode_skips_padding_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stripe shorter than one fragment needs data row 0 only: nothing else is rebuilt."""
+    from storage import codec as codec_mod
+
+    calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = codec_mod._decoder
+
+    def spy(
+        k: int, m: int, kind: codec_mod.MatrixKind, chosen: tuple[int, ...], wanted: tuple[int, ...]
+    ) -> _xor.Schedule:
+        calls.append((chosen, wanted))
+        return real(k, m, kind, chosen, wanted)
+
+    monkeypatch.setattr(codec_mod, "_decoder", spy)
+    c = Codec(4, 2, packet_size=8)
+    data = os.urandom(40)
+    frags = c.encode(data)
+    assert c.decode_into({i: frags[i] for i in (1, 3, 4, 5)}, 40) == data
+    assert c.decode({i: frags[i] for i in (1, 3, 4, 5)}, 40) == data
+    assert calls == [((1, 3, 4, 5), (0,))] * 2
+    calls.clear()
+    assert c.decode_into({i: frags[i] for i in (0, 2, 4, 5)}, 40) == data  # row 0 present
+    assert calls == []
