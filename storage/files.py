@@ -9,7 +9,10 @@ At the end the owner signs the manifest (storage/manifest.py), which goes to the
 peers to the CID, and a document record (storage/documents.py) maps the file_id to the CID;
 both in one round, one call to a peer that keeps both (storage/records.py). A file of at most
 ``inline_max`` bytes (4 KiB) skips the fragments: it is sealed into its manifest
-(storage/inline.py), so its Push is that one round and its Get one manifest fetch.
+(storage/inline.py), so its Push is that one round and its Get one manifest fetch. A unary Push
+of one stripe (``_push_small``, e.g. 1 MiB) hashes, seals, encodes and signs first, then stores
+fragments, manifest and document record in a single round of one StoreBatch call per peer
+(storage/peer.py), and the fragment this node holds goes to its own store without a re-hash.
 
 Get (``FileStore.open`` then ``Reader.stripes``) resolves a CID or file_id to a verified manifest
 the user can open (this node's own replica first, without a channel call), then fetches any k hash-verified fragments per stripe (data fragments first:
@@ -53,9 +56,10 @@ from storage.crypto import (
     seal_stripe,
     seal_stripe_buffer,
 )
-from storage.documents import Documents, is_file_id, new_file_id, sign_document
+from storage.documents import Documents, document_key, is_file_id, new_file_id, sign_document
 from storage.inline import INLINE_MAX, ReplicaHealth, health_of, open_inline, seal_inline
 from storage.manifest import NO_HOLDER, Manifest, manifest_key, sign_manifest, verify_manifest
+from storage.peer import StoreItem
 from storage.placement import Network, assign, placement_key
 from storage.records import store_records
 
@@ -193,10 +197,6 @@ async def restripe(source: AsyncIterable[bytes],
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _const(value: int) -> int:
-    return value
 
 
 class _Placer:
@@ -368,13 +368,13 @@ class FileStore:
                          opts: PushOptions) -> PushResult:
         """Unary Push: the CID is known first, so placement derives from it; a one-stripe file
         takes the one-round-trip path (_push_small)."""
+        if self.inline_max < len(data) <= opts.stripe_size:
+            return await self._push_small(data, owner, opts)
         cid = await asyncio.to_thread(cid_for, data) if len(data) > 65536 else cid_for(data)
         if len(data) <= self.inline_max:
             opts.validate()
             return await self._push_inline(data, owner, opts, cid, *new_file_id(
                 bytes(owner.verify_key)))
-        if len(data) <= opts.stripe_size:
-            return await self._push_small(data, owner, opts, cid)
         return await self.push(_one_chunk(data), owner, opts, cid=cid)
 
     async def push(self, source: AsyncIterable[bytes], owner: nacl.signing.SigningKey,
@@ -463,16 +463,28 @@ class FileStore:
         result.under_replicated = replicas < codec.m + 1
         return result
 
-    async def _push_small(self, data: bytes, owner: nacl.signing.SigningKey, opts: PushOptions,
-                          cid: str) -> PushResult:
-        """One stripe, CID known: fragments, manifest and document are stored concurrently.
+    async def _push_small(self, data: bytes, owner: nacl.signing.SigningKey,
+                          opts: PushOptions) -> PushResult:
+        """One stripe: fragments, manifest and document are stored concurrently.
 
+        The CID (which placement needs), sealing, encoding and the fragment hashes are one
+        worker-thread job (one hop; the file_id and key are random, so none waits on a call).
         The manifest optimistically names the primary holders; if one of them fails and a
         spare takes its fragment, a corrected manifest (newer created_ms) is stored after.
         """
         codec = opts.validate()
         owner_pub = bytes(owner.verify_key)
         file_id, nonce = new_file_id(owner_pub)
+        file_key = new_file_key()
+
+        def encode() -> tuple[str, list[memoryview], list[bytes]]:
+            cid = cid_for(data)
+            sealed = seal_stripe_buffer(file_key, data, context=file_id.encode(), index=0,
+                                        last=True)
+            frags = codec.encode_views(sealed)
+            return cid, frags, [hashlib.sha256(f).digest() for f in frags]
+
+        cid, frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
         pkey = placement_key("cid", cid)
         ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
         placer = _Placer(ranked, codec.n)
@@ -481,15 +493,6 @@ class FileStore:
             warnings.append(f"only {len(set(placer.current))} live storage peer(s) for "
                             f"{codec.n} fragments: several fragments share a holder "
                             "(under-replicated)")
-        file_key = new_file_key()
-
-        def encode() -> tuple[list[memoryview], list[bytes]]:
-            sealed = seal_stripe_buffer(file_key, data, context=file_id.encode(), index=0,
-                                        last=True)
-            frags = codec.encode_views(sealed)
-            return frags, [hashlib.sha256(f).digest() for f in frags]
-
-        frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
         planned = [placer.slot(h) for h in placer.current]
         stripes = [storage_pb2.Stripe(fragments=[
             storage_pb2.Fragment(hash=h, holder=slot) for h, slot in zip(hashes, planned,
@@ -504,10 +507,12 @@ class FileStore:
         self.inflight += 1
         signed = sign_manifest(body, owner)
         try:
-            sent, (replicas, docs) = await asyncio.gather(
-                self._send_stripe(file_id, 0, frags, actual, placer, codec) if data
-                else _const(codec.n),
-                self._store_records(signed, owner, opts, nonce))
+            if data:
+                sent, replicas, docs = await self._store_small(
+                    cid, file_id, frags, actual, placer, codec, signed, owner, opts, nonce)
+            else:
+                sent = codec.n
+                replicas, docs = await self._store_records(signed, owner, opts, nonce)
         finally:
             self.inflight -= 1
         if data and (sent < codec.n or [f.holder for f in actual.fragments] != planned):
@@ -569,30 +574,100 @@ class FileStore:
                                              body.file_id, self.documents.replicas)
         return replicas, docs if opts.document else 1
 
+    def _fragment_failed(self, i: int, index: int, holder: bytes, exc: MeshError) -> None:
+        self.counters["fragment_failures"] += 1
+        log.warning("storing fragment %d of stripe %d on %s failed: %s", i, index,
+                    holder.hex()[:16], exc)
+
+    async def _place(self, file_id: str, index: int, i: int, frags: list[memoryview],
+                     stripe: storage_pb2.Stripe, placer: _Placer, holder: bytes | None) -> bool:
+        """Store fragment i of stripe ``index`` on holder, else on spares; True if stored."""
+        while holder is not None:
+            try:
+                client = await self.network.client(holder)
+                await client.store_fragment(file_id, index * 256 + i, frags[i],
+                                            stripe.fragments[i].hash, hashed=True)
+            except MeshError as exc:
+                self._fragment_failed(i, index, holder, exc)
+                holder = placer.replace(i, holder)
+                continue
+            stripe.fragments[i].holder = placer.slot(holder)
+            return True
+        return False
+
     async def _send_stripe(self, file_id: str, index: int, frags: list[memoryview],
                            stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec) -> int:
-        async def one(i: int) -> bool:
-            holder: bytes | None = placer.current[i]
-            while holder is not None:
-                try:
-                    client = await self.network.client(holder)
-                    await client.store_fragment(file_id, index * 256 + i, frags[i],
-                                                stripe.fragments[i].hash)
-                except MeshError as exc:
-                    self.counters["fragment_failures"] += 1
-                    log.warning("storing fragment %d of stripe %d on %s failed: %s", i, index,
-                                holder.hex()[:16], exc)
-                    holder = placer.replace(i, holder)
-                    continue
-                stripe.fragments[i].holder = placer.slot(holder)
-                return True
-            return False
-
-        placed = sum(await asyncio.gather(*(one(i) for i in range(codec.n))))
+        placed = sum(await asyncio.gather(*(
+            self._place(file_id, index, i, frags, stripe, placer, placer.current[i])
+            for i in range(codec.n))))
         if placed < codec.k:
             raise UnavailableError(f"stripe {index}: only {placed} of {codec.n} fragments could "
                                    f"be stored (need at least k={codec.k})")
         return placed
+
+    async def _store_small(self, cid: str, file_id: str, frags: list[memoryview],
+                           stripe: storage_pb2.Stripe, placer: _Placer, codec: Codec,
+                           signed: storage_pb2.SignedManifest, owner: nacl.signing.SigningKey,
+                           opts: PushOptions, nonce: bytes) -> tuple[int, int, int]:
+        """A one-stripe Push's fragments, manifest and document record in one round: one
+        StoreBatch call per peer carrying whatever that peer keeps (its fragments; the
+        manifest if it is a manifest replica, the record if a document replica; the same
+        peers as _send_stripe and storage/records.py choose). A fragment whose holder failed
+        then goes to spares as in _send_stripe. Returns (fragments placed, manifest replicas,
+        document replicas); acknowledged only after every call has answered, i.e. after all
+        of it is durable where it was accepted.
+        """
+        doc = sign_document(file_id, nonce, cid, owner) if opts.document else None
+        mpeers = await self.network.closest(manifest_key(cid), codec.m + 1)
+        dpeers = (await self.network.closest(document_key(file_id), self.documents.replicas)
+                  if doc is not None else [])
+        plan: dict[bytes, list[tuple[str, int]]] = {}
+        for i, holder in enumerate(placer.current):
+            plan.setdefault(holder, []).append(("fragment", i))
+        for p in mpeers:
+            plan.setdefault(p, []).append(("manifest", 0))
+        for p in dpeers:
+            if p not in mpeers:
+                plan.setdefault(p, []).append(("document", 0))
+        failed: list[tuple[int, bytes]] = []
+        stored = {"fragment": 0, "manifest": 0, "document": 0}
+
+        async def to_peer(peer: bytes, what: list[tuple[str, int]]) -> None:
+            items = [StoreItem.of_fragment(file_id, i, frags[i], stripe.fragments[i].hash)
+                     if kind == "fragment" else
+                     StoreItem.of_records(signed if kind == "manifest" else None,
+                                          doc if peer in dpeers else None)
+                     for kind, i in what]
+            try:
+                client = await self.network.client(peer)
+            except MeshError as exc:
+                results: list[bytes | MeshError] = [exc] * len(items)
+            else:
+                results = await client.store_batch(items)
+            for (kind, i), r in zip(what, results, strict=True):
+                if isinstance(r, MeshError):
+                    if kind == "fragment":
+                        self._fragment_failed(i, 0, peer, r)
+                        failed.append((i, peer))
+                    else:
+                        log.warning("%s of %s not stored on %s: %s", kind, cid, peer.hex()[:16], r)
+                    continue
+                stored[kind] += 1
+                if kind == "fragment":
+                    stripe.fragments[i].holder = placer.slot(peer)
+                elif kind == "manifest" and peer in dpeers and storage_pb2.StoreManifestReply \
+                        .FromString(r).document_stored:
+                    stored["document"] += 1
+
+        await asyncio.gather(*(to_peer(p, w) for p, w in plan.items()))
+        retried = await asyncio.gather(*(
+            self._place(file_id, 0, i, frags, stripe, placer, placer.replace(i, bad))
+            for i, bad in failed))
+        placed = stored["fragment"] + sum(retried)
+        if placed < codec.k:
+            raise UnavailableError(f"stripe 0: only {placed} of {codec.n} fragments could "
+                                   f"be stored (need at least k={codec.k})")
+        return placed, stored["manifest"], stored["document"] if doc is not None else 1
 
     async def _store_manifest(self, cid: str, signed: storage_pb2.SignedManifest,
                               replicas: int) -> int:

@@ -136,11 +136,17 @@ class FragmentStore:
         if self._path(h).exists():
             write_atomic(self._path(h).with_suffix(".refs"), json.dumps(refs).encode(), False)
 
-    def put(self, data: bytes | bytearray | memoryview, file: str = "", index: int = -1) -> str:
-        """Store a fragment (idempotent) and record that `file` uses it as fragment `index`."""
+    def put(self, data: bytes | bytearray | memoryview, file: str = "", index: int = -1,
+            known_hash: str | None = None) -> str:
+        """Store a fragment (idempotent) and record that `file` uses it as fragment `index`.
+
+        ``known_hash``: the caller computed the sha256 of exactly these bytes in this process
+        (a Push storing its own fragment here), so they are not hashed again. Bytes from
+        anywhere else must not pass it: the hash is what makes the store content-addressed.
+        """
         if not isinstance(file, str) or len(file) > 512 or not isinstance(index, int):
             raise ValueError("file must be a str of at most 512 chars and index an int")
-        h = fragment_hash(data)
+        h = _check(known_hash) if known_hash is not None else fragment_hash(data)
         path = self._path(h)
         size = memoryview(data).nbytes
         if not (self.has(h) and path.stat().st_size == size):
