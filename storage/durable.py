@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -35,3 +37,17 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool
             tmp.unlink()
     if durable:
         fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def sqlite_tx(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3.Connection]:
+    """An immediate transaction under ``lock``: committed on leaving the block (durably when the
+    connection runs with synchronous=FULL), rolled back on any exception."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")

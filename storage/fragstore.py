@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.durable import fsync_dir, write_atomic
+from storage.durable import fsync_dir, sqlite_tx, write_atomic
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SCHEMA = """
@@ -114,16 +114,8 @@ class FragmentStore:
     def _path(self, h: str) -> Path:
         return self.root / h[:2] / h
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_tx(self._db, self._lock)
 
     def _refs(self, h: str) -> list[tuple[str, int]]:
         with self._lock:

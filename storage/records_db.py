@@ -16,9 +16,10 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from storage.durable import sqlite_tx
 
 
 class RecordsDB:
@@ -49,17 +50,9 @@ class RecordsDB:
             raise
         return db
 
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """An immediate transaction, committed (durably) on leaving the block."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return sqlite_tx(self._db, self._lock)
 
     def query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
