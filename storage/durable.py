@@ -39,6 +39,23 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool
         fsync_dir(path.parent)
 
 
+def open_sqlite(path: Path, schema: str, *, synchronous: str) -> sqlite3.Connection:
+    """A checked WAL database with ``schema`` applied; a corrupt file raises DatabaseError
+    (the caller decides whether to rebuild). ``synchronous`` is FULL where a commit must be on
+    disk when it returns, NORMAL where the data can be rebuilt."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError(f"{path} failed quick_check")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.executescript(schema)
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
+
+
 @contextlib.contextmanager
 def sqlite_tx(db: sqlite3.Connection, lock: threading.Lock) -> Iterator[sqlite3.Connection]:
     """An immediate transaction under ``lock``: committed on leaving the block (durably when the

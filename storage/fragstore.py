@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.durable import fsync_dir, sqlite_tx, write_atomic
+from storage.durable import fsync_dir, open_sqlite, sqlite_tx, write_atomic
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _SCHEMA = """
@@ -95,17 +95,8 @@ class FragmentStore:
             fsync_dir(self.root)
 
     def _open_db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
-        try:
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("index failed quick_check")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # the index can be rebuilt from the files
-            db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
+        # NORMAL: the index can be rebuilt from the fragment files
+        return open_sqlite(self.db_path, _SCHEMA, synchronous="NORMAL")
 
     def close(self) -> None:
         with self._lock:

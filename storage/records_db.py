@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from storage.durable import sqlite_tx
+from storage.durable import open_sqlite, sqlite_tx
 
 
 class RecordsDB:
@@ -38,17 +38,7 @@ class RecordsDB:
             self._db = self._open(schema)
 
     def _open(self, schema: str) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError(f"{self.path} failed quick_check")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")   # a commit is on disk when it returns
-            db.executescript(schema)
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
+        return open_sqlite(self.path, schema, synchronous="FULL")  # commits are durable
 
     def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """An immediate transaction, committed (durably) on leaving the block."""
