@@ -247,10 +247,10 @@ class Repairer:
         ranked = tuple(holders)
         if self._manifest_peers.get(key) == ranked:
             return
-        if key not in self._manifest_peers:
-            self._manifest_peers[key] = ranked     # first sight: Push placed it there
-            return
-        previous = set(self._manifest_peers[key])
+        # First sight: do not assume Push reached every holder (a full or failing disk can
+        # refuse a replica, and with stable membership nothing else would ever restore it; a
+        # leader without the manifest never rebalances). A copy a peer already has is a no-op.
+        previous = set(self._manifest_peers.get(key, ()))
         self._manifest_peers[key] = ranked
         for peer in ranked:
             if peer == self.network.self_id or peer in previous:
