@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from storage import direct_io
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -22,15 +24,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` all at once; ``durable`` also survives a power cut."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}")
+def write_atomic(path: Path, data: bytes | bytearray | memoryview, durable: bool = True,
+                 tmp: Path | None = None) -> None:
+    """Replace ``path`` with ``data`` all at once; ``durable`` also survives a power cut.
+
+    ``tmp``: an existing file on the same filesystem to write and rename (storage/spares.py);
+    by default a new temp file beside ``path``.
+    """
+    if tmp is None:
+        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
+        if not (durable and direct_io.write_durable(tmp, data)):
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

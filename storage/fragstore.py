@@ -1,10 +1,12 @@
 """A node's fragment store: content-addressed files on disk, indexed in SQLite.
 
 Layout under DATA/fragments/: ``ab/abcdef…`` holds the fragment whose sha256 hex digest is
-``abcdef…``; ``ab/abcdef….refs`` lists the (file, index) references to it as JSON, so the index
-can be rebuilt from the files alone; ``index.sqlite3`` is the index. Only validated hex digests
-ever become paths. Blobs are written temp -> fsync -> rename -> fsync(dir), so a crash leaves
-either the whole fragment or none. Every read re-hashes the bytes: a truncated or rotted file is
+``abcdef…``; its extended attribute ``user.tw-refs`` (or, where the filesystem has no user
+xattrs, a side file ``ab/abcdef….refs``) lists the (file, index) references to it as JSON, so
+the index can be rebuilt from the files alone; ``index.sqlite3`` is the index. Only validated
+hex digests ever become paths. Blobs are written temp -> fsync -> rename -> fsync(dir), so a
+crash leaves either the whole fragment or none; the temp file is a spare made ahead of time
+(storage/spares.py: creating a file is the costliest step of a write on this filesystem). Every read re-hashes the bytes: a truncated or rotted file is
 counted, removed and reported as missing, and the caller fetches or repairs it elsewhere.
 
 The store is synchronous and thread-safe (one SQLite connection behind a lock; file I/O runs
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -26,9 +29,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage import direct_io
 from storage.durable import fsync_dir, open_sqlite, sqlite_tx, write_atomic
+from storage.spares import SparePool
 
 _HEX = re.compile(r"[0-9a-f]{64}")
+_REFS_XATTR = "user.tw-refs"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL,
                                   created REAL NOT NULL);
@@ -71,6 +77,8 @@ class FragmentStore:
         for tmp in self.root.glob("*/.tmp-*"):  # debris of a crash mid-write
             tmp.unlink(missing_ok=True)
         self._make_shards()
+        self.spares = SparePool(self.root / ".spare")
+        self._xattrs = True  # until the filesystem refuses one
         fresh = not self.db_path.exists()
         try:
             self._db = self._open_db()
@@ -99,6 +107,7 @@ class FragmentStore:
         return open_sqlite(self.db_path, _SCHEMA, synchronous="NORMAL")
 
     def close(self) -> None:
+        self.spares.close()
         with self._lock:
             self._db.close()
 
@@ -114,10 +123,28 @@ class FragmentStore:
             return [(str(f), int(i)) for f, i in rows]
 
     def _write_refs(self, h: str) -> None:
-        """Mirror the refs of h beside its blob, for rebuild_index (not fsynced: hints only)."""
-        refs = self._refs(h)
-        if self._path(h).exists():
-            write_atomic(self._path(h).with_suffix(".refs"), json.dumps(refs).encode(), False)
+        """Mirror the refs of h on its blob, for rebuild_index (not fsynced: hints only)."""
+        refs = json.dumps(self._refs(h)).encode()
+        path = self._path(h)
+        if self._xattrs:
+            try:
+                os.setxattr(path, _REFS_XATTR, refs)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:  # no user xattrs here (or too long): the side file
+                if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    self._xattrs = False
+        if path.exists():
+            write_atomic(path.with_suffix(".refs"), refs, False)
+
+    def _read_refs(self, p: Path) -> builtins.list[tuple[str, int]]:
+        for source in ("xattr", "file"):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                raw = (os.getxattr(p, _REFS_XATTR) if source == "xattr"
+                       else p.with_suffix(".refs").read_bytes())
+                return [(str(f), int(i)) for f, i in json.loads(raw)]
+        return []
 
     def put(self, data: bytes | bytearray | memoryview, file: str = "", index: int = -1,
             known_hash: str | None = None) -> str:
@@ -134,7 +161,7 @@ class FragmentStore:
         size = memoryview(data).nbytes
         if not (self.has(h) and path.stat().st_size == size):
             try:
-                write_atomic(path, data, durable=True)
+                write_atomic(path, data, durable=True, tmp=self.spares.take())
             except FileNotFoundError:          # its shard directory was removed under us
                 path.parent.mkdir(exist_ok=True)
                 write_atomic(path, data, durable=True)
@@ -156,7 +183,7 @@ class FragmentStore:
         """The fragment's bytes, or None if absent, truncated or corrupt (then it is dropped)."""
         _check(h)
         try:
-            data = self._path(h).read_bytes()
+            data = direct_io.read_all(self._path(h))
         except FileNotFoundError:
             self._forget(h)
             return None
@@ -246,10 +273,7 @@ class FragmentStore:
                 p.unlink(missing_ok=True)
                 p.with_suffix(".refs").unlink(missing_ok=True)
                 continue
-            refs: builtins.list[tuple[str, int]] = []
-            with contextlib.suppress(OSError, ValueError, TypeError):
-                raw = json.loads(p.with_suffix(".refs").read_bytes())
-                refs = [(str(f), int(i)) for f, i in raw]
+            refs = self._read_refs(p)
             with self._tx() as db:
                 db.execute(
                     "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from storage.fragstore import FragmentStore, fragment_hash
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FragmentStore:
-    return FragmentStore(tmp_path)
+def store(tmp_path: Path) -> Iterator[FragmentStore]:
+    s = FragmentStore(tmp_path)
+    yield s
+    s.close()
 
 
 def blob_path(store: FragmentStore, h: str) -> Path:
