@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 
+from mesh.channel import allocator
+
 DEFAULT_API = "127.0.0.1:50052"
 API_ENV = "TW_MESH_API"
 EXIT_ERROR = 1
@@ -47,6 +49,7 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def api_channel(args: argparse.Namespace) -> grpc.Channel:
+    allocator.tune()  # a 1 MiB message costs ~1.7 ms of CPU with glibc's defaults, ~0.6 tuned
     host, port = args.api
     return grpc.insecure_channel(f"{host}:{port}", options=[
         ("grpc.max_receive_message_length", 64 * 2**20),

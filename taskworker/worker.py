@@ -42,6 +42,7 @@ from typing import Any, TypeVar, overload
 import grpc
 
 from compute.deploy import sandbox_source
+from mesh.channel import allocator
 from proto import taskworker_pb2, taskworker_pb2_grpc
 
 log = logging.getLogger("taskworker")
@@ -223,6 +224,7 @@ class TaskWorker:
             await node.stop(0)
             raise
         self.node = node
+        allocator.tune()  # as the node itself: bulk messages reuse pages (mesh/channel/allocator.py)
         self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.api_port}")
         self._file_stub = taskworker_pb2_grpc.FileServiceStub(self._channel)
         for name in list(self.functions):

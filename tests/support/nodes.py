@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from mesh.channel import allocator
 from proto import taskworker_pb2, taskworker_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +99,7 @@ class NodeProc:
         return self.proc.returncode
 
     def channel(self) -> grpc.aio.Channel:
+        allocator.tune()  # a client as the CLI is (taskworker/cli_common.api_channel)
         return grpc.aio.insecure_channel(self.api, options=[
             ("grpc.max_receive_message_length", 256 * 2**20),
             ("grpc.max_send_message_length", 256 * 2**20)])
