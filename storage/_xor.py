@@ -3,13 +3,17 @@
 A schedule computes ``out[r] = XOR of in[c] for every c with bits[r, c] == 1`` where each in/out
 is a whole packet. Pairs of inputs shared by several outputs are XORed once into a temporary
 (greedy common-pair elimination, as in Plank's "smart scheduling"), which cuts the XOR count
-noticeably for dense decode matrices. Execution walks the fragments one tile at a time (the
-same offsets of every packet) so a tile's packets stay in cache while each output is built.
+noticeably for dense decode matrices. Each temporary is computed just before the first output
+that reads it, and temporaries share buffers once dead (liveness allocation), so fewer buffers
+are live at once. Execution walks the fragments one tile at a time (the same offsets of every
+packet) so a tile's packets stay in cache while each output is built; temp space is kept per
+thread between calls, since fresh multi-MiB arrays cost page faults on every call.
 """
 
 from __future__ import annotations
 
 import heapq
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ import numpy as np
 # Bytes each numpy op touches: big enough to amortise ~1 us of call overhead, small enough
 # that a tile's packets (all fragments x 8) stay in cache between the ops that reuse them.
 TILE_BYTES = 32 * 1024
+SCRATCH_BYTES = 16 * 2**20  # per-thread temp space kept between calls (see _scratch)
 SMALL_BYTES = 32 * 1024  # fragments up to this size take the Python-int path (_run_small)
 _MAX_PAIR_WORK = 600_000  # above (20,10)-sized matrices pair elimination takes seconds
 
@@ -73,11 +78,33 @@ def compile_schedule(bits: np.ndarray, eliminate_pairs: bool = True) -> Schedule
             for key in touched:
                 if counts[key] > 1:
                     heapq.heappush(heap, (-counts[key], key))
-    ops: list[tuple[int, int, int]] = [(n_in + i, a, b) for i, (a, b) in enumerate(temps)]
+    # Emit each temp just before the first output chain that needs it, then give temps
+    # registers by liveness: fewer temp buffers are live at once, so more stay in cache.
+    ops: list[tuple[int, int, int]] = []
+    emitted: set[int] = set()
+
+    def need(x: int) -> None:  # depth-first, without recursion: temp chains can be long
+        stack = [x]
+        while stack:
+            t = stack[-1]
+            if t < n_in or t in emitted:
+                stack.pop()
+                continue
+            a, b = temps[t - n_in]
+            missing = [y for y in (a, b) if y >= n_in and y not in emitted]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            ops.append((t, a, b))
+            emitted.add(t)
+
     base = n_in + len(temps)
     for out_row, srcs in enumerate(rows):
         dst = base + out_row
         order = sorted(srcs)
+        for s in order:
+            need(s)
         if not order:
             ops.append((dst, -1, -1))
         elif len(order) == 1:
@@ -85,7 +112,38 @@ def compile_schedule(bits: np.ndarray, eliminate_pairs: bool = True) -> Schedule
         else:
             ops.append((dst, order[0], order[1]))
             ops.extend((dst, dst, s) for s in order[2:])
-    return Schedule(n_in, len(temps), n_out, tuple(ops))
+    return _allocate(n_in, len(temps), n_out, ops)
+
+
+def _allocate(n_in: int, n_tmp: int, n_out: int, ops: list[tuple[int, int, int]]) -> Schedule:
+    """Renumber temps onto as few buffers as their lifetimes allow: a temp's buffer is free
+    after its last read and may be the destination of that same op (XOR is elementwise, so
+    an exact overlap is safe)."""
+
+    def is_tmp(x: int) -> bool:
+        return n_in <= x < n_in + n_tmp
+
+    last = {x: i for i, op in enumerate(ops) for x in op[1:] if is_tmp(x)}
+    slot: dict[int, int] = {}
+    free: list[int] = []
+    n_slots = 0
+    for i, (dst, a, b) in enumerate(ops):
+        for x in {a, b}:
+            if is_tmp(x) and last[x] == i:
+                free.append(slot[x])
+        if is_tmp(dst):
+            if not free:
+                free.append(n_slots)
+                n_slots += 1
+            slot[dst] = free.pop()
+
+    def remap(x: int) -> int:
+        if x < n_in:
+            return x
+        return n_in + slot[x] if is_tmp(x) else x - n_tmp + n_slots
+
+    renamed = tuple((remap(d), remap(a), remap(b)) for d, a, b in ops)
+    return Schedule(n_in, n_slots, n_out, renamed)
 
 
 def _segments(size: int, packet: int) -> list[tuple[int, int, int, int, int]]:
@@ -131,10 +189,12 @@ def run(
         _run_small(sched, inputs, outputs, packet)
         return
     frags = [f.view(np.uint64) for f in (*inputs, *outputs)]  # sizes are multiples of 64
-    temps = np.empty((sched.n_tmp, TILE_BYTES // 8), np.uint64)
+    segments = _segments(len(inputs[0]), packet)
+    widest = max(chunks * (w1 - w0) for _, chunks, _, w0, w1 in segments)
+    temps = _scratch(sched.n_tmp * widest).reshape(sched.n_tmp, widest)
     shaped: dict[tuple[int, int], list[np.ndarray]] = {}  # temp views per tile shape
     n_in, xor = len(inputs), np.bitwise_xor
-    for start, chunks, pkt, w0, w1 in _segments(len(inputs[0]), packet):
+    for start, chunks, pkt, w0, w1 in segments:
         words, first = pkt // 8, start // 8
         key = (chunks, w1 - w0)
         if key not in shaped:
@@ -157,6 +217,20 @@ def run(
                 bufs[dst][...] = bufs[a]
             else:
                 bufs[dst][...] = 0
+
+
+_local = threading.local()
+
+
+def _scratch(words: int) -> np.ndarray:
+    """Temp space for run(): one array per thread, kept between calls up to SCRATCH_BYTES
+    (a fresh multi-MiB array costs page faults on every call)."""
+    if words * 8 > SCRATCH_BYTES:
+        return np.empty(words, np.uint64)
+    buf: np.ndarray | None = getattr(_local, "buf", None)
+    if buf is None or len(buf) < words:
+        buf = _local.buf = np.empty(words, np.uint64)
+    return buf[:words]
 
 
 def _run_small(
