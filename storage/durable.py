@@ -7,6 +7,7 @@ old file (or none) in place even though write() and fsync() returned.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -14,6 +15,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from storage import direct_io
+
+_SQLITE_FULL = 13
+
+
+def local_failure(exc: BaseException) -> tuple[bool, str] | None:
+    """(disk full?, a one-line message) when ``exc`` is this node's own disk or database
+    failing — full → RESOURCE_EXHAUSTED, anything else → UNAVAILABLE for the servicers —
+    or None when it is not (a refused connection is a peer's problem, not the disk's)."""
+    if isinstance(exc, sqlite3.Error):
+        full = getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "disk is full" in str(exc)
+        what, detail = "database", str(exc)
+    elif isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        what, detail = "storage", exc.strerror or str(exc)
+    else:
+        return None
+    head = "this node's disk is full" if full else f"this node's {what} failed"
+    return full, f"{head} ({detail}); try another node or free space"
 
 
 def fsync_dir(path: Path) -> None:

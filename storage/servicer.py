@@ -11,8 +11,8 @@ service when one is registered in ctx.registry (issue 5), else answered UNIMPLEM
 
 from __future__ import annotations
 
-import errno
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +23,7 @@ from mesh.errors import InvalidArgumentError, MeshError, PeerCallError
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.cid import CidError, is_cid
 from storage.crypto import CryptoError
+from storage.durable import local_failure
 from storage.files import PushOptions, PushResult
 from storage.keyring import KeyringError
 
@@ -37,13 +38,11 @@ _HEXKEY = re.compile(r"[0-9a-f]{64}")
 
 async def _abort(context: Context, exc: BaseException) -> None:
     message = str(exc)
-    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
-        # This node's own disk: full → RESOURCE_EXHAUSTED, any other I/O error → UNAVAILABLE.
-        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
-        message = ("this node's disk is full" if full else "this node's storage failed") + \
-            f" ({exc.strerror or exc}); try another node or free space"
-        await context.abort(code, message)
+    local = local_failure(exc)
+    if local is not None:
+        full, message = local
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED if full
+                            else grpc.StatusCode.UNAVAILABLE, message)
         return
     if isinstance(exc, PeerCallError):
         code = exc.code
@@ -61,7 +60,7 @@ async def _abort(context: Context, exc: BaseException) -> None:
 async def _guard(context: Context, work: Callable[[], Awaitable[T]]) -> T:
     try:
         return await work()
-    except (MeshError, ValueError, OSError) as exc:
+    except (MeshError, ValueError, OSError, sqlite3.Error) as exc:
         await _abort(context, exc)
         raise AssertionError("unreachable") from exc
 
@@ -165,7 +164,7 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
                 cid=body.cid, filename=reader.filename, size=body.size, version=version))
             async for stripe in reader.stripes():
                 yield taskworker_pb2.GetChunk(data=stripe)
-        except (MeshError, ValueError, OSError) as exc:
+        except (MeshError, ValueError, OSError, sqlite3.Error) as exc:
             await _abort(context, exc)
 
     def _check_get(self, request: taskworker_pb2.GetRequest) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,10 @@ class VersionHandlers:
         fid = _check_file(req.file_id)
         if len(req.records) + len(req.grants) > MAX_IDS:
             raise ResourceExhaustedError("too many records in one push")
-        result = self.store.ingest_bytes(fid, list(req.grants), list(req.records))
+        try:
+            result = self.store.ingest_bytes(fid, list(req.grants), list(req.records))
+        except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: the pusher counts it
+            raise ResourceExhaustedError(f"cannot store the records here: {exc}") from exc
         self.refused += len(result.refused)
         self._take_manifests(self.store.get(fid), list(req.records), list(req.manifests))
         return versions_pb2.PushReply(

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import re
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from mesh.errors import (
 )
 from mesh.identity import Identity
 from proto import taskworker_pb2, versions_pb2
+from storage.durable import local_failure
 from storage.manifest import Manifest
 from storage.versions.peer import FaultHooks, VersionHandlers
 from storage.versions.reads import ContentReader, LatestGuess, ReadAhead, cancel
@@ -222,6 +224,13 @@ class VersionService:
             await context.abort(exc.code, str(exc))
         except (MeshError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except (OSError, sqlite3.Error) as exc:
+            local = local_failure(exc)
+            if local is None:
+                raise
+            full, message = local
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED if full
+                                else grpc.StatusCode.UNAVAILABLE, message)
         raise AssertionError("unreachable")
 
     def _parents(self, vs: VersionSet, file_id: str, base_versions: list[str] | None
