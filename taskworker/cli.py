@@ -36,6 +36,14 @@ examples:
 """
 
 
+def _mesh_name(text: str) -> str:
+    from mesh.dht import check_mesh_name
+    try:
+        return check_mesh_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("join", help="run a node in the foreground (alone it starts a new mesh)",
                        description="Run a node in the foreground. Without --bootstrap it starts "
@@ -59,6 +67,9 @@ def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--rpc-timeout", type=float, default=1.0, help="DHT RPC timeout, s (default 1)")
     p.add_argument("--sweep-interval", type=float, default=2.0,
                    help="how often to check peers' liveness, s (default 2)")
+    p.add_argument("--mesh", metavar="NAME", type=_mesh_name, default="default",
+                   help="name of the mesh to start or join (default 'default'): peers of a mesh "
+                   "with another name are refused, so two meshes on one network never merge")
     p.add_argument("--allow-remote-api", action="store_true",
                    help="let --api listen on a non-loopback address (the API has no auth)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -81,7 +92,8 @@ def cmd_join(args: argparse.Namespace) -> int:
     config = NodeConfig(data_dir=args.data_dir, listen=args.listen, api=args.api,
                         bootstrap=args.bootstrap, roles=tuple(args.roles or ("storage", "compute")),
                         rpc_timeout=args.rpc_timeout, sweep_interval=args.sweep_interval,
-                        allow_remote_api=args.allow_remote_api, settings=settings)
+                        allow_remote_api=args.allow_remote_api, settings=settings,
+                        mesh=args.mesh)
     return asyncio.run(_run_node(config))
 
 

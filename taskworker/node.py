@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from mesh.channel import Caller, ChannelPool, ChannelServer
 from mesh.channel.client import MAX_MESSAGE_BYTES
 from mesh.context import MeshContext, MeshService
-from mesh.dht import Membership
+from mesh.dht import DEFAULT_MESH, Membership
 from mesh.errors import MeshError
 from mesh.grpc_guard import MalformedRequestInterceptor
 from mesh.identity import Identity, load_or_create
@@ -62,6 +62,7 @@ class NodeConfig:
     sweep_interval: float = 2.0
     allow_remote_api: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    mesh: str = DEFAULT_MESH
 
 
 def _is_loopback(host: str) -> bool:
@@ -116,6 +117,14 @@ class Node:
             capacity_bytes=usage.total, free_bytes=usage.free,
             load=sum(s.load() for s in self.services), version=VERSION)
 
+    def _foreign_bootstrap(self) -> None:
+        """Name the other mesh when the bootstrap peers answered but belong to it."""
+        assert self.membership is not None
+        for (ip, port), other in self.membership.foreign.items():
+            raise StartupError(f"the bootstrap peer at {ip}:{port} belongs to mesh {other!r}, "
+                               f"this node to {self.config.mesh!r} (pass --mesh {other} to join "
+                               "that mesh)")
+
     def _unreachable(self, node_id: bytes) -> None:
         if self.membership is not None:
             self.membership.mark_dead(node_id)
@@ -128,6 +137,7 @@ class Node:
             "api": f"{self.config.api[0]}:{self.api_port}",
             "uptime_s": round(time.time() - self.started, 1),
             "version": VERSION,
+            "mesh": self.config.mesh,
             "roles": list(self.config.roles),
             "peers": len(peers),
             "channel": {"refused_frames": self.channel_server.refused_frames},
@@ -165,7 +175,8 @@ class Node:
         self.channel_server.handle("mesh.Ping", self._rpc_ping)
         self.membership = Membership(
             self.identity, host=cfg.listen[0], port=self.port, rpc_timeout=cfg.rpc_timeout,
-            sweep_interval=cfg.sweep_interval, peer_record_factory=self._peer_record)
+            sweep_interval=cfg.sweep_interval, peer_record_factory=self._peer_record,
+            mesh=cfg.mesh)
         self.ctx = MeshContext(self.identity, self.membership, self.channels,
                                self.channel_server, cfg.data_dir,
                                f"{cfg.listen[0]}:{self.port}", cfg.roles, cfg.settings)
@@ -192,6 +203,7 @@ class Node:
         if cfg.bootstrap:
             reached = await self.membership.bootstrap(cfg.bootstrap)
             if reached == 0:
+                self._foreign_bootstrap()
                 targets = ", ".join(f"{h}:{p}" for h, p in cfg.bootstrap)
                 raise StartupError(f"no bootstrap peer answered ({targets})")
             log.info("joined the mesh through %d bootstrap address(es); %d peers live",

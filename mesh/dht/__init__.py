@@ -5,11 +5,11 @@
 """
 
 from mesh.dht.membership import Membership, MembershipEvent
-from mesh.dht.peers import PeerView
+from mesh.dht.peers import DEFAULT_MESH, PeerView, check_mesh_name
 from mesh.dht.protocol import MeshProtocol
 from mesh.dht.routing import MeshRoutingTable
 from mesh.dht.server import MeshServer
 from mesh.dht.storage import RecordStorage
 
-__all__ = ["Membership", "MembershipEvent", "MeshProtocol", "MeshRoutingTable", "MeshServer",
-           "PeerView", "RecordStorage"]
+__all__ = ["DEFAULT_MESH", "Membership", "MembershipEvent", "MeshProtocol", "MeshRoutingTable",
+           "MeshServer", "PeerView", "RecordStorage", "check_mesh_name"]

@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 from kademlia.node import Node
 
 from mesh.dht.liveness import Liveness
-from mesh.dht.peers import PeerView, check_identify, identify_message, short
+from mesh.dht.peers import DEFAULT_MESH, PeerView, check_identify, identify_message, short
 from mesh.dht.rejoin import Rejoin
 from mesh.dht.server import MeshServer
 from mesh.dht.storage import encode_set
@@ -46,8 +46,10 @@ class Membership(Liveness, Rejoin):
                  peer_record_factory: Callable[[], mesh_pb2.PeerRecord],
                  verify_peer: Callable[[mesh_pb2.PeerRecord], Awaitable[bool]] | None = None,
                  record_ttl: float = 900.0, sweep_batch: int | None = None,
-                 rejoin_interval: float = 10.0) -> None:
+                 rejoin_interval: float = 10.0, mesh: str = DEFAULT_MESH) -> None:
         self.identity = identity
+        self.mesh = mesh or DEFAULT_MESH
+        self.foreign: dict[tuple[str, int], str] = {}  # address -> mesh of a peer refused for it
         self.node_id = identity.node_id
         self.host = host
         self.ksize = ksize
@@ -157,6 +159,7 @@ class Membership(Liveness, Rejoin):
         peer = self._factory()
         peer.node_id = self.node_id
         peer.identity_key = self.identity.public_key
+        peer.mesh = self.mesh
         if not peer.address or peer.address.endswith(":0"):
             peer.address = f"{self.host}:{self.port}"
         self._own = sign_record(self.identity, "peer", peer.SerializeToString(),
@@ -213,6 +216,15 @@ class Membership(Liveness, Rejoin):
         ok, answer = await self.server.protocol.call_identify(node, nonce)
         signed = check_identify(node.id, nonce, self.node_id, answer) if ok else None
         peer = decode_peer(signed) if signed is not None else None
+        if peer is not None and (peer.mesh or DEFAULT_MESH) != self.mesh:
+            # Another mesh's node (a recycled port, a mistyped --bootstrap): proven, but never
+            # admitted, so the two meshes cannot merge.
+            if len(self.foreign) < 1024:
+                self.foreign[(node.ip, node.port)] = peer.mesh or DEFAULT_MESH
+            log.warning("refused %s at %s:%s: it belongs to mesh %r, this node to %r",
+                        short(node.id), node.ip, node.port, peer.mesh or DEFAULT_MESH, self.mesh)
+            self._refuse(node)
+            return False
         if peer is not None and self._verify_peer is not None:
             try:
                 async with asyncio.timeout(5 * self.rpc_timeout):
@@ -223,17 +235,19 @@ class Membership(Liveness, Rejoin):
             peer = peer if accepted else None
         if signed is None or peer is None:
             if ok:  # it answered but proved nothing: do not ask again for a while
-                now = time.monotonic()
-                if len(self._refused) > 1024:
-                    self._refused = {k: t for k, t in self._refused.items()
-                                     if now - t < REFUSE_RETRY_S}
-                self._refused[(node.id, node.ip, node.port)] = now
+                self._refuse(node)
                 log.warning("refused %s at %s:%s: identity not proven",
                             short(node.id), node.ip, node.port)
             return False
         self._up(node, peer)
         self.server.protocol.accept_contact(node)
         return True
+
+    def _refuse(self, node: Node) -> None:
+        now = time.monotonic()
+        if len(self._refused) > 1024:
+            self._refused = {k: t for k, t in self._refused.items() if now - t < REFUSE_RETRY_S}
+        self._refused[(node.id, node.ip, node.port)] = now
 
     def _up(self, node: Node, peer: mesh_pb2.PeerRecord) -> None:
         old = self._nodes.get(node.id)

@@ -3,11 +3,14 @@
 Kademlia (Maymounkov & Mazières 2002, section 2) takes node IDs on trust. Here a node proves
 that its ID is the hash of a key it holds: it signs ``identify_message(nonce, ...)`` for a
 fresh nonce chosen by the asker, and sends its signed peer record, whose key must hash to
-the ID it uses in the DHT.
+the ID it uses in the DHT. The record also names the node's mesh (``tw-mesh join --mesh``): a
+node of another mesh proves its ID like any other and is still refused, so two meshes sharing
+a host or a recycled address can never merge.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,16 @@ from mesh.records import decode_peer, decode_record, verify_record
 from proto import mesh_pb2
 
 _DOMAIN = b"tw-mesh/dht-identify/v1\x00"
+DEFAULT_MESH = "default"
+_MESH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_mesh_name(name: str) -> str:
+    """A mesh name (1-64 of letters, digits, ``.``, ``_``, ``-``); ValueError otherwise."""
+    if not _MESH_NAME.fullmatch(name):
+        raise ValueError(f"a mesh name is 1-64 letters, digits, '.', '_' or '-' "
+                         f"(starting with a letter or digit), not {name!r}")
+    return name
 
 
 @dataclass

@@ -256,3 +256,22 @@ async def test_own_record_is_republished_before_expiry(make_node: MakeNode) -> N
     await asyncio.sleep(1.2)  # longer than the TTL: only republishing keeps it alive
     later = await b.fetch(a.node_id)
     assert len(later) == 1 and later[0].seq > first[0].seq
+
+
+async def test_a_node_of_another_mesh_is_refused(make_node: MakeNode) -> None:
+    """Two meshes on one host: each node proves its ID, yet nodes of another mesh are never
+    admitted (nor through a third node's routing table), so the meshes cannot merge."""
+    a1 = await make_node(mesh="alpha")
+    a2 = await make_node(mesh="alpha")
+    b1 = await make_node(mesh="beta")
+    plain = await make_node()  # no name given: the mesh called "default"
+    assert await a2.bootstrap([("127.0.0.1", a1.port)]) == 1
+    assert await b1.bootstrap([("127.0.0.1", a1.port)]) == 0
+    assert b1.foreign[("127.0.0.1", a1.port)] == "alpha"  # and a2, learnt from a1's answer
+    assert set(b1.foreign.values()) == {"alpha"}
+    assert await plain.bootstrap([("127.0.0.1", b1.port)]) == 0
+    assert plain.foreign == {("127.0.0.1", b1.port): "beta"}
+    await asyncio.sleep(0.5)  # b1 contacted a1 and plain contacted b1: still nobody admitted
+    assert {p.node_id for p in a1.live_peers()} == {a2.node_id}
+    assert b1.live_peers() == [] and plain.live_peers() == []
+    assert b1.node_id not in {p.node_id for p in await a1.closest_peers(b1.node_id, 5)}

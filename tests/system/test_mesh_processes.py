@@ -114,3 +114,23 @@ async def test_peers_cli(tmp_path: Path, flag: str) -> None:
         out = run_cli("peers", *([flag] if flag else []), api=cluster.nodes[0].api)
         assert out.returncode == 0, out.stderr
         assert cluster.nodes[1].peer.encode() in out.stdout
+
+
+async def test_joining_another_mesh_by_name_is_refused(tmp_path: Path) -> None:
+    """`--mesh` on real processes: a node of mesh "beta" given an "alpha" node as bootstrap
+    exits with an error naming both meshes; the alpha mesh never sees it."""
+    async with NodeCluster(tmp_path, 2, extra=["--sweep-interval", "0.5", "--mesh", "alpha"]) \
+            as cluster:
+        out = run_cli("join", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0",
+                      "--data-dir", str(tmp_path / "beta"), "--mesh", "beta",
+                      "--bootstrap", cluster.nodes[0].peer, "--rpc-timeout", "0.5")
+        assert out.returncode == 1, out.stderr
+        last = out.stderr.decode().strip().splitlines()[-1]
+        assert "belongs to mesh 'alpha', this node to 'beta'" in last and "--mesh alpha" in last
+        assert b"Traceback" not in out.stderr
+        peers = await cluster.peers_of(0)
+        assert len(peers.peers) == 1  # only the other alpha node
+        status = run_cli("status", "--json", api=cluster.nodes[0].api)
+        assert '"mesh": "alpha"' in status.stdout.decode()
+    bad = run_cli("join", "--mesh", "no spaces/please", "--data-dir", str(tmp_path / "x"))
+    assert bad.returncode == 2 and b"mesh name" in bad.stderr
