@@ -35,9 +35,8 @@ log = logging.getLogger("tw-mesh")
 
 VERSION = "0.1.0"
 # Optional capability modules; each exposes ``create(ctx) -> MeshService``.
-SERVICE_MODULES = ("storage.service", "storage.versions.service", "compute.service",
-                   "compute.proxy.service",
-                   "taskworker.monitor")
+SERVICE_MODULES = ("storage.service", "storage.versions.service", "storage.healing",
+                   "compute.service", "compute.proxy.service", "taskworker.monitor")
 # Protos whose services are served on the local API besides taskworker.proto's.
 API_EXTRA_PROTOS = ("proto.compute_pb2", "proto.proxy_pb2")
 SERVER_OPTIONS = [

@@ -83,64 +83,12 @@ class MonitorService:
         return Response(200, b"ok\n")
 
 
-class MonitorAndRepair:
-    """A monitor node that also repairs (it has the storage role): one service, two parts.
-
-    Status: the monitor's mesh view plus a "repair" section (the poller reads it as the
-    node's ``services.repair``, like on any other storage node).
-    """
-
-    name = "monitor"
-
-    def __init__(self, monitor: MonitorService, healer: Any) -> None:
-        self.monitor = monitor
-        self.healer = healer
-
-    def attach(self, api_server: grpc.aio.Server) -> None:
-        self.monitor.attach(api_server)
-        self.healer.attach(api_server)
-
-    async def start(self) -> None:
-        await self.healer.start()
-        await self.monitor.start()
-
-    async def stop(self) -> None:
-        await self.monitor.stop()
-        await self.healer.stop()
-
-    async def drain(self) -> int:
-        return int(await self.healer.drain())
-
-    def status(self) -> dict[str, Any]:
-        return {**self.monitor.status(), "repair": self.healer.status()}
-
-    def load(self) -> int:
-        return 0
-
-
-def _healer(ctx: MeshContext) -> Any:
-    """Storage self-healing (storage/healing), on nodes that store; None otherwise."""
-    try:
-        from storage import healing
-    except ModuleNotFoundError as exc:        # capability not built into this tree
-        if exc.name is not None and "storage".startswith(exc.name.split(".")[0]):
-            return None
-        raise
-    return healing.create(ctx)
-
-
-def create(ctx: MeshContext) -> Any:
-    """The node's repair service (storage role), its monitor (--monitor), both, or None.
-
-    taskworker.node loads one service per module; repair rides here so that it needs no
-    change to the node's module list.
-    """
-    healer = _healer(ctx)
+def create(ctx: MeshContext) -> MonitorService | None:
+    """The node's monitor with --monitor, else None (repair is storage.healing's service)."""
     if not ctx.settings.get("monitor"):
-        return healer
+        return None
     http = ctx.settings.get("monitor_http")
-    monitor = MonitorService(
+    return MonitorService(
         ctx, http=tuple(http) if http else DEFAULT_HTTP,   # type: ignore[arg-type]
         interval=float(ctx.settings.get("monitor_interval", DEFAULT_INTERVAL)),
         allow_remote=bool(ctx.settings.get("monitor_allow_remote", False)))
-    return monitor if healer is None else MonitorAndRepair(monitor, healer)

@@ -250,9 +250,7 @@ class MeshPoller:
         state.rtt.append(time.monotonic() - started)
         services = doc.get("services")
         if isinstance(services, dict):
-            mon = services.pop("monitor", None)  # another monitor's mesh view: not its health
-            if isinstance(mon, dict) and isinstance(mon.get("repair"), dict):
-                services["repair"] = mon["repair"]
+            services.pop("monitor", None)  # another monitor's mesh view: not its health
         state.status = doc
         state.up = True
         state.failures = 0
