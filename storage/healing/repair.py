@@ -294,8 +294,10 @@ class Repairer:
         codec = m.codec()
         sealed_len = m.stripe_len(s) + STRIPE_OVERHEAD
 
-        def recode() -> list[bytes]:
-            return codec.encode(codec.decode(got, sealed_len))
+        def recode() -> dict[int, bytes]:
+            # rebuilt in place, re-encoded without copies; only the lost fragments leave
+            views = codec.encode_views(codec.decode_into(got, sealed_len))
+            return {i: bytes(views[i]) for i in indices}
 
         frags = await asyncio.to_thread(recode)
         placed = 0
