@@ -44,7 +44,11 @@ from storage import _gf, _xor
 
 MatrixKind = Literal["reedsolo", "cauchy"]
 FORMAT_VERSION = 1
-DEFAULT_PACKET = 32768  # 32 KiB: per-op numpy overhead vs cache fit measured best here
+# 128 KiB: a 4 MiB (4,2) stripe is one chunk, each packet an eighth of a fragment, so every
+# XOR runs over 128 KiB in one piece; measured ~20% faster than 32 KiB packets (whose 4 MiB
+# stripes take 32 KiB ops). P is recorded in each manifest: files written with 32 KiB
+# packets still decode with their own P.
+DEFAULT_PACKET = 131072
 
 
 class NotEnoughFragmentsError(MeshError):

@@ -266,9 +266,9 @@ def test_params_round_trip() -> None:
         Codec.from_params({**c.params(), "k": "4"})
 
 
-@pytest.mark.parametrize("packet", [32768, 65536])
+@pytest.mark.parametrize("packet", [32768, 65536, 131072, 262144])
 def test_large_packets_with_tiled_tail(packet: int) -> None:
-    """Default-sized packets: whole chunks are split into tiles, and so is a long tail chunk."""
+    """Large packets: whole chunks grouped or split into tiles, and so is a long tail chunk."""
     c = Codec(4, 2, packet_size=packet)
     n = 4 * (8 * packet * 2 + 6 * packet) + 13
     data = os.urandom(n)
