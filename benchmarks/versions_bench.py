@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.cpu import self_cpu, tree_cpu
 from benchmarks.report import append_results, machine_line
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.versions.records import parse_file_id
@@ -77,8 +78,9 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                 ) -> tuple[dict[str, list[float]], dict[str, list[float]] | None]:
     """Both systems up at once, operations interleaved run by run, so they share the load."""
     mesh: dict[str, list[float]] = {"modify": [], "read": [], "push": [], "read_replica": [],
-                                    "read_far": []}
-    tahoe: dict[str, list[float]] | None = {"modify": [], "read": []} if use_tahoe else None
+                                    "read_far": [], "cpu_modify": [], "cpu_read": []}
+    tahoe: dict[str, list[float]] | None = {"modify": [], "read": [], "cpu_modify": [],
+                                            "cpu_read": []} if use_tahoe else None
     grid = None
     if use_tahoe:
         from benchmarks.tahoe import TahoeGrid
@@ -92,16 +94,24 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
             r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(size)))
             fid = r.file_id
             readers = await _readers(cluster, fid)
+            pids = [n.proc.pid for n in cluster.nodes]
+
+            def mesh_cpu() -> float:  # the bench process (client) and the 5 nodes
+                return self_cpu(os.getpid()) + sum(tree_cpu(p) for p in pids)
+
+            def tahoe_cpu() -> float:  # the bench process (client) and the Tahoe nodes
+                return self_cpu(os.getpid()) + (grid.cpu_seconds() if grid else 0.0)
+
             cap = grid.mutable_create(os.urandom(size), fmt="MDMF") if grid else ""
             for i in range(runs + 2):                       # two warm-up runs
                 data = os.urandom(size)
-                t0 = time.perf_counter()
+                c0, t0 = mesh_cpu(), time.perf_counter()
                 rev = await stub.Revise(taskworker_pb2.ReviseRequest(file_id=fid,
                                                                      file_data=data),
                                         timeout=120)
-                t1 = time.perf_counter()
+                c1, t1 = mesh_cpu(), time.perf_counter()
                 g = await stub.Get(taskworker_pb2.GetRequest(file_id=fid), timeout=120)
-                t2 = time.perf_counter()
+                c2, t2 = mesh_cpu(), time.perf_counter()
                 assert g.file_data == data and g.version == rev.version and not g.conflicts
                 plain = await stub.Push(taskworker_pb2.PushRequest(file_data=data), timeout=120)
                 t3 = time.perf_counter()
@@ -122,20 +132,24 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                         mesh.setdefault("phase_" + k, []).append(v / 1e3)
                     mesh["modify"].append(t1 - t0)
                     mesh["read"].append(t2 - t1)
+                    mesh["cpu_modify"].append(c1 - c0)
+                    mesh["cpu_read"].append(c2 - c1)
                     mesh["push"].append(t3 - t2)
                     for key, t in lat.items():
                         mesh[key].append(t)
                 if grid is not None and tahoe is not None:
                     data = os.urandom(size)
-                    t0 = time.perf_counter()
+                    c0, t0 = tahoe_cpu(), time.perf_counter()
                     grid.mutable_modify(cap, data)
-                    t1 = time.perf_counter()
+                    c1, t1 = tahoe_cpu(), time.perf_counter()
                     got = grid.mutable_read(cap)
-                    t2 = time.perf_counter()
+                    c2, t2 = tahoe_cpu(), time.perf_counter()
                     assert got == data
                     if i >= 2:
                         tahoe["modify"].append(t1 - t0)
                         tahoe["read"].append(t2 - t1)
+                        tahoe["cpu_modify"].append(c1 - c0)
+                        tahoe["cpu_read"].append(c2 - c1)
     finally:
         if grid is not None:
             grid.stop()
@@ -157,6 +171,13 @@ def table(mesh: dict[str, list[float]], tahoe: dict[str, list[float]] | None,
         ratio = f"{ours / theirs:.2f}" if tahoe else "–"
         lines.append(f"| {label} | {ours:.1f} ms | {_pct(mesh[key], 0.9) * 1e3:.1f} ms | "
                      f"{theirs:.1f} ms | {ratio} | ≤ 0.20 |")
+    for key, label in (("modify", "CPU per Revise vs per MDMF modify"),
+                       ("read", "CPU per Get latest vs per MDMF read")):
+        ours = statistics.fmean(mesh["cpu_" + key]) * 1e3
+        theirs = statistics.fmean(tahoe["cpu_" + key]) * 1e3 if tahoe else float("nan")
+        ratio = f"{ours / theirs:.2f}" if tahoe else "–"
+        lines.append(f"| {label} (all processes, mean) | {ours:.1f} ms | | {theirs:.1f} ms | "
+                     f"{ratio} | |")
     push = _med(mesh["push"]) * 1e3
     lines.append(f"| (reference) plain Push of the same 1 MiB | {push:.1f} ms | "
                  f"{_pct(mesh['push'], 0.9) * 1e3:.1f} ms | | | |")
