@@ -187,9 +187,16 @@ def run(
     Fragments are 1-D uint8 arrays of equal length: whole chunks of 8*packet bytes, then one
     tail chunk of 8*tail bytes (tail a multiple of 8, at most packet).
     """
-    if len(inputs[0]) <= SMALL_BYTES:
+    size = len(inputs[0])
+    if size <= SMALL_BYTES:
         _run_small(sched, inputs, outputs, packet)
         return
+    head = size - size % (8 * packet)
+    if head and size - head <= SMALL_BYTES:
+        # A short tail chunk (a sealed 4 MiB stripe leaves 64 bytes per fragment) costs as
+        # many numpy calls as a full one: Python ints do it ~3x faster (13 vs 42 us).
+        _run_small(sched, [f[head:] for f in inputs], [f[head:] for f in outputs], packet)
+        inputs, outputs = [f[:head] for f in inputs], [f[:head] for f in outputs]
     frags = [f.view(np.uint64) for f in (*inputs, *outputs)]  # sizes are multiples of 64
     segments = _segments(len(inputs[0]), packet)
     widest = max(chunks * (w1 - w0) for _, chunks, _, w0, w1 in segments)
