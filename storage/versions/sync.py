@@ -4,7 +4,8 @@ Replicas: a file's records live on the r XOR-closest storage peers to
 ``document_key(file_id)`` (the peers that also hold its document record), r = m+1 by default
 (join flag ``--versions-replicas``). Every node that writes a file, or is one of its replicas,
 keeps its records in DATA/versions.sqlite3; a node that only reads keeps just the highest vector
-it has seen per file.
+it has seen per file on disk, and in memory the verified records of its last sync of the
+file (VIEW_CACHE files), so its next sync pulls only what is new rather than the whole history.
 
 Sync (Synchronous, before every Revise/Get/Log, and in the background every
 ``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ from storage.versions.vset import VersionSet
 log = logging.getLogger(__name__)
 
 CALL_TIMEOUT = 10.0
+VIEW_CACHE = 256  # files whose verified records a non-holder keeps in memory between syncs
 
 
 def replica_key(file_id: bytes) -> bytes:
@@ -61,6 +64,7 @@ class ReplicaSync:
         self.replicas = replicas
         self.counters = counters
         self._background: set[asyncio.Task[bool]] = set()
+        self._views: OrderedDict[bytes, VersionSet] = OrderedDict()  # non-holders' last syncs
 
     async def stop(self) -> None:
         """Cancel the record pushes still going on after a quorum answered."""
@@ -100,7 +104,8 @@ class ReplicaSync:
         if persist is None:
             persist = self._holds(fid) or any(p.node_id == me for p in peers)
         local = self.store.get(fid)
-        work = local if persist else local.copy()
+        cached = self._views.pop(fid) if fid in self._views and not persist else None
+        work = local if persist else cached if cached is not None else local.copy()
         result = SyncResult(work, peers=peers)
         asked: set[bytes] = set()
         seen = self.store.seen(fid)
@@ -130,6 +135,10 @@ class ReplicaSync:
                      ", ".join(h[:16] for h in result.lagging))
         if top and not persist:      # a holder's own records already prove what it saw
             self.store.note_seen(fid, top)
+        if not persist:              # only verified records are in it: start there next time
+            self._views[fid] = work
+            while len(self._views) > VIEW_CACHE:
+                self._views.popitem(last=False)
         return result
 
     async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,

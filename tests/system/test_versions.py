@@ -442,3 +442,17 @@ async def test_a_node_holding_no_records_gets_the_heads_manifest_from_a_replica(
         st = json.loads((await cluster.stub(far, taskworker_pb2_grpc.NodeServiceStub).Status(
             taskworker_pb2.StatusRequest())).json)["services"]["versions"]
         assert st["manifest_cache_hits"] == 1 and st["read_ahead_used"] == 1
+        # the far node keeps what it verified: its next Get pulls only the new version
+        pulled = st["records_pulled"]
+        v3 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"c" * 9000))
+
+        async def replicas_have_v3() -> bool:
+            sets = disk_sets(cluster, fid)
+            return all(any(v.id.hex() == v3.version for v in sets[i].valid()) for i in replicas)
+        await until(replicas_have_v3, "v3 never reached both replicas")
+        g = await cluster.stub(far, Stub).Get(taskworker_pb2.GetRequest(file_id=fid,
+                                                                        user_id="reader"))
+        assert g.file_data == b"c" * 9000 and g.version == v3.version
+        st = json.loads((await cluster.stub(far, taskworker_pb2_grpc.NodeServiceStub).Status(
+            taskworker_pb2.StatusRequest())).json)["services"]["versions"]
+        assert pulled >= 2 and st["records_pulled"] - pulled == 1
