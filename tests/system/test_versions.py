@@ -350,6 +350,20 @@ async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
                     raise
                 return False
             return True
+        # warm: the reader still holds the v2 it verified (sync.py's in-memory view) and
+        # notices the replicas lag behind it
+        await until(read_elsewhere, "the reader lost v2 to the withholding replicas")
+        assert got.file_data == b"v2" and got.version == v2.version
+        status = json.loads((await cluster.stub(reader, taskworker_pb2_grpc.NodeServiceStub)
+                             .Status(taskworker_pb2.StatusRequest())).json)
+        assert status["services"]["versions"]["lagging_replicas"] >= 1
+        # cold (restarted: only the highest vector it saw is on disk): it asks wider and
+        # reads v2 from peers beyond the withholding replicas
+        cluster.nodes[reader].kill()
+        await cluster.restart(reader)
+        await cluster.wait_converged()
+        rs = cluster.stub(reader, Stub)
+        got = taskworker_pb2.GetResponse()
         await until(read_elsewhere, "the reader never found v2 beyond the withholding replicas")
         assert got.file_data == b"v2" and got.version == v2.version   # read elsewhere
         status = json.loads((await cluster.stub(reader, taskworker_pb2_grpc.NodeServiceStub)
