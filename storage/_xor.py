@@ -82,6 +82,12 @@ def compile_schedule(bits: np.ndarray, eliminate_pairs: bool = True) -> Schedule
                     heapq.heappush(heap, (-counts[key], key))
     # Emit each temp just before the first output chain that needs it, then give temps
     # registers by liveness: fewer temp buffers are live at once, so more stay in cache.
+    # An output that is exactly one temp holds that temp itself (no copy op).
+    base = n_in + len(temps)
+    home: dict[int, int] = {}
+    for out_row, srcs in enumerate(rows):
+        if len(srcs) == 1 and min(srcs) >= n_in:
+            home.setdefault(min(srcs), base + out_row)
     ops: list[tuple[int, int, int]] = []
     emitted: set[int] = set()
 
@@ -98,17 +104,19 @@ def compile_schedule(bits: np.ndarray, eliminate_pairs: bool = True) -> Schedule
                 stack.extend(missing)
                 continue
             stack.pop()
-            ops.append((t, a, b))
+            ops.append((home.get(t, t), home.get(a, a), home.get(b, b)))
             emitted.add(t)
 
-    base = n_in + len(temps)
     for out_row, srcs in enumerate(rows):
         dst = base + out_row
         order = sorted(srcs)
         for s in order:
             need(s)
+        order = [home.get(s, s) for s in order]
         if not order:
             ops.append((dst, -1, -1))
+        elif order == [dst]:
+            pass  # this output already holds its one temp
         elif len(order) == 1:
             ops.append((dst, order[0], -1))
         else:
