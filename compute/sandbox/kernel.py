@@ -29,6 +29,8 @@ _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _prctl.restype = ctypes.c_int
 _get_errno = ctypes.get_errno
+_prctl_raw = _libc["prctl"]  # a second function object, without argtypes: see SeccompProgram
+_prctl_raw.restype = ctypes.c_int
 # libc fork() called with the GIL held (PyDLL), skipping CPython's at-fork bookkeeping: see
 # fork_bare(). Bound once in the zygote.
 _fork = ctypes.PyDLL(None, use_errno=True).fork
@@ -121,7 +123,13 @@ class SeccompProgram:
         self._buf = ctypes.create_string_buffer(bpf, len(bpf))
         self._prog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buf))
         self.address = ctypes.addressof(self._prog)
+        # Every argument converted once, here: prctl() with argtypes converts (allocates)
+        # each argument per call, and in a fresh worker that is copy-on-write faults.
+        self._args = (PR_SET_SECCOMP, ctypes.c_ulong.from_param(SECCOMP_MODE_FILTER),
+                      ctypes.byref(self._prog), ctypes.c_ulong.from_param(0),
+                      ctypes.c_ulong.from_param(0))
 
     def load(self) -> None:
         """Install on this process; no_new_privs must be set. Irreversible."""
-        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, self.address)
+        if _prctl_raw(*self._args) < 0:
+            _check(-1, "prctl(PR_SET_SECCOMP)")
