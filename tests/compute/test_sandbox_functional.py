@@ -167,6 +167,25 @@ async def test_bad_arguments(pool: SandboxPool, args: list[Any], kwargs: dict[st
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_type_errors_inside_the_function_are_the_users(pool: SandboxPool) -> None:
+    """Only a call whose arguments do not bind is BadArguments; a TypeError the function
+    raises (directly or from a builtin it calls) is the user's error."""
+    source = ("def f(x):\n    return len(x)\n\ndef g(x):\n    raise TypeError('mine')\n\n"
+              "class C:\n    def __init__(self, x):\n        self.x = x\n\n"
+              "def cycle():\n    a = []\n    a.append(a)\n    return a\n")
+    with pytest.raises(UserCodeError) as info:
+        await pool.run(source, "f", [3], {})
+    assert info.value.type == "TypeError" and "len()" in info.value.user_message
+    with pytest.raises(UserCodeError, match="mine"):
+        await pool.run(source, "g", [1], {})
+    with pytest.raises(BadArguments, match="bad arguments for 'g': missing required"):
+        await pool.run(source, "g", [], {})
+    with pytest.raises(BadArguments, match="bad arguments for 'C'"):
+        await pool.run(source, "C", [1, 2], {})
+    with pytest.raises(UserCodeError, match="not JSON"):
+        await pool.run(source, "cycle", [], {})
+
+
 async def test_bad_entry(pool: SandboxPool) -> None:
     with pytest.raises(EntryNotFound):
         await pool.run(SEED, "missing", [], {})
