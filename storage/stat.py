@@ -1,0 +1,94 @@
+"""Stat: where a file's fragments (or an inline file's manifest replicas) are, and whether
+their holders still have them; what ``FileStore.stat`` reports."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mesh.errors import InvalidArgumentError, MeshError
+from proto import storage_pb2
+from storage.inline import ReplicaHealth, health_of
+from storage.manifest import Manifest, manifest_key, verify_manifest
+from storage.placement import Network
+from storage.reader import open_filename
+from storage.results import FragmentHealth, StatResult
+
+
+async def file_health(network: Network, manifest: Manifest, key: bytes | None,
+                      deep: bool = False) -> StatResult:
+    """Fragments, holders, health of a resolved file (``key`` opens the filename, if any).
+
+    ``deep``: holders re-hash every fragment (reads all).
+    """
+    body = manifest.body
+    filename = open_filename(manifest, key) if key else ""
+    if body.inline:
+        replicas = await _inline_replicas(network, manifest)
+        return StatResult(manifest, filename, [
+            FragmentHealth(i, r.peer, network.address(r.peer), r.reachable, r.holds)
+            for i, r in enumerate(replicas)], health_of(replicas, body.m), 1, 0, 0)
+    by_holder: dict[bytes, list[tuple[int, int]]] = {}
+    for s, stripe in enumerate(body.stripes):
+        for i, _f in enumerate(stripe.fragments):
+            holder = manifest.holder_of(s, i)
+            if holder is not None:
+                by_holder.setdefault(holder, []).append((s, i))
+    present: dict[tuple[int, int], bool] = {}
+    reachable: dict[bytes, bool] = {}
+
+    async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
+        hashes = [body.stripes[s].fragments[i].hash for s, i in items]
+        try:
+            answer = await (await network.client(holder)).has_fragments(hashes, deep)
+            reachable[holder] = True
+        except MeshError:
+            answer, reachable[holder] = [False] * len(items), False
+        present.update(zip(items, answer, strict=True))
+
+    await asyncio.gather(*(ask(h, items) for h, items in by_holder.items()))
+    n = body.k + body.m
+    ok = degraded = lost = 0
+    for s in range(len(body.stripes)):
+        count = sum(present.get((s, i), False) for i in range(n))
+        if count >= n:
+            ok += 1
+        elif count >= body.k:
+            degraded += 1
+        else:
+            lost += 1
+    fragments = []
+    for i in range(n):
+        holders = [manifest.holder_of(s, i) for s in range(len(body.stripes))]
+        holder = max(set(holders), key=holders.count) if holders else None
+        fragments.append(FragmentHealth(
+            i, holder, network.address(holder) if holder else "",
+            reachable.get(holder, False) if holder else False,
+            bool(holders) and all(present.get((s, i), False)
+                                  for s in range(len(body.stripes)))))
+    health = "unrecoverable" if lost else "degraded" if degraded else "healthy"
+    if not body.stripes:
+        fragments = []
+    return StatResult(manifest, filename, fragments, health, ok, degraded, lost)
+
+
+async def _inline_replicas(network: Network, manifest: Manifest) -> list[ReplicaHealth]:
+    """The m+1 peers that should keep an inline file's manifest, and whether they do."""
+    body = manifest.body
+
+    async def ask(peer: bytes) -> ReplicaHealth:
+        try:
+            signed = await (await network.client(peer)).fetch_manifests(body.cid)
+        except MeshError:
+            return ReplicaHealth(peer, False, False)
+        return ReplicaHealth(peer, True, any(s.body == manifest.signed.body or _same_file(
+            s, body.file_id) for s in signed))
+
+    peers = await network.closest(manifest_key(body.cid), body.m + 1)
+    return list(await asyncio.gather(*(ask(p) for p in peers)))
+
+
+def _same_file(signed: storage_pb2.SignedManifest, file_id: str) -> bool:
+    try:
+        return verify_manifest(signed).file_id == file_id
+    except InvalidArgumentError:
+        return False
