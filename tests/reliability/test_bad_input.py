@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compute.servicer import USER_ERROR_MD
-from proto import peer_pb2, taskworker_pb2, taskworker_pb2_grpc
+from proto import compute_pb2, peer_pb2, proxy_pb2, taskworker_pb2, taskworker_pb2_grpc
 from tests.support.nodes import ClusterInThread, NodeCluster, run_cli
 from tests.support.protofuzz import messages
 
@@ -37,7 +37,8 @@ DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
               grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAUTHENTICATED}
 PEER_DELIBERATE = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
                    grpc.StatusCode.DATA_LOSS}
-API_METHODS = [m for s in taskworker_pb2.DESCRIPTOR.services_by_name.values() for m in s.methods
+API_METHODS = [m for proto in (taskworker_pb2, compute_pb2, proxy_pb2)
+               for s in proto.DESCRIPTOR.services_by_name.values() for m in s.methods
                if m.name != "Leave"]          # Leave stops the node: covered by its own tests
 # Handshake is protobuf; Call and Stream carry binary frames (mesh/channel/frames.py).
 PEER_METHODS = [("Handshake", False), ("Call", False), ("Stream", True)]
@@ -66,7 +67,7 @@ def mix(a, b=0):
 
 @pytest.fixture(scope="module")
 def known(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
-          ) -> dict[str, tuple[str, ...]]:
+          ) -> dict[str, tuple[str | bytes, ...]]:
     """Ids of objects that exist on node 0, by the request field that takes them."""
     ids: list[str] = []
     versions: list[str] = []
@@ -90,7 +91,13 @@ def known(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
     return {"file_id": tuple(ids), "version": tuple(versions), "base_versions": tuple(versions),
             "user_id": ("default",), "grantee": ("default", *(p.node_id for p in peers.peers)),
             "function_name": ("mix",), "domain": ("localhost", "example.com"),
-            "record_type": ("A", "AAAA", "TXT")}
+            "record_type": ("A", "AAAA", "TXT"),
+            # ComputeService (Deploy/Functions/Name) and ProxyService (secrets)
+            "function": ("mix",), "names": ("mix", "other"), "action": ("show", "release",
+                                                                         "transfer"),
+            "source": (MODULE.encode(), b"def f(:\n"), "filename": ("fuzz_mod.py",),
+            "to_node_id": tuple(bytes.fromhex(p.node_id) for p in peers.peers),
+            "name": ("api_key", "token")}
 
 
 def _invoke(channel: grpc.Channel, method: Any, payload: bytes) -> None:
@@ -121,7 +128,8 @@ def _assert_serving(cluster: NodeCluster) -> None:
 
 
 @pytest.mark.parametrize("method", API_METHODS, ids=lambda m: f"{m.containing_service.name}.{m.name}")
-def test_api_method_survives_fuzzing(cluster: NodeCluster, known: dict[str, tuple[str, ...]],
+def test_api_method_survives_fuzzing(cluster: NodeCluster,
+                                     known: dict[str, tuple[str | bytes, ...]],
                                      method: Any) -> None:
     seen: dict[str, int] = {}
     with grpc.insecure_channel(cluster.nodes[0].api) as channel:

@@ -30,7 +30,7 @@ def _filled(cls: Any, values: Any) -> message.Message:
     return msg  # type: ignore[no-any-return]
 
 
-Known = Mapping[str, tuple[str, ...]]
+Known = Mapping[str, tuple[str | bytes, ...]]
 
 
 def _text(pool: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
@@ -40,10 +40,13 @@ def _text(pool: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
 
 def _scalar(field: FD, known: Known) -> st.SearchStrategy[Any]:
     t = field.type
+    pool = known.get(field.name, ())
     if t == FD.TYPE_STRING:
-        return _text(known.get(field.name, ()))
+        return _text(tuple(v for v in pool if isinstance(v, str)))
     if t == FD.TYPE_BYTES:
-        return st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\x00" * 20, b"\xff" * 32]))
+        raw = st.one_of(st.binary(max_size=300), st.sampled_from([b"", b"\x00" * 20, b"\xff" * 32]))
+        real = tuple(v for v in pool if isinstance(v, bytes))
+        return st.one_of(st.sampled_from(real), st.sampled_from(real), raw) if real else raw
     if t == FD.TYPE_BOOL:
         return st.booleans()
     if t in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
