@@ -26,7 +26,12 @@ import numpy as np
 # overhead, and fewer memory streams to start), and as 2-D ops over four 32 KiB packets no
 # faster than as 32 KiB ones. Tiles smaller than a packet (8-16 KiB, to stay in L2) were slower.
 TILE_BYTES = 128 * 1024
-SCRATCH_BYTES = 16 * 2**20  # per-thread temp space kept between calls (see _scratch)
+# Temp buffers are one tile each: wide codes (hundreds of temps) get smaller tiles, down to
+# MIN_TILE_BYTES, so their temp space stays near TEMP_BYTES (the 32 KiB tiles before made
+# (20,10) take 27 MiB; uncapped 128 KiB tiles would take 70 MiB).
+MIN_TILE_BYTES = 32 * 1024
+TEMP_BYTES = 32 * 2**20
+SCRATCH_BYTES = 8 * 2**20  # per-thread temp space kept between calls (see _scratch)
 SMALL_BYTES = 32 * 1024  # fragments up to this size take the Python-int path (_run_small)
 _MAX_PAIR_WORK = 600_000  # above (20,10)-sized matrices pair elimination takes seconds
 
@@ -156,13 +161,13 @@ def _allocate(n_in: int, n_tmp: int, n_out: int, ops: list[tuple[int, int, int]]
     return Schedule(n_in, n_slots, n_out, renamed)
 
 
-def _segments(size: int, packet: int) -> list[tuple[int, int, int, int, int]]:
+def _segments(size: int, packet: int, tile: int) -> list[tuple[int, int, int, int, int]]:
     """Tiles (start, chunks, packet, word0, word1) covering a fragment of `size` bytes.
 
     XOR is elementwise, so any rectangle of (chunk, offset-in-packet) positions can be done as
-    a unit: small packets are grouped, large ones split, so each op touches <= TILE_BYTES.
+    a unit: small packets are grouped, large ones split, so each op touches <= tile bytes.
     """
-    step = TILE_BYTES // 8  # words per tile
+    step = tile // 8  # words per tile
     out: list[tuple[int, int, int, int, int]] = []
 
     def split(start: int, pkt: int) -> None:
@@ -170,11 +175,11 @@ def _segments(size: int, packet: int) -> list[tuple[int, int, int, int, int]]:
 
     chunk = 8 * packet
     n_full = size // chunk
-    if packet >= TILE_BYTES:
+    if packet >= tile:
         for c in range(n_full):
             split(c * chunk, packet)
     else:
-        group = TILE_BYTES // packet
+        group = tile // packet
         out.extend(
             (c * chunk, min(group, n_full - c), packet, 0, packet // 8)
             for c in range(0, n_full, group)
@@ -206,7 +211,8 @@ def run(
         _run_small(sched, [f[head:] for f in inputs], [f[head:] for f in outputs], packet)
         inputs, outputs = [f[:head] for f in inputs], [f[:head] for f in outputs]
     frags = [f.view(np.uint64) for f in (*inputs, *outputs)]  # sizes are multiples of 64
-    segments = _segments(len(inputs[0]), packet)
+    tile = min(TILE_BYTES, max(MIN_TILE_BYTES, TEMP_BYTES // max(sched.n_tmp, 1))) // 8 * 8
+    segments = _segments(len(inputs[0]), packet, tile)
     widest = max(chunks * (w1 - w0) for _, chunks, _, w0, w1 in segments)
     temps = _scratch(sched.n_tmp * widest).reshape(sched.n_tmp, widest)
     shaped: dict[tuple[int, int], list[np.ndarray]] = {}  # temp views per tile shape

@@ -403,3 +403,15 @@ def test_short_tail_chunk_takes_the_int_path(monkeypatch: pytest.MonkeyPatch) ->
     assert c.encode(data) == mixed
     monkeypatch.setattr(_xor, "SMALL_BYTES", 32 * 1024)
     assert c.decode_into({i: mixed[i] for i in (1, 2, 4, 5)}, len(data)) == data
+
+
+def test_tile_size_does_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wide codes get smaller tiles (their temps share TEMP_BYTES): any tile, same fragments."""
+    data = os.urandom(10 * 70_000 + 5)
+    c = Codec(10, 4, packet_size=4096)
+    want = c.encode(data)
+    monkeypatch.setattr(_xor, "TEMP_BYTES", 1)
+    monkeypatch.setattr(_xor, "MIN_TILE_BYTES", 1000)  # rounded down to 8-byte words
+    assert c.encode(data) == want
+    keep = {i: want[i] for i in (0, 3, 5, 6, 8, 9, 10, 11, 12, 13)}
+    assert c.decode(keep, len(data)) == data
