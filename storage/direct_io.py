@@ -66,6 +66,11 @@ def write_durable(path: Path, data: bytes | bytearray | memoryview) -> bool:
             fcntl.fcntl(f, fcntl.F_SETFL, fcntl.fcntl(f, fcntl.F_GETFL) & ~os.O_DIRECT)
             os.pwrite(f, view[body:], body)
         os.fsync(f)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _state["ok"] = False  # opened, but refused at the first write: buffered from now on
+        return False
     finally:
         os.close(f)
     return True
@@ -85,6 +90,10 @@ def read_all(path: Path) -> bytes:
                 got = os.preadv(f, [sv[:want]], 0)
                 if got == size:
                     return bytes(sv[:size])
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        _state["ok"] = False
     finally:
         os.close(f)
     return path.read_bytes()  # small, huge, or changed while read: the plain way

@@ -144,3 +144,20 @@ def test_filesystem_without_o_direct_falls_back(tmp_path: Path,
     assert direct_io._state["ok"] is False  # remembered: no more failed opens
     write_atomic(tmp_path / "blob", data)
     assert direct_io.read_all(tmp_path / "blob") == data
+
+
+def test_o_direct_refused_at_the_first_write_falls_back(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    real_pwrite = os.pwrite
+
+    def refuse_aligned(fd: int, data: Any, offset: int) -> int:
+        if len(data) % 4096 == 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setitem(direct_io._state, "ok", True)
+    monkeypatch.setattr(os, "pwrite", refuse_aligned)
+    data = os.urandom(3 * 4096 + 5)
+    write_atomic(tmp_path / "blob", data)
+    assert direct_io._state["ok"] is False
+    assert (tmp_path / "blob").read_bytes() == data
