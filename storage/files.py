@@ -48,6 +48,7 @@ from storage.crypto import seal_key_to
 from storage.documents import Documents, is_file_id
 from storage.fetch import Fetcher
 from storage.inline import INLINE_MAX
+from storage.known import KnownManifests
 from storage.manifest import Manifest, sign_manifest
 from storage.placement import Network
 from storage.push import Pusher
@@ -90,6 +91,7 @@ class FileStore:
         self.counters = {"pushes": 0, "gets": 0, "bytes_in": 0, "bytes_out": 0,
                          "corrupt_fragments": 0, "fragment_failures": 0}
         self.fetcher = Fetcher(network, self.defaults, self.counters, fetch_concurrency)
+        self.known = KnownManifests()  # what this node wrote or read: its owners' next reads
         self._upload = Uploader(network, self.documents, self.counters)
         self._pusher = Pusher(network, self._upload, self.counters, inline_max=inline_max,
                               window=window)
@@ -113,12 +115,17 @@ class FileStore:
     async def push_bytes(self, data: bytes, owner: nacl.signing.SigningKey,
                          opts: PushOptions) -> PushResult:
         """Unary Push (storage/push.py): a one-stripe file takes the one-round-trip path."""
-        return await self._pusher.push_bytes(data, owner, opts)
+        return self._known(await self._pusher.push_bytes(data, owner, opts))
 
     async def push(self, source: AsyncIterable[bytes], owner: nacl.signing.SigningKey,
                    opts: PushOptions, *, cid: str | None = None) -> PushResult:
         """Streamed Push (storage/push.py); ``cid``, if known, places by CID and is checked."""
-        return await self._pusher.push(source, owner, opts, cid=cid)
+        return self._known(await self._pusher.push(source, owner, opts, cid=cid))
+
+    def _known(self, result: PushResult) -> PushResult:
+        if result.manifest is not None:
+            self.known.remember(result.manifest)
+        return result
 
     # -- Get --------------------------------------------------------------------------------
     async def fetch_manifests(self, cid: str,
@@ -143,7 +150,11 @@ class FileStore:
             return (want_id is None or m.file_id == want_id) and m.readable_by(me)
 
         down: list[bytes] = []
-        manifests = await self.fetch_manifests(cid, enough, down)
+        manifests = [m for m in self.known.readable(cid, me) if enough(m)]
+        if not manifests:          # not written or read here lately (storage/known.py)
+            manifests = await self.fetch_manifests(cid, enough, down)
+            for m in manifests:
+                self.known.remember(m)
         if want_id is not None:
             manifests = [m for m in manifests
                          if m.file_id == want_id and m.body.owner_key == want_owner]
@@ -210,4 +221,5 @@ class FileStore:
         return await file_health(self.network, manifest, key, deep)
 
     def status(self) -> dict[str, Any]:
-        return {**self.counters, "inflight": self.inflight}
+        return {**self.counters, "inflight": self.inflight,
+                "manifest_cache_hits": self.known.hits}

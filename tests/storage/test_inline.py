@@ -60,14 +60,18 @@ async def test_any_m_replicas_down_still_reads_m_plus_one_is_a_clear_error(
     assert st.health == "healthy" and [f.holder for f in st.fragments] == replicas
     assert all(f.reachable and f.healthy for f in st.fragments)
     assert st.as_dict()["inline"] is True
+    reader = FileStore(net)  # never wrote or read it: nothing kept in memory (storage/known.py)
     net.down.update(replicas[:2])
-    assert await (await files.open(r.cid, alice)).read_all() == data
+    assert await (await reader.open(r.cid, alice)).read_all() == data
     st = await files.stat(r.cid, alice)
     assert st.health == "degraded"
     net.down.add(replicas[2])
     with pytest.raises(NotFoundError) as info:
-        await files.open(r.cid, alice)
+        await FileStore(net).open(r.cid, alice)
     assert "no manifest found" in str(info.value)    # dead peers have left the live set
+    # the writer and the earlier reader still hold the signed manifest, data inline
+    assert await (await files.open(r.cid, alice)).read_all() == data
+    assert await (await reader.open(r.cid, alice)).read_all() == data
     net.down.clear()
 
     async def refuse(node_id: bytes) -> StorageClient:  # down but not yet noticed: named
@@ -75,7 +79,7 @@ async def test_any_m_replicas_down_still_reads_m_plus_one_is_a_clear_error(
 
     net.client = refuse  # type: ignore[method-assign]
     with pytest.raises(NotFoundError) as info:
-        await files.open(r.cid, alice)
+        await FileStore(net).open(r.cid, alice)
     assert "missing: 6 manifest replica peer(s) unreachable" in str(info.value)
 
 

@@ -227,14 +227,16 @@ async def test_storage_end_to_end(tmp_path: Path) -> None:
 
 async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:
     """A 1 KiB file lives inline in its m+1 manifest replicas (storage/inline.py): Stat names
-    them, kill -9 any m and Get still works, kill the last and Get fails NOT_FOUND."""
+    them, kill -9 any m and Get still works, kill the last and Get fails NOT_FOUND at a node
+    that never had the file (one that wrote or read it keeps serving it: storage/known.py)."""
     async with NodeCluster(tmp_path, 5) as cluster:
         ids = await _ids(cluster)
         data = os.urandom(1024)
         r = await cluster.stub(0, Stub).Push(taskworker_pb2.PushRequest(file_data=data,
                                                                          public=True))
         replicas = sorted(_holders_of_manifest(cluster, ids, r.cid))
-        entry = next(i for i in range(5) if i not in replicas)
+        others = [i for i in range(5) if i not in replicas]       # 2 of 5; node 0 first
+        entry, fresh = (0, others[1]) if 0 in others else (others[0], others[1])
         stub = cluster.stub(entry, Stub)
         st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
         assert st.health == "healthy"
@@ -247,9 +249,11 @@ async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:
         assert st.health == "degraded" and sum(f.healthy for f in st.fragments) == 1
         cluster.nodes[replicas[2]].kill()
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
+            await cluster.stub(fresh, Stub).Get(taskworker_pb2.GetRequest(file_id=r.cid))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         assert "no manifest found" in (info.value.details() or ""), info.value.details()
+        # the node that wrote or read it still has the signed manifest, data inline, in memory
+        assert (await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))).file_data == data
 
 
 async def test_hundred_mib_streams(tmp_path: Path) -> None:
