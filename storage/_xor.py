@@ -7,7 +7,7 @@ noticeably for dense decode matrices. Each temporary is computed just before the
 that reads it, and temporaries share buffers once dead (liveness allocation), so fewer buffers
 are live at once. Execution walks the fragments one tile at a time (the same offsets of every
 packet) so a tile's packets stay in cache while each output is built; temp space is kept per
-thread between calls, since fresh multi-MiB arrays cost page faults on every call.
+thread between calls rather than allocated per call.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ _local = threading.local()
 
 def _scratch(words: int) -> np.ndarray:
     """Temp space for run(): one array per thread, kept between calls up to SCRATCH_BYTES
-    (a fresh multi-MiB array costs page faults on every call)."""
+    (no multi-MiB allocation, and no page faults if malloc gave it back, per call)."""
     if words * 8 > SCRATCH_BYTES:
         return np.empty(words, np.uint64)
     buf: np.ndarray | None = getattr(_local, "buf", None)
