@@ -135,8 +135,10 @@ class FileStore:
         return await self.fetcher.manifests(cid, enough, unreachable)
 
     async def resolve(self, ref: str, user: nacl.signing.SigningKey | None,
-                      need_key: bool = True) -> tuple[Manifest, bytes | None]:
-        """The manifest (and file key) a CID or file_id names for this user."""
+                      need_key: bool = True, fresh: bool = False
+                      ) -> tuple[Manifest, bytes | None]:
+        """The manifest (and file key) a CID or file_id names for this user; ``fresh`` asks
+        the replicas even when this node kept one (a grant must build on the newest)."""
         if is_cid(ref):
             cid, want_id, want_owner = ref, None, None
         elif is_file_id(ref):
@@ -150,7 +152,7 @@ class FileStore:
             return (want_id is None or m.file_id == want_id) and m.readable_by(me)
 
         down: list[bytes] = []
-        manifests = [m for m in self.known.readable(cid, me) if enough(m)]
+        manifests = [] if fresh else [m for m in self.known.readable(cid, me) if enough(m)]
         if not manifests:          # not written or read here lately (storage/known.py)
             manifests = await self.fetch_manifests(cid, enough, down)
             for m in manifests:
@@ -191,7 +193,7 @@ class FileStore:
         if len(grantee) != 32:
             raise InvalidArgumentError("grantee must be a 32-byte Ed25519 public key")
         owner_pub = bytes(owner.verify_key)
-        manifest, key = await self.resolve(ref, owner)
+        manifest, key = await self.resolve(ref, owner, fresh=True)
         if manifest.body.owner_key != owner_pub:
             raise PermissionDeniedError(f"only the owner of {ref} can change its readers")
         if manifest.body.public_key:
@@ -207,10 +209,11 @@ class FileStore:
         del body.keys[:]
         body.keys.extend(keys)
         body.created_ms = max(int(time.time() * 1000), manifest.body.created_ms + 1)
-        replicas = await self._upload.store_manifest(body.cid, sign_manifest(body, owner),
-                                                     body.m + 1)
+        signed = sign_manifest(body, owner)
+        replicas = await self._upload.store_manifest(body.cid, signed, body.m + 1)
         if replicas == 0:
             raise UnavailableError(f"no manifest replica of {body.cid} accepted the change")
+        self.known.remember(Manifest(body, signed))
         return replicas
 
     # -- Stat -------------------------------------------------------------------------------

@@ -161,6 +161,12 @@ async def test_private_public_readers(net: FakeNetwork) -> None:
     await files.grant(r.cid, alice, bytes(bob.verify_key), revoke=True)
     with pytest.raises(PermissionDeniedError):
         await files.open(r.file_id, bob)
+    # grants build on the newest manifest, not on one this node kept from the Push
+    dave = _user()
+    assert await files.grant(r.file_id, alice, bytes(carol.verify_key)) >= 1
+    assert await files.grant(r.file_id, alice, bytes(dave.verify_key)) >= 1
+    assert await (await files.open(r.file_id, carol)).read_all() == data
+    assert await (await files.open(r.file_id, dave)).read_all() == data
     # bob storing the same content gets his own readable manifest for the same CID
     mine = await files.push_bytes(data, bob, PushOptions())
     assert mine.cid == r.cid and mine.file_id != r.file_id
