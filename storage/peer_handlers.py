@@ -1,0 +1,198 @@
+"""The server half of the storage peer calls: one node's fragments, manifests and document
+records, served over the sealed channel (methods: storage/peer.py).
+
+Handlers check every size and hash (a fragment is stored only under the sha256 it claims) and
+refuse oversized bodies; peers only ever see ciphertext fragments and signed manifests.
+StoreBatch items run concurrently, each exactly as its own method would (same checks, durable
+before the reply); the framing is in storage/peer_wire.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from mesh.channel import Caller, ChannelServer
+from mesh.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PeerCallError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
+from proto import storage_pb2
+from storage.documents import DocumentStore, is_file_id
+from storage.fragstore import FragmentStore
+from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore
+from storage.peer_wire import _BATCHED, _ITEM, MAX_FRAGMENT_BYTES, _frames, _hex, _parse
+
+MAX_BATCH = 100_000
+MAX_STORE_BATCH_BYTES = 56 * 2**20     # a StoreBatch body (the channel's frame is 64 MiB)
+
+
+class StorageHandlers:
+    """The server half: one node's fragments, manifests and document records."""
+
+    def __init__(self, fragments: FragmentStore, manifests: ManifestStore,
+                 documents: DocumentStore) -> None:
+        self.fragments = fragments
+        self.manifests = manifests
+        self.documents = documents
+        self.calls = 0
+        self._methods: dict[str, Callable[[bytes], Awaitable[bytes]]] = {
+            "storage.StoreFragment": self.store_fragment,
+            "storage.FetchFragment": self.fetch_fragment,
+            "storage.HasFragments": self.has_fragments,
+            "storage.DeleteFragment": self.delete_fragment,
+            "storage.StoreManifest": self.store_manifest,
+            "storage.FetchManifests": self.fetch_manifests,
+            "storage.StoreDocument": self.store_document,
+            "storage.FetchDocument": self.fetch_document,
+            "storage.StoreBatch": self.store_batch,
+        }
+
+    def register(self, server: ChannelServer) -> None:
+        for method in self._methods:
+            server.handle(method, self._peer_handler(method))
+
+    def _peer_handler(self, method: str) -> Callable[[Caller, bytes], Awaitable[bytes]]:
+        async def handler(caller: Caller, body: bytes) -> bytes:
+            return await self.dispatch(method, body)
+        return handler
+
+    async def dispatch(self, method: str, body: bytes) -> bytes:
+        fn = self._methods.get(method)
+        if fn is None:
+            raise NotFoundError(f"unknown storage method {method!r}")
+        self.calls += 1
+        return await fn(body)
+
+    async def store_fragment(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.StoreFragmentRequest, body)
+        if len(req.data) > MAX_FRAGMENT_BYTES:
+            raise ResourceExhaustedError(f"fragment of {len(req.data)} bytes is too large")
+        if len(req.file) > 512:
+            raise InvalidArgumentError("file reference too long")
+        want = _hex(req.hash)
+
+        def put() -> str:
+            try:
+                got = self.fragments.put(req.data, req.file, req.index)   # hashes the bytes once
+            except (OSError, sqlite3.Error) as exc:   # disk full, I/O error: the pusher uses a spare
+                raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
+            if got != want:
+                self.fragments.delete(got, req.file, req.index)
+                raise InvalidArgumentError("fragment bytes do not match their hash")
+            return got
+
+        await asyncio.to_thread(put)
+        return storage_pb2.StoreFragmentReply(hash=req.hash).SerializeToString()
+
+    async def store_own_fragment(self, file: str, index: int, data: bytes | memoryview,
+                                 digest: bytes) -> None:
+        """A Push on this node storing one of its fragments here: no request to encode and
+        parse, and no second sha256 (the pusher hashed exactly these bytes in this process)."""
+        if len(data) > MAX_FRAGMENT_BYTES:
+            raise ResourceExhaustedError(f"fragment of {len(data)} bytes is too large")
+        if len(file) > 512:
+            raise InvalidArgumentError("file reference too long")
+        self.calls += 1
+        known = _hex(digest)
+
+        def put() -> None:
+            try:
+                self.fragments.put(data, file, index, known_hash=known)
+            except (OSError, sqlite3.Error) as exc:
+                raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
+
+        await asyncio.to_thread(put)
+
+    async def store_batch(self, body: bytes) -> bytes:
+        if len(body) > MAX_STORE_BATCH_BYTES:
+            raise ResourceExhaustedError(f"StoreBatch of {len(body)} bytes exceeds "
+                                         f"{MAX_STORE_BATCH_BYTES}")
+        items = _frames(body)
+        calls = []
+        for kind, sub in items:
+            method = _BATCHED.get(kind)
+            if method is None:
+                raise InvalidArgumentError(f"StoreBatch item of unknown kind {kind}")
+            calls.append(self._methods[method](sub))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        out = []
+        for r in results:
+            if isinstance(r, PeerCallError):
+                msg = str(r).encode()
+                out += [_ITEM.pack(r.code.value[0] or grpc.StatusCode.UNKNOWN.value[0],
+                                   len(msg)), msg]
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                out += [_ITEM.pack(0, len(r)), r]
+        return b"".join(out)
+
+    async def fetch_fragment(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.FetchFragmentRequest, body, 1024)
+        data = await asyncio.to_thread(self.fragments.get, _hex(req.hash))
+        if data is None:
+            raise NotFoundError(f"fragment {req.hash.hex()[:16]} not held here")
+        return storage_pb2.FetchFragmentReply(data=data).SerializeToString()
+
+    async def has_fragments(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.HasFragmentsRequest, body, MAX_BATCH * 40)
+        hashes = [_hex(h) for h in req.hashes]
+
+        def check() -> list[bool]:
+            if req.deep:                      # re-hashes: finds rot (and drops it)
+                return [self.fragments.get(h) is not None for h in hashes]
+            return [self.fragments.has(h) for h in hashes]
+
+        return storage_pb2.HasFragmentsReply(
+            present=await asyncio.to_thread(check)).SerializeToString()
+
+    async def delete_fragment(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.DeleteFragmentRequest, body, 2048)
+        if not is_file_id(req.file):
+            raise InvalidArgumentError("delete needs the file_id that references the fragment")
+        removed = await asyncio.to_thread(self.fragments.delete, _hex(req.hash), req.file)
+        return storage_pb2.DeleteFragmentReply(removed=removed).SerializeToString()
+
+    async def store_manifest(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)
+
+        def put() -> bool:
+            self.manifests.put(req.manifest)
+            if not req.HasField("document"):
+                return False
+            try:
+                self.documents.put(req.document)
+            except (InvalidArgumentError, PermissionDeniedError):
+                return False         # the manifest stands; the pusher counts the record missing
+            return True
+
+        try:
+            doc = await asyncio.to_thread(put)
+        except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: answer; the pusher counts it
+            raise ResourceExhaustedError(f"cannot store the manifest here: {exc}") from exc
+        return storage_pb2.StoreManifestReply(stored=True, document_stored=doc).SerializeToString()
+
+    async def fetch_manifests(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.FetchManifestsRequest, body, 1024)
+        found = await asyncio.to_thread(self.manifests.get, req.cid)
+        return storage_pb2.FetchManifestsReply(manifests=found).SerializeToString()
+
+    async def store_document(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.StoreDocumentRequest, body, 8192)
+        try:
+            stored = await asyncio.to_thread(self.documents.put, req.document)
+        except (OSError, sqlite3.Error) as exc:
+            raise ResourceExhaustedError(f"cannot store the document here: {exc}") from exc
+        return storage_pb2.StoreDocumentReply(stored=stored).SerializeToString()
+
+    async def fetch_document(self, body: bytes) -> bytes:
+        req = _parse(storage_pb2.FetchDocumentRequest, body, 1024)
+        found = await asyncio.to_thread(self.documents.get, req.file_id)
+        return storage_pb2.FetchDocumentReply(documents=found).SerializeToString()
