@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from benchmarks.cpu import self_cpu, tree_cpu
 from compute import values
 from proto import taskworker_pb2, taskworker_pb2_grpc
 
@@ -57,34 +58,13 @@ asyncio.run(main())
 '''
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
 CPU_PER_CALL: list[float] = []   # per concurrent row: CPU s per call, all processes
 CPU_SPLIT: list[str] = []        # per concurrent row: the same CPU, process by process
 PIDS: dict[str, int] = {}        # "plain server", "serving node", "forwarder" -> pid
 NOTES: list[str] = []
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its descendants (live ones, plus reaped children)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        total = sum(int(x) for x in fields[11:15]) / _TICK
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            children = [int(x) for x in fh.read().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return total + sum(_tree_cpu(c) for c in children)
-
-
-def _self_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` alone (all its threads, no children)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return sum(int(x) for x in fields[11:13]) / _TICK
+_tree_cpu, _self_cpu = tree_cpu, self_cpu  # benchmarks/cpu.py
 
 
 def _split() -> dict[str, float]:

@@ -8,6 +8,8 @@ throughput ceiling on an idle machine).
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -40,6 +42,33 @@ def self_cpu(pid: int) -> float:
     return sum(int(x) for x in fields[11:13]) / _TICK
 
 
-def everything() -> float:
-    """This process and all its descendants."""
-    return tree_cpu(os.getpid())
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (started by any of its threads)."""
+    out: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+class Meter:
+    """CPU seconds of this process plus other processes (by default: all its descendants),
+    without what reading /proc costs this process (~1.7 ms per read with 5 nodes' threads).
+
+    Read it outside the timed window: ``c0 = m.read(); t0 = now(); op(); t1 = now();
+    c1 = m.read()``.
+    """
+
+    def __init__(self, others: Callable[[], float] | None = None) -> None:
+        self._others = others or (lambda: sum(tree_cpu(c) for c in children(os.getpid())))
+        self._spent = 0.0
+
+    def read(self) -> float:
+        before = time.process_time()
+        others = self._others()
+        after = time.process_time()
+        self._spent += after - before
+        return others + after - self._spent

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from benchmarks.cpu import everything as cpu_now
+from benchmarks.cpu import Meter
 from benchmarks.report import append_results, machine_line
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.manifest import manifest_key
@@ -78,6 +78,7 @@ async def _cold_node(cluster: NodeCluster, ids: list[str], cid: str) -> int:
 
 async def bench_mesh(tmp: Path, runs: int, small_runs: int, big: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = _series()
+    meter = Meter()  # this process and the nodes it started
     async with NodeCluster(tmp, 5) as cluster:
         stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
         ids = [(await cluster.peers_of(i)).self_id for i in range(len(cluster.nodes))]
@@ -87,36 +88,45 @@ async def bench_mesh(tmp: Path, runs: int, small_runs: int, big: int) -> dict[st
                                   (MiB, small_runs // 2, "mid_up", "mid_down")):
             for _ in range(n):
                 data = os.urandom(size)
-                c0, t0 = cpu_now(), time.perf_counter()
+                c0 = meter.read()
+                t0 = time.perf_counter()
                 r = await stub.Push(taskworker_pb2.PushRequest(file_data=data))
-                c1, t1 = cpu_now(), time.perf_counter()
+                t1 = time.perf_counter()
+                c1 = meter.read()
+                t1b = time.perf_counter()
                 g = await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
-                c2, t2 = cpu_now(), time.perf_counter()
+                t2 = time.perf_counter()
+                c2 = meter.read()
                 assert g.file_data == data
                 out[up].append(t1 - t0)
-                out[down].append(t2 - t1)
+                out[down].append(t2 - t1b)
                 out[f"cpu_{up}"].append(c1 - c0)
                 out[f"cpu_{down}"].append(c2 - c1)
         for _ in range(small_runs):  # Get at a node that never had the file: no cached manifest
             r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(1024),
                                                            public=True))
             cold = await _cold_node(cluster, ids, r.cid)
-            c0, t0 = cpu_now(), time.perf_counter()
-            g = await cluster.stub(cold, taskworker_pb2_grpc.FileServiceStub).Get(
-                taskworker_pb2.GetRequest(file_id=r.cid))
+            cold_stub = cluster.stub(cold, taskworker_pb2_grpc.FileServiceStub)
+            c0 = meter.read()
+            t0 = time.perf_counter()
+            g = await cold_stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
             out["small_cold"].append(time.perf_counter() - t0)
-            out["cpu_small_cold"].append(cpu_now() - c0)
+            out["cpu_small_cold"].append(meter.read() - c0)
             assert len(g.file_data) == 1024
         for _ in range(runs):
             data = os.urandom(big)
-            c0, t0 = cpu_now(), time.perf_counter()
+            c0 = meter.read()
+            t0 = time.perf_counter()
             r = await _push_stream(stub, data)
-            c1, t1 = cpu_now(), time.perf_counter()
+            t1 = time.perf_counter()
+            c1 = meter.read()
+            t1b = time.perf_counter()
             n = await _get_stream(stub, r.cid)
-            c2, t2 = cpu_now(), time.perf_counter()
+            t2 = time.perf_counter()
+            c2 = meter.read()
             assert n == big and r.size == big
             out["big_up"].append(t1 - t0)
-            out["big_down"].append(t2 - t1)
+            out["big_down"].append(t2 - t1b)
             out["cpu_big_up"].append(c1 - c0)
             out["cpu_big_down"].append(c2 - c1)
             print(f"tw-mesh {big // MiB} MiB: up {big / (t1 - t0) / 1e6:.0f} MB/s, "
@@ -129,20 +139,25 @@ def bench_tahoe(tmp: Path, runs: int, small_runs: int, big: int) -> dict[str, li
 
     out: dict[str, list[float]] = _series()
     with TahoeGrid(tmp) as grid:
+        meter = Meter(grid.cpu_seconds)
         grid.download(grid.upload(os.urandom(1024)))
         for size, n, up, down in ((1024, small_runs, "small_up", "small_down"),
                                   (MiB, small_runs // 2, "mid_up", "mid_down"),
                                   (big, runs, "big_up", "big_down")):
             for _ in range(n):
                 data = os.urandom(size)
-                c0, t0 = cpu_now(), time.perf_counter()
+                c0 = meter.read()
+                t0 = time.perf_counter()
                 cap = grid.upload(data)
-                c1, t1 = cpu_now(), time.perf_counter()
+                t1 = time.perf_counter()
+                c1 = meter.read()
+                t1b = time.perf_counter()
                 got = grid.download(cap)
-                c2, t2 = cpu_now(), time.perf_counter()
+                t2 = time.perf_counter()
+                c2 = meter.read()
                 assert got == data
                 out[up].append(t1 - t0)
-                out[down].append(t2 - t1)
+                out[down].append(t2 - t1b)
                 out[f"cpu_{up}"].append(c1 - c0)
                 out[f"cpu_{down}"].append(c2 - c1)
             if size == big:

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.cpu import self_cpu, tree_cpu
+from benchmarks.cpu import Meter, tree_cpu
 from benchmarks.report import append_results, machine_line
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.versions.records import parse_file_id
@@ -95,24 +95,26 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
             fid = r.file_id
             readers = await _readers(cluster, fid)
             pids = [n.proc.pid for n in cluster.nodes]
-
-            def mesh_cpu() -> float:  # the bench process (client) and the 5 nodes
-                return self_cpu(os.getpid()) + sum(tree_cpu(p) for p in pids)
-
-            def tahoe_cpu() -> float:  # the bench process (client) and the Tahoe nodes
-                return self_cpu(os.getpid()) + (grid.cpu_seconds() if grid else 0.0)
+            # this process (the client) plus the 5 nodes, or plus the Tahoe nodes
+            mesh_cpu = Meter(lambda: sum(tree_cpu(p) for p in pids)).read
+            tahoe_cpu = Meter(grid.cpu_seconds if grid else lambda: 0.0).read
 
             cap = grid.mutable_create(os.urandom(size), fmt="MDMF") if grid else ""
             for i in range(runs + 2):                       # two warm-up runs
                 data = os.urandom(size)
-                c0, t0 = mesh_cpu(), time.perf_counter()
+                c0 = mesh_cpu()
+                t0 = time.perf_counter()
                 rev = await stub.Revise(taskworker_pb2.ReviseRequest(file_id=fid,
                                                                      file_data=data),
                                         timeout=120)
-                c1, t1 = mesh_cpu(), time.perf_counter()
+                t1 = time.perf_counter()
+                c1 = mesh_cpu()
+                t1b = time.perf_counter()
                 g = await stub.Get(taskworker_pb2.GetRequest(file_id=fid), timeout=120)
-                c2, t2 = mesh_cpu(), time.perf_counter()
+                t2 = time.perf_counter()
+                c2 = mesh_cpu()
                 assert g.file_data == data and g.version == rev.version and not g.conflicts
+                t2b = time.perf_counter()
                 plain = await stub.Push(taskworker_pb2.PushRequest(file_data=data), timeout=120)
                 t3 = time.perf_counter()
                 assert plain.cid == rev.cid
@@ -131,23 +133,27 @@ async def bench(tmp: Path, runs: int, size: int, use_tahoe: bool
                     for k, v in phases.items():
                         mesh.setdefault("phase_" + k, []).append(v / 1e3)
                     mesh["modify"].append(t1 - t0)
-                    mesh["read"].append(t2 - t1)
+                    mesh["read"].append(t2 - t1b)
                     mesh["cpu_modify"].append(c1 - c0)
                     mesh["cpu_read"].append(c2 - c1)
-                    mesh["push"].append(t3 - t2)
+                    mesh["push"].append(t3 - t2b)
                     for key, t in lat.items():
                         mesh[key].append(t)
                 if grid is not None and tahoe is not None:
                     data = os.urandom(size)
-                    c0, t0 = tahoe_cpu(), time.perf_counter()
+                    c0 = tahoe_cpu()
+                    t0 = time.perf_counter()
                     grid.mutable_modify(cap, data)
-                    c1, t1 = tahoe_cpu(), time.perf_counter()
+                    t1 = time.perf_counter()
+                    c1 = tahoe_cpu()
+                    t1b = time.perf_counter()
                     got = grid.mutable_read(cap)
-                    c2, t2 = tahoe_cpu(), time.perf_counter()
+                    t2 = time.perf_counter()
+                    c2 = tahoe_cpu()
                     assert got == data
                     if i >= 2:
                         tahoe["modify"].append(t1 - t0)
-                        tahoe["read"].append(t2 - t1)
+                        tahoe["read"].append(t2 - t1b)
                         tahoe["cpu_modify"].append(c1 - c0)
                         tahoe["cpu_read"].append(c2 - c1)
     finally:
