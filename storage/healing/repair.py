@@ -145,6 +145,9 @@ class Repairer:
                 except MeshError as exc:
                     self.counters.failures += 1
                     log.warning("repair check of %s failed: %s", m.cid, exc)
+                except Exception:  # one file's bug must not end the pass for every other file
+                    self.counters.failures += 1
+                    log.exception("repair check of %s failed", m.cid)
 
         await asyncio.gather(*(one(m) for m in manifests))
         for key in [k for k in self.report if k not in seen]:
@@ -171,8 +174,10 @@ class Repairer:
         self.checked_at[body.cid] = time.monotonic()
         self.stage[key] = "replicate"
         await self._replicate_manifest(m, holders)
-        if me not in holders:
-            return None                       # handed on to the closer peers above
+        if me not in holders or body.inline:
+            # handed on to the closer peers above; an inline file has no fragments: its
+            # manifest replicas, just restored, are all of its redundancy
+            return None
         rank = holders.index(me)
         mid = manifest_id(m)
         live = self.live_ids()
@@ -396,7 +401,8 @@ class Repairer:
                     if peer in recorded or peer == target:
                         continue
                     try:
-                        await (await self.network.client(peer)).delete_fragment(h, body.file_id)
+                        await (await self.network.client(peer)).delete_fragment(
+                            h, body.file_id, m.signed)
                     except MeshError:
                         continue
                     for i in indices:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import random
 import sqlite3
@@ -212,3 +213,29 @@ async def test_joining_peers_receive_fragments_in_the_background(tmp_path: Path)
             await asyncio.sleep(0.5)
         await wait_healthy(bodies, cluster, HEAL_BOUND_S)
         await check_gets(cluster, 7, files)
+
+
+async def test_inline_files_do_not_stop_repair_passes(tmp_path: Path) -> None:
+    """A holder of an inline manifest (no stripes, no placement key) used to crash its whole
+    repair pass on it, every pass: every file it held went unchecked. Now passes complete,
+    and a lost fragment of a normal file beside it is still rebuilt."""
+    async with NodeCluster(tmp_path, 6, extra=FAST) as cluster:
+        stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
+        for _ in range(3):
+            await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(900)))
+        files = await push_files(cluster, 2, seed=11)
+        bodies = manifests(cluster.nodes)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
+        passes = {}
+        for i in range(6):
+            doc = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
+                taskworker_pb2.StatusRequest(), timeout=10)
+            passes[i] = json.loads(doc.json)["services"]["repair"]["passes"]
+        await asyncio.sleep(3)                           # a few 1 s passes
+        for i, node in enumerate(cluster.nodes):
+            doc = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
+                taskworker_pb2.StatusRequest(), timeout=10)
+            repair = json.loads(doc.json)["services"]["repair"]
+            assert repair["passes"] > passes[i] and repair["failures"] == 0, repair
+            assert "repair pass failed" not in node.log_path.read_text(), node.log_path
+        await check_gets(cluster, 1, files)
