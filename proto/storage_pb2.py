@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/storage.proto\x12\x0etwmesh.storage\"(\n\x08\x46ragment\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0e\n\x06holder\x18\x02 \x01(\r\"5\n\x06Stripe\x12+\n\tfragments\x18\x01 \x03(\x0b\x32\x18.twmesh.storage.Fragment\".\n\tSealedKey\x12\x11\n\trecipient\x18\x01 \x01(\x0c\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"\xa8\x03\n\x0cManifestBody\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\t\n\x01k\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\r\x12\x13\n\x0bstripe_size\x18\x07 \x01(\x04\x12\x14\n\x0c\x63odec_format\x18\x08 \x01(\r\x12\x13\n\x0bpacket_size\x18\t \x01(\r\x12\x0e\n\x06matrix\x18\n \x01(\t\x12\x11\n\towner_key\x18\x0b \x01(\x0c\x12\'\n\x04keys\x18\x0c \x03(\x0b\x32\x19.twmesh.storage.SealedKey\x12\x12\n\npublic_key\x18\r \x01(\x0c\x12\x17\n\x0f\x66ilename_sealed\x18\x0e \x01(\x0c\x12\x15\n\rplacement_key\x18\x0f \x01(\x0c\x12\x0f\n\x07holders\x18\x10 \x03(\x0c\x12\'\n\x07stripes\x18\x11 \x03(\x0b\x32\x16.twmesh.storage.Stripe\x12\x18\n\x10under_replicated\x18\x12 \x01(\x08\x12\x12\n\ncreated_ms\x18\x13 \x01(\x04\x12\x0e\n\x06inline\x18\x14 \x01(\x0c\"1\n\x0eSignedManifest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\x0c\x44ocumentBody\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x11\n\towner_key\x18\x03 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x04 \x01(\x04\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"1\n\x0eSignedDocument\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"O\n\x14StoreFragmentRequest\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04hash\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\"\n\x12StoreFragmentReply\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"$\n\x14\x46\x65tchFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"\"\n\x12\x46\x65tchFragmentReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"3\n\x13HasFragmentsRequest\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x0c\n\x04\x64\x65\x65p\x18\x02 \x01(\x08\"$\n\x11HasFragmentsReply\x12\x0f\n\x07present\x18\x01 \x03(\x08\"3\n\x15\x44\x65leteFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\"&\n\x13\x44\x65leteFragmentReply\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"z\n\x14StoreManifestRequest\x12\x30\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedManifest\x12\x30\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1e.twmesh.storage.SignedDocument\"=\n\x12StoreManifestReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x17\n\x0f\x64ocument_stored\x18\x02 \x01(\x08\"$\n\x15\x46\x65tchManifestsRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"H\n\x13\x46\x65tchManifestsReply\x12\x31\n\tmanifests\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedManifest\"H\n\x14StoreDocumentRequest\x12\x30\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedDocument\"$\n\x12StoreDocumentReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\'\n\x14\x46\x65tchDocumentRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"G\n\x12\x46\x65tchDocumentReply\x12\x31\n\tdocuments\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedDocumentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13proto/storage.proto\x12\x0etwmesh.storage\"(\n\x08\x46ragment\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0e\n\x06holder\x18\x02 \x01(\r\"5\n\x06Stripe\x12+\n\tfragments\x18\x01 \x03(\x0b\x32\x18.twmesh.storage.Fragment\".\n\tSealedKey\x12\x11\n\trecipient\x18\x01 \x01(\x0c\x12\x0e\n\x06sealed\x18\x02 \x01(\x0c\"\xa8\x03\n\x0cManifestBody\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\r\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0f\n\x07\x66ile_id\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12\t\n\x01k\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\r\x12\x13\n\x0bstripe_size\x18\x07 \x01(\x04\x12\x14\n\x0c\x63odec_format\x18\x08 \x01(\r\x12\x13\n\x0bpacket_size\x18\t \x01(\r\x12\x0e\n\x06matrix\x18\n \x01(\t\x12\x11\n\towner_key\x18\x0b \x01(\x0c\x12\'\n\x04keys\x18\x0c \x03(\x0b\x32\x19.twmesh.storage.SealedKey\x12\x12\n\npublic_key\x18\r \x01(\x0c\x12\x17\n\x0f\x66ilename_sealed\x18\x0e \x01(\x0c\x12\x15\n\rplacement_key\x18\x0f \x01(\x0c\x12\x0f\n\x07holders\x18\x10 \x03(\x0c\x12\'\n\x07stripes\x18\x11 \x03(\x0b\x32\x16.twmesh.storage.Stripe\x12\x18\n\x10under_replicated\x18\x12 \x01(\x08\x12\x12\n\ncreated_ms\x18\x13 \x01(\x04\x12\x0e\n\x06inline\x18\x14 \x01(\x0c\"1\n\x0eSignedManifest\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"_\n\x0c\x44ocumentBody\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x11\n\towner_key\x18\x03 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x04 \x01(\x04\x12\r\n\x05nonce\x18\x05 \x01(\x0c\"1\n\x0eSignedDocument\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"O\n\x14StoreFragmentRequest\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\x0c\n\x04hash\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\"\n\x12StoreFragmentReply\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"$\n\x14\x46\x65tchFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"\"\n\x12\x46\x65tchFragmentReply\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"3\n\x13HasFragmentsRequest\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12\x0c\n\x04\x64\x65\x65p\x18\x02 \x01(\x08\"$\n\x11HasFragmentsReply\x12\x0f\n\x07present\x18\x01 \x03(\x08\"e\n\x15\x44\x65leteFragmentRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x30\n\x08manifest\x18\x03 \x01(\x0b\x32\x1e.twmesh.storage.SignedManifest\"&\n\x13\x44\x65leteFragmentReply\x12\x0f\n\x07removed\x18\x01 \x01(\x08\"z\n\x14StoreManifestRequest\x12\x30\n\x08manifest\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedManifest\x12\x30\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x1e.twmesh.storage.SignedDocument\"=\n\x12StoreManifestReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x17\n\x0f\x64ocument_stored\x18\x02 \x01(\x08\"$\n\x15\x46\x65tchManifestsRequest\x12\x0b\n\x03\x63id\x18\x01 \x01(\t\"H\n\x13\x46\x65tchManifestsReply\x12\x31\n\tmanifests\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedManifest\"H\n\x14StoreDocumentRequest\x12\x30\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1e.twmesh.storage.SignedDocument\"$\n\x12StoreDocumentReply\x12\x0e\n\x06stored\x18\x01 \x01(\x08\"\'\n\x14\x46\x65tchDocumentRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"G\n\x12\x46\x65tchDocumentReply\x12\x31\n\tdocuments\x18\x01 \x03(\x0b\x32\x1e.twmesh.storage.SignedDocumentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,23 +58,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HASFRAGMENTSREPLY']._serialized_start=1054
   _globals['_HASFRAGMENTSREPLY']._serialized_end=1090
   _globals['_DELETEFRAGMENTREQUEST']._serialized_start=1092
-  _globals['_DELETEFRAGMENTREQUEST']._serialized_end=1143
-  _globals['_DELETEFRAGMENTREPLY']._serialized_start=1145
-  _globals['_DELETEFRAGMENTREPLY']._serialized_end=1183
-  _globals['_STOREMANIFESTREQUEST']._serialized_start=1185
-  _globals['_STOREMANIFESTREQUEST']._serialized_end=1307
-  _globals['_STOREMANIFESTREPLY']._serialized_start=1309
-  _globals['_STOREMANIFESTREPLY']._serialized_end=1370
-  _globals['_FETCHMANIFESTSREQUEST']._serialized_start=1372
-  _globals['_FETCHMANIFESTSREQUEST']._serialized_end=1408
-  _globals['_FETCHMANIFESTSREPLY']._serialized_start=1410
-  _globals['_FETCHMANIFESTSREPLY']._serialized_end=1482
-  _globals['_STOREDOCUMENTREQUEST']._serialized_start=1484
-  _globals['_STOREDOCUMENTREQUEST']._serialized_end=1556
-  _globals['_STOREDOCUMENTREPLY']._serialized_start=1558
-  _globals['_STOREDOCUMENTREPLY']._serialized_end=1594
-  _globals['_FETCHDOCUMENTREQUEST']._serialized_start=1596
-  _globals['_FETCHDOCUMENTREQUEST']._serialized_end=1635
-  _globals['_FETCHDOCUMENTREPLY']._serialized_start=1637
-  _globals['_FETCHDOCUMENTREPLY']._serialized_end=1708
+  _globals['_DELETEFRAGMENTREQUEST']._serialized_end=1193
+  _globals['_DELETEFRAGMENTREPLY']._serialized_start=1195
+  _globals['_DELETEFRAGMENTREPLY']._serialized_end=1233
+  _globals['_STOREMANIFESTREQUEST']._serialized_start=1235
+  _globals['_STOREMANIFESTREQUEST']._serialized_end=1357
+  _globals['_STOREMANIFESTREPLY']._serialized_start=1359
+  _globals['_STOREMANIFESTREPLY']._serialized_end=1420
+  _globals['_FETCHMANIFESTSREQUEST']._serialized_start=1422
+  _globals['_FETCHMANIFESTSREQUEST']._serialized_end=1458
+  _globals['_FETCHMANIFESTSREPLY']._serialized_start=1460
+  _globals['_FETCHMANIFESTSREPLY']._serialized_end=1532
+  _globals['_STOREDOCUMENTREQUEST']._serialized_start=1534
+  _globals['_STOREDOCUMENTREQUEST']._serialized_end=1606
+  _globals['_STOREDOCUMENTREPLY']._serialized_start=1608
+  _globals['_STOREDOCUMENTREPLY']._serialized_end=1644
+  _globals['_FETCHDOCUMENTREQUEST']._serialized_start=1646
+  _globals['_FETCHDOCUMENTREQUEST']._serialized_end=1685
+  _globals['_FETCHDOCUMENTREPLY']._serialized_start=1687
+  _globals['_FETCHDOCUMENTREPLY']._serialized_end=1758
 # @@protoc_insertion_point(module_scope)

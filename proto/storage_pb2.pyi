@@ -147,12 +147,14 @@ class HasFragmentsReply(_message.Message):
     def __init__(self, present: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class DeleteFragmentRequest(_message.Message):
-    __slots__ = ("hash", "file")
+    __slots__ = ("hash", "file", "manifest")
     HASH_FIELD_NUMBER: _ClassVar[int]
     FILE_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
     hash: bytes
     file: str
-    def __init__(self, hash: _Optional[bytes] = ..., file: _Optional[str] = ...) -> None: ...
+    manifest: SignedManifest
+    def __init__(self, hash: _Optional[bytes] = ..., file: _Optional[str] = ..., manifest: _Optional[_Union[SignedManifest, _Mapping]] = ...) -> None: ...
 
 class DeleteFragmentReply(_message.Message):
     __slots__ = ("removed",)

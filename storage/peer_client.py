@@ -142,9 +142,11 @@ class StorageClient:
             raise InvalidArgumentError("HasFragments answered for a different number of hashes")
         return present
 
-    async def delete_fragment(self, digest: bytes, file: str) -> bool:
+    async def delete_fragment(self, digest: bytes, file: str,
+                              manifest: storage_pb2.SignedManifest) -> bool:
+        """Drop an extra copy; ``manifest`` (the file's) shows the holder it is not recorded."""
         body = await self._call("storage.DeleteFragment", storage_pb2.DeleteFragmentRequest(
-            hash=digest, file=file).SerializeToString())
+            hash=digest, file=file, manifest=manifest).SerializeToString())
         return _parse(storage_pb2.DeleteFragmentReply, body).removed
 
     async def store_manifest(self, signed: storage_pb2.SignedManifest,

@@ -26,7 +26,7 @@ from mesh.errors import (
 from proto import storage_pb2
 from storage.documents import DocumentStore, is_file_id
 from storage.fragstore import FragmentStore
-from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore
+from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore, verify_manifest
 from storage.peer_wire import _BATCHED, _ITEM, MAX_FRAGMENT_BYTES, _frames, _hex, _parse
 
 MAX_BATCH = 100_000
@@ -37,7 +37,8 @@ class StorageHandlers:
     """The server half: one node's fragments, manifests and document records."""
 
     def __init__(self, fragments: FragmentStore, manifests: ManifestStore,
-                 documents: DocumentStore) -> None:
+                 documents: DocumentStore, self_id: bytes | None = None) -> None:
+        self.self_id = self_id  # this node: never drop a fragment a manifest records here
         self.fragments = fragments
         self.manifests = manifests
         self.documents = documents
@@ -154,11 +155,29 @@ class StorageHandlers:
             present=await asyncio.to_thread(check)).SerializeToString()
 
     async def delete_fragment(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.DeleteFragmentRequest, body, 2048)
+        req = _parse(storage_pb2.DeleteFragmentRequest, body, MAX_MANIFEST_BYTES + 4096)
         if not is_file_id(req.file):
             raise InvalidArgumentError("delete needs the file_id that references the fragment")
+        self._check_extra_copy(req)
         removed = await asyncio.to_thread(self.fragments.delete, _hex(req.hash), req.file)
         return storage_pb2.DeleteFragmentReply(removed=removed).SerializeToString()
+
+    def _check_extra_copy(self, req: storage_pb2.DeleteFragmentRequest) -> None:
+        """Any mesh member may ask, so the owner-signed manifest must name the fragment, and
+        the copy must be one it does not record here (repair drops extra copies after a
+        rebalance; the recorded one stays)."""
+        if not req.HasField("manifest"):
+            raise InvalidArgumentError("delete needs the file's signed manifest")
+        manifest = verify_manifest(req.manifest)
+        if manifest.file_id != req.file:
+            raise InvalidArgumentError("the manifest is another file's")
+        slots = [(s, i) for s, stripe in enumerate(manifest.body.stripes)
+                 for i, frag in enumerate(stripe.fragments) if frag.hash == req.hash]
+        if not slots:
+            raise InvalidArgumentError("the manifest names no such fragment")
+        if self.self_id is not None and any(manifest.holder_of(s, i) == self.self_id
+                                            for s, i in slots):
+            raise PermissionDeniedError("the manifest records this fragment here: it stays")
 
     async def store_manifest(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)

@@ -29,7 +29,8 @@ class StorageService:
         self.manifests = ManifestStore(ctx.data_dir)
         self.document_store = DocumentStore(ctx.data_dir)
         self.keyring = Keyring(ctx.data_dir)
-        self.handlers = StorageHandlers(self.fragments, self.manifests, self.document_store)
+        self.handlers = StorageHandlers(self.fragments, self.manifests, self.document_store,
+                                        ctx.identity.node_id)
         self.network = MeshNetwork(ctx, self.handlers)
         s = ctx.settings
         defaults = PushOptions(k=int(s.get("storage.k", DEFAULT_K)),

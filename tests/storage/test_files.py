@@ -28,7 +28,7 @@ class FakeNetwork:
             d = root / f"node{i}"
             self.dirs[node_id] = d
             self.handlers[node_id] = StorageHandlers(FragmentStore(d), ManifestStore(d),
-                                                     DocumentStore(d))
+                                                     DocumentStore(d), node_id)
         self.self_id = next(iter(self.handlers))
         self.down: set[bytes] = set()
 

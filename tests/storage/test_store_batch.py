@@ -9,7 +9,12 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from mesh.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from mesh.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+)
 from proto import storage_pb2
 from storage.cid import cid_for
 from storage.documents import DocumentStore
@@ -126,3 +131,37 @@ async def test_big_or_many_items_are_split_over_several_calls(tmp_path: Path) ->
     assert all(isinstance(r, bytes) for r in results)
     assert len(calls) == 3 and max(calls) < 8 * 2**20 + 4096
     assert h.fragments.stats()[0] == len(blobs)
+
+
+async def test_delete_drops_only_extra_copies_the_manifest_names(tmp_path: Path) -> None:
+    """Any mesh member may call DeleteFragment: it needs the file's owner-signed manifest, the
+    fragment must be in it, and the copy the manifest records on this holder stays."""
+    net = FakeNetwork(tmp_path, 6)
+    r = await FileStore(net).push_bytes(os.urandom(200_000), nacl.signing.SigningKey.generate(),
+                                        PushOptions(stripe_size=65536))
+    assert r.manifest is not None
+    body = r.manifest.body
+    frag = body.stripes[0].fragments[0]
+    recorded = r.manifest.holder_of(0, 0)
+    assert recorded is not None
+    here = net.handlers[recorded]
+    h = frag.hash.hex()
+    client = _remote(here)
+    other = next(n for n in net.handlers if n != recorded)
+    extra = net.handlers[other]
+    extra.fragments.put(here.fragments.get(h) or b"", r.file_id, 0)   # a copy repair left
+    with pytest.raises(InvalidArgumentError, match="signed manifest"):
+        await client._call("storage.DeleteFragment", storage_pb2.DeleteFragmentRequest(
+            hash=frag.hash, file=r.file_id).SerializeToString())
+    with pytest.raises(InvalidArgumentError, match="no such fragment"):
+        await client.delete_fragment(hashlib.sha256(b"x").digest(), r.file_id, r.manifest.signed)
+    forged = storage_pb2.SignedManifest()
+    forged.CopyFrom(r.manifest.signed)
+    forged.signature = bytes(64)
+    with pytest.raises(InvalidArgumentError):
+        await client.delete_fragment(frag.hash, r.file_id, forged)
+    with pytest.raises(PermissionDeniedError, match="stays"):
+        await client.delete_fragment(frag.hash, r.file_id, r.manifest.signed)
+    assert here.fragments.get(h) is not None
+    assert await _remote(extra).delete_fragment(frag.hash, r.file_id, r.manifest.signed)
+    assert extra.fragments.get(h) is None and here.fragments.get(h) is not None
