@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
 from mesh.channel import PeerChannel
-from mesh.errors import InvalidArgumentError
+from mesh.wire import parse_message
 from proto import compute_pb2
 
 CALL = "compute.Call"
@@ -22,12 +22,7 @@ M = TypeVar("M", bound=Message)
 
 
 def parse(cls: type[M], body: bytes) -> M:
-    msg = cls()
-    try:
-        msg.ParseFromString(body)
-    except DecodeError as exc:
-        raise InvalidArgumentError(f"malformed {cls.__name__}") from exc
-    return msg
+    return parse_message(cls, body)
 
 
 class ComputePeer:

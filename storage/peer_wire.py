@@ -12,9 +12,10 @@ import struct
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 
-from mesh.errors import InvalidArgumentError, ResourceExhaustedError
+from mesh.errors import InvalidArgumentError
+from mesh.wire import parse_message
 from proto import storage_pb2
 
 MAX_FRAGMENT_BYTES = 48 * 2**20
@@ -26,14 +27,7 @@ M = TypeVar("M", bound=Message)
 
 
 def _parse(cls: type[M], body: bytes, limit: int = MAX_FRAGMENT_BYTES + 4096) -> M:
-    if len(body) > limit:
-        raise ResourceExhaustedError(f"request of {len(body)} bytes exceeds {limit}")
-    msg = cls()
-    try:
-        msg.ParseFromString(body)
-    except DecodeError as exc:
-        raise InvalidArgumentError(f"malformed {cls.__name__}") from exc
-    return msg
+    return parse_message(cls, body, limit)
 
 
 def _with_data(head: bytes, data: bytes | memoryview) -> bytes:

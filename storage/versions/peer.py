@@ -27,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
 from mesh.errors import InvalidArgumentError, MeshError, ResourceExhaustedError, UnavailableError
+from mesh.wire import parse_message
 from proto import storage_pb2, versions_pb2
 from storage.manifest import Manifest, verify_manifest
 from storage.versions.errors import VersionError
@@ -70,14 +71,7 @@ class FaultHooks:
 
 
 def parse(cls: type[Any], body: bytes) -> Any:
-    if len(body) > MAX_BODY:
-        raise ResourceExhaustedError(f"request of {len(body)} bytes exceeds {MAX_BODY}")
-    msg: Message = cls()
-    try:
-        msg.ParseFromString(body)
-    except DecodeError as exc:
-        raise InvalidArgumentError(f"malformed {cls.__name__}") from exc
-    return msg
+    return parse_message(cls, body, MAX_BODY)
 
 
 def _check_file(file_id: bytes) -> bytes:
