@@ -65,13 +65,7 @@ class Pusher:
         owner_pub = bytes(owner.verify_key)
         file_id, nonce = new_file_id(owner_pub)
         pkey = placement_key("cid", cid) if cid else placement_key("upload", file_id)
-        ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
-        placer = Placer(ranked, codec.n)
-        warnings: list[str] = []
-        if len(set(placer.current)) < codec.n:
-            warnings.append(f"only {len(set(placer.current))} live storage peer(s) for "
-                            f"{codec.n} fragments: several fragments share a holder "
-                            "(under-replicated)")
+        placer, warnings = await self._placer(pkey, codec)
         file_key = new_file_key()
         context = file_id.encode()
         hasher = CidHasher()
@@ -168,13 +162,7 @@ class Pusher:
 
         cid, frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
         pkey = placement_key("cid", cid)
-        ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
-        placer = Placer(ranked, codec.n)
-        warnings: list[str] = []
-        if len(set(placer.current)) < codec.n:
-            warnings.append(f"only {len(set(placer.current))} live storage peer(s) for "
-                            f"{codec.n} fragments: several fragments share a holder "
-                            "(under-replicated)")
+        placer, warnings = await self._placer(pkey, codec)
         planned = [placer.slot(h) for h in placer.current]
         stripes = [storage_pb2.Stripe(fragments=[
             storage_pb2.Fragment(hash=h, holder=slot) for h, slot in zip(hashes, planned,
@@ -206,6 +194,15 @@ class Pusher:
             signed = sign_manifest(body, owner)
             replicas = await self._upload.store_manifest(cid, signed, codec.m + 1)
         return self._finish(body, replicas, docs, warnings, signed)
+
+    async def _placer(self, pkey: bytes, codec: Codec) -> tuple[Placer, list[str]]:
+        """The closest live peers for the fragments, and a warning when there are too few."""
+        ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
+        placer = Placer(ranked, codec.n)
+        if len(set(placer.current)) >= codec.n:
+            return placer, []
+        return placer, [f"only {len(set(placer.current))} live storage peer(s) for {codec.n} "
+                        "fragments: several fragments share a holder (under-replicated)"]
 
     def _manifest_body(self, cid: str, file_id: str, size: int, codec: Codec, opts: PushOptions,
                        owner_pub: bytes, file_key: bytes, pkey: bytes, holders: list[bytes],
