@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pytest
 from proto import taskworker_pb2 as pb
 from proto import taskworker_pb2_grpc as pbg
 from tests.support.nodes import NodeCluster, NodeProc
+from tests.support.tmpfs import small_tmpfs
 from tests.system.test_repair import check_gets, health, manifests, push_files, wait_healthy
 
 FAST = ["--sweep-interval", "0.5", "--repair-interval", "1", "--repair-grace", "2",
@@ -111,18 +110,7 @@ async def test_index_removed_or_corrupt_is_rebuilt(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / f"small-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {out.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+    yield from small_tmpfs(tmp_path, "8m")
 
 
 def fill(mnt: Path, leave: int = 64 * 1024) -> Path:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,24 +19,14 @@ from storage.durable import local_failure
 from storage.versions.peer import FaultHooks, VersionHandlers
 from storage.versions.records import encode, new_binding
 from storage.versions.store import VersionStore
+from tests.support.tmpfs import small_tmpfs
 
 OWNER = Identity.from_seed(b"full-disk-owner")
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
-    mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {out.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+    yield from small_tmpfs(tmp_path, "1m")
 
 
 def fill(mnt: Path) -> None:
