@@ -38,6 +38,7 @@ class SandboxPool:
         self._restarts = 0
         self._compiled: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._cache_hits = 0
+        self._keys: dict[tuple[str, str], str] = {}  # (source, filename) -> codecache key
         self._ctrl: socket.socket | None = None
         self._idle: collections.deque[Worker] = collections.deque()
         self._live: dict[int, Worker] = {}
@@ -201,13 +202,23 @@ class SandboxPool:
         self._wake.set()
         return worker
 
+    def _key(self, source: str, filename: str) -> str:
+        """codecache.cache_key, remembered: the same few sources come back call after call
+        (a str caches its hash, so the lookup does not re-read a long source)."""
+        key = self._keys.get((source, filename))
+        if key is None:
+            if len(self._keys) >= 64:
+                self._keys.clear()
+            key = self._keys[(source, filename)] = codecache.cache_key(source, filename)
+        return key
+
     async def run(self, source: str, entry: str, args: list[JSON], kwargs: dict[str, JSON], *,
                   limits: Limits | None = None, host: HostServices | None = None,
                   filename: str = "<user>") -> JSON:
         limits = limits or self.limits
         self._calls += 1
         try:
-            key = codecache.cache_key(source, str(filename)) if isinstance(source, str) else ""
+            key = self._key(source, str(filename)) if isinstance(source, str) else ""
             call = encode_call(source, entry, args, kwargs, limits, filename, key)
             if self._closed:
                 raise errors.SandboxUnavailable("sandbox pool is not running")
