@@ -23,8 +23,9 @@ never silent.
 
 Modules: this façade (``FileStore``: resolve, open, grant, stat), storage/push.py (Push,
 ``Pusher``) with storage/restripe.py and storage/upload.py (fragments and records to their
-peers), storage/fetch.py and storage/reader.py (Get), storage/stat.py, storage/results.py
-(options, results, IntegrityError). Everything callers import stays importable from here.
+peers), storage/fetch.py and storage/reader.py (Get), storage/known.py (the manifests this node
+wrote or read, for their owners' next reads), storage/stat.py, storage/results.py (options,
+results, IntegrityError). Everything callers import stays importable from here.
 """
 
 from __future__ import annotations
