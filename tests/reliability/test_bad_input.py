@@ -26,15 +26,12 @@ from hypothesis import strategies as st
 
 from compute.servicer import USER_ERROR_MD
 from proto import compute_pb2, peer_pb2, proxy_pb2, taskworker_pb2, taskworker_pb2_grpc
+from tests.support import protofuzz
 from tests.support.nodes import ClusterInThread, NodeCluster, run_cli
 from tests.support.protofuzz import messages
 
 EXAMPLES = int(os.environ.get("TW_FUZZ_EXAMPLES", "40"))
-DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-              grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE,
-              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
-              grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS,
-              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAUTHENTICATED}
+DELIBERATE = protofuzz.DELIBERATE | {grpc.StatusCode.UNAUTHENTICATED}
 PEER_DELIBERATE = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT,
                    grpc.StatusCode.DATA_LOSS}
 API_METHODS = [m for proto in (taskworker_pb2, compute_pb2, proxy_pb2)

@@ -36,16 +36,13 @@ from proto import (
     versions_pb2,
 )
 from storage.versions.records import parse_file_id
+from tests.support import protofuzz
 from tests.support.nodes import ClusterInThread, NodeCluster
 from tests.support.protofuzz import messages
 
 T = TypeVar("T")
 EXAMPLES = int(os.environ.get("TW_FUZZ_EXAMPLES", "40"))
-DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-              grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE,
-              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
-              grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS,
-              grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.DATA_LOSS}
+DELIBERATE = protofuzz.DELIBERATE | {grpc.StatusCode.DATA_LOSS}
 # method -> request message (None: the body is not a protobuf)
 METHODS: dict[str, type[message.Message] | None] = {
     "storage.StoreFragment": storage_pb2.StoreFragmentRequest,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
 from google.protobuf import descriptor, message, message_factory
 from hypothesis import strategies as st
 
@@ -31,6 +32,13 @@ def _filled(cls: Any, values: Any) -> message.Message:
 
 
 Known = Mapping[str, tuple[str | bytes, ...]]
+# Status codes a handler answers bad input with on purpose (INTERNAL/UNKNOWN never are).
+DELIBERATE = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def _text(pool: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
