@@ -64,7 +64,6 @@ PIDS: dict[str, int] = {}        # "plain server", "serving node", "forwarder" -
 NOTES: list[str] = []
 
 
-_tree_cpu, _self_cpu = tree_cpu, self_cpu  # benchmarks/cpu.py
 
 
 def _split() -> dict[str, float]:
@@ -72,21 +71,21 @@ def _split() -> dict[str, float]:
     processes (zygote and workers: the serving node's descendants, or ours)."""
     me = os.getpid()
     node = PIDS.get("serving node", 0)
-    out = {"client": _self_cpu(me),
-           "sandbox procs": _tree_cpu(node) - _self_cpu(node) if node else 0.0}
-    out.update((name, _self_cpu(pid)) for name, pid in PIDS.items())
+    out = {"client": self_cpu(me),
+           "sandbox procs": tree_cpu(node) - self_cpu(node) if node else 0.0}
+    out.update((name, self_cpu(pid)) for name, pid in PIDS.items())
     return out
 
 
 def _pool_cpu() -> float:
     """Our descendants other than the servers: an in-process SandboxPool's zygote and workers."""
-    return _cpu() - _self_cpu(os.getpid()) - sum(_tree_cpu(pid) for pid in PIDS.values())
+    return _cpu() - self_cpu(os.getpid()) - sum(tree_cpu(pid) for pid in PIDS.values())
 
 
 def _cpu() -> float:
     """This process and all its descendants: the servers and nodes (started by us), their
     zygotes and sandbox workers, and an in-process SandboxPool's."""
-    return _tree_cpu(os.getpid())
+    return tree_cpu(os.getpid())
 
 
 def _pct(data: list[float], q: float) -> float:
@@ -171,11 +170,11 @@ async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] |
             for i in counter:
                 await pool.run(MODULE, "add", [i, 1], {})
 
-        t0, c0, me0, zyg0 = time.perf_counter(), _cpu(), _self_cpu(os.getpid()), _pool_cpu()
+        t0, c0, me0, zyg0 = time.perf_counter(), _cpu(), self_cpu(os.getpid()), _pool_cpu()
         await asyncio.gather(*(client() for _ in range(ns.width)))
         rate = ns.concurrent / (time.perf_counter() - t0)
         CPU_PER_CALL.append((_cpu() - c0) / ns.concurrent)
-        me, zyg = _self_cpu(os.getpid()) - me0, _pool_cpu() - zyg0
+        me, zyg = self_cpu(os.getpid()) - me0, _pool_cpu() - zyg0
         CPU_SPLIT.append(f"client (pool host side) {me / ns.concurrent * 1000:.2f} · "
                          f"sandbox procs {zyg / ns.concurrent * 1000:.2f}")
     finally:
