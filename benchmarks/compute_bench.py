@@ -64,8 +64,6 @@ PIDS: dict[str, int] = {}        # "plain server", "serving node", "forwarder" -
 NOTES: list[str] = []
 
 
-
-
 def _split() -> dict[str, float]:
     """CPU seconds so far by part: this client, each server process, and the sandbox
     processes (zygote and workers: the serving node's descendants, or ours)."""
