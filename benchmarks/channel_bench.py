@@ -1,9 +1,11 @@
-"""Sealed channel vs plaintext gRPC between the same two processes, in the same run.
+"""Sealed channel (on both its transports) vs plaintext gRPC between the same two processes,
+in the same run.
 
     python -m benchmarks.channel_bench [--rounds 3000] [--mib 64] [--no-malloc-tune] [--no-append]
 
-A server subprocess serves both a plain gRPC echo/sink (bytes in, bytes out, no protobuf work)
-and the sealed PeerChannel with the same handlers; this process measures both, interleaved.
+A server subprocess serves a plain gRPC echo/sink (bytes in, bytes out, no protobuf work) and
+the sealed PeerChannel with the same handlers, over gRPC and over its TCP transport
+(mesh/channel/tcp_server.py); this process measures all three, interleaved.
 Goal (issue 3): sealed ≥ 70% of plaintext throughput and ≤ 1.5× plaintext latency.
 
 Both processes run with the allocator settings the channel applies to every node
@@ -28,6 +30,7 @@ import grpc
 
 from benchmarks.report import append_results, machine_line
 from mesh.channel import Caller, ChannelPool, ChannelServer
+from mesh.channel.tcp_server import TcpListener
 from mesh.identity import Identity
 
 OPTS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -65,7 +68,8 @@ async def _serve(seed: bytes) -> None:
         "Sink": grpc.stream_unary_rpc_method_handler(raw_sink)})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    print(port, flush=True)
+    tcp_port = await TcpListener(channel).start("127.0.0.1")
+    print(port, tcp_port, flush=True)
     await server.wait_for_termination()
 
 
@@ -80,18 +84,23 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def _measure(port: int, seed: bytes, rounds: int, mib: int,
+KINDS = ("plain", "sealed", "tcp")
+
+
+async def _measure(port: int, tcp_port: int, seed: bytes, rounds: int, mib: int,
                    server_pid: int) -> dict[str, dict[str, float]]:
     target = f"127.0.0.1:{port}"
     pool = ChannelPool(Identity.generate())
     peer = pool.peer(Identity.from_seed(seed).node_id, target)
+    tcp = pool.peer(Identity.from_seed(seed).node_id, target, tcp_port)
     raw = grpc.aio.insecure_channel(target, options=OPTS)
     raw_echo = raw.unary_unary("/bench.Raw/Echo")
     raw_sink = raw.stream_unary("/bench.Raw/Sink")
     payload = os.urandom(1024)
     await peer.unary("bench.Echo", payload)           # handshake outside the timings
+    await tcp.unary("bench.Echo", payload)
     await raw_echo(payload)
-    lat: dict[str, list[float]] = {"plain": [], "sealed": []}
+    lat: dict[str, list[float]] = {k: [] for k in KINDS}
     for _ in range(rounds):                            # interleaved, so load hits both alike
         t = time.perf_counter()
         await raw_echo(payload)
@@ -99,14 +108,17 @@ async def _measure(port: int, seed: bytes, rounds: int, mib: int,
         t = time.perf_counter()
         await peer.unary("bench.Echo", payload)
         lat["sealed"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await tcp.unary("bench.Echo", payload)
+        lat["tcp"].append(time.perf_counter() - t)
     blob = os.urandom(CHUNK)
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(mib):
             yield blob
 
-    thr: dict[str, list[float]] = {"plain": [], "sealed": []}
-    cpu: dict[str, list[float]] = {"plain": [], "sealed": []}   # ms of CPU per MiB, both sides
+    thr: dict[str, list[float]] = {k: [] for k in KINDS}
+    cpu: dict[str, list[float]] = {k: [] for k in KINDS}   # ms of CPU per MiB, both sides
 
     def cpu_now() -> float:
         return time.process_time() + _proc_cpu(server_pid)
@@ -120,10 +132,14 @@ async def _measure(port: int, seed: bytes, rounds: int, mib: int,
         _ = [r async for r in peer.stream("bench.Sink", b"", chunks())]
         thr["sealed"].append(mib / (time.perf_counter() - t))
         cpu["sealed"].append((cpu_now() - c) / mib * 1e3)
+        t, c = time.perf_counter(), cpu_now()
+        _ = [r async for r in tcp.stream("bench.Sink", b"", chunks())]
+        thr["tcp"].append(mib / (time.perf_counter() - t))
+        cpu["tcp"].append((cpu_now() - c) / mib * 1e3)
     await raw.close()
     await pool.close()
     out: dict[str, dict[str, float]] = {}
-    for kind in ("plain", "sealed"):
+    for kind in KINDS:
         out[kind] = {"p50_ms": statistics.median(lat[kind]) * 1e3,
                      "p99_ms": _pct(lat[kind], 0.99) * 1e3,
                      "rtt_per_s": 1 / statistics.mean(lat[kind]),
@@ -153,26 +169,40 @@ def main() -> None:
                              seed.hex()], cwd=root, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        res = asyncio.run(_measure(port, seed, args.rounds, args.mib, proc.pid))
+        port, tcp_port = map(int, proc.stdout.readline().split())
+        res = asyncio.run(_measure(port, tcp_port, seed, args.rounds, args.mib, proc.pid))
     finally:
         proc.kill()
         proc.wait()
-    p, s = res["plain"], res["sealed"]
+    p = res["plain"]
+
+    def cols(key: str, fmt: str, ratio: str, invert: bool = False) -> str:
+        out = [format(p[key], fmt)]
+        for kind in ("sealed", "tcp"):
+            out.append(format(res[kind][key], fmt))
+        for kind in ("sealed", "tcp"):
+            r = p[key] / res[kind][key] if invert else res[kind][key] / p[key]
+            out.append(format(r, ratio))
+        return " | ".join(out)
+
     rows = [
-        "| metric | plaintext gRPC | sealed channel | sealed / plain |",
-        "|---|---|---|---|",
-        f"| 1 KiB round trip p50 (ms) | {p['p50_ms']:.3f} | {s['p50_ms']:.3f} | {s['p50_ms'] / p['p50_ms']:.2f}× |",
-        f"| 1 KiB round trip p99 (ms) | {p['p99_ms']:.3f} | {s['p99_ms']:.3f} | {s['p99_ms'] / p['p99_ms']:.2f}× |",
-        f"| 1 KiB round trips/s (sequential) | {p['rtt_per_s']:.0f} | {s['rtt_per_s']:.0f} | {s['rtt_per_s'] / p['rtt_per_s']:.0%} |",
-        f"| {args.mib} MiB stream (MB/s) | {p['mb_per_s']:.0f} | {s['mb_per_s']:.0f} | {s['mb_per_s'] / p['mb_per_s']:.0%} |",
-        f"| stream CPU, both processes (ms per MiB) | {p['cpu_ms_per_mib']:.2f} | {s['cpu_ms_per_mib']:.2f} | {s['cpu_ms_per_mib'] / p['cpu_ms_per_mib']:.2f}× |",
-        f"| CPU-bound throughput (plain CPU / sealed CPU) | | | {p['cpu_ms_per_mib'] / s['cpu_ms_per_mib']:.0%} |",
+        "| metric | plaintext gRPC | sealed channel, gRPC | sealed channel, TCP "
+        "| gRPC / plain | TCP / plain |",
+        "|---|---|---|---|---|---|",
+        f"| 1 KiB round trip p50 (ms) | {cols('p50_ms', '.3f', '.2f')} |",
+        f"| 1 KiB round trip p99 (ms) | {cols('p99_ms', '.3f', '.2f')} |",
+        f"| 1 KiB round trips/s (sequential) | {cols('rtt_per_s', '.0f', '.0%')} |",
+        f"| {args.mib} MiB stream (MB/s) | {cols('mb_per_s', '.0f', '.0%')} |",
+        f"| stream CPU, both processes (ms per MiB) | {cols('cpu_ms_per_mib', '.2f', '.2f')} |",
+        f"| CPU-bound throughput (plain CPU / sealed CPU) | | | | "
+        f"{p['cpu_ms_per_mib'] / res['sealed']['cpu_ms_per_mib']:.0%} | "
+        f"{p['cpu_ms_per_mib'] / res['tcp']['cpu_ms_per_mib']:.0%} |",
     ]
     text = "\n".join(rows)
     print(text)
     if not args.no_append:
-        append_results("Channel: sealed vs plaintext gRPC (benchmarks/channel_bench.py)",
+        append_results("Channel: sealed (gRPC and TCP transports) vs plaintext gRPC "
+                       "(benchmarks/channel_bench.py)",
                        f"{machine_line()}; {args.rounds} interleaved 1 KiB round trips, "
                        f"{args.mib} MiB streamed in 1 MiB chunks, median of 3; malloc settings "
                        f"{'glibc defaults' if args.no_malloc_tune else 'tuned (allocator.py)'}; "

@@ -35,7 +35,7 @@ class MeshContext:
 
     def peer(self, record: mesh_pb2.PeerRecord) -> PeerChannel:
         """The sealed channel to a peer named by its verified peer record."""
-        return self.channels.peer(record.node_id, record.address)
+        return self.channels.peer(record.node_id, record.address, record.channel_port)
 
 
 class MeshService(Protocol):

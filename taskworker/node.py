@@ -22,7 +22,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mesh.channel import Caller, ChannelPool, ChannelServer
-from mesh.channel.client import MAX_MESSAGE_BYTES
+from mesh.channel.links import MAX_MESSAGE_BYTES
+from mesh.channel.tcp_server import TcpListener
 from mesh.context import MeshContext, MeshService
 from mesh.dht import DEFAULT_MESH, Membership
 from mesh.errors import MeshError
@@ -62,6 +63,7 @@ class NodeConfig:
     allow_remote_api: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     mesh: str = DEFAULT_MESH
+    tcp_channel: bool = True          # serve the peer channel over plain TCP too (links.py)
 
 
 def _is_loopback(host: str) -> bool:
@@ -83,6 +85,8 @@ class Node:
         self.started = time.time()
         self.services: list[MeshService] = []
         self.channel_server = ChannelServer(self.identity)
+        self.tcp_listener = TcpListener(self.channel_server) if config.tcp_channel else None
+        self.channel_port = 0
         self.channels = ChannelPool(self.identity, on_unreachable=self._unreachable)
         guard = [MalformedRequestInterceptor()]
         self.peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=guard)
@@ -114,7 +118,8 @@ class Node:
         return mesh_pb2.PeerRecord(
             address=f"{self.config.listen[0]}:{self.port}", roles=list(self.config.roles),
             capacity_bytes=usage.total, free_bytes=usage.free,
-            load=sum(s.load() for s in self.services), version=VERSION)
+            load=sum(s.load() for s in self.services), version=VERSION,
+            channel_port=self.channel_port)
 
     def _foreign_bootstrap(self) -> None:
         """Name the other mesh when the bootstrap peers answered but belong to it."""
@@ -133,6 +138,7 @@ class Node:
         return {
             "node_id": self.identity.node_id_hex,
             "address": f"{self.config.listen[0]}:{self.port}",
+            "channel_port": self.channel_port,
             "api": f"{self.config.api[0]}:{self.api_port}",
             "uptime_s": round(time.time() - self.started, 1),
             "version": VERSION,
@@ -170,6 +176,12 @@ class Node:
                                "(pass --allow-remote-api to expose it)")
         self.port = self._bind_peer_port()
         self.channel_server.add_to(self.peer_server)
+        if self.tcp_listener is not None:
+            try:
+                self.channel_port = await self.tcp_listener.start(cfg.listen[0])
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {cfg.listen[0]} (TCP, peer channel): "
+                                   f"{exc}") from exc
         self.channel_server.handle("mesh.Status", self._rpc_status)
         self.channel_server.handle("mesh.Ping", self._rpc_ping)
         self.membership = Membership(
@@ -258,5 +270,7 @@ class Node:
         if self.membership is not None:
             await self.membership.stop()
         await self.channels.close()
+        if self.tcp_listener is not None:
+            await self.tcp_listener.stop()
         await self.peer_server.stop(grace)
         log.info("node %s stopped", self.identity.node_id_hex[:16])

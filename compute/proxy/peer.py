@@ -22,7 +22,7 @@ from mesh.errors import (
     PeerCallError,
     UnavailableError,
 )
-from proto import proxy_pb2
+from proto import mesh_pb2, proxy_pb2
 
 from .dns import Answer, Record
 from .http import Request, Response
@@ -84,26 +84,26 @@ class PeerProxy:
         ).SerializeToString()
 
     # -- client side ---------------------------------------------------------------------------
-    def _candidates(self, topic: str) -> list[tuple[bytes, str]]:
+    def _candidates(self, topic: str) -> list[mesh_pb2.PeerRecord]:
         """Live compute peers, nearest (XOR) to a hash of the topic first, so one name tends
         to be served by the same peer (its cache stays warm)."""
         key = int.from_bytes(hashlib.blake2b(topic.encode(), digest_size=20).digest(), "big")
         me = self.service.ctx.identity.node_id
-        peers = [(p.node_id, p.address) for p in self.service.ctx.membership.live_peers()
-                 if p.node_id != me]
-        peers.sort(key=lambda p: int.from_bytes(p[0], "big") ^ key)
+        peers = [p.record for p in self.service.ctx.membership.live_peers() if p.node_id != me]
+        peers.sort(key=lambda p: int.from_bytes(p.node_id, "big") ^ key)
         return peers
 
     async def _call(self, topic: str, method: str, body: bytes, timeout: float
                     ) -> tuple[bytes, bytes]:
         last: MeshError = UnavailableError("no peer of the pool serves proxy requests")
         tried = 0
-        for node_id, address in self._candidates(topic):
+        for record in self._candidates(topic):
             if tried >= MAX_PEER_TRIES:
                 break
             tried += 1
+            node_id = record.node_id
             try:
-                reply = await self.service.ctx.channels.peer(node_id, address).unary(
+                reply = await self.service.ctx.peer(record).unary(
                     method, body, timeout=timeout)
                 self.stats["forwarded"] += 1
                 return node_id, reply

@@ -17,6 +17,7 @@ import grpc
 from mesh.channel import allocator
 from mesh.channel.frames import Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
+from mesh.channel.links import GrpcLink, LinkClosed, LinkError, TcpLink
 from mesh.channel.session import Session, SessionPolicy
 from mesh.errors import (
     ChannelError,
@@ -28,16 +29,8 @@ from mesh.errors import (
     status_value,
 )
 from mesh.identity import Identity
-from proto import peer_pb2
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 * 2**20
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
-
 
 @dataclass(frozen=True)
 class ChannelTimeouts:
@@ -47,8 +40,8 @@ class ChannelTimeouts:
     call: float | None = 30.0
 
 
-def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> ChannelError | PeerCallError:
-    code, details = exc.code(), exc.details() or ""
+def _status_error(code: grpc.StatusCode, details: str,
+                  address: str) -> ChannelError | PeerCallError:
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return HandshakeError(f"{address}: {details}")
     if code == grpc.StatusCode.DATA_LOSS:
@@ -58,62 +51,56 @@ def _transport_error(exc: grpc.aio.AioRpcError, address: str) -> ChannelError | 
     return error_for_code(code, f"{address}: {details}")
 
 
-class PeerChannel:
-    """Sealed calls to one peer whose identity is its node ID."""
+def _split_host(address: str) -> str:
+    host = address.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
 
-    def __init__(self, pool: ChannelPool, node_id: bytes, address: str) -> None:
+
+class PeerChannel:
+    """Sealed calls to one peer whose identity is its node ID.
+
+    Over TCP (tcp_wire.py) when the peer advertises a channel port, else over its gRPC port;
+    the sealing, the errors and the re-keying are the same either way.
+    """
+
+    def __init__(self, pool: ChannelPool, node_id: bytes, address: str,
+                 channel_port: int = 0) -> None:
         self.node_id = node_id
         self.address = address
         self._pool = pool
-        self._grpc = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-        self._handshake = self._grpc.unary_unary(
-            "/twmesh.peer.PeerChannel/Handshake",
-            request_serializer=peer_pb2.HandshakeRequest.SerializeToString,
-            response_deserializer=peer_pb2.HandshakeResponse.FromString)
-        self._call = self._grpc.unary_unary("/twmesh.peer.PeerChannel/Call",
-                                            request_serializer=Frame.encode,
-                                            response_deserializer=Frame.decode)
-        self._stream = self._grpc.stream_stream("/twmesh.peer.PeerChannel/Stream",
-                                                request_serializer=Frame.encode,
-                                                response_deserializer=Frame.decode)
+        self._link: GrpcLink | TcpLink = (TcpLink(_split_host(address), channel_port)
+                                          if channel_port else GrpcLink(address))
         self._session: Session | None = None
         self._lock = asyncio.Lock()
-        self._is_closed = False
+
+    @property
+    def transport(self) -> str:
+        return "tcp" if isinstance(self._link, TcpLink) else "grpc"
 
     async def _ensure_session(self) -> Session:
         async with self._lock:
             if self._session is None or self._session.expired():
                 hs = ClientHandshake(self._pool.identity, self.node_id)
                 try:
-                    resp = await self._handshake(hs.request,
-                                                 timeout=self._pool.timeouts.handshake)
-                except grpc.aio.AioRpcError as exc:
+                    resp = await self._link.handshake(hs.request,
+                                                      self._pool.timeouts.handshake)
+                except LinkError as exc:
                     raise self._failed(exc) from exc
-                except grpc.aio.UsageError as exc:
+                except LinkClosed as exc:
                     raise self._closed(exc) from exc
-                except asyncio.CancelledError as exc:
-                    if self._cancelled_by_close():
-                        raise self._closed(exc) from exc
-                    raise
                 keys = hs.finish(resp)
                 self._session = Session(keys, is_client=True, policy=self._pool.policy)
             return self._session
 
-    def _failed(self, exc: grpc.aio.AioRpcError) -> ChannelError | PeerCallError:
-        err = _transport_error(exc, self.address)
+    def _failed(self, exc: LinkError) -> ChannelError | PeerCallError:
+        err = _status_error(exc.code, exc.details, self.address)
         if isinstance(err, UnavailableError) and self._pool.on_unreachable is not None:
             self._pool.on_unreachable(self.node_id)
         return err
 
     def _closed(self, exc: BaseException) -> UnavailableError:
         """The pool closed this channel under a call (the peer was reported unreachable)."""
-        return UnavailableError(f"peer {self.address} unreachable: channel closed ({exc!r})")
-
-    def _cancelled_by_close(self) -> bool:
-        """grpc cancels the calls in flight when their channel closes: that CancelledError is
-        a transport failure of this call, not a cancellation of the caller's task."""
-        task = asyncio.current_task()
-        return self._is_closed and (task is None or task.cancelling() == 0)
+        return UnavailableError(f"peer {self.address} unreachable: channel closed ({exc})")
 
     def _forget(self, session: Session) -> None:
         if self._session is session:
@@ -126,19 +113,15 @@ class PeerChannel:
             call_id = session.new_call_id()
             envelope = encode_envelope(method, body)
             try:
-                resp = await self._call(session.seal(call_id, 0, True, envelope),
-                                        timeout=timeout or self._pool.timeouts.call)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
+                resp = await self._link.call(session.seal(call_id, 0, True, envelope),
+                                             timeout or self._pool.timeouts.call)
+            except LinkError as exc:
+                if exc.code == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
                     self._forget(session)    # server lost or expired the session: re-key once
                     continue
                 raise self._failed(exc) from exc
-            except grpc.aio.UsageError as exc:
+            except LinkClosed as exc:
                 raise self._closed(exc) from exc
-            except asyncio.CancelledError as exc:
-                if self._cancelled_by_close():
-                    raise self._closed(exc) from exc
-                raise
             if not resp.final:
                 raise FrameError("unary reply is not a single final frame")
             return _unwrap(session.open(resp, call_id, 0))
@@ -164,34 +147,25 @@ class PeerChannel:
                 index += 1
             yield session.seal(call_id, index, True, b"")
 
-        try:
-            call = self._stream(frames(), timeout=timeout)
-        except grpc.aio.UsageError as exc:
-            raise self._closed(exc) from exc
         index = 0
         try:
-            async for frame in call:
+            async for frame in self._link.stream(frames(), timeout):
                 plaintext = session.open(frame, call_id, index)
                 index += 1
                 if frame.final:
                     _unwrap(plaintext)
                     return
                 yield plaintext
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+        except LinkError as exc:
+            if exc.code == grpc.StatusCode.UNAUTHENTICATED:
                 self._forget(session)
             raise self._failed(exc) from exc
-        except asyncio.CancelledError as exc:
-            if self._cancelled_by_close():
-                raise self._closed(exc) from exc
-            raise
-        finally:
-            call.cancel()
+        except LinkClosed as exc:
+            raise self._closed(exc) from exc
         raise FrameError("response stream ended without its final frame (truncated)")
 
     async def close(self) -> None:
-        self._is_closed = True
-        await self._grpc.close(None)
+        await self._link.close()
 
 
 def _unwrap(plaintext: bytes) -> bytes:
@@ -214,13 +188,14 @@ class ChannelPool:
         self.timeouts = timeouts or ChannelTimeouts()
         self.policy = policy or SessionPolicy()
         self.on_unreachable = on_unreachable
-        self._peers: dict[tuple[bytes, str], PeerChannel] = {}
+        self._peers: dict[tuple[bytes, str, int], PeerChannel] = {}
 
-    def peer(self, node_id: bytes, address: str) -> PeerChannel:
-        key = (node_id, address)
+    def peer(self, node_id: bytes, address: str, channel_port: int = 0) -> PeerChannel:
+        """The channel to ``node_id`` at ``address`` (over TCP to ``channel_port`` if set)."""
+        key = (node_id, address, channel_port)
         channel = self._peers.get(key)
         if channel is None:
-            channel = self._peers[key] = PeerChannel(self, node_id, address)
+            channel = self._peers[key] = PeerChannel(self, node_id, address, channel_port)
         return channel
 
     async def forget(self, node_id: bytes) -> None:

@@ -1,4 +1,5 @@
-"""Server half of the peer channel: the PeerChannel gRPC servicer and a handler registry.
+"""Server half of the peer channel: a handler registry, the transport-neutral call logic, and
+the PeerChannel gRPC servicer (the TCP transport's listener is tcp_server.py).
 
 Handlers see only the authenticated caller and plaintext bytes; they raise PeerCallError
 subclasses (mapped to the status in the sealed Reply) and never touch keys or frames.
@@ -24,6 +25,15 @@ from proto import peer_pb2
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class Abort(Exception):
+    """A call refused before any handler ran; each transport reports it as its status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -83,19 +93,47 @@ class ChannelServer:
     async def Handshake(self, request: peer_pb2.HandshakeRequest,
                         context: Context) -> peer_pb2.HandshakeResponse:
         try:
+            return self.respond(request, context.peer())
+        except Abort as exc:
+            await context.abort(exc.code, exc.message)
+            raise  # unreachable: abort raises
+
+    async def Call(self, request: Frame, context: Context) -> Frame:
+        try:
+            return await self.serve_call(request)
+        except Abort as exc:
+            await context.abort(exc.code, exc.message)
+            raise  # unreachable: abort raises
+
+    async def Stream(self, request_iterator: AsyncIterator[Frame],
+                     context: Context) -> AsyncIterator[Frame]:
+        first = await anext(request_iterator, None)
+        if first is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty stream")
+            return
+        try:
+            async for frame in self.serve_stream(first, request_iterator):
+                yield frame
+        except Abort as exc:
+            await context.abort(exc.code, exc.message)
+
+    # -- transport-neutral core (the gRPC methods above and tcp_server.py) -------------------
+    def respond(self, request: peer_pb2.HandshakeRequest, peer: str) -> peer_pb2.HandshakeResponse:
+        """Answer a handshake and remember the session it opens."""
+        try:
             response, keys = server_respond(self._identity, request)
         except HandshakeError as exc:
-            log.warning("refused handshake from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"handshake refused: {exc}")
-            raise  # unreachable: abort raises
+            log.warning("refused handshake from %s: %s", peer, exc)
+            raise Abort(grpc.StatusCode.UNAUTHENTICATED, f"handshake refused: {exc}") from exc
         self._sessions[keys.session_id] = Session(keys, is_client=False, policy=self._policy)
         while len(self._sessions) > self._max_sessions:
             self._sessions.popitem(last=False)
         return response
 
-    async def Call(self, request: Frame, context: Context) -> Frame:
-        session = await self._session_for(request, context)
-        method, body = await self._open_header(session, request, context)
+    async def serve_call(self, request: Frame) -> Frame:
+        """The sealed reply to a unary request frame."""
+        session = self._session_for(request)
+        method, body = self._open_header(session, request)
         caller = Caller(session.keys.peer_id, session.keys.peer_key)
         handler = self._unary.get(method)
         if handler is None:
@@ -110,14 +148,10 @@ class ChannelServer:
                 reply = _reply(grpc.StatusCode.INTERNAL, f"{method} failed on the peer")
         return session.seal(request.call_id, 0, True, reply)
 
-    async def Stream(self, request_iterator: AsyncIterator[Frame],
-                     context: Context) -> AsyncIterator[Frame]:
-        first = await anext(request_iterator, None)
-        if first is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty stream")
-            return
-        session = await self._session_for(first, context)
-        method, header = await self._open_header(session, first, context, final_ok=True)
+    async def serve_stream(self, first: Frame, rest: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+        """The sealed response frames to a stream call whose first frame is ``first``."""
+        session = self._session_for(first)
+        method, header = self._open_header(session, first, final_ok=True)
         caller = Caller(session.keys.peer_id, session.keys.peer_key)
         call_id = first.call_id
 
@@ -125,7 +159,7 @@ class ChannelServer:
             if first.final:
                 return
             index = 1
-            async for frame in request_iterator:
+            async for frame in rest:
                 plaintext = session.open(frame, call_id, index)
                 index += 1
                 if frame.final:
@@ -155,18 +189,16 @@ class ChannelServer:
         yield session.seal(call_id, out, True, reply)
 
     # -- helpers ---------------------------------------------------------------------------
-    async def _session_for(self, frame: Frame,
-                           context: Context) -> Session:
+    def _session_for(self, frame: Frame) -> Session:
         session = self._sessions.get(frame.session_id)
         if session is None or session.expired():
             self._sessions.pop(frame.session_id, None)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or expired session")
-            raise AssertionError("unreachable")
+            raise Abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or expired session")
         self._sessions.move_to_end(frame.session_id)
         return session
 
-    async def _open_header(self, session: Session, frame: Frame, context: Context,
-                           final_ok: bool = False) -> tuple[str, bytes]:
+    def _open_header(self, session: Session, frame: Frame,
+                     final_ok: bool = False) -> tuple[str, bytes]:
         try:
             if not (frame.final or final_ok):
                 raise FrameError("a unary request must be a single final frame")
@@ -176,5 +208,4 @@ class ChannelServer:
         except FrameError as exc:
             self.refused_frames += 1
             log.warning("refused frame from %s: %s", session.keys.peer_id.hex()[:8], exc)
-            await context.abort(grpc.StatusCode.DATA_LOSS, f"frame refused: {exc}")
-            raise AssertionError("unreachable") from exc
+            raise Abort(grpc.StatusCode.DATA_LOSS, f"frame refused: {exc}") from exc

@@ -1,4 +1,5 @@
-"""The peer channel on real gRPC servers over loopback, including a hostile relay."""
+"""The peer channel on real servers over loopback, on both transports (gRPC and plain TCP),
+including a hostile relay on each."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from mesh.channel import Caller, ChannelPool, ChannelServer, SessionPolicy
+from mesh.channel import Caller, ChannelPool, ChannelServer, PeerChannel, SessionPolicy
 from mesh.channel.frames import NONCE_BYTES, Frame
+from mesh.channel.tcp_server import TcpListener
 from mesh.errors import (
     FrameError,
     HandshakeError,
@@ -21,12 +23,17 @@ from mesh.errors import (
 from mesh.identity import Identity
 from proto import peer_pb2
 from tests.support.relay import Relay
+from tests.support.tcp_relay import TcpRelay
+
+TRANSPORTS = ["grpc", "tcp"]
 
 
 class Node:
-    """A real grpc.aio server with a ChannelServer, plus a client pool."""
+    """A ChannelServer on a real grpc.aio server and a TCP listener, plus a client pool;
+    ``address`` is the one of the node's ``transport``."""
 
-    def __init__(self, policy: SessionPolicy | None = None) -> None:
+    def __init__(self, policy: SessionPolicy | None = None, transport: str = "grpc") -> None:
+        self.transport = transport
         self.identity = Identity.generate()
         self.channel = ChannelServer(self.identity, policy=policy)
         self.pool = ChannelPool(self.identity, policy=policy)
@@ -34,6 +41,7 @@ class Node:
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
                                                ("grpc.max_send_message_length", 64 << 20)])
         self.channel.add_to(self.server)
+        self.listener = TcpListener(self.channel)
         self.channel.handle("test.Echo", self._echo)
         self.channel.handle("test.Fail", self._fail)
         self.channel.handle_stream("test.Sum", self._sum)
@@ -58,30 +66,44 @@ class Node:
     async def start(self) -> None:
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
+        if self.transport == "tcp":
+            port = await self.listener.start("127.0.0.1")
         self.address = f"127.0.0.1:{port}"
+
+    def peer(self, node_id: bytes, address: str) -> PeerChannel:
+        """The channel from this node to ``address`` over this node's transport."""
+        port = int(address.rsplit(":", 1)[1]) if self.transport == "tcp" else 0
+        return self.pool.peer(node_id, address, port)
 
     async def stop(self) -> None:
         await self.pool.close()
+        await self.listener.stop()
         await self.server.stop(None)
 
 
+AnyRelay = Relay | TcpRelay
+
+
 @pytest.fixture
-async def relays() -> AsyncIterator[list[Relay]]:
-    made: list[Relay] = []
+async def relays() -> AsyncIterator[list[AnyRelay]]:
+    made: list[AnyRelay] = []
     yield made
     for relay in made:
         await relay.stop()
 
 
-async def _relay(relays: list[Relay], target: str, mutate: object = None) -> tuple[Relay, str]:
-    relay = Relay(target, mutate)  # type: ignore[arg-type]
+async def _relay(relays: list[AnyRelay], target: Node,
+                 mutate: object = None) -> tuple[AnyRelay, str]:
+    """A hostile relay in front of ``target`` on its transport."""
+    cls = TcpRelay if target.transport == "tcp" else Relay
+    relay = cls(target.address, mutate)  # type: ignore[arg-type]
     relays.append(relay)
     return relay, await relay.start()
 
 
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[Node, Node]]:
-    a, b = Node(), Node()
+@pytest.fixture(params=TRANSPORTS)
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Node, Node]]:
+    a, b = Node(transport=request.param), Node(transport=request.param)
     await a.start()
     await b.start()
     yield a, b
@@ -91,13 +113,13 @@ async def pair() -> AsyncIterator[tuple[Node, Node]]:
 
 async def test_unary_roundtrip_authenticates_caller(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    out = await a.pool.peer(b.identity.node_id, b.address).unary("test.Echo", b"hi")
+    out = await a.peer(b.identity.node_id, b.address).unary("test.Echo", b"hi")
     assert out == a.identity.node_id + b"hi"
 
 
 async def test_errors_map_to_status(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    peer = a.pool.peer(b.identity.node_id, b.address)
+    peer = a.peer(b.identity.node_id, b.address)
     with pytest.raises(InvalidArgumentError, match="bad things"):
         await peer.unary("test.Fail", b"")
     with pytest.raises(NotFoundError):
@@ -106,7 +128,7 @@ async def test_errors_map_to_status(pair: tuple[Node, Node]) -> None:
 
 async def test_stream_large_payload(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    peer = a.pool.peer(b.identity.node_id, b.address)
+    peer = a.peer(b.identity.node_id, b.address)
 
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(20):
@@ -121,21 +143,22 @@ async def test_impostor_key_refused(pair: tuple[Node, Node]) -> None:
     a, b = pair
     someone_else = Identity.generate().node_id
     with pytest.raises(HandshakeError, match="another node id"):
-        await a.pool.peer(someone_else, b.address).unary("test.Echo", b"x")
+        await a.peer(someone_else, b.address).unary("test.Echo", b"x")
     assert b.seen == []
 
 
-async def test_unreachable_peer_is_unavailable() -> None:
+@pytest.mark.parametrize("channel_port", [0, 1])
+async def test_unreachable_peer_is_unavailable(channel_port: int) -> None:
     reported: list[bytes] = []
     pool = ChannelPool(Identity.generate(), on_unreachable=reported.append)
     target = Identity.generate().node_id
     with pytest.raises(UnavailableError):
-        await pool.peer(target, "127.0.0.1:1").unary("test.Echo", b"x")
+        await pool.peer(target, "127.0.0.1:1", channel_port).unary("test.Echo", b"x")
     assert reported == [target]
     await pool.close()
 
 
-async def test_tampered_frame_refused_then_recovers(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+async def test_tampered_frame_refused_then_recovers(pair: tuple[Node, Node], relays: list[AnyRelay]) -> None:
     a, b = pair
     flip = {"on": False}
 
@@ -148,8 +171,8 @@ async def test_tampered_frame_refused_then_recovers(pair: tuple[Node, Node], rel
             return dataclasses.replace(frame, ciphertext=bytes(ct)).encode()
         return msg
 
-    relay, address = await _relay(relays, b.address, mutate)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b, mutate)
+    peer = a.peer(b.identity.node_id, address)
     assert await peer.unary("test.Echo", b"one")
     flip["on"] = True
     with pytest.raises(FrameError):
@@ -159,7 +182,7 @@ async def test_tampered_frame_refused_then_recovers(pair: tuple[Node, Node], rel
 
 
 @pytest.mark.parametrize("field", ["index", "call_id", "final", "nonce", "session_id"])
-async def test_frame_header_tamper_refused(pair: tuple[Node, Node], field: str, relays: list[Relay]) -> None:
+async def test_frame_header_tamper_refused(pair: tuple[Node, Node], field: str, relays: list[AnyRelay]) -> None:
     a, b = pair
     armed = {"on": False}
 
@@ -178,8 +201,8 @@ async def test_frame_header_tamper_refused(pair: tuple[Node, Node], field: str, 
             return frame.encode()
         return msg
 
-    relay, address = await _relay(relays, b.address, mutate)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b, mutate)
+    peer = a.peer(b.identity.node_id, address)
     await peer.unary("test.Echo", b"warmup")
     armed["on"] = True
     if field == "session_id":
@@ -194,19 +217,17 @@ async def test_frame_header_tamper_refused(pair: tuple[Node, Node], field: str, 
     assert b"evil" not in b.seen
 
 
-async def test_replayed_frame_refused(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+async def test_replayed_frame_refused(pair: tuple[Node, Node], relays: list[AnyRelay]) -> None:
     a, b = pair
-    relay, address = await _relay(relays, b.address)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b)
+    peer = a.peer(b.identity.node_id, address)
     await peer.unary("test.Echo", b"pay 10")
     captured = next(msg for m, d, msg in relay.log if m == "Call" and d == "req")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await relay.replay("Call", captured)
-    assert info.value.code() == grpc.StatusCode.DATA_LOSS
+    assert await relay.replay_status("Call", captured) == grpc.StatusCode.DATA_LOSS
     assert b.seen.count(b"pay 10") == 1
 
 
-async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: list[AnyRelay]) -> None:
     a, b = pair
     held: list[bytes] = []
 
@@ -218,8 +239,8 @@ async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: 
                 return Frame(frame.session_id, frame.call_id, 2, False, bytes(NONCE_BYTES), b"").encode()
         return msg
 
-    relay, address = await _relay(relays, b.address, mutate)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b, mutate)
+    peer = a.peer(b.identity.node_id, address)
 
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(3):
@@ -229,7 +250,7 @@ async def test_reordered_stream_frames_refused(pair: tuple[Node, Node], relays: 
         _ = [r async for r in peer.stream("test.Sum", b"1", chunks())]
 
 
-async def test_truncated_request_stream_refused(pair: tuple[Node, Node], relays: list[Relay]) -> None:
+async def test_truncated_request_stream_refused(pair: tuple[Node, Node], relays: list[AnyRelay]) -> None:
     a, b = pair
 
     def mutate(method: str, direction: str, msg: bytes) -> bytes:
@@ -239,8 +260,8 @@ async def test_truncated_request_stream_refused(pair: tuple[Node, Node], relays:
                 return dataclasses.replace(frame, final=False, index=10**6).encode()
         return msg
 
-    relay, address = await _relay(relays, b.address, mutate)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b, mutate)
+    peer = a.peer(b.identity.node_id, address)
 
     async def chunks() -> AsyncIterator[bytes]:
         yield b"abc"
@@ -250,7 +271,7 @@ async def test_truncated_request_stream_refused(pair: tuple[Node, Node], relays:
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
-async def test_ephemeral_key_swap_mitm_fails(pair: tuple[Node, Node], side: str, relays: list[Relay]) -> None:
+async def test_ephemeral_key_swap_mitm_fails(pair: tuple[Node, Node], side: str, relays: list[AnyRelay]) -> None:
     a, b = pair
     mitm_key = os.urandom(32)
 
@@ -267,20 +288,21 @@ async def test_ephemeral_key_swap_mitm_fails(pair: tuple[Node, Node], side: str,
             return resp.SerializeToString()
         return msg
 
-    relay, address = await _relay(relays, b.address, mutate)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b, mutate)
+    peer = a.peer(b.identity.node_id, address)
     with pytest.raises(HandshakeError, match="signature"):
         await peer.unary("test.Echo", b"secret")
     assert b.seen == []
 
 
-async def test_session_rekeys_after_frame_limit(relays: list[Relay]) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_session_rekeys_after_frame_limit(relays: list[AnyRelay], transport: str) -> None:
     policy = SessionPolicy(max_frames=6)
-    a, b = Node(policy), Node(policy)
+    a, b = Node(policy, transport), Node(policy, transport)
     await a.start()
     await b.start()
-    relay, address = await _relay(relays, b.address)
-    peer = a.pool.peer(b.identity.node_id, address)
+    relay, address = await _relay(relays, b)
+    peer = a.peer(b.identity.node_id, address)
     for i in range(10):
         assert await peer.unary("test.Echo", bytes([i])) == a.identity.node_id + bytes([i])
     handshakes = sum(1 for m, d, _ in relay.log if m == "Handshake" and d == "req")
@@ -291,7 +313,7 @@ async def test_session_rekeys_after_frame_limit(relays: list[Relay]) -> None:
 
 async def test_server_restart_forgets_session_client_rekeys(pair: tuple[Node, Node]) -> None:
     a, b = pair
-    peer = a.pool.peer(b.identity.node_id, b.address)
+    peer = a.peer(b.identity.node_id, b.address)
     await peer.unary("test.Echo", b"1")
     b.channel._sessions.clear()          # as after a restart
     assert await peer.unary("test.Echo", b"2") == a.identity.node_id + b"2"

@@ -68,6 +68,14 @@ class Relay:
         result: bytes = await self._channel.unary_unary(f"/{_SERVICE}/{method}")(message)
         return result
 
+    async def replay_status(self, method: str, message: bytes) -> grpc.StatusCode:
+        """Send ``message`` again; the status the server answers."""
+        try:
+            await self.replay(method, message)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
     async def stop(self) -> None:
         await self._server.stop(None)
         if self._channel is not None:

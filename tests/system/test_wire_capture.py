@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from pathlib import Path
 
@@ -44,6 +45,11 @@ async def test_marker_never_on_the_wire_between_nodes(tmp_path: Path) -> None:
         out = await asyncio.to_thread(run_cli, "deploy", str(module), api=cluster.nodes[0].api)
         assert out.returncode == 0, out.stderr
         peer_ports = {_port(n.peer) for n in cluster.nodes}
+        for i in range(len(cluster.nodes)):     # the channel's TCP transport listens apart
+            status = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
+                taskworker_pb2.StatusRequest())
+            peer_ports.add(json.loads(status.json)["channel_port"])
+        assert 0 not in peer_ports
         api_port = {_port(caller.api)}
         files = cluster.stub(3, taskworker_pb2_grpc.FileServiceStub)
         rpc = cluster.stub(3, taskworker_pb2_grpc.RPCServiceStub)

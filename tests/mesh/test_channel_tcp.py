@@ -1,0 +1,181 @@
+"""The channel's TCP transport on its own: hostile bytes on the port, connection reuse and
+loss, deadlines and failing senders (the shared behaviour is in test_channel.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from mesh.channel import Caller, ChannelPool, ChannelServer
+from mesh.channel.tcp_server import TcpListener
+from mesh.channel.tcp_wire import ABORT, CALL, HANDSHAKE, MAX_PAYLOAD, STREAM, decode_abort
+from mesh.errors import DeadlineExceededError
+from mesh.identity import Identity
+
+
+class Server:
+    def __init__(self, idle_timeout: float = 300.0) -> None:
+        self.identity = Identity.generate()
+        self.channel = ChannelServer(self.identity)
+        self.listener = TcpListener(self.channel, idle_timeout=idle_timeout)
+        self.channel.handle("test.Echo", self._echo)
+        self.channel.handle("test.Slow", self._slow)
+        self.channel.handle_stream("test.Count", self._count)
+        self.port = 0
+
+    async def _echo(self, caller: Caller, body: bytes) -> bytes:
+        return body
+
+    async def _slow(self, caller: Caller, body: bytes) -> bytes:
+        await asyncio.sleep(float(body))
+        return body
+
+    async def _count(self, caller: Caller, header: bytes,
+                     chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        n = 0
+        async for chunk in chunks:
+            n += len(chunk)
+        yield n.to_bytes(8, "big")
+
+    async def start(self) -> None:
+        self.port = await self.listener.start("127.0.0.1")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    s = Server()
+    await s.start()
+    yield s
+    await s.listener.stop()
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[ChannelPool]:
+    p = ChannelPool(Identity.generate(), on_unreachable=lambda node_id: UNREACHABLE.append(node_id))
+    UNREACHABLE.clear()
+    yield p
+    await p.close()
+
+
+UNREACHABLE: list[bytes] = []
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    """Send raw bytes to the port; the first message the server answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        async with asyncio.timeout(5):
+            header = await reader.readexactly(5)
+            return header + await reader.readexactly(struct.unpack(">I", header[:4])[0])
+    finally:
+        writer.close()
+
+
+def _abort_code(answer: bytes) -> grpc.StatusCode:
+    size, kind = struct.unpack_from(">IB", answer)
+    assert kind == ABORT
+    code, _ = decode_abort(answer[5:5 + size])
+    return {c.value[0]: c for c in grpc.StatusCode}[code]
+
+
+@pytest.mark.parametrize("data", [
+    struct.pack(">IB", 3, 99) + b"abc",                       # unknown kind
+    struct.pack(">IB", MAX_PAYLOAD + 1, CALL),                # longer than the limit
+    struct.pack(">IB", 4, CALL) + b"\x00" * 4,                # frame shorter than its header
+    struct.pack(">IB", 5, HANDSHAKE) + b"\xff" * 5,           # not a HandshakeRequest
+    struct.pack(">IB", 60, CALL) + b"\x01" * 60,              # a frame of an unknown session
+    struct.pack(">IB", 60, STREAM) + b"\x01" * 60,
+])
+async def test_hostile_bytes_get_an_abort_and_the_port_keeps_serving(
+        server: Server, pool: ChannelPool, data: bytes) -> None:
+    answer = await _raw(server.port, data)
+    assert _abort_code(answer) in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.UNAUTHENTICATED,
+                                   grpc.StatusCode.INVALID_ARGUMENT)
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    assert await peer.unary("test.Echo", b"still here") == b"still here"
+
+
+async def test_truncated_message_is_dropped_quietly(server: Server, pool: ChannelPool) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(struct.pack(">IB", 1000, CALL) + b"x" * 10)   # then hang up mid-message
+    await writer.drain()
+    writer.close()
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    assert await peer.unary("test.Echo", b"ok") == b"ok"
+
+
+async def test_connections_are_reused_and_concurrent_calls_get_their_own(
+        server: Server, pool: ChannelPool) -> None:
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    for i in range(5):
+        assert await peer.unary("test.Echo", bytes([i])) == bytes([i])
+    assert len(server.listener._connections) == 1          # one connection, reused
+    bodies = [str(i).encode() for i in range(20)]
+    got = await asyncio.gather(*(peer.unary("test.Echo", b) for b in bodies))
+    assert got == bodies
+    assert 1 < len(server.listener._connections) <= 20
+
+
+async def test_server_closing_idle_connections_is_not_a_dead_peer(pool: ChannelPool) -> None:
+    s = Server(idle_timeout=0.1)
+    await s.start()
+    try:
+        peer = pool.peer(s.identity.node_id, f"127.0.0.1:{s.port}", s.port)
+        assert await peer.unary("test.Echo", b"1") == b"1"
+        await asyncio.sleep(0.3)                            # the server hung up on the idle one
+        assert await peer.unary("test.Echo", b"2") == b"2"
+        assert UNREACHABLE == []
+    finally:
+        await s.listener.stop()
+
+
+async def test_deadline_exceeded_then_next_call_works(server: Server, pool: ChannelPool) -> None:
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    with pytest.raises(DeadlineExceededError):
+        await peer.unary("test.Slow", b"1.0", timeout=0.1)
+    assert await peer.unary("test.Slow", b"0") == b"0"
+    assert UNREACHABLE == []
+
+
+async def test_failing_chunk_source_raises_its_own_error(server: Server, pool: ChannelPool) -> None:
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x" * 1000
+        raise ValueError("the source broke")
+
+    with pytest.raises(ValueError, match="the source broke"):
+        _ = [r async for r in peer.stream("test.Count", b"", chunks())]
+    out = [r async for r in peer.stream("test.Count", b"", _repeat(b"y" * 4096, 300))]
+    assert out == [(4096 * 300).to_bytes(8, "big")]
+
+
+async def test_consumer_leaving_a_stream_early_does_not_poison_the_link(
+        server: Server, pool: ChannelPool) -> None:
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    stream = peer.stream("test.Count", b"", _repeat(b"z" * (1 << 20), 64))
+    await stream.aclose()                                   # never read
+    assert await peer.unary("test.Echo", b"after") == b"after"
+
+
+async def test_stopped_server_is_unavailable_and_reported(pool: ChannelPool) -> None:
+    s = Server()
+    await s.start()
+    peer = pool.peer(s.identity.node_id, f"127.0.0.1:{s.port}", s.port)
+    assert await peer.unary("test.Echo", b"1") == b"1"
+    await s.listener.stop()
+    from mesh.errors import UnavailableError
+    with pytest.raises(UnavailableError):
+        await peer.unary("test.Echo", b"2")
+    assert UNREACHABLE == [s.identity.node_id]
+
+
+async def _repeat(chunk: bytes, n: int) -> AsyncIterator[bytes]:
+    for _ in range(n):
+        yield chunk
