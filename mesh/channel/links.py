@@ -142,7 +142,7 @@ class TcpLink:
     """Length-prefixed messages (tcp_wire.py) on plain TCP connections, one call at a time
     per connection; idle connections are kept for the next call."""
 
-    def __init__(self, host: str, port: int, *, max_idle: int = 32) -> None:
+    def __init__(self, host: str, port: int, *, max_idle: int = 8) -> None:
         self.host, self.port = host, port
         self._max_idle = max_idle
         self._idle: list[_Conn] = []

@@ -36,15 +36,19 @@ from proto import peer_pb2
 log = logging.getLogger(__name__)
 
 IDLE_TIMEOUT_S = 300.0
+MAX_CONNECTIONS = 1024      # beyond this a new connection is closed at once (file descriptors)
 DATA_LOSS = status_value(grpc.StatusCode.DATA_LOSS)
 
 
 class TcpListener:
     """Serves one ChannelServer on a TCP port."""
 
-    def __init__(self, server: ChannelServer, *, idle_timeout: float = IDLE_TIMEOUT_S) -> None:
+    def __init__(self, server: ChannelServer, *, idle_timeout: float = IDLE_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self._server = server
         self._idle = idle_timeout
+        self._max_connections = max_connections
+        self.refused_connections = 0
         self._listener: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
 
@@ -63,6 +67,10 @@ class TcpListener:
         self._listener = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self._max_connections:
+            self.refused_connections += 1
+            writer.transport.abort()
+            return
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

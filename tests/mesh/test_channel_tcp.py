@@ -179,3 +179,21 @@ async def test_stopped_server_is_unavailable_and_reported(pool: ChannelPool) -> 
 async def _repeat(chunk: bytes, n: int) -> AsyncIterator[bytes]:
     for _ in range(n):
         yield chunk
+
+
+async def test_connections_beyond_the_cap_are_closed_and_served_ones_keep_working(
+        pool: ChannelPool) -> None:
+    s = Server()
+    s.listener._max_connections = 3
+    await s.start()
+    try:
+        peer = pool.peer(s.identity.node_id, f"127.0.0.1:{s.port}", s.port)
+        assert await peer.unary("test.Echo", b"1") == b"1"   # one connection, pooled
+        held = [await asyncio.open_connection("127.0.0.1", s.port) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        assert s.listener.refused_connections >= 2
+        assert await peer.unary("test.Echo", b"2") == b"2"   # the pooled one still serves
+        for _, writer in held:
+            writer.close()
+    finally:
+        await s.listener.stop()
