@@ -58,6 +58,13 @@ def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    default=("127.0.0.1", 50051),
                    help="peer address: DHT over UDP and peer gRPC over TCP (default "
                    "127.0.0.1:50051; port 0 picks a free one)")
+    p.add_argument("--channel-port", metavar="PORT", type=int, default=0,
+                   help="TCP port of the sealed peer channel on the --listen host (default 0: "
+                   "any free port; peers learn it from this node's signed peer record, so fix "
+                   "it only for a firewall)")
+    p.add_argument("--no-tcp-channel", action="store_true",
+                   help="serve the sealed peer channel over the peer gRPC port only (slower: "
+                   "~0.5 ms against ~0.16 ms per small call here)")
     p.add_argument("--api", metavar="HOST:PORT", type=parse_hostport,
                    default=("127.0.0.1", 50052), help="local API address (default 127.0.0.1:50052)")
     p.add_argument("--data-dir", type=Path, default=Path(".tw-mesh"),
@@ -93,7 +100,8 @@ def cmd_join(args: argparse.Namespace) -> int:
                         bootstrap=args.bootstrap, roles=tuple(args.roles or ("storage", "compute")),
                         rpc_timeout=args.rpc_timeout, sweep_interval=args.sweep_interval,
                         allow_remote_api=args.allow_remote_api, settings=settings,
-                        mesh=args.mesh)
+                        mesh=args.mesh, tcp_channel=not args.no_tcp_channel,
+                        channel_port=args.channel_port)
     return asyncio.run(_run_node(config))
 
 

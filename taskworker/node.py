@@ -64,6 +64,7 @@ class NodeConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     mesh: str = DEFAULT_MESH
     tcp_channel: bool = True          # serve the peer channel over plain TCP too (links.py)
+    channel_port: int = 0             # its TCP port (0: any free one; the peer record says)
 
 
 def _is_loopback(host: str) -> bool:
@@ -178,10 +179,11 @@ class Node:
         self.channel_server.add_to(self.peer_server)
         if self.tcp_listener is not None:
             try:
-                self.channel_port = await self.tcp_listener.start(cfg.listen[0])
+                self.channel_port = await self.tcp_listener.start(cfg.listen[0],
+                                                                  cfg.channel_port)
             except OSError as exc:
-                raise StartupError(f"cannot listen on {cfg.listen[0]} (TCP, peer channel): "
-                                   f"{exc}") from exc
+                raise StartupError(f"cannot listen on {cfg.listen[0]}:{cfg.channel_port} (TCP, "
+                                   f"peer channel): {exc} (pass --channel-port)") from exc
         self.channel_server.handle("mesh.Status", self._rpc_status)
         self.channel_server.handle("mesh.Ping", self._rpc_ping)
         self.membership = Membership(
@@ -208,8 +210,9 @@ class Node:
             await self.membership.start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {cfg.listen[0]}:{self.port} (UDP): {exc}") from exc
-        log.info("node %s started; peer address %s:%d", self.identity.node_id_hex[:16],
-                 cfg.listen[0], self.port)
+        log.info("node %s started; peer address %s:%d, channel %s",
+                 self.identity.node_id_hex[:16], cfg.listen[0], self.port,
+                 f"TCP port {self.channel_port}" if self.channel_port else "over gRPC only")
         self._watch = asyncio.create_task(self._log_membership(), name="membership-log")
         if cfg.bootstrap:
             reached = await self.membership.bootstrap(cfg.bootstrap)
