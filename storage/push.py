@@ -11,6 +11,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import nacl.signing
 
@@ -28,6 +29,12 @@ from storage.results import FILENAME_INDEX, IntegrityError, PushOptions, PushRes
 from storage.upload import Placer, Uploader
 
 log = logging.getLogger(__name__)
+
+# The CID is one SHA-256 over the whole file, so its updates must run in stripe order: one
+# thread, FIFO. Sealing, coding and fragment hashes of the stripes run beside it on the default
+# executor, so a multi-stripe Push keeps both cores busy (the next stripe's bytes arrive
+# meanwhile).
+_CID_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cid")
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
@@ -76,26 +83,45 @@ class Pusher:
 
         def encode(data: bytes | bytearray, index: int,
                    last: bool) -> tuple[list[memoryview], list[bytes]]:
-            hasher.update(data)
             sealed = seal_stripe_buffer(file_key, data, context=context, index=index, last=last)
             frags = codec.encode_views(sealed)
             return frags, [hashlib.sha256(f).digest() for f in frags]
+
+        loop = asyncio.get_running_loop()
+        # (CID update, encode) of stripes read but not yet handed to the uploader: at most two,
+        # so memory stays a few stripes whatever the file size.
+        coding: deque[tuple[asyncio.Future[None],
+                            asyncio.Future[tuple[list[memoryview], list[bytes]]]]] = deque()
+
+        async def hand_over() -> None:
+            nonlocal placed_min
+            hashed, encoded = coding.popleft()
+            try:
+                frags, hashes = await encoded
+            finally:
+                await hashed
+            stripe = storage_pb2.Stripe(fragments=[
+                storage_pb2.Fragment(hash=h, holder=NO_HOLDER) for h in hashes])
+            stripes.append(stripe)
+            inflight.append(asyncio.create_task(
+                self._upload.send_stripe(file_id, len(stripes) - 1, frags, stripe, placer,
+                                         codec)))
+            del frags
+            while len(inflight) >= self.window:
+                placed_min = min(placed_min, await inflight.popleft())
 
         try:
             async for index, data, last in restripe(source, opts.stripe_size):
                 if index == 0 and last and len(data) <= self.inline_max:   # a small stream
                     return await self._push_inline(bytes(data), owner, opts, cid_for(data),
                                                    file_id, nonce)
-                frags, hashes = await asyncio.to_thread(encode, data, index, last)
+                coding.append((loop.run_in_executor(_CID_THREAD, hasher.update, data),
+                               loop.run_in_executor(None, encode, data, index, last)))
                 del data
-                stripe = storage_pb2.Stripe(fragments=[
-                    storage_pb2.Fragment(hash=h, holder=NO_HOLDER) for h in hashes])
-                stripes.append(stripe)
-                inflight.append(asyncio.create_task(
-                    self._upload.send_stripe(file_id, index, frags, stripe, placer, codec)))
-                del frags
-                while len(inflight) >= self.window:
-                    placed_min = min(placed_min, await inflight.popleft())
+                if len(coding) >= 2:
+                    await hand_over()
+            while coding:
+                await hand_over()
             while inflight:
                 placed_min = min(placed_min, await inflight.popleft())
         finally:
@@ -104,6 +130,8 @@ class Pusher:
                 t.cancel()
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            for hashed, encoded in coding:      # a failed Push: let the threads finish
+                await asyncio.gather(hashed, encoded, return_exceptions=True)
 
         if not stripes and self.inline_max >= 0:           # an empty stream
             return await self._push_inline(b"", owner, opts, hasher.cid(), file_id, nonce)
