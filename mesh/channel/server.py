@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +148,8 @@ class ChannelServer:
                 reply = _reply(grpc.StatusCode.INTERNAL, f"{method} failed on the peer")
         return session.seal(request.call_id, 0, True, reply)
 
-    async def serve_stream(self, first: Frame, rest: AsyncIterator[Frame]) -> AsyncIterator[Frame]:
+    async def serve_stream(self, first: Frame,
+                           rest: AsyncIterator[Frame]) -> AsyncGenerator[Frame, None]:
         """The sealed response frames to a stream call whose first frame is ``first``."""
         session = self._session_for(first)
         method, header = self._open_header(session, first, final_ok=True)

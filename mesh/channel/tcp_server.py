@@ -51,6 +51,7 @@ class TcpListener:
         self.refused_connections = 0
         self._listener: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()   # asyncio starts one per connection
 
     async def start(self, host: str, port: int = 0) -> int:
         self._listener = await asyncio.start_server(self._serve, host, port, limit=READ_LIMIT)
@@ -61,8 +62,9 @@ class TcpListener:
         if self._listener is None:
             return
         self._listener.close()
-        for writer in list(self._connections):
-            writer.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._listener.wait_closed()
         self._listener = None
 
@@ -75,7 +77,10 @@ class TcpListener:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = str(writer.get_extra_info("peername"))
+        task = asyncio.current_task()
+        assert task is not None
         self._connections.add(writer)
+        self._handlers.add(task)
         try:
             while await self._one_call(reader, writer, peer):
                 await writer.drain()
@@ -89,9 +94,8 @@ class TcpListener:
                 await writer.drain()
         finally:
             self._connections.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            self._handlers.discard(task)
+            writer.transport.abort()
 
     async def _one_call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                         peer: str) -> bool:
@@ -132,9 +136,10 @@ class TcpListener:
                 ended = frame.final
                 yield frame
 
-        async for frame in self._server.serve_stream(first, rest()):
-            write_message(writer, STREAM, frame.encode())
-            await writer.drain()
+        async with contextlib.aclosing(self._server.serve_stream(first, rest())) as frames:
+            async for frame in frames:
+                write_message(writer, STREAM, frame.encode())
+                await writer.drain()
         return ended                      # input left unread: the connection cannot be reused
 
 
