@@ -21,6 +21,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 from google.protobuf.message import DecodeError
@@ -186,18 +187,34 @@ class ManifestStore:
                         signed.SerializeToString(deterministic=True)))
         return manifest
 
+    _GET = "SELECT file_id, signed FROM manifests WHERE cid=? ORDER BY file_id"
+
     def get(self, cid: str) -> list[storage_pb2.SignedManifest]:
         """Every manifest kept for the CID that still verifies (rotted rows are dropped)."""
         if not is_cid(cid):
             raise InvalidArgumentError(f"not a CID: {cid!r:.80}")
+        out = self._verified(cid, self.db.query(self._GET, (cid,)))
+        assert out is not None                 # rotted rows were dropped, not bailed out on
+        return out
+
+    def get_now(self, cid: str) -> list[storage_pb2.SignedManifest] | None:
+        """``get`` without waiting: None if the database is busy (call ``get`` on a thread)."""
+        if not is_cid(cid):
+            raise InvalidArgumentError(f"not a CID: {cid!r:.80}")
+        rows = self.db.query_now(self._GET, (cid,))
+        return None if rows is None else self._verified(cid, rows, drop_rotted=False)
+
+    def _verified(self, cid: str, rows: list[tuple[Any, ...]], drop_rotted: bool = True
+                  ) -> list[storage_pb2.SignedManifest] | None:
         out = []
-        for file_id, raw in self.db.query(
-                "SELECT file_id, signed FROM manifests WHERE cid=? ORDER BY file_id", (cid,)):
+        for file_id, raw in rows:
             try:
                 manifest = verify_manifest(storage_pb2.SignedManifest.FromString(bytes(raw)), cid)
                 if manifest.file_id != file_id:
                     raise InvalidArgumentError("manifest stored under another file_id")
             except (InvalidArgumentError, DecodeError):
+                if not drop_rotted:
+                    return None        # deleting is a commit: the caller retries on a thread
                 with contextlib.suppress(sqlite3.Error), self.db.tx() as db:   # rotted: missing
                     db.execute("DELETE FROM manifests WHERE cid=? AND file_id=?", (cid, file_id))
                 continue

@@ -94,7 +94,12 @@ class Reader:
             except (DecryptionError, NotEnoughFragmentsError, ValueError) as exc:
                 raise IntegrityError(f"stripe {s} of {body.cid}: {exc}") from exc
 
+        if plain_len <= _INLINE_DECODE:
+            return decode()            # less work than a hop to a worker thread and back
         return await asyncio.to_thread(decode)
+
+
+_INLINE_DECODE = 64 * 1024
 
 
 def open_filename(manifest: Manifest, key: bytes) -> str:
