@@ -1,7 +1,7 @@
 """A node's fragment store: content-addressed files on disk, indexed in SQLite.
 
-Layout under DATA/fragments/: ``ab/abcdef…`` holds the fragment whose sha256 hex digest is
-``abcdef…``; its extended attribute ``user.tw-refs`` (or, where the filesystem has no user
+Layout under DATA/fragments/: ``ab/abcdef…`` holds the fragment whose hex digest is
+``abcdef…`` (BLAKE3-256, or SHA-256 for fragments written before; storage/fraghash.py); its extended attribute ``user.tw-refs`` (or, where the filesystem has no user
 xattrs, a side file ``ab/abcdef….refs``) lists the (file, index) references to it as JSON, so
 the index can be rebuilt from the files alone; ``index.sqlite3`` is the index. Only validated
 hex digests ever become paths. Blobs are written temp -> fsync -> rename -> fsync(dir), so a
@@ -18,7 +18,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from storage import direct_io
 from storage.durable import fsync_dir, open_sqlite, sqlite_tx, write_atomic
+from storage.fraghash import fragment_digest, matches
 from storage.spares import SparePool
 
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -44,6 +44,10 @@ CREATE INDEX IF NOT EXISTS refs_file ON refs (file);
 """
 
 
+class FragmentMismatch(ValueError):
+    """Bytes offered under a name they do not hash to."""
+
+
 @dataclass(frozen=True)
 class FragmentInfo:
     """One indexed fragment and the (file, index) pairs that reference it."""
@@ -55,8 +59,13 @@ class FragmentInfo:
 
 
 def fragment_hash(data: bytes | bytearray | memoryview) -> str:
-    """The name a fragment is stored under: its sha256 hex digest."""
-    return hashlib.sha256(data).hexdigest()
+    """The name a new fragment is stored under: its BLAKE3-256 hex digest (fraghash.py)."""
+    return fragment_digest(data).hex()
+
+
+def _named(data: bytes | bytearray | memoryview, h: str) -> bool:
+    """Whether ``data`` is the fragment named ``h`` (either hash function, fraghash.py)."""
+    return matches(data, bytes.fromhex(h))
 
 
 def _check(h: str) -> str:
@@ -147,16 +156,25 @@ class FragmentStore:
         return []
 
     def put(self, data: bytes | bytearray | memoryview, file: str = "", index: int = -1,
-            known_hash: str | None = None) -> str:
+            known_hash: str | None = None, expect: str | None = None) -> str:
         """Store a fragment (idempotent) and record that `file` uses it as fragment `index`.
 
-        ``known_hash``: the caller computed the sha256 of exactly these bytes in this process
+        ``known_hash``: the caller computed the name of exactly these bytes in this process
         (a Push storing its own fragment here), so they are not hashed again. Bytes from
         anywhere else must not pass it: the hash is what makes the store content-addressed.
+        ``expect``: the name a peer claims for the bytes; FragmentMismatch (a ValueError) if
+        they do not match it. Without either, the bytes are named by BLAKE3-256.
         """
         if not isinstance(file, str) or len(file) > 512 or not isinstance(index, int):
             raise ValueError("file must be a str of at most 512 chars and index an int")
-        h = _check(known_hash) if known_hash is not None else fragment_hash(data)
+        if known_hash is not None:
+            h = _check(known_hash)
+        elif expect is not None:
+            h = _check(expect)
+            if not _named(data, h):
+                raise FragmentMismatch(f"fragment bytes do not match their name {h[:16]}")
+        else:
+            h = fragment_hash(data)
         path = self._path(h)
         size = memoryview(data).nbytes
         if not (self.has(h) and path.stat().st_size == size):
@@ -187,7 +205,7 @@ class FragmentStore:
         except FileNotFoundError:
             self._forget(h)
             return None
-        if fragment_hash(data) != h:
+        if not _named(data, h):
             self._count_corrupt()
             self.delete(h)
             return None
@@ -268,7 +286,7 @@ class FragmentStore:
             if keep_existing and self.has(h):
                 continue
             data = p.read_bytes()
-            if fragment_hash(data) != h:
+            if not _named(data, h):
                 self._count_corrupt()
                 p.unlink(missing_ok=True)
                 p.with_suffix(".refs").unlink(missing_ok=True)

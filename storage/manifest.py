@@ -2,7 +2,8 @@
 
 A manifest (``ManifestBody`` in proto/storage.proto) carries the CID, size, k, m, stripe size,
 codec parameters, the file key sealed to the owner and readers (or in clear for public files),
-the filename sealed with the file key, and per stripe the sha256 and holder of every fragment.
+the filename sealed with the file key, and per stripe the hash (storage/fraghash.py) and holder
+of every fragment.
 (The manifest's file_id is bound to the owner only through the document record; a replica
 keeps the first owner it saw for a (CID, file_id) and the newest manifest of that owner.)
 It is signed by the owner (domain-separated Ed25519) and kept on the m+1 XOR-closest peers to

@@ -10,12 +10,12 @@ item.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable
 
 from mesh.channel import PeerChannel
 from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, error_for_code
 from proto import storage_pb2
+from storage.fraghash import matches
 from storage.manifest import MAX_MANIFEST_BYTES
 from storage.peer_handlers import StorageHandlers
 from storage.peer_wire import (
@@ -129,7 +129,7 @@ class StorageClient:
         body = await self._call("storage.FetchFragment",
                                 storage_pb2.FetchFragmentRequest(hash=digest).SerializeToString())
         data = _parse(storage_pb2.FetchFragmentReply, body).data
-        if not self._trusted and hashlib.sha256(data).digest() != digest:
+        if not self._trusted and not matches(data, digest):
             raise NotFoundError(f"peer {self.node_id.hex()[:16]} sent a corrupt fragment "
                                 f"{digest.hex()[:16]}")
         return data

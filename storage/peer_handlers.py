@@ -1,7 +1,7 @@
 """The server half of the storage peer calls: one node's fragments, manifests and document
 records, served over the sealed channel (methods: storage/peer.py).
 
-Handlers check every size and hash (a fragment is stored only under the sha256 it claims) and
+Handlers check every size and hash (a fragment is stored only under the hash it claims) and
 refuse oversized bodies; peers only ever see ciphertext fragments and signed manifests.
 StoreBatch items run concurrently, each exactly as its own method would (same checks, durable
 before the reply); the framing is in storage/peer_wire.py.
@@ -25,7 +25,7 @@ from mesh.errors import (
 )
 from proto import storage_pb2
 from storage.documents import DocumentStore, is_file_id
-from storage.fragstore import FragmentStore
+from storage.fragstore import FragmentMismatch, FragmentStore
 from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore, verify_manifest
 from storage.peer_wire import _BATCHED, _ITEM, MAX_FRAGMENT_BYTES, _frames, _hex, _parse
 
@@ -81,13 +81,11 @@ class StorageHandlers:
 
         def put() -> str:
             try:
-                got = self.fragments.put(req.data, req.file, req.index)   # hashes the bytes once
+                return self.fragments.put(req.data, req.file, req.index, expect=want)
+            except FragmentMismatch as exc:            # checked before anything is written
+                raise InvalidArgumentError("fragment bytes do not match their hash") from exc
             except (OSError, sqlite3.Error) as exc:   # disk full, I/O error: the pusher uses a spare
                 raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
-            if got != want:
-                self.fragments.delete(got, req.file, req.index)
-                raise InvalidArgumentError("fragment bytes do not match their hash")
-            return got
 
         await asyncio.to_thread(put)
         return storage_pb2.StoreFragmentReply(hash=req.hash).SerializeToString()
@@ -95,7 +93,7 @@ class StorageHandlers:
     async def store_own_fragment(self, file: str, index: int, data: bytes | memoryview,
                                  digest: bytes) -> None:
         """A Push on this node storing one of its fragments here: no request to encode and
-        parse, and no second sha256 (the pusher hashed exactly these bytes in this process)."""
+        parse, and no second hash (the pusher hashed exactly these bytes in this process)."""
         if len(data) > MAX_FRAGMENT_BYTES:
             raise ResourceExhaustedError(f"fragment of {len(data)} bytes is too large")
         if len(file) > 512:

@@ -6,7 +6,6 @@ Encoding and sealing happen here; where the fragments and records go is storage/
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from storage.cid import CidHasher, cid_for
 from storage.codec import Codec
 from storage.crypto import new_file_key, seal_key_to, seal_stripe, seal_stripe_buffer
 from storage.documents import new_file_id
+from storage.fraghash import fragment_digest
 from storage.inline import seal_inline
 from storage.manifest import NO_HOLDER, Manifest, sign_manifest
 from storage.placement import Network, placement_key
@@ -85,7 +85,7 @@ class Pusher:
                    last: bool) -> tuple[list[memoryview], list[bytes]]:
             sealed = seal_stripe_buffer(file_key, data, context=context, index=index, last=last)
             frags = codec.encode_views(sealed)
-            return frags, [hashlib.sha256(f).digest() for f in frags]
+            return frags, [fragment_digest(f) for f in frags]
 
         loop = asyncio.get_running_loop()
         # (CID update, encode) of stripes read but not yet handed to the uploader: at most two,
@@ -186,7 +186,7 @@ class Pusher:
             sealed = seal_stripe_buffer(file_key, data, context=file_id.encode(), index=0,
                                         last=True)
             frags = codec.encode_views(sealed)
-            return cid, frags, [hashlib.sha256(f).digest() for f in frags]
+            return cid, frags, [fragment_digest(f) for f in frags]
 
         cid, frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
         pkey = placement_key("cid", cid)

@@ -11,7 +11,7 @@ The leader locates the fragments (storage/healing/locate.py). A fragment counts 
 no live candidate has it. It is rebuilt when it has been missing for ``grace`` seconds -- or at
 once when every candidate answered (nothing is merely unreachable: the fragment is lost, e.g.
 dropped by the scrubber). Rebuild: fetch any k fragments of the stripe, decode the stripe
-ciphertext, re-encode, keep the missing indices (their sha256 must equal the signed hashes:
+ciphertext, re-encode, keep the missing indices (their hashes must equal the signed ones:
 repair needs no file key and cannot alter data) and store each on the closest live peer that
 holds nothing of that stripe yet. All repair bytes (fetched and stored) pass one token bucket.
 """
@@ -29,6 +29,7 @@ from typing import Any
 
 from mesh.errors import MeshError
 from storage.crypto import STRIPE_OVERHEAD
+from storage.fraghash import matches
 from storage.healing.locate import Locations, locate, pick_target
 from storage.healing.ratelimit import TokenBucket
 from storage.manifest import Manifest, ManifestStore, manifest_key, verify_manifest
@@ -309,7 +310,7 @@ class Repairer:
         taken: set[bytes] = set()
         for i in indices:
             want = bytes(body.stripes[s].fragments[i].hash)
-            if hashlib.sha256(frags[i]).digest() != want:
+            if not matches(frags[i], want):
                 self.counters.failures += 1
                 log.error("%s stripe %d fragment %d re-encodes to other bytes than signed; "
                           "not stored", body.cid, s, i)
