@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from mesh.errors import FrameError
 
 NONCE_BYTES = 16
-HEADER = struct.Struct(f">16sQI?{NONCE_BYTES}s")
+HEADER = struct.Struct(f">16sQIB{NONCE_BYTES}s")   # final: exactly 0 or 1 (decode checks)
 _ENVELOPE = struct.Struct(">H")
 _REPLY = struct.Struct(">II")
 MAX_METHOD = 200
@@ -49,7 +49,9 @@ class Frame:
         if len(data) < HEADER.size:
             raise FrameError(f"frame of {len(data)} bytes is shorter than its header")
         session_id, call_id, index, final, nonce = HEADER.unpack_from(data)
-        return cls.with_wire(session_id, call_id, index, final, nonce, data)
+        if final > 1:        # one encoding per frame: the AD binds the flag, not this byte
+            raise FrameError(f"final flag byte {final} is neither 0 nor 1")
+        return cls.with_wire(session_id, call_id, index, final == 1, nonce, data)
 
     @classmethod
     def with_wire(cls, session_id: bytes, call_id: int, index: int, final: bool, nonce: bytes,

@@ -52,6 +52,7 @@ class TcpListener:
         self._listener: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()   # asyncio starts one per connection
+        self._stopping = False
 
     async def start(self, host: str, port: int = 0) -> int:
         self._listener = await asyncio.start_server(self._serve, host, port, limit=READ_LIMIT)
@@ -61,12 +62,19 @@ class TcpListener:
     async def stop(self) -> None:
         if self._listener is None:
             return
+        self._stopping = True
         self._listener.close()
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        for writer in list(self._connections):
+            writer.transport.abort()          # handlers see the connection go and return
+        handlers = list(self._handlers)
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=1.0)
+            for task in late:                 # still inside a peer method: stop it
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self._listener.wait_closed()
         self._listener = None
+        self._stopping = False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._connections) >= self._max_connections:
@@ -86,6 +94,11 @@ class TcpListener:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass                          # the client went away, or idled too long
+        except asyncio.CancelledError:
+            # stop() cancelled it: return normally, since Python 3.11's start_server callback
+            # logs an error for a handler task that ends cancelled
+            if not self._stopping:
+                raise
         except FrameError as exc:         # malformed message: say why, then hang up
             self._server.refused_frames += 1
             log.warning("refused message from %s: %s", peer, exc)
@@ -127,8 +140,9 @@ class TcpListener:
             nonlocal ended
             while not ended:
                 try:
-                    kind, payload = await read_message(reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    async with asyncio.timeout(self._idle):     # a stalled stream is closed too
+                        kind, payload = await read_message(reader)
+                except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
                     return                # serve_stream reports the truncation
                 if kind != STREAM:
                     raise FrameError("a stream call carries only stream frames")
@@ -139,7 +153,8 @@ class TcpListener:
         async with contextlib.aclosing(self._server.serve_stream(first, rest())) as frames:
             async for frame in frames:
                 write_message(writer, STREAM, frame.encode())
-                await writer.drain()
+                async with asyncio.timeout(self._idle):         # a client that stopped reading
+                    await writer.drain()
         return ended                      # input left unread: the connection cannot be reused
 
 
