@@ -106,8 +106,10 @@ async def bench_mesh(tmp: Path, runs: int, small_runs: int, big: int) -> dict[st
         # channel is opened and used once first, as for the pushing node's row: the row times
         # the node's manifest fetch, not the client's gRPC connection setup.
         stubs = [cluster.stub(i, taskworker_pb2_grpc.FileServiceStub) for i in range(len(ids))]
+        shared = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(1024),
+                                                            public=True))
         for node_stub in stubs:
-            await node_stub.Get(taskworker_pb2.GetRequest(file_id=warm.cid))
+            await node_stub.Get(taskworker_pb2.GetRequest(file_id=shared.cid))
         for _ in range(small_runs):
             r = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(1024),
                                                            public=True))
