@@ -154,7 +154,9 @@ class FileStore:
         down: list[bytes] = []
         manifests = [] if fresh else [m for m in self.known.readable(cid, me) if enough(m)]
         if not manifests:          # not written or read here lately (storage/known.py)
-            manifests = await self.fetch_manifests(cid, enough, down)
+            # fresh: hear every replica, so a lagging one (it missed a grant while down)
+            # cannot hand back an older manifest that a new grant would then build on
+            manifests = await self.fetch_manifests(cid, None if fresh else enough, down)
             for m in manifests:
                 self.known.remember(m)
         if want_id is not None:

@@ -84,3 +84,21 @@ async def test_the_others_are_asked_when_the_closest_fails_to_answer(tmp_path: P
         assert remote == [replicas[1]]
     else:
         assert net.asked[0] == first and set(net.asked[1:]) == set(replicas[1:])
+
+
+async def test_a_grant_builds_on_the_newest_manifest_even_if_the_closest_replica_lags(
+        tmp_path: Path) -> None:
+    net = WatchedNetwork(tmp_path, 6)
+    alice, bob, carol = (nacl.signing.SigningKey.generate() for _ in range(3))
+    pushed = await FileStore(net).push_bytes(b"secret " * 300, alice,
+                                             FileStore(net).defaults.__class__())
+    replicas = await net.closest(manifest_key(pushed.cid), FileStore(net).defaults.m + 1)
+    net.self_id = next(x for x in net.handlers if x not in replicas)   # no local copy
+    net.down.add(replicas[0])              # the closest replica misses bob's grant ...
+    assert await FileStore(net).grant(pushed.file_id, alice, bytes(bob.verify_key)) >= 1
+    net.down.clear()                       # ... and comes back holding the older manifest
+    # a node that kept nothing grants carol: it must not start from the lagging replica's copy
+    assert await FileStore(net).grant(pushed.file_id, alice, bytes(carol.verify_key)) >= 1
+    for reader in (bob, carol):
+        opened = await FileStore(net).open(pushed.file_id, reader)
+        assert await opened.read_all() == b"secret " * 300
