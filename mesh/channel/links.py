@@ -37,6 +37,7 @@ GRPC_OPTIONS = [
 ]
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _LOST = (asyncio.IncompleteReadError, ConnectionError)
+DRAIN_S = 60.0     # how long an abandoned call's connection waits for its late answer
 
 
 class LinkError(Exception):
@@ -148,6 +149,7 @@ class TcpLink:
         self._idle: list[_Conn] = []
         self._busy: set[_Conn] = set()
         self._is_closed = False
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def _take(self) -> tuple[_Conn, bool]:
         while self._idle:
@@ -198,13 +200,19 @@ class TcpLink:
     async def _send_and_read(self, kind: int, payload: bytes) -> tuple[int, bytes]:
         for attempt in (0, 1):
             conn, reused = await self._take()
-            reusable = False
+            reusable = sent = handed_off = False
             try:
                 write_message(conn.writer, kind, payload)
                 await conn.writer.drain()
+                sent = True
                 answer = await read_message(conn.reader)
                 reusable = True
                 return answer
+            except asyncio.CancelledError:
+                if sent:                  # deadline or caller gave up: the answer still comes
+                    self._drain_later(conn)
+                    handed_off = True
+                raise
             except _LOST as exc:
                 if reused and attempt == 0 and not self._is_closed:
                     continue             # the peer closed an idle connection: use a new one
@@ -212,8 +220,30 @@ class TcpLink:
             except FrameError as exc:
                 raise LinkError(grpc.StatusCode.DATA_LOSS, str(exc)) from exc
             finally:
-                self._give_back(conn, reusable)
+                if not handed_off:
+                    self._give_back(conn, reusable)
         raise AssertionError("unreachable")
+
+    def _drain_later(self, conn: _Conn) -> None:
+        """Keep a connection whose call was abandoned after its request went out: read the
+        late answer in the background, then pool it. Opening a new connection instead costs a
+        TCP handshake, whose lost SYN waits a whole second (hedged reads cancel calls often)."""
+        self._busy.discard(conn)
+        task = asyncio.get_running_loop().create_task(self._drain(conn))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _drain(self, conn: _Conn) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_S):
+                await read_message(conn.reader)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, FrameError):
+            conn.writer.transport.abort()
+            return
+        except asyncio.CancelledError:
+            conn.writer.transport.abort()
+            raise
+        self._give_back(conn, True)
 
     async def handshake(self, request: peer_pb2.HandshakeRequest,
                         timeout: float | None) -> peer_pb2.HandshakeResponse:
@@ -281,6 +311,9 @@ class TcpLink:
         for conn in [*self._idle, *self._busy]:
             conn.writer.transport.abort()
         self._idle.clear()
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
 
 
 async def _send_all(conn: _Conn, frames: AsyncIterator[Frame]) -> None:

@@ -48,6 +48,7 @@ class TcpListener:
         self._server = server
         self._idle = idle_timeout
         self._max_connections = max_connections
+        self.accepted = 0
         self.refused_connections = 0
         self._listener: asyncio.Server | None = None
         self._connections: set[asyncio.StreamWriter] = set()
@@ -77,6 +78,7 @@ class TcpListener:
         self._stopping = False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         if len(self._connections) >= self._max_connections:
             self.refused_connections += 1
             writer.transport.abort()

@@ -143,6 +143,23 @@ async def test_deadline_exceeded_then_next_call_works(server: Server, pool: Chan
     assert UNREACHABLE == []
 
 
+async def test_an_abandoned_call_keeps_its_connection_for_the_next(server: Server,
+                                                                   pool: ChannelPool) -> None:
+    """The late answer of a cancelled call is read in the background and the connection
+    pooled again: no new TCP connection (under packet loss a lost SYN costs a second)."""
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    assert await peer.unary("test.Echo", b"warm") == b"warm"
+    call = asyncio.ensure_future(peer.unary("test.Slow", b"0.3"))
+    await asyncio.sleep(0.1)
+    call.cancel()                                           # as a hedged read does
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.4)                                # the late answer has arrived
+    for i in range(3):
+        assert await peer.unary("test.Echo", bytes([i])) == bytes([i])
+    assert server.listener.accepted == 1                    # still the first connection
+
+
 async def test_failing_chunk_source_raises_its_own_error(server: Server, pool: ChannelPool) -> None:
     peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
 
