@@ -63,7 +63,7 @@ class NodeConfig:
     allow_remote_api: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     mesh: str = DEFAULT_MESH
-    tcp_channel: bool = True          # serve the peer channel over plain TCP too (links.py)
+    tcp_channel: bool = True          # serve the peer channel over plain TCP too (tcp_server.py)
     channel_port: int = 0             # its TCP port (0: any free one; the peer record says)
 
 

@@ -17,8 +17,9 @@ import grpc
 from mesh.channel import allocator
 from mesh.channel.frames import Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
-from mesh.channel.links import GrpcLink, LinkClosed, LinkError, TcpLink
+from mesh.channel.links import GrpcLink, LinkClosed, LinkError
 from mesh.channel.session import Session, SessionPolicy
+from mesh.channel.tcp_client import TcpLink
 from mesh.errors import (
     ChannelError,
     FrameError,

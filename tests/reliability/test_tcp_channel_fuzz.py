@@ -37,8 +37,8 @@ from mesh.channel import Caller, ChannelPool, ChannelServer
 from mesh.channel.frames import HEADER as FRAME_HEADER
 from mesh.channel.frames import Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
-from mesh.channel.links import TcpLink
 from mesh.channel.session import Session
+from mesh.channel.tcp_client import TcpLink
 from mesh.channel.tcp_server import TcpListener
 from mesh.channel.tcp_wire import (
     ABORT,

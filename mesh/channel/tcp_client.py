@@ -1,0 +1,242 @@
+"""The TCP transport's client side: ``TcpLink``, one per peer (framing in tcp_wire.py).
+
+Length-prefixed messages on plain TCP connections, one call at a time per connection; idle
+connections are kept for the next call, and a pooled one the peer has since closed is replaced
+once, transparently (the same sealed frame is sent again, so the replay window rules out a
+double delivery). Fails like GrpcLink (links.py): ``LinkError`` with the status gRPC would
+give, ``LinkClosed`` when the pool closed the link under the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from mesh.channel.frames import Frame
+from mesh.channel.links import LinkClosed, LinkError
+from mesh.channel.tcp_wire import (
+    ABORT,
+    CALL,
+    HANDSHAKE,
+    READ_LIMIT,
+    STREAM,
+    decode_abort,
+    read_message,
+    write_message,
+)
+from mesh.errors import FrameError
+from proto import peer_pb2
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_LOST = (asyncio.IncompleteReadError, ConnectionError)
+DRAIN_S = 60.0     # how long an abandoned call's connection waits for its late answer
+
+
+class _Conn:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    def usable(self) -> bool:
+        return not (self.reader.at_eof() or self.writer.is_closing())
+
+
+class TcpLink:
+    """Length-prefixed messages (tcp_wire.py) on plain TCP connections, one call at a time
+    per connection; idle connections are kept for the next call."""
+
+    def __init__(self, host: str, port: int, *, max_idle: int = 8) -> None:
+        self.host, self.port = host, port
+        self._max_idle = max_idle
+        self._idle: list[_Conn] = []
+        self._busy: set[_Conn] = set()
+        self._is_closed = False
+        self._draining: set[asyncio.Task[None]] = set()
+
+    async def _take(self) -> tuple[_Conn, bool]:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable():
+                self._busy.add(conn)
+                return conn, True
+            conn.writer.close()
+        if self._is_closed:
+            raise LinkClosed("link closed")
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port,
+                                                           limit=READ_LIMIT)
+        except OSError as exc:
+            raise LinkError(grpc.StatusCode.UNAVAILABLE, f"connect failed: {exc}") from exc
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = _Conn(reader, writer)
+        self._busy.add(conn)
+        return conn, False
+
+    def _give_back(self, conn: _Conn, reusable: bool) -> None:
+        self._busy.discard(conn)
+        if reusable and not self._is_closed and len(self._idle) < self._max_idle:
+            self._idle.append(conn)
+        else:
+            conn.writer.transport.abort()
+
+    def _lost(self, exc: BaseException) -> LinkError | LinkClosed:
+        if self._is_closed:
+            return LinkClosed("link closed")
+        return LinkError(grpc.StatusCode.UNAVAILABLE, f"connection to the peer lost ({exc!r})")
+
+    async def _exchange(self, kind: int, payload: bytes, timeout: float | None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):     # connecting included
+                got, body = await self._send_and_read(kind, payload)
+        except TimeoutError as exc:
+            raise LinkError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from exc
+        if got == ABORT:
+            code, message = decode_abort(body)
+            raise LinkError(_CODES.get(code, grpc.StatusCode.UNKNOWN), message)
+        if got != kind:
+            raise LinkError(grpc.StatusCode.DATA_LOSS, f"answer of kind {got} to kind {kind}")
+        return body
+
+    async def _send_and_read(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+        for attempt in (0, 1):
+            conn, reused = await self._take()
+            reusable = sent = handed_off = False
+            try:
+                write_message(conn.writer, kind, payload)
+                await conn.writer.drain()
+                sent = True
+                answer = await read_message(conn.reader)
+                reusable = True
+                return answer
+            except asyncio.CancelledError:
+                if sent:                  # deadline or caller gave up: the answer still comes
+                    self._drain_later(conn)
+                    handed_off = True
+                raise
+            except _LOST as exc:
+                if reused and attempt == 0 and not self._is_closed:
+                    continue             # the peer closed an idle connection: use a new one
+                raise self._lost(exc) from exc
+            except FrameError as exc:
+                raise LinkError(grpc.StatusCode.DATA_LOSS, str(exc)) from exc
+            finally:
+                if not handed_off:
+                    self._give_back(conn, reusable)
+        raise AssertionError("unreachable")
+
+    def _drain_later(self, conn: _Conn) -> None:
+        """Keep a connection whose call was abandoned after its request went out: read the
+        late answer in the background, then pool it. Opening a new connection instead costs a
+        TCP handshake, whose lost SYN waits a whole second (hedged reads cancel calls often)."""
+        self._busy.discard(conn)
+        task = asyncio.get_running_loop().create_task(self._drain(conn))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _drain(self, conn: _Conn) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_S):
+                await read_message(conn.reader)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, FrameError):
+            conn.writer.transport.abort()
+            return
+        except asyncio.CancelledError:
+            conn.writer.transport.abort()
+            raise
+        self._give_back(conn, True)
+
+    async def handshake(self, request: peer_pb2.HandshakeRequest,
+                        timeout: float | None) -> peer_pb2.HandshakeResponse:
+        body = await self._exchange(HANDSHAKE, request.SerializeToString(), timeout)
+        try:
+            return peer_pb2.HandshakeResponse.FromString(body)
+        except DecodeError as exc:
+            raise LinkError(grpc.StatusCode.UNAUTHENTICATED, "malformed handshake response") from exc
+
+    async def call(self, frame: Frame, timeout: float | None) -> Frame:
+        body = await self._exchange(CALL, frame.encode(), timeout)
+        try:
+            return Frame.decode(body)
+        except FrameError as exc:
+            raise LinkError(grpc.StatusCode.DATA_LOSS, str(exc)) from exc
+
+    async def stream(self, frames: AsyncIterator[Frame],
+                     timeout: float | None) -> AsyncIterator[Frame]:
+        """Send ``frames`` while yielding the peer's, up to and including the final one."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                conn, _ = await self._take()
+        except TimeoutError as exc:
+            raise LinkError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from exc
+        sender = asyncio.create_task(_send_all(conn, frames))
+        clean = False
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        kind, body = await read_message(conn.reader)
+                    frame = Frame.decode(body) if kind == STREAM else None
+                except TimeoutError as exc:
+                    raise LinkError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                    "deadline exceeded") from exc
+                except _LOST as exc:
+                    failure = _failure(sender)
+                    if failure is not None:
+                        raise failure from exc   # our own chunks failed: that is the error
+                    raise self._lost(exc) from exc
+                except FrameError as exc:
+                    raise LinkError(grpc.StatusCode.DATA_LOSS, str(exc)) from exc
+                if kind == ABORT:
+                    code, message = decode_abort(body)
+                    raise LinkError(_CODES.get(code, grpc.StatusCode.UNKNOWN), message)
+                if frame is None:
+                    raise LinkError(grpc.StatusCode.DATA_LOSS, f"message of kind {kind} in a stream")
+                if frame.final:
+                    if not sender.done():     # usually one step from finishing
+                        await asyncio.wait([sender], timeout=0.01)
+                    clean = sender.done() and _failure(sender) is None
+                    yield frame
+                    return
+                yield frame
+        finally:
+            if not sender.done():
+                sender.cancel()
+            with contextlib.suppress(BaseException):
+                await sender
+            self._give_back(conn, clean)
+
+    async def close(self) -> None:
+        self._is_closed = True
+        for conn in [*self._idle, *self._busy]:
+            conn.writer.transport.abort()
+        self._idle.clear()
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
+
+
+async def _send_all(conn: _Conn, frames: AsyncIterator[Frame]) -> None:
+    try:
+        async for frame in frames:
+            write_message(conn.writer, STREAM, frame.encode())
+            await conn.writer.drain()
+    except BaseException:
+        conn.writer.transport.abort()    # the peer waits for frames that will not come
+        raise
+
+
+def _failure(sender: asyncio.Task[None]) -> BaseException | None:
+    """What our own sending failed with, unless it was only the connection going away."""
+    if not sender.done() or sender.cancelled():
+        return None
+    exc = sender.exception()
+    return None if exc is None or isinstance(exc, ConnectionError) else exc
