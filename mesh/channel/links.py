@@ -9,7 +9,8 @@ closed the link under the call). Nothing here sees a key or a plaintext.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
@@ -59,11 +60,12 @@ class GrpcLink:
         task = asyncio.current_task()
         return self._is_closed and (task is None or task.cancelling() == 0)
 
-    async def handshake(self, request: peer_pb2.HandshakeRequest,
-                        timeout: float | None) -> peer_pb2.HandshakeResponse:
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """grpc's failures as this module's: a status as LinkError, a closed channel (or the
+        cancellation its closing causes) as LinkClosed."""
         try:
-            response: peer_pb2.HandshakeResponse = await self._handshake(request, timeout=timeout)
-            return response
+            yield
         except grpc.aio.AioRpcError as exc:
             raise LinkError(exc.code(), exc.details() or "") from exc
         except grpc.aio.UsageError as exc:
@@ -73,37 +75,28 @@ class GrpcLink:
                 raise LinkClosed(repr(exc)) from exc
             raise
 
+    async def handshake(self, request: peer_pb2.HandshakeRequest,
+                        timeout: float | None) -> peer_pb2.HandshakeResponse:
+        with self._translated():
+            response: peer_pb2.HandshakeResponse = await self._handshake(request, timeout=timeout)
+        return response
+
     async def call(self, frame: Frame, timeout: float | None) -> Frame:
-        try:
+        with self._translated():
             reply: Frame = await self._call(frame, timeout=timeout)
-            return reply
-        except grpc.aio.AioRpcError as exc:
-            raise LinkError(exc.code(), exc.details() or "") from exc
-        except grpc.aio.UsageError as exc:
-            raise LinkClosed(repr(exc)) from exc
-        except asyncio.CancelledError as exc:
-            if self._cancelled_by_close():
-                raise LinkClosed(repr(exc)) from exc
-            raise
+        return reply
 
     async def stream(self, frames: AsyncIterator[Frame],
                      timeout: float | None) -> AsyncIterator[Frame]:
         """The peer's frames, up to and including the final one."""
-        try:
+        with self._translated():
             call = self._stream(frames, timeout=timeout)
-        except grpc.aio.UsageError as exc:
-            raise LinkClosed(repr(exc)) from exc
         try:
-            async for frame in call:
-                yield frame
-                if frame.final:
-                    return
-        except grpc.aio.AioRpcError as exc:
-            raise LinkError(exc.code(), exc.details() or "") from exc
-        except asyncio.CancelledError as exc:
-            if self._cancelled_by_close():
-                raise LinkClosed(repr(exc)) from exc
-            raise
+            with self._translated():
+                async for frame in call:
+                    yield frame
+                    if frame.final:
+                        return
         finally:
             call.cancel()
 
