@@ -1,7 +1,8 @@
 """A node's fragment store: content-addressed files on disk, indexed in SQLite.
 
 Layout under DATA/fragments/: ``ab/abcdef…`` holds the fragment whose hex digest is
-``abcdef…`` (BLAKE3-256, or SHA-256 for fragments written before; storage/fraghash.py); its extended attribute ``user.tw-refs`` (or, where the filesystem has no user
+``abcdef…`` (BLAKE3-256, or SHA-256 for fragments written before; storage/fraghash.py); its
+extended attribute ``user.tw-refs`` (or, where the filesystem has no user
 xattrs, a side file ``ab/abcdef….refs``) lists the (file, index) references to it as JSON, so
 the index can be rebuilt from the files alone; ``index.sqlite3`` is the index. Only validated
 hex digests ever become paths. Blobs are written temp -> fsync -> rename -> fsync(dir), so a
