@@ -18,6 +18,7 @@ from taskworker.cli_common import (
     add_json_flag,
     api_channel,
     parse_hostport,
+    parse_port,
     print_json,
     run_guarded,
 )
@@ -58,7 +59,7 @@ def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    default=("127.0.0.1", 50051),
                    help="peer address: DHT over UDP and peer gRPC over TCP (default "
                    "127.0.0.1:50051; port 0 picks a free one)")
-    p.add_argument("--channel-port", metavar="PORT", type=int, default=0,
+    p.add_argument("--channel-port", metavar="PORT", type=parse_port, default=0,
                    help="TCP port of the sealed peer channel on the --listen host (default 0: "
                    "any free port; peers learn it from this node's signed peer record, so fix "
                    "it only for a firewall)")

@@ -30,12 +30,20 @@ def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, 
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     host = host.strip("[]") or default_host
     try:
-        port = int(port_text)
+        return host, parse_port(port_text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
+
+
+def parse_port(text: str) -> int:
+    """A TCP/UDP port number 0-65535 (0: any free one); argparse-friendly."""
+    try:
+        port = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a number in {text!r}") from None
+        raise argparse.ArgumentTypeError("port must be a number") from None
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
-    return host, port
+        raise argparse.ArgumentTypeError("port out of range (0-65535)")
+    return port
 
 
 def add_api_flag(parser: argparse.ArgumentParser) -> None:

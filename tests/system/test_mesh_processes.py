@@ -82,6 +82,10 @@ async def test_impostor_claiming_a_live_id_is_refused(tmp_path: Path) -> None:
 async def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     bad = run_cli("join", "--listen", "nonsense", "--data-dir", str(tmp_path / "x"))
     assert bad.returncode == 2 and b"Traceback" not in bad.stderr
+    for port in ("70000", "-1", "x"):
+        bad = run_cli("join", "--channel-port", port, "--data-dir", str(tmp_path / "x"))
+        assert bad.returncode == 2 and b"--channel-port" in bad.stderr
+        assert b"Traceback" not in bad.stderr
     unreachable = run_cli("join", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0",
                           "--data-dir", str(tmp_path / "y"), "--bootstrap", "127.0.0.1:9",
                           "--rpc-timeout", "0.3")
