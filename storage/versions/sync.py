@@ -6,6 +6,8 @@ Replicas: a file's records live on the r XOR-closest storage peers to
 keeps its records in DATA/versions.sqlite3; a node that only reads keeps just the highest vector
 it has seen per file on disk, and in memory the verified records of its last sync of the
 file (VIEW_CACHE files), so its next sync pulls only what is new rather than the whole history.
+When such a reader first writes (a persisting sync), that view goes to disk as its starting
+point, so a writer cut off from every replica still knows the file it read.
 
 Sync (Synchronous, before every Revise/Get/Log, and in the background every
 ``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
@@ -103,8 +105,13 @@ class ReplicaSync:
         me = self.ctx.identity.node_id
         if persist is None:
             persist = self._holds(fid) or any(p.node_id == me for p in peers)
+        cached = self._views.pop(fid) if fid in self._views else None
+        if persist and cached is not None:
+            # a reader turning writer starts from what it verified: cut off from every
+            # replica (a partition), it still knows the file, its grants and its heads
+            self.store.ingest(fid, cached.grants(), [v.record for v in cached.records()])
+            cached = None
         local = self.store.get(fid)
-        cached = self._views.pop(fid) if fid in self._views and not persist else None
         work = local if persist else cached if cached is not None else local.copy()
         result = SyncResult(work, peers=peers)
         asked: set[bytes] = set()

@@ -372,6 +372,55 @@ async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
         assert status["services"]["versions"]["lagging_replicas"] >= 1
 
 
+async def test_a_reader_cut_off_from_every_replica_still_revises_what_it_read(
+        tmp_path: Path) -> None:
+    """A granted writer whose node holds no records, once it has read the file, revises it
+    while cut off from every replica (the partition test's minority side, made certain)."""
+    extra = [*EXTRA, "--versions-replicas", "2"]
+    async with NodeCluster(tmp_path, 4, extra=extra, env=ENV) as cluster:
+        ids = [(await cluster.peers_of(i)).self_id for i in range(4)]
+        s0 = cluster.stub(0, Stub)
+        node_stub = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
+        for _ in range(20):                 # a file whose 2 replicas do not include node 0
+            r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1", filename="doc"))
+            closest = await node_stub.Closest(taskworker_pb2.ClosestRequest(
+                key=replica_key(parse_file_id(r.file_id)), n=2))
+            replicas = [ids.index(p.node_id) for p in closest.peers]
+            if 0 not in replicas:
+                break
+        else:
+            pytest.skip("no file placed away from node 0")
+        fid = r.file_id
+        far = next(i for i in range(1, 4) if i not in replicas)
+        bob = create_user(cluster, far, "bob")
+        assert run_cli("grant", fid, bob, api=cluster.nodes[0].api).returncode == 0
+        sf = cluster.stub(far, Stub)
+        seen = await sf.Synchronous(taskworker_pb2.SynchronousRequest(file_id=fid,
+                                                                      user_id="bob"))
+        assert len(seen.heads) == 1
+        assert len(disk_sets(cluster, fid)[far]) == 0       # a reader: nothing on its disk
+        # cut the far node off from every other node's version exchange
+        hooks(cluster, far, block=[ids[i] for i in range(4) if i != far])
+        for i in range(4):
+            if i != far:
+                hooks(cluster, i, block=[ids[far]])
+        edit = await sf.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"bob edit",
+                                                            user_id="bob"), timeout=60)
+        got = await sf.Get(taskworker_pb2.GetRequest(file_id=fid, user_id="bob"))
+        assert got.file_data == b"bob edit" and got.version == edit.version
+        # healed: anti-entropy from the writer's node brings the edit to the replicas
+        for i in range(4):
+            hooks(cluster, i)
+
+        async def replicas_have_edit() -> bool:
+            sets = disk_sets(cluster, fid)
+            return all({h.id.hex() for h in sets[i].heads()} == {edit.version}
+                       for i in replicas)
+        await until(replicas_have_edit, "the edit never reached the replicas")
+        g = await s0.Get(taskworker_pb2.GetRequest(file_id=fid))
+        assert g.file_data == b"bob edit" and g.version == edit.version
+
+
 async def test_get_latest_reads_ahead_only_what_the_sync_confirms(tmp_path: Path) -> None:
     """Get-latest starts reading the head a node expects while it syncs; a newer head found by
     the sync wins, and a cached manifest that names no key for the reader is not used."""
