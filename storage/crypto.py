@@ -20,6 +20,7 @@ Why these choices:
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -160,10 +161,17 @@ def open_stripes(key: bytes, sealed: list[bytes], *, context: bytes) -> Iterator
 def _to_x25519_public(recipient: PublicKeyLike) -> nacl.public.PublicKey:
     if isinstance(recipient, nacl.public.PublicKey):
         return recipient
+    raw = bytes(recipient) if isinstance(recipient, nacl.signing.VerifyKey) else recipient
+    if not isinstance(raw, bytes):
+        raise CryptoError(f"not a usable Ed25519 public key: {type(recipient).__name__}")
+    return _x25519_of(raw)
+
+
+@functools.lru_cache(maxsize=1024)
+def _x25519_of(raw: bytes) -> nacl.public.PublicKey:
+    """Ed25519 -> X25519 (a field inversion, ~40 us): every Push seals to the same owners."""
     try:
-        if isinstance(recipient, bytes):
-            recipient = nacl.signing.VerifyKey(recipient)
-        return recipient.to_curve25519_public_key()
+        return nacl.signing.VerifyKey(raw).to_curve25519_public_key()
     except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, ValueError, TypeError) as e:
         raise CryptoError(f"not a usable Ed25519 public key: {e}") from e
 

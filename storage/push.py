@@ -29,6 +29,7 @@ from storage.results import FILENAME_INDEX, IntegrityError, PushOptions, PushRes
 from storage.upload import Placer, Uploader
 
 log = logging.getLogger(__name__)
+WARN_EVERY_S = 60.0
 
 # The CID is one SHA-256 over the whole file, so its updates must run in stripe order: one
 # thread, FIFO. Sealing, coding and fragment hashes of the stripes run beside it on the default
@@ -52,6 +53,7 @@ class Pusher:
         self.inline_max = inline_max          # files up to this size go inline (storage/inline.py)
         self.window = window
         self.inflight = 0
+        self._warned: dict[str, float] = {}   # warning -> when last logged at WARNING
 
     async def push_bytes(self, data: bytes, owner: nacl.signing.SigningKey,
                          opts: PushOptions) -> PushResult:
@@ -261,8 +263,18 @@ class Pusher:
             warnings.append(f"manifest stored on {replicas} of {body.m + 1} peers")
         if docs == 0:
             warnings.append("no peer accepted the document record: Get by file_id will fail")
+        now = time.monotonic()
         for w in warnings:
-            log.warning("push %s: %s", body.cid, w)
+            # a small mesh under-replicates every Push: log each kind once a minute (it is in
+            # every PushResult anyway), not a line per Push
+            if now - self._warned.get(w, -WARN_EVERY_S) >= WARN_EVERY_S:
+                if len(self._warned) > 64:
+                    self._warned.clear()
+                self._warned[w] = now
+                log.warning("push %s: %s (repeats logged at debug for %.0f s)", body.cid, w,
+                            WARN_EVERY_S)
+            else:
+                log.debug("push %s: %s", body.cid, w)
         self.counters["pushes"] += 1
         self.counters["bytes_in"] += body.size
         placed = sum(1 for s in body.stripes for f in s.fragments if f.holder != NO_HOLDER)

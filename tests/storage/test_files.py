@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -207,6 +208,20 @@ async def test_fewer_peers_than_fragments(tmp_path: Path) -> None:
     r = await files.push_bytes(data, alice, PushOptions(k=4, m=2))
     assert r.under_replicated and r.warnings
     assert await (await files.open(r.cid, alice)).read_all() == data
+
+
+async def test_a_repeated_push_warning_is_logged_once_a_minute_but_always_returned(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    net = FakeNetwork(tmp_path, 3)
+    files = FileStore(net)
+    alice = _user()
+    caplog.set_level(logging.DEBUG, logger="storage.push")
+    results = [await files.push_bytes(os.urandom(5_000), alice, PushOptions(k=4, m=2))
+               for _ in range(3)]
+    assert all(r.under_replicated and r.warnings for r in results)
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "storage.push"]
+    assert [lvl for lvl, _ in logged] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert all("share a holder" in msg for _, msg in logged)
 
 
 async def test_holder_down_at_push_uses_spare(net: FakeNetwork) -> None:
