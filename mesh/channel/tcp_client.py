@@ -35,6 +35,7 @@ from proto import peer_pb2
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _LOST = (asyncio.IncompleteReadError, ConnectionError)
 DRAIN_S = 60.0     # how long an abandoned call's connection waits for its late answer
+CONNECT_HEDGE_S = 0.25    # a second connection attempt after this long (TcpLink._connect)
 
 
 class _Conn:
@@ -58,6 +59,7 @@ class TcpLink:
         self._busy: set[_Conn] = set()
         self._is_closed = False
         self._draining: set[asyncio.Task[None]] = set()
+        self.hedged_connects = 0
 
     async def _take(self) -> tuple[_Conn, bool]:
         while self._idle:
@@ -69,16 +71,52 @@ class TcpLink:
         if self._is_closed:
             raise LinkClosed("link closed")
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port,
-                                                           limit=READ_LIMIT)
+            conn = await self._connect()
         except OSError as exc:
             raise LinkError(grpc.StatusCode.UNAVAILABLE, f"connect failed: {exc}") from exc
+        self._busy.add(conn)
+        return conn, False
+
+    async def _open(self) -> _Conn:
+        reader, writer = await asyncio.open_connection(self.host, self.port, limit=READ_LIMIT)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(reader, writer)
-        self._busy.add(conn)
-        return conn, False
+        return _Conn(reader, writer)
+
+    async def _connect(self) -> _Conn:
+        """A new connection; a second attempt starts if the first has not connected within
+        CONNECT_HEDGE_S. A lost SYN (or SYN-ACK) costs the kernel's initial retransmission
+        timeout, a whole second, and on a lossy path a call may need several connections; the
+        hedge cuts that to CONNECT_HEDGE_S. A losing attempt that connected anyway is pooled.
+        Raises the first attempt's OSError if every attempt fails."""
+        attempts = [asyncio.get_running_loop().create_task(self._open())]
+        winner: asyncio.Task[_Conn] | None = None
+        try:
+            done, _ = await asyncio.wait(attempts, timeout=CONNECT_HEDGE_S)
+            if not done:
+                self.hedged_connects += 1
+                attempts.append(asyncio.get_running_loop().create_task(self._open()))
+            while winner is None:
+                pending = [t for t in attempts if not t.done()]
+                if pending:
+                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                ok = [t for t in attempts if t.done() and not t.cancelled()
+                      and t.exception() is None]
+                if ok:
+                    winner = ok[0]
+                elif all(t.done() for t in attempts):
+                    exc = attempts[0].exception()
+                    assert exc is not None
+                    raise exc
+            return winner.result()
+        finally:
+            losers = [t for t in attempts if t is not winner]
+            for t in losers:
+                t.cancel()
+            for r in await asyncio.gather(*losers, return_exceptions=True):
+                if isinstance(r, _Conn):
+                    self._give_back(r, True)             # connected anyway: keep it
 
     def _give_back(self, conn: _Conn, reusable: bool) -> None:
         self._busy.discard(conn)

@@ -4,6 +4,7 @@ loss, deadlines and failing senders (the shared behaviour is in test_channel.py)
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import grpc
 import pytest
 
 from mesh.channel import Caller, ChannelPool, ChannelServer
+from mesh.channel.tcp_client import TcpLink
 from mesh.channel.tcp_server import TcpListener
 from mesh.channel.tcp_wire import ABORT, CALL, HANDSHAKE, MAX_PAYLOAD, STREAM, decode_abort
 from mesh.errors import DeadlineExceededError
@@ -214,3 +216,54 @@ async def test_connections_beyond_the_cap_are_closed_and_served_ones_keep_workin
             writer.close()
     finally:
         await s.listener.stop()
+
+
+async def test_a_dropped_syn_is_hedged_by_a_second_connection_attempt() -> None:
+    """A listener whose accept queue is full drops SYNs (as a lossy path would lose them):
+    the first attempt waits for the kernel's 1 s retransmission, the hedge gets in as soon
+    as the queue has room, and the abandoned first attempt never connects."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))   # fills the accept queue
+    link = TcpLink("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    accepted: list[socket.socket] = []
+    try:
+        connecting = asyncio.create_task(link._connect())
+        await asyncio.sleep(0.05)                 # the first SYN went out and was dropped
+        assert link.hedged_connects == 0 and not connecting.done()
+        accepted.append((await loop.sock_accept(srv))[0])      # the filler: room for one
+        conn = await connecting
+        assert link.hedged_connects == 1
+        hedge, _ = await loop.sock_accept(srv)
+        accepted.append(hedge)
+        assert hedge.getpeername() == conn.writer.get_extra_info("sockname")
+        conn.writer.write(b"ping")
+        await conn.writer.drain()
+        assert await loop.sock_recv(hedge, 4) == b"ping"
+        # the first attempt was cancelled: its SYN retransmission (at 1 s) never arrives
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.5):
+                accepted.append((await loop.sock_accept(srv))[0])
+        conn.writer.close()
+    finally:
+        await link.close()
+        for s in (*accepted, filler, srv):
+            s.close()
+
+
+async def test_a_refused_connection_fails_at_once_without_a_hedge() -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()                                   # nothing listens: RST
+    link = TcpLink("127.0.0.1", port)
+    try:
+        with pytest.raises(OSError):
+            await link._connect()
+        assert link.hedged_connects == 0
+    finally:
+        await link.close()
