@@ -17,6 +17,10 @@ from storage.results import PushOptions
 log = logging.getLogger(__name__)
 
 HEDGE_S = 0.02     # how long the closest manifest replica has before the others are asked
+# A fragment read with no answer for max(FRAGMENT_HEDGE_S, 4 x the stripe's fastest fetch)
+# asks one more holder (any k fragments decode), like Storj's long-tail cancellation: under 20%
+# packet loss single fetches stalled 15-30 s in TCP retransmission backoff, holding up the Get.
+FRAGMENT_HEDGE_S = 0.5
 
 
 class ReadHints:
@@ -145,6 +149,10 @@ class Fetcher:
                 client = await self.network.client(holder)
                 return await client.fetch_fragment(frags[i].hash)
 
+        loop = asyncio.get_running_loop()
+        fastest: float | None = None           # this stripe's quickest fetch so far
+        launched: dict[asyncio.Task[bytes], float] = {}
+        extra = 0                              # stragglers hedged so far
         try:
             while len(got) < k:
                 candidates = [c for c in candidates if c[0] not in got and c not in tried]
@@ -159,15 +167,24 @@ class Fetcher:
                     candidates += [(i, p) for i in short for p in ranked]
                     candidates = [c for c in dict.fromkeys(candidates)
                                   if c not in tried and c[1] not in hints.dead]
-                while candidates and len(pending) < k - len(got):
+                while candidates and len(pending) < k - len(got) + extra:
                     c = candidates.pop(0)
                     tried.add(c)
-                    pending[asyncio.create_task(fetch(*c))] = c
+                    task = asyncio.create_task(fetch(*c))
+                    pending[task] = c
+                    launched[task] = loop.time()
                 if not pending:
                     break
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                hedge = _hedge_delay(fastest) if candidates else None
+                done, _ = await asyncio.wait(pending, timeout=hedge,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:        # a straggler (lossy path, busy peer): ask one more holder
+                    extra += 1
+                    self.counters["fragment_hedges"] += 1
+                    continue
                 for task in done:
                     i, holder = pending.pop(task)
+                    took = loop.time() - launched.pop(task)
                     try:
                         data = task.result()
                     except MeshError as exc:
@@ -179,6 +196,7 @@ class Fetcher:
                             who = holder.hex()[:16] if holder else "nobody"
                             missing[i] = f"fragment {i} on {who}: {exc}"
                         continue
+                    fastest = took if fastest is None else min(fastest, took)
                     if i not in got:
                         got[i] = data
                         missing.pop(i, None)
@@ -192,3 +210,11 @@ class Fetcher:
                 f"{body.cid}: stripe {s} has {len(got)} of the {k} fragments needed; missing: "
                 + "; ".join(missing[i] for i in sorted(missing)))
         return dict(sorted(got.items())[:k])
+
+
+def _hedge_delay(fastest: float | None) -> float:
+    """How long a stripe's reads may go without an answer before one more holder is asked:
+    before any answer, twice the floor (a first connection may still be handshaking)."""
+    if fastest is None:
+        return 2 * FRAGMENT_HEDGE_S
+    return max(FRAGMENT_HEDGE_S, 4 * fastest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,32 @@ async def test_storage_end_to_end(tmp_path: Path) -> None:
             await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid))
         assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
         assert "missing" in (info.value.details() or ""), info.value.details()
+
+
+async def test_a_frozen_fragment_holder_is_hedged_around(tmp_path: Path) -> None:
+    """SIGSTOP a data fragment's holder: its kernel still accepts the connection but nothing
+    answers, like a path stuck in TCP retransmission backoff. The Get asks another holder after
+    storage/fetch.py's hedge delay. Without the hedge it waits until the liveness sweep calls
+    the peer down (~3 s here) and, for a peer that still answers pings (a lossy path), until
+    the 30 s fetch deadline."""
+    async with NodeCluster(tmp_path, 6) as cluster:
+        ids = await _ids(cluster)
+        stub = cluster.stub(0, Stub)
+        data = os.urandom(300_000)
+        r = await stub.Push(taskworker_pb2.PushRequest(file_data=data), timeout=60)
+        st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+        data_holders = [ids.index(f.holder) for f in st.fragments if f.index < st.k]
+        frozen = next(h for h in data_holders if h != 0)
+        proc = cluster.nodes[frozen].proc
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            got = await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid), timeout=20)
+            assert got.file_data == data
+            storage = (await _status(cluster, 0))["services"]["storage"]  # type: ignore[index]
+            assert storage["fragment_hedges"] >= 1
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
 
 
 async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:
