@@ -112,19 +112,21 @@ class DocumentStore:
             old.rename(old.with_name(f"documents.imported-{int(time.time())}"))
 
     def put(self, signed: storage_pb2.SignedDocument) -> bool:
-        """Keep a record if it is newer; PermissionDeniedError if another owner holds the id."""
+        """Keep a record if it is newer; True if it is held now (a repeat of the held record
+        counts: a hedged store sends it twice). PermissionDeniedError if another owner holds
+        the id."""
         body = verify_document(signed)
+        raw = signed.SerializeToString(deterministic=True)
         with self.db.tx() as db:
-            row = db.execute("SELECT owner, time_ms FROM documents WHERE file_id=?",
+            row = db.execute("SELECT owner, time_ms, signed FROM documents WHERE file_id=?",
                              (body.file_id,)).fetchone()
             if row is not None:
                 if bytes(row[0]) != body.owner_key:
                     raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
                 if int(row[1]) >= body.time_ms:
-                    return False
+                    return bytes(row[2]) == raw
             db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?)",
-                       (body.file_id, body.owner_key, body.time_ms,
-                        signed.SerializeToString(deterministic=True)))
+                       (body.file_id, body.owner_key, body.time_ms, raw))
         return True
 
     def get(self, file_id: str) -> list[storage_pb2.SignedDocument]:

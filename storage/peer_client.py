@@ -30,6 +30,12 @@ from storage.peer_wire import (
 
 STORE_BATCH_SHARE = 8 * 2**20          # a client packs fragments into batches up to this size
 FETCH_TIMEOUT_S = 30.0
+# Stores are idempotent (content-addressed fragments, INSERT OR IGNORE refs, the same signed
+# manifest or record), so a store unanswered after STORE_HEDGE_S is sent again on another
+# connection to the same peer (PeerChannel.unary). Reads hedge across holders (fetch.py).
+STORE_HEDGE_S = 1.0
+_IDEMPOTENT = frozenset({"storage.StoreBatch", "storage.StoreFragment", "storage.StoreManifest",
+                         "storage.StoreDocument"})
 
 Transport = Callable[[str, bytes], Awaitable[bytes]]
 
@@ -47,7 +53,8 @@ class StorageClient:
     @classmethod
     def remote(cls, channel: PeerChannel, timeout: float = FETCH_TIMEOUT_S) -> StorageClient:
         async def call(method: str, body: bytes) -> bytes:
-            return await channel.unary(method, body, timeout=timeout)
+            return await channel.unary(method, body, timeout=timeout,
+                                       hedge_after=STORE_HEDGE_S if method in _IDEMPOTENT else None)
         return cls(channel.node_id, call)
 
     @classmethod

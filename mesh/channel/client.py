@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
 from mesh.channel import allocator
 from mesh.channel.frames import Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
+from mesh.channel.hedge import hedged
 from mesh.channel.links import GrpcLink, LinkClosed, LinkError
 from mesh.channel.session import Session, SessionPolicy
 from mesh.channel.tcp_client import TcpLink
@@ -107,8 +109,30 @@ class PeerChannel:
         if self._session is session:
             self._session = None
 
-    async def unary(self, method: str, body: bytes, *, timeout: float | None = None) -> bytes:
-        """One sealed request, one sealed reply; raises the peer's error as PeerCallError."""
+    async def unary(self, method: str, body: bytes, *, timeout: float | None = None,
+                    hedge_after: float | None = None) -> bytes:
+        """One sealed request, one sealed reply; raises the peer's error as PeerCallError.
+
+        ``hedge_after`` (idempotent methods only: the peer may run both): with no answer by
+        then, the request goes out again as a new call, on another connection over TCP, and
+        the first answer wins (hedge.py). A connection stuck in TCP retransmission backoff
+        held single stores for 8-19 s under 20% loss while new calls got through.
+        """
+        if hedge_after is None:
+            return await self._unary(method, body, timeout)
+        loop = asyncio.get_running_loop()
+        limit = timeout or self._pool.timeouts.call
+        deadline = None if limit is None else loop.time() + limit
+
+        def attempt() -> Coroutine[Any, Any, bytes]:
+            left = None if deadline is None else max(0.001, deadline - loop.time())
+            return self._unary(method, body, left)
+
+        def counted() -> None:
+            self._pool.hedged_calls += 1
+        return await hedged(attempt, hedge_after, on_hedge=counted)
+
+    async def _unary(self, method: str, body: bytes, timeout: float | None) -> bytes:
         for attempt in (0, 1):
             session = await self._ensure_session()
             call_id = session.new_call_id()
@@ -190,6 +214,7 @@ class ChannelPool:
         self.policy = policy or SessionPolicy()
         self.on_unreachable = on_unreachable
         self._peers: dict[tuple[bytes, str, int], PeerChannel] = {}
+        self.hedged_calls = 0
 
     def peer(self, node_id: bytes, address: str, channel_port: int = 0) -> PeerChannel:
         """The channel to ``node_id`` at ``address`` (over TCP to ``channel_port`` if set)."""

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from mesh.channel.frames import Frame
+from mesh.channel.hedge import hedged
 from mesh.channel.links import LinkClosed, LinkError
 from mesh.channel.tcp_wire import (
     ABORT,
@@ -86,37 +87,14 @@ class TcpLink:
 
     async def _connect(self) -> _Conn:
         """A new connection; a second attempt starts if the first has not connected within
-        CONNECT_HEDGE_S. A lost SYN (or SYN-ACK) costs the kernel's initial retransmission
-        timeout, a whole second, and on a lossy path a call may need several connections; the
-        hedge cuts that to CONNECT_HEDGE_S. A losing attempt that connected anyway is pooled.
-        Raises the first attempt's OSError if every attempt fails."""
-        attempts = [asyncio.get_running_loop().create_task(self._open())]
-        winner: asyncio.Task[_Conn] | None = None
-        try:
-            done, _ = await asyncio.wait(attempts, timeout=CONNECT_HEDGE_S)
-            if not done:
-                self.hedged_connects += 1
-                attempts.append(asyncio.get_running_loop().create_task(self._open()))
-            while winner is None:
-                pending = [t for t in attempts if not t.done()]
-                if pending:
-                    await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                ok = [t for t in attempts if t.done() and not t.cancelled()
-                      and t.exception() is None]
-                if ok:
-                    winner = ok[0]
-                elif all(t.done() for t in attempts):
-                    exc = attempts[0].exception()
-                    assert exc is not None
-                    raise exc
-            return winner.result()
-        finally:
-            losers = [t for t in attempts if t is not winner]
-            for t in losers:
-                t.cancel()
-            for r in await asyncio.gather(*losers, return_exceptions=True):
-                if isinstance(r, _Conn):
-                    self._give_back(r, True)             # connected anyway: keep it
+        CONNECT_HEDGE_S (hedge.py). A lost SYN (or SYN-ACK) costs the kernel's initial
+        retransmission timeout, a whole second, and on a lossy path a call may need several
+        connections; the hedge cuts that to CONNECT_HEDGE_S. A losing attempt that connected
+        anyway is pooled. Raises the first attempt's OSError if every attempt fails."""
+        def counted() -> None:
+            self.hedged_connects += 1
+        return await hedged(self._open, CONNECT_HEDGE_S, on_hedge=counted,
+                            spare=lambda conn: self._give_back(conn, True))
 
     def _give_back(self, conn: _Conn, reusable: bool) -> None:
         self._busy.discard(conn)

@@ -27,7 +27,17 @@ class Server:
         self.channel.handle("test.Echo", self._echo)
         self.channel.handle("test.Slow", self._slow)
         self.channel.handle_stream("test.Count", self._count)
+        self.channel.handle("test.StallFirst", self._stall_first)
+        self.stalled = 0
+        self.release = asyncio.Event()
         self.port = 0
+
+    async def _stall_first(self, caller: Caller, body: bytes) -> bytes:
+        """The first call hangs until released (a connection stuck in TCP backoff)."""
+        self.stalled += 1
+        if self.stalled == 1:
+            await self.release.wait()
+        return body + b"#%d" % self.stalled
 
     async def _echo(self, caller: Caller, body: bytes) -> bytes:
         return body
@@ -267,3 +277,15 @@ async def test_a_refused_connection_fails_at_once_without_a_hedge() -> None:
         assert link.hedged_connects == 0
     finally:
         await link.close()
+
+
+async def test_an_unanswered_idempotent_call_is_hedged_on_another_connection(
+        server: Server, pool: ChannelPool) -> None:
+    peer = pool.peer(server.identity.node_id, f"127.0.0.1:{server.port}", server.port)
+    assert await peer.unary("test.Echo", b"warm") == b"warm"    # a session and a connection
+    got = await peer.unary("test.StallFirst", b"x", timeout=30, hedge_after=0.05)
+    assert got == b"x#2" and server.stalled == 2 and pool.hedged_calls == 1
+    server.release.set()                       # the first call's late answer is drained
+    assert await peer.unary("test.Echo", b"after") == b"after"
+    assert await peer.unary("test.Echo", b"quick", hedge_after=5) == b"quick"
+    assert pool.hedged_calls == 1              # an answered call is never hedged

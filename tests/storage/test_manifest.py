@@ -79,7 +79,10 @@ def test_documents_owner_bound(tmp_path: Path) -> None:
     store = DocumentStore(tmp_path)
     assert store.put(sign_document(file_id, nonce, cid_for(b"1"), alice, 1000))
     assert not store.put(sign_document(file_id, nonce, cid_for(b"0"), alice, 999))
-    assert store.put(sign_document(file_id, nonce, cid_for(b"2"), alice, 2000))
+    latest = sign_document(file_id, nonce, cid_for(b"2"), alice, 2000)
+    assert store.put(latest)
+    assert store.put(latest)               # the same record again (a hedged store): held
+    assert not store.put(sign_document(file_id, nonce, cid_for(b"3"), alice, 2000))  # a rival
     forged = sign_document(file_id, nonce, cid_for(b"evil"), mallory, 3000)
     with pytest.raises(InvalidArgumentError):
         verify_document(forged)
