@@ -238,8 +238,9 @@ async def test_twenty_percent_packet_loss(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)   # a hang guard, not a speed claim: on 2 cores this run took 134–300+ s
-#                             with the TCP channel and 164–195 s over gRPC (docs/status.md, #10)
+@pytest.mark.timeout(900)   # a hang guard, not a speed claim: on 2 cores this run took 54–60 s
+#                             with hedged connects, reads and stores (134–300+ s before; 164–195 s
+#                             over gRPC; docs/channel.md, "Known limit")
 async def test_twenty_percent_packet_loss_six_nodes(tmp_path: Path) -> None:
     await loss_run(tmp_path, nodes=6, pushes=10, calls=20)
 
