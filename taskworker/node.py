@@ -146,7 +146,8 @@ class Node:
             "mesh": self.config.mesh,
             "roles": list(self.config.roles),
             "peers": len(peers),
-            "channel": {"refused_frames": self.channel_server.refused_frames},
+            "channel": {"refused_frames": self.channel_server.refused_frames,
+                        "hedged_calls": self.channels.hedged_calls},
             "services": {s.name: s.status() for s in self.services},
         }
 

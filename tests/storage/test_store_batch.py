@@ -14,6 +14,7 @@ from mesh.errors import (
     NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    UnavailableError,
 )
 from proto import storage_pb2
 from storage.cid import cid_for
@@ -22,6 +23,7 @@ from storage.files import FileStore, PushOptions
 from storage.fragstore import FragmentStore
 from storage.manifest import ManifestStore
 from storage.peer import StorageClient, StorageHandlers, StoreItem
+from storage.peer_client import STORE_HEDGE_S
 from storage.placement import placement_key
 from tests.storage.test_files import FakeNetwork
 
@@ -165,3 +167,25 @@ async def test_delete_drops_only_extra_copies_the_manifest_names(tmp_path: Path)
     assert here.fragments.get(h) is not None
     assert await _remote(extra).delete_fragment(frag.hash, r.file_id, r.manifest.signed)
     assert extra.fragments.get(h) is None and here.fragments.get(h) is not None
+
+
+async def test_remote_stores_are_hedged_and_reads_are_not() -> None:
+    """StorageClient.remote asks the channel to hedge exactly the idempotent store methods."""
+    seen: dict[str, float | None] = {}
+
+    class Channel:
+        node_id = b"\x01" * 20
+
+        async def unary(self, method: str, body: bytes, *, timeout: float | None = None,
+                        hedge_after: float | None = None) -> bytes:
+            seen[method] = hedge_after
+            raise UnavailableError("recorded only")
+
+    client = StorageClient.remote(Channel())  # type: ignore[arg-type]
+    await client.store_batch([StoreItem.of_fragment("f", 0, b"x", b"\x00" * 32)])
+    for call in (client.store_fragment("f", 0, b"x", b"\x00" * 32),
+                 client.fetch_fragment(b"\x00" * 32)):
+        with pytest.raises(UnavailableError):
+            await call
+    assert seen == {"storage.StoreBatch": STORE_HEDGE_S, "storage.StoreFragment": STORE_HEDGE_S,
+                    "storage.FetchFragment": None}

@@ -246,8 +246,9 @@ async def test_a_frozen_fragment_holder_is_hedged_around(tmp_path: Path) -> None
         try:
             got = await stub.Get(taskworker_pb2.GetRequest(file_id=r.cid), timeout=20)
             assert got.file_data == data
-            storage = (await _status(cluster, 0))["services"]["storage"]  # type: ignore[index]
-            assert storage["fragment_hedges"] >= 1
+            status = await _status(cluster, 0)
+            assert status["services"]["storage"]["fragment_hedges"] >= 1  # type: ignore[index]
+            assert status["channel"]["hedged_calls"] >= 0   # type: ignore[index]  (stores')
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
 
