@@ -313,22 +313,28 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
         assert set(doc["equivocations"][0]["versions"]) == {record_id(t).hex() for t in twins}
 
 
+async def _file_away_from_node0(cluster: NodeCluster, ids: list[str],
+                                **push: object) -> tuple[str, list[int]]:
+    """Push from node 0 until a file's 2 version replicas do not include node 0; its file_id
+    and the replicas' indexes (skips the test if 20 tries all land on node 0)."""
+    s0 = cluster.stub(0, Stub)
+    node_stub = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
+    for _ in range(20):
+        r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1", **push))  # type: ignore[arg-type]
+        closest = await node_stub.Closest(taskworker_pb2.ClosestRequest(
+            key=replica_key(parse_file_id(r.file_id)), n=2))
+        replicas = [ids.index(p.node_id) for p in closest.peers]
+        if 0 not in replicas:
+            return r.file_id, replicas
+    pytest.skip("no file placed away from node 0")
+
+
 async def test_withholding_replicas_noticed(tmp_path: Path) -> None:
     extra = [*EXTRA, "--versions-replicas", "2"]
     async with NodeCluster(tmp_path, 5, extra=extra, env=ENV) as cluster:
         ids = [(await cluster.peers_of(i)).self_id for i in range(5)]
         s0 = cluster.stub(0, Stub)
-        node_stub = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
-        for _ in range(20):                 # a file whose 2 replicas do not include node 0
-            r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1", public=True))
-            closest = await node_stub.Closest(taskworker_pb2.ClosestRequest(
-                key=replica_key(parse_file_id(r.file_id)), n=2))
-            replicas = [ids.index(p.node_id) for p in closest.peers]
-            if 0 not in replicas:
-                break
-        else:
-            pytest.skip("no file placed away from node 0")
-        fid = r.file_id
+        fid, replicas = await _file_away_from_node0(cluster, ids, public=True)
         reader, fresh = [i for i in range(1, 5) if i not in replicas][:2]
         v2 = await s0.Revise(taskworker_pb2.ReviseRequest(file_id=fid, file_data=b"v2"))
         rs = cluster.stub(reader, Stub)
@@ -380,17 +386,7 @@ async def test_a_reader_cut_off_from_every_replica_still_revises_what_it_read(
     async with NodeCluster(tmp_path, 4, extra=extra, env=ENV) as cluster:
         ids = [(await cluster.peers_of(i)).self_id for i in range(4)]
         s0 = cluster.stub(0, Stub)
-        node_stub = cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
-        for _ in range(20):                 # a file whose 2 replicas do not include node 0
-            r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1", filename="doc"))
-            closest = await node_stub.Closest(taskworker_pb2.ClosestRequest(
-                key=replica_key(parse_file_id(r.file_id)), n=2))
-            replicas = [ids.index(p.node_id) for p in closest.peers]
-            if 0 not in replicas:
-                break
-        else:
-            pytest.skip("no file placed away from node 0")
-        fid = r.file_id
+        fid, replicas = await _file_away_from_node0(cluster, ids, filename="doc")
         far = next(i for i in range(1, 4) if i not in replicas)
         bob = create_user(cluster, far, "bob")
         assert run_cli("grant", fid, bob, api=cluster.nodes[0].api).returncode == 0
