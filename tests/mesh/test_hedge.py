@@ -57,14 +57,29 @@ async def test_a_first_attempt_failing_at_once_fails_the_whole_without_a_hedge()
     assert log == ["start 0", "end 0"]
 
 
-async def test_a_slow_failure_waits_for_the_hedge_and_both_failing_raise_the_first() -> None:
-    attempt, _ = script((0.05, KeyError("first")), (0.0, "b"))
-    assert await hedged(attempt, 0.01) == "b"
-    attempt, _ = script((0.05, KeyError("first")), (0.1, KeyError("second")))
-    with pytest.raises(KeyError, match="first"):
-        await hedged(attempt, 0.01)
-    attempt, _ = script((0.02, KeyError("first")), (0.1, "late but fine"))
-    assert await hedged(attempt, 0.01) == "late but fine"
+@pytest.mark.parametrize(("second", "want"), [
+    ("b", "b"),                         # the first failed after the hedge started: the hedge wins
+    (KeyError("second"), "first"),      # both failed: the first attempt's error
+])
+async def test_a_failure_after_the_hedge_started_waits_for_the_hedge(
+        second: object, want: str) -> None:
+    hedge_started = asyncio.Event()
+    calls = iter(range(2))
+
+    async def attempt() -> str:
+        if next(calls) == 0:
+            await hedge_started.wait()      # fail only once the second attempt is under way
+            raise KeyError("first")
+        await asyncio.sleep(0)
+        if isinstance(second, BaseException):
+            raise second
+        return str(second)
+
+    if want == "first":
+        with pytest.raises(KeyError, match="first"):
+            await hedged(attempt, 0.01, on_hedge=hedge_started.set)
+    else:
+        assert await hedged(attempt, 0.01, on_hedge=hedge_started.set) == want
 
 
 async def test_cancelling_the_caller_cancels_both_attempts() -> None:
