@@ -167,6 +167,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"node {status['node_id']}  peer address {status['address']}  api {status['api']}")
     print(f"  uptime {status['uptime_s']}s, {status['peers']} live peer(s), "
           f"roles {','.join(status['roles'])}")
+    channel = status.get("channel", {})
+    print(f"  channel: TCP port {status.get('channel_port') or 'off (gRPC only)'}, "
+          + ", ".join(f"{k}={v}" for k, v in sorted(channel.items())))
     for name, doc in sorted(status.get("services", {}).items()):
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(doc.items())
                                         if not isinstance(v, dict | list)))

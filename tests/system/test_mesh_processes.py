@@ -136,5 +136,8 @@ async def test_joining_another_mesh_by_name_is_refused(tmp_path: Path) -> None:
         assert len(peers.peers) == 1  # only the other alpha node
         status = run_cli("status", "--json", api=cluster.nodes[0].api)
         assert '"mesh": "alpha"' in status.stdout.decode()
+        text = run_cli("status", api=cluster.nodes[0].api).stdout.decode()
+        assert "channel: TCP port " in text and "hedged_calls=0" in text, text
+        assert "storage: " in text and "fragment_hedges=0" in text, text
     bad = run_cli("join", "--mesh", "no spaces/please", "--data-dir", str(tmp_path / "x"))
     assert bad.returncode == 2 and b"mesh name" in bad.stderr
