@@ -89,7 +89,8 @@ class FileStore:
         self.read_window = read_window
         self.documents = Documents(network, replicas=self.defaults.m + 1)
         self.counters = {"pushes": 0, "gets": 0, "bytes_in": 0, "bytes_out": 0,
-                         "corrupt_fragments": 0, "fragment_failures": 0, "fragment_hedges": 0}
+                         "corrupt_fragments": 0, "fragment_failures": 0, "fragment_hedges": 0,
+                         "store_spares": 0}
         self.fetcher = Fetcher(network, self.defaults, self.counters, fetch_concurrency)
         self.known = KnownManifests()  # what this node wrote or read: its owners' next reads
         self._upload = Uploader(network, self.documents, self.counters)

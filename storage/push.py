@@ -26,6 +26,7 @@ from storage.manifest import NO_HOLDER, Manifest, sign_manifest
 from storage.placement import Network, placement_key
 from storage.restripe import restripe
 from storage.results import FILENAME_INDEX, IntegrityError, PushOptions, PushResult
+from storage.tail import Tail
 from storage.upload import Placer, Uploader
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Pusher:
         file_id, nonce = new_file_id(owner_pub)
         pkey = placement_key("cid", cid) if cid else placement_key("upload", file_id)
         placer, warnings = await self._placer(pkey, codec)
+        tail = Tail(self.counters)
         file_key = new_file_key()
         context = file_id.encode()
         hasher = CidHasher()
@@ -107,7 +109,7 @@ class Pusher:
             stripes.append(stripe)
             inflight.append(asyncio.create_task(
                 self._upload.send_stripe(file_id, len(stripes) - 1, frags, stripe, placer,
-                                         codec)))
+                                         codec, tail)))
             del frags
             while len(inflight) >= self.window:
                 placed_min = min(placed_min, await inflight.popleft())
@@ -146,8 +148,8 @@ class Pusher:
         body = self._manifest_body(final_cid, file_id, hasher.size, codec, opts, owner_pub,
                                    file_key, pkey, placer.holders, stripes, under)
         signed = sign_manifest(body, owner)
-        replicas, docs = await self._upload.store_records(signed, owner, opts, nonce)
-        return self._finish(body, replicas, docs, warnings, signed)
+        replicas, docs = await self._upload.store_records(signed, owner, opts, nonce, tail)
+        return self._finish(body, replicas, docs, warnings + tail.warning(), signed)
 
     async def _push_inline(self, data: bytes, owner: nacl.signing.SigningKey,
                            opts: PushOptions, cid: str, file_id: str,
@@ -206,13 +208,15 @@ class Pusher:
             actual.CopyFrom(stripes[0])
         self.inflight += 1
         signed = sign_manifest(body, owner)
+        tail = Tail(self.counters)
         try:
             if data:
                 sent, replicas, docs = await self._upload.store_small(
-                    cid, file_id, frags, actual, placer, codec, signed, owner, opts, nonce)
+                    cid, file_id, frags, actual, placer, codec, signed, owner, opts, nonce, tail)
             else:
                 sent = codec.n
-                replicas, docs = await self._upload.store_records(signed, owner, opts, nonce)
+                replicas, docs = await self._upload.store_records(signed, owner, opts, nonce,
+                                                                  tail)
         finally:
             self.inflight -= 1
         if data and (sent < codec.n or [f.holder for f in actual.fragments] != planned):
@@ -222,8 +226,8 @@ class Pusher:
                                        file_key, pkey, placer.holders, [actual], True,
                                        body.created_ms + 1, body.filename_sealed)
             signed = sign_manifest(body, owner)
-            replicas = await self._upload.store_manifest(cid, signed, codec.m + 1)
-        return self._finish(body, replicas, docs, warnings, signed)
+            replicas = await self._upload.store_manifest(cid, signed, codec.m + 1, tail)
+        return self._finish(body, replicas, docs, warnings + tail.warning(), signed)
 
     async def _placer(self, pkey: bytes, codec: Codec) -> tuple[Placer, list[str]]:
         """The closest live peers for the fragments, and a warning when there are too few."""

@@ -2,12 +2,14 @@
 and document record to their replicas; one StoreBatch call per peer for a one-stripe Push.
 
 The choice of holders is per upload (``Placer``): once a holder fails, the stripes after it
-go straight to its replacement.
+go straight to its replacement. A holder or replica that leaves a store unanswered past the
+Push's tail delay counts as failed (storage/tail.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import nacl.signing
@@ -15,12 +17,18 @@ import nacl.signing
 from mesh.errors import MeshError, UnavailableError
 from proto import storage_pb2
 from storage.codec import Codec
-from storage.documents import Documents, document_key, sign_document
-from storage.manifest import manifest_key
+from storage.documents import Documents, sign_document
 from storage.peer import StoreItem
 from storage.placement import Network, assign
-from storage.records import store_records
+from storage.records import (
+    RecordPeers,
+    document_to_spare,
+    manifest_to_spare,
+    record_peers,
+    store_records,
+)
 from storage.results import PushOptions
+from storage.tail import Tail
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +76,14 @@ class Uploader:
 
     async def store_records(self, signed: storage_pb2.SignedManifest,
                             owner: nacl.signing.SigningKey, opts: PushOptions,
-                            nonce: bytes) -> tuple[int, int]:
+                            nonce: bytes, tail: Tail | None = None) -> tuple[int, int]:
         """Manifest and (unless opts.document is off) document record, one concurrent round;
         returns (manifest replicas, document replicas) stored (storage/records.py)."""
         body = storage_pb2.ManifestBody.FromString(signed.body)
         doc = sign_document(body.file_id, nonce, body.cid, owner) if opts.document else None
         replicas, docs = await store_records(self.network, signed, body.cid, body.m + 1, doc,
-                                             body.file_id, self.documents.replicas)
+                                             body.file_id, self.documents.replicas,
+                                             tail or Tail(self.counters))
         return replicas, docs if opts.document else 1
 
     def _fragment_failed(self, i: int, index: int, holder: bytes, exc: MeshError) -> None:
@@ -83,13 +92,15 @@ class Uploader:
                     holder.hex()[:16], exc)
 
     async def place(self, file_id: str, index: int, i: int, frags: list[memoryview],
-                    stripe: storage_pb2.Stripe, placer: Placer, holder: bytes | None) -> bool:
+                    stripe: storage_pb2.Stripe, placer: Placer, holder: bytes | None,
+                    tail: Tail) -> bool:
         """Store fragment i of stripe ``index`` on holder, else on spares; True if stored."""
         while holder is not None:
             try:
                 client = await self.network.client(holder)
-                await client.store_fragment(file_id, index * 256 + i, frags[i],
-                                            stripe.fragments[i].hash, hashed=True)
+                await tail.call(holder, functools.partial(
+                    client.store_fragment, file_id, index * 256 + i, frags[i],
+                    stripe.fragments[i].hash, hashed=True))
             except MeshError as exc:
                 self._fragment_failed(i, index, holder, exc)
                 holder = placer.replace(i, holder)
@@ -99,9 +110,10 @@ class Uploader:
         return False
 
     async def send_stripe(self, file_id: str, index: int, frags: list[memoryview],
-                          stripe: storage_pb2.Stripe, placer: Placer, codec: Codec) -> int:
+                          stripe: storage_pb2.Stripe, placer: Placer, codec: Codec,
+                          tail: Tail) -> int:
         placed = sum(await asyncio.gather(*(
-            self.place(file_id, index, i, frags, stripe, placer, placer.current[i])
+            self.place(file_id, index, i, frags, stripe, placer, placer.current[i], tail)
             for i in range(codec.n))))
         if placed < codec.k:
             raise UnavailableError(f"stripe {index}: only {placed} of {codec.n} fragments could "
@@ -111,19 +123,21 @@ class Uploader:
     async def store_small(self, cid: str, file_id: str, frags: list[memoryview],
                           stripe: storage_pb2.Stripe, placer: Placer, codec: Codec,
                           signed: storage_pb2.SignedManifest, owner: nacl.signing.SigningKey,
-                          opts: PushOptions, nonce: bytes) -> tuple[int, int, int]:
+                          opts: PushOptions, nonce: bytes, tail: Tail) -> tuple[int, int, int]:
         """A one-stripe Push's fragments, manifest and document record in one round: one
         StoreBatch call per peer carrying whatever that peer keeps (its fragments; the
         manifest if it is a manifest replica, the record if a document replica; the same
         peers as send_stripe and storage/records.py choose). A fragment whose holder failed
         then goes to spares as in send_stripe. Returns (fragments placed, manifest replicas,
         document replicas); acknowledged only after every call has answered, i.e. after all
-        of it is durable where it was accepted.
+        of it is durable where it was accepted. A peer given up on (failed, or past the tail
+        delay) has its fragments placed on spares and its records stored on spare replicas.
         """
         doc = sign_document(file_id, nonce, cid, owner) if opts.document else None
-        mpeers = await self.network.closest(manifest_key(cid), codec.m + 1)
-        dpeers = (await self.network.closest(document_key(file_id), self.documents.replicas)
-                  if doc is not None else [])
+        peers = await record_peers(self.network, cid, codec.m + 1,
+                                   file_id if doc is not None else None,
+                                   self.documents.replicas, tail)
+        mpeers, dpeers = peers.manifests, peers.documents
         plan: dict[bytes, list[tuple[str, int]]] = {}
         for i, holder in enumerate(placer.current):
             plan.setdefault(holder, []).append(("fragment", i))
@@ -141,12 +155,12 @@ class Uploader:
                      StoreItem.of_records(signed if kind == "manifest" else None,
                                           doc if peer in dpeers else None)
                      for kind, i in what]
+            results: list[bytes | MeshError]
             try:
                 client = await self.network.client(peer)
+                results = await tail.call(peer, lambda: client.store_batch(items))
             except MeshError as exc:
-                results: list[bytes | MeshError] = [exc] * len(items)
-            else:
-                results = await client.store_batch(items)
+                results = [exc] * len(items)
             for (kind, i), r in zip(what, results, strict=True):
                 if isinstance(r, MeshError):
                     if kind == "fragment":
@@ -154,6 +168,8 @@ class Uploader:
                         failed.append((i, peer))
                     else:
                         log.warning("%s of %s not stored on %s: %s", kind, cid, peer.hex()[:16], r)
+                        await self._records_to_spares(kind, peer, peers, tail, signed, doc,
+                                                      cid, file_id, stored)
                     continue
                 stored[kind] += 1
                 if kind == "fragment":
@@ -164,7 +180,7 @@ class Uploader:
 
         await asyncio.gather(*(to_peer(p, w) for p, w in plan.items()))
         retried = await asyncio.gather(*(
-            self.place(file_id, 0, i, frags, stripe, placer, placer.replace(i, bad))
+            self.place(file_id, 0, i, frags, stripe, placer, placer.replace(i, bad), tail)
             for i, bad in failed))
         placed = stored["fragment"] + sum(retried)
         if placed < codec.k:
@@ -172,16 +188,30 @@ class Uploader:
                                    f"be stored (need at least k={codec.k})")
         return placed, stored["manifest"], stored["document"] if doc is not None else 1
 
+    async def _records_to_spares(self, kind: str, peer: bytes, peers: RecordPeers, tail: Tail,
+                                 signed: storage_pb2.SignedManifest,
+                                 doc: storage_pb2.SignedDocument | None, cid: str, file_id: str,
+                                 stored: dict[str, int]) -> None:
+        """A failed peer's records go to spare replicas (one StoreBatch item carried both)."""
+        if kind == "manifest" and await manifest_to_spare(self.network, peers, tail, signed, cid):
+            stored["manifest"] += 1
+        if doc is not None and peer in peers.documents and await document_to_spare(
+                self.network, peers, tail, doc, file_id):
+            stored["document"] += 1
+
     async def store_manifest(self, cid: str, signed: storage_pb2.SignedManifest,
-                             replicas: int) -> int:
-        peers = await self.network.closest(manifest_key(cid), replicas)
+                             replicas: int, tail: Tail | None = None) -> int:
+        """A (new) manifest on the m+1 closest peers, failed or stuck ones replaced by spares."""
+        tail = tail or Tail(self.counters)
+        peers = await record_peers(self.network, cid, replicas, None, 0, tail)
 
         async def one(node_id: bytes) -> bool:
             try:
-                await (await self.network.client(node_id)).store_manifest(signed)
+                client = await self.network.client(node_id)
+                await tail.call(node_id, lambda: client.store_manifest(signed))
             except MeshError as exc:
                 log.warning("manifest of %s not stored on %s: %s", cid, node_id.hex()[:16], exc)
-                return False
+                return await manifest_to_spare(self.network, peers, tail, signed, cid)
             return True
 
-        return sum(await asyncio.gather(*(one(p) for p in peers)))
+        return sum(await asyncio.gather(*(one(p) for p in peers.manifests)))

@@ -31,13 +31,13 @@ async def _status(cluster: NodeCluster, i: int) -> dict[str, object]:
     return doc
 
 
-async def _push_stream(stub: Stub, data: bytes, chunk: int = 1 << 20,
+async def _push_stream(stub: Stub, data: bytes, chunk: int = 1 << 20, timeout: float = 300,
                        **header: object) -> taskworker_pb2.PushResponse:
     async def chunks() -> AsyncIterator[taskworker_pb2.PushChunk]:
         yield taskworker_pb2.PushChunk(header=taskworker_pb2.PushRequest(**header))  # type: ignore[arg-type]
         for i in range(0, len(data), chunk):
             yield taskworker_pb2.PushChunk(data=data[i:i + chunk])
-    resp: taskworker_pb2.PushResponse = await stub.PushStream(chunks(), timeout=300)
+    resp: taskworker_pb2.PushResponse = await stub.PushStream(chunks(), timeout=timeout)
     return resp
 
 
@@ -251,6 +251,40 @@ async def test_a_frozen_fragment_holder_is_hedged_around(tmp_path: Path) -> None
             assert status["channel"]["hedged_calls"] >= 0   # type: ignore[index]  (stores')
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
+
+
+async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path: Path) -> None:
+    """A holder frozen (SIGSTOP) while the pushing node still counts it live (a slow liveness
+    sweep here; in production, a stuck disk on a node that still answers pings). With 6 nodes
+    and (4,2) every node holds a fragment of every file, so every Push meets it. Its stores are
+    given up after the tail delay (storage/tail.py) and go to spares; without that, a one-stripe
+    Push waited out two 30 s store deadlines (fragment, then the corrected manifest) and a
+    streamed Push one per stripe window."""
+    async with NodeCluster(tmp_path, 6, extra=["--sweep-interval", "600"]) as cluster:
+        ids = await _ids(cluster)
+        stub = cluster.stub(0, Stub)
+        await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(300_000)), timeout=60)
+        small, big = os.urandom(1_000_000), os.urandom(9 << 20)
+        proc = cluster.nodes[3].proc
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            r1 = await stub.Push(taskworker_pb2.PushRequest(file_data=small, public=True),
+                                 timeout=20)
+            r2 = await _push_stream(stub, big, timeout=20, public=True)
+            for r, data in ((r1, small), (r2, big)):
+                assert any("unanswered" in w and ids[3][:16] in w for w in r.warnings), r.warnings
+                assert r.under_replicated          # 5 answering peers for 6 fragments
+                st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+                assert ids[3] not in {f.holder for f in st.fragments}
+                assert (await _get_stream(stub, r.cid))[1] == data
+            status = await _status(cluster, 0)
+            assert status["services"]["storage"]["store_spares"] >= 2  # type: ignore[index]
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
+        for r, data in ((r1, small), (r2, big)):      # the late stores changed nothing (public:
+                                                      # node 3 holds no owner key)
+            assert (await _get_stream(cluster.stub(3, Stub), r.file_id))[1] == data
 
 
 async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:

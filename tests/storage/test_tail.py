@@ -1,0 +1,113 @@
+"""storage/tail.py: a store unanswered past the tail delay is given up and goes to a spare."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mesh.errors import InvalidArgumentError, UnavailableError
+from storage import tail as tail_mod
+from storage.tail import Tail, on_spare
+
+A, B, C = b"a" * 20, b"b" * 20, b"c" * 20
+
+
+@pytest.fixture(autouse=True)
+def _short_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tail_mod, "STORE_SPARE_S", 0.05)
+    monkeypatch.setattr(tail_mod, "_RECHECK_S", 0.01)
+
+
+def test_delay_is_twice_the_floor_before_any_answer_then_four_times_the_fastest() -> None:
+    t = Tail()
+    assert t.delay() == pytest.approx(0.10)
+    t.fastest = 0.001
+    assert t.delay() == pytest.approx(0.05)
+    t.fastest = 0.5
+    assert t.delay() == pytest.approx(2.0)
+
+
+async def test_an_answer_is_returned_and_timed() -> None:
+    t = Tail()
+
+    async def store() -> str:
+        return "ok"
+
+    assert await t.call(A, store) == "ok"
+    assert t.fastest is not None and t.fastest < 0.05
+    assert not t.stuck and not t.warning()
+
+
+async def test_a_hung_store_is_cancelled_and_its_peer_skipped_after() -> None:
+    counters = {"store_spares": 0}
+    t = Tail(counters)
+    cancelled = asyncio.Event()
+    calls = 0
+
+    async def hang() -> None:
+        nonlocal calls
+        calls += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+
+    with pytest.raises(UnavailableError, match="unanswered"):
+        await t.call(A, hang)
+    assert cancelled.is_set() and t.stuck == {A} and counters["store_spares"] == 1
+    with pytest.raises(UnavailableError):          # given up for the rest of the Push
+        await t.call(A, hang)
+    assert calls == 1
+    assert "1 peer(s)" in t.warning()[0] and A.hex()[:16] in t.warning()[0]
+
+
+async def test_a_failing_store_raises_its_own_error_and_is_not_marked_stuck() -> None:
+    t = Tail()
+
+    async def refuse() -> None:
+        raise InvalidArgumentError("bad bytes")
+
+    with pytest.raises(InvalidArgumentError):
+        await t.call(A, refuse)
+    assert not t.stuck
+
+
+async def test_the_delay_is_reread_while_waiting() -> None:
+    """A store started before any answer is given up at the shorter delay once another store
+    answers, not at the delay it started with (here: an hour, then nothing)."""
+    class Shrinking(Tail):
+        def delay(self) -> float:
+            return 3600.0 if self.fastest is None else 0.0
+
+    t = Shrinking()
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    async def quick() -> int:
+        return 1
+
+    hung = asyncio.create_task(asyncio.wait_for(t.call(A, hang), 30))
+    await asyncio.sleep(0.05)
+    assert not hung.done()
+    assert await t.call(B, quick) == 1
+    with pytest.raises(UnavailableError):
+        await hung
+    assert t.stuck == {A}
+
+
+async def test_on_spare_skips_stuck_and_failing_peers() -> None:
+    t = Tail()
+    t.stuck.add(A)
+    tried: list[bytes] = []
+
+    async def store(peer: bytes) -> None:
+        tried.append(peer)
+        if peer == B:
+            raise UnavailableError("down")
+
+    spares = [A, B, C]
+    assert await on_spare(spares, t, store, "x") == C
+    assert tried == [B, C] and spares == []
+    assert await on_spare(spares, t, store, "x") is None
