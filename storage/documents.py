@@ -33,6 +33,7 @@ from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
 from storage.records_db import RecordsDB
+from storage.tail import READ_TAIL_S, Tail
 
 if TYPE_CHECKING:
     from storage.placement import Network
@@ -177,10 +178,12 @@ class Documents:
         if not is_file_id(file_id):
             raise InvalidArgumentError(f"not a file_id: {file_id!r:.80}")
         peers = await self.network.closest(document_key(file_id), self.replicas + 2)
+        tail = Tail(floor=READ_TAIL_S)              # a frozen replica is left out (tail.py)
 
         async def one(node_id: bytes) -> list[storage_pb2.SignedDocument]:
             try:
-                return await (await self.network.client(node_id)).fetch_documents(file_id)
+                client = await self.network.client(node_id)
+                return await tail.call(node_id, lambda: client.fetch_documents(file_id))
             except MeshError:
                 return []
 

@@ -13,6 +13,7 @@ from proto import storage_pb2
 from storage.manifest import Manifest, manifest_key, verify_manifest
 from storage.placement import Network, assign
 from storage.results import PushOptions
+from storage.tail import READ_TAIL_S, Tail
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +65,12 @@ class Fetcher:
         asked: set[bytes] = set()
         found: dict[bytes, Manifest] = {}
 
+        tail = Tail(floor=READ_TAIL_S)              # a frozen replica is left out (tail.py)
+
         async def one(node_id: bytes) -> list[storage_pb2.SignedManifest]:
             try:
-                return await (await self.network.client(node_id)).fetch_manifests(cid)
+                client = await self.network.client(node_id)
+                return await tail.call(node_id, lambda: client.fetch_manifests(cid))
             except MeshError as exc:
                 log.info("manifests of %s from %s: %s", cid, node_id.hex()[:16], exc)
                 if unreachable is not None:

@@ -28,21 +28,30 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STORE_SPARE_S = 3.0
+# Reads that ask every replica for the newest record (document records, manifests, version
+# digests) go on without one unanswered this long (4x the fastest, at least): a replica's
+# failing answer was already treated so; a frozen one used to hold the read for the whole
+# call deadline (10-30 s).
+READ_TAIL_S = 1.0
 _RECHECK_S = 0.5      # the delay shrinks once other stores answer: re-read it this often
 
 
 class Tail:
     """One Push's view of its stores: how fast they answer, and the peers given up on."""
 
-    def __init__(self, counters: dict[str, int] | None = None) -> None:
+    def __init__(self, counters: dict[str, int] | None = None, *, floor: float | None = None,
+                 counter: str = "store_spares") -> None:
         self.fastest: float | None = None
         self.stuck: set[bytes] = set()
         self._counters = counters
+        self._counter = counter
+        self._floor = floor     # None: STORE_SPARE_S, read when used (tests shorten it)
 
     def delay(self) -> float:
+        floor = STORE_SPARE_S if self._floor is None else self._floor
         if self.fastest is None:
-            return 2 * STORE_SPARE_S
-        return max(STORE_SPARE_S, 4 * self.fastest)
+            return 2 * floor
+        return max(floor, 4 * self.fastest)
 
     def warning(self) -> list[str]:
         """For the PushResponse: the peers given up on, if any."""
@@ -53,10 +62,10 @@ class Tail:
                 "to keep went to spare peers"]
 
     async def call(self, peer: bytes, store: Callable[[], Awaitable[T]]) -> T:
-        """``store()`` to ``peer``; UnavailableError if it goes unanswered past the delay
-        (the call is cancelled and ``peer`` is skipped for the rest of the Push)."""
+        """``store()`` (or any call) to ``peer``; UnavailableError if it goes unanswered past
+        the delay (the call is cancelled and ``peer`` is skipped for the rest of the Push)."""
         if peer in self.stuck:
-            raise UnavailableError(f"peer {peer.hex()[:16]} left a store of this Push unanswered")
+            raise UnavailableError(f"peer {peer.hex()[:16]} left a call unanswered before")
         loop = asyncio.get_running_loop()
         start = loop.time()
         task = asyncio.ensure_future(store())
@@ -74,9 +83,9 @@ class Tail:
                 await asyncio.gather(task, return_exceptions=True)
         self.stuck.add(peer)
         if self._counters is not None:
-            self._counters["store_spares"] = self._counters.get("store_spares", 0) + 1
-        raise UnavailableError(f"peer {peer.hex()[:16]} left a store unanswered for "
-                               f"{loop.time() - start:.1f} s: a spare takes it")
+            self._counters[self._counter] = self._counters.get(self._counter, 0) + 1
+        raise UnavailableError(f"peer {peer.hex()[:16]} left a call unanswered for "
+                               f"{loop.time() - start:.1f} s: going on without it")
 
 
 async def on_spare(spares: list[bytes], tail: Tail, store: Callable[[bytes], Awaitable[object]],

@@ -13,7 +13,10 @@ Sync (Synchronous, before every Revise/Get/Log, and in the background every
 ``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
 this node lacks, verify and merge, Push each replica what it lacks. If the merged vector is still
 below the highest vector this node has seen (replicas withholding), it asks wider (more of the
-closest peers) and reports the withholding replicas.
+closest peers) and reports the withholding replicas. A replica whose Digest is unanswered for
+max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync (storage/tail.py;
+counter ``replicas_cut``): a frozen replica the mesh still counts live used to hold every
+Revise and Get for the whole CALL_TIMEOUT; anti-entropy catches it up once it answers again.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from mesh.context import MeshContext
 from mesh.errors import MeshError
 from proto import mesh_pb2, versions_pb2
+from storage.tail import READ_TAIL_S, Tail
 from storage.versions.peer import VersionHandlers, parse
 from storage.versions.records import file_id_text, grant_id, leq, vmax
 from storage.versions.store import VersionStore
@@ -151,10 +155,12 @@ class ReplicaSync:
     async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,
                         persist: bool, result: SyncResult,
                         on_digest: Callable[[versions_pb2.Digest], None] | None = None) -> None:
+        tail = Tail(self.counters, floor=READ_TAIL_S, counter="replicas_cut")
+        ask = versions_pb2.DigestRequest(file_id=fid).SerializeToString()
+
         async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:
             try:
-                body = await self._call(p, "versions.Digest",
-                                        versions_pb2.DigestRequest(file_id=fid).SerializeToString())
+                body = await tail.call(p.node_id, lambda: self._call(p, "versions.Digest", ask))
                 d: versions_pb2.Digest = parse(versions_pb2.Digest, body)
                 if on_digest is not None:
                     on_digest(d)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -515,3 +517,37 @@ async def test_a_node_holding_no_records_gets_the_heads_manifest_from_a_replica(
         st = json.loads((await cluster.stub(far, taskworker_pb2_grpc.NodeServiceStub).Status(
             taskworker_pb2.StatusRequest())).json)["services"]["versions"]
         assert pulled >= 2 and st["records_pulled"] - pulled == 1
+
+
+async def test_a_frozen_replica_counted_live_holds_nothing_up(tmp_path: Path) -> None:
+    """A version replica frozen (SIGSTOP) while the mesh still counts it live (a slow liveness
+    sweep here; a stuck disk in production): Revise, Get-latest and Synchronous leave it out
+    after the sync's tail delay (storage/versions/sync.py, DIGEST_TAIL_S) instead of waiting
+    CALL_TIMEOUT (10 s) for it each time; once it runs again, anti-entropy catches it up."""
+    extra = ["--sweep-interval", "600", "--sync-interval", "0.5"]
+    async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
+        ids = [(await cluster.peers_of(i)).self_id for i in range(6)]
+        s0 = cluster.stub(0, Stub)
+        r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1", public=True))
+        closest = await cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub).Closest(
+            taskworker_pb2.ClosestRequest(key=replica_key(parse_file_id(r.file_id)), n=3))
+        frozen = next(i for i in (ids.index(p.node_id) for p in closest.peers) if i != 0)
+        proc = cluster.nodes[frozen].proc
+        assert proc is not None
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            await s0.Revise(taskworker_pb2.ReviseRequest(file_id=r.file_id, file_data=b"v2"),
+                            timeout=8)
+            got = await s0.Get(taskworker_pb2.GetRequest(file_id=r.file_id), timeout=8)
+            assert got.file_data == b"v2"
+            await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=r.file_id), timeout=8)
+            status = json.loads((await cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
+                                 .Status(taskworker_pb2.StatusRequest())).json)
+            assert status["services"]["versions"]["replicas_cut"] >= 3
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
+        v2 = cid_for(b"v2")
+
+        async def caught_up() -> bool:
+            return any(v.cid == v2 for v in disk_sets(cluster, r.file_id)[frozen].heads())
+        await until(caught_up, "anti-entropy did not bring v2 to the replica that was frozen")
