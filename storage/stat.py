@@ -12,6 +12,7 @@ from storage.manifest import Manifest, manifest_key, verify_manifest
 from storage.placement import Network
 from storage.reader import open_filename
 from storage.results import FragmentHealth, StatResult
+from storage.tail import READ_TAIL_S, Tail
 
 
 async def file_health(network: Network, manifest: Manifest, key: bytes | None,
@@ -35,11 +36,15 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
                 by_holder.setdefault(holder, []).append((s, i))
     present: dict[tuple[int, int], bool] = {}
     reachable: dict[bytes, bool] = {}
+    # a frozen holder is reported unreachable after the read tail (tail.py), not the 30 s
+    # deadline; a deep Stat re-hashes everything, which takes as long as it takes
+    tail = Tail(floor=3600.0 if deep else READ_TAIL_S)
 
     async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
         hashes = [body.stripes[s].fragments[i].hash for s, i in items]
         try:
-            answer = await (await network.client(holder)).has_fragments(hashes, deep)
+            client = await network.client(holder)
+            answer = await tail.call(holder, lambda: client.has_fragments(hashes, deep))
             reachable[holder] = True
         except MeshError:
             answer, reachable[holder] = [False] * len(items), False
@@ -74,10 +79,12 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
 async def _inline_replicas(network: Network, manifest: Manifest) -> list[ReplicaHealth]:
     """The m+1 peers that should keep an inline file's manifest, and whether they do."""
     body = manifest.body
+    tail = Tail(floor=READ_TAIL_S)
 
     async def ask(peer: bytes) -> ReplicaHealth:
         try:
-            signed = await (await network.client(peer)).fetch_manifests(body.cid)
+            client = await network.client(peer)
+            signed = await tail.call(peer, lambda: client.fetch_manifests(body.cid))
         except MeshError:
             return ReplicaHealth(peer, False, False)
         return ReplicaHealth(peer, True, any(s.body == manifest.signed.body or _same_file(

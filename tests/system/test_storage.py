@@ -259,11 +259,13 @@ async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path:
     and (4,2) every node holds a fragment of every file, so every Push meets it. Its stores are
     given up after the tail delay (storage/tail.py) and go to spares; without that, a one-stripe
     Push waited out two 30 s store deadlines (fragment, then the corrected manifest) and a
-    streamed Push one per stripe window."""
+    streamed Push one per stripe window, and a Stat waited 30 s for it; now Stat reports it
+    unreachable after the read tail."""
     async with NodeCluster(tmp_path, 6, extra=["--sweep-interval", "600"]) as cluster:
         ids = await _ids(cluster)
         stub = cluster.stub(0, Stub)
-        await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(300_000)), timeout=60)
+        r0 = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(300_000)),
+                             timeout=60)
         small, big = os.urandom(1_000_000), os.urandom(9 << 20)
         proc = cluster.nodes[3].proc
         assert proc is not None
@@ -280,6 +282,9 @@ async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path:
                 assert (await _get_stream(stub, r.cid))[1] == data
             status = await _status(cluster, 0)
             assert status["services"]["storage"]["store_spares"] >= 2  # type: ignore[index]
+            st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r0.cid), timeout=8)
+            assert [f.reachable for f in st.fragments if f.holder == ids[3]] == [False]
+            assert st.health == "degraded"
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
         for r, data in ((r1, small), (r2, big)):      # the late stores changed nothing (public:
