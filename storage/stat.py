@@ -38,7 +38,7 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
     reachable: dict[bytes, bool] = {}
     # a frozen holder is reported unreachable after the read tail (tail.py), not the 30 s
     # deadline; a deep Stat re-hashes everything, which takes as long as it takes
-    tail = Tail(floor=3600.0 if deep else READ_TAIL_S)
+    tail = Tail(floor=3600.0 if deep else READ_TAIL_S, patient=True)
 
     async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
         hashes = [body.stripes[s].fragments[i].hash for s, i in items]
@@ -79,7 +79,7 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
 async def _inline_replicas(network: Network, manifest: Manifest) -> list[ReplicaHealth]:
     """The m+1 peers that should keep an inline file's manifest, and whether they do."""
     body = manifest.body
-    tail = Tail(floor=READ_TAIL_S)
+    tail = Tail(floor=READ_TAIL_S, patient=True)
 
     async def ask(peer: bytes) -> ReplicaHealth:
         try:

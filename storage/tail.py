@@ -29,9 +29,9 @@ T = TypeVar("T")
 
 STORE_SPARE_S = 3.0
 # Reads that ask every replica for the newest record (document records, manifests, version
-# digests) go on without one unanswered this long (4x the fastest, at least): a replica's
-# failing answer was already treated so; a frozen one used to hold the read for the whole
-# call deadline (10-30 s).
+# digests, Stat) go on without one unanswered this long (4x the fastest, at least) once another
+# has answered: a replica's failing answer was already treated so; a frozen one used to hold
+# the read for the whole call deadline (10-30 s).
 READ_TAIL_S = 1.0
 _RECHECK_S = 0.5      # the delay shrinks once other stores answer: re-read it this often
 
@@ -40,17 +40,21 @@ class Tail:
     """One Push's view of its stores: how fast they answer, and the peers given up on."""
 
     def __init__(self, counters: dict[str, int] | None = None, *, floor: float | None = None,
-                 counter: str = "store_spares") -> None:
+                 counter: str = "store_spares", patient: bool = False) -> None:
         self.fastest: float | None = None
         self.stuck: set[bytes] = set()
         self._counters = counters
         self._counter = counter
         self._floor = floor     # None: STORE_SPARE_S, read when used (tests shorten it)
+        self._patient = patient
 
     def delay(self) -> float:
+        """How long a call may go unanswered. ``patient`` (reads): until another peer has
+        answered, indefinitely (the call's own deadline applies) — a read must not give up on
+        every replica of a slow, lossy path at once; a store can still go to a spare."""
         floor = STORE_SPARE_S if self._floor is None else self._floor
         if self.fastest is None:
-            return 2 * floor
+            return float("inf") if self._patient else 2 * floor
         return max(floor, 4 * self.fastest)
 
     def warning(self) -> list[str]:

@@ -155,7 +155,7 @@ class ReplicaSync:
     async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,
                         persist: bool, result: SyncResult,
                         on_digest: Callable[[versions_pb2.Digest], None] | None = None) -> None:
-        tail = Tail(self.counters, floor=READ_TAIL_S, counter="replicas_cut")
+        tail = Tail(self.counters, floor=READ_TAIL_S, counter="replicas_cut", patient=True)
         ask = versions_pb2.DigestRequest(file_id=fid).SerializeToString()
 
         async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:

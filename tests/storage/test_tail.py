@@ -111,3 +111,23 @@ async def test_on_spare_skips_stuck_and_failing_peers() -> None:
     assert await on_spare(spares, t, store, "x") == C
     assert tried == [B, C] and spares == []
     assert await on_spare(spares, t, store, "x") is None
+
+
+async def test_a_patient_tail_never_gives_up_on_every_peer_at_once() -> None:
+    """Reads: with nobody answered yet the call waits (its own deadline applies); once another
+    peer answers, the straggler is left out after the floor."""
+    t = Tail(floor=0.01, patient=True)
+    assert t.delay() == float("inf")
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    async def quick() -> int:
+        return 1
+
+    hung = asyncio.create_task(asyncio.wait_for(t.call(A, hang), 30))
+    await asyncio.sleep(0.2)                  # 20x the floor: an impatient tail gave up
+    assert not hung.done()
+    assert await t.call(B, quick) == 1
+    with pytest.raises(UnavailableError):
+        await hung
