@@ -79,7 +79,8 @@ def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="name of the mesh to start or join (default 'default'): peers of a mesh "
                    "with another name are refused, so two meshes on one network never merge")
     p.add_argument("--allow-remote-api", action="store_true",
-                   help="let --api listen on a non-loopback address (the API has no auth)")
+                   help="let --api listen on a non-loopback address (calls still need the API "
+                   "token, which travels in cleartext: use it only on a trusted network)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     for capability in CAPABILITIES:
         capability.add_join_flags(p)
