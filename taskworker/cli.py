@@ -34,6 +34,11 @@ examples:
   tw-mesh put report.pdf                         store a file, print its CID
   tw-mesh get bafkrei... -o copy.pdf             fetch it back
   tw-mesh call hello --args '["world"]'          call a function through any node
+
+The local API needs the node's bearer token (DATA_DIR/api.token). tw-mesh finds it: from
+--api-token-file FILE, else $TW_MESH_API_TOKEN, else the copy a running node leaves for its
+user in $XDG_RUNTIME_DIR/tw-mesh/api-PORT.token (or ~/.tw-mesh/run/; $TW_MESH_RUNTIME_DIR
+overrides the directory). Other clients send it as 'authorization: Bearer TOKEN'.
 """
 
 
