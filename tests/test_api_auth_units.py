@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from taskworker import api_auth
@@ -17,11 +19,13 @@ from taskworker.api_auth import (
     TOKEN_FILE,
     ApiTokenInterceptor,
     TokenError,
+    aio_channel,
     find_token,
     load_or_create_token,
     remove_runtime_file,
     runtime_dir,
     runtime_file,
+    sync_channel,
     write_runtime_file,
 )
 
@@ -143,3 +147,92 @@ def test_authorization_header_parsing() -> None:
                 "Bearer rïght-token-0123456789"):
         assert check((("authorization", bad),)) is False, bad
     assert check((("authorization", b"Bearer right-token-0123456789"),)) is False
+
+
+# --- the client helpers against a protected server, every kind of call ---------------------
+
+_KINDS = ("UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream")
+
+
+class _Echo(grpc.GenericRpcHandler):
+    """/t.S/<Kind> for each kind, and a stand-in health check; answers b"ok"."""
+
+    def service(self, details: grpc.HandlerCallDetails) -> Any:
+        kind = details.method.rsplit("/", 1)[-1]
+
+        async def uu(request: bytes, context: Any) -> bytes:
+            return b"ok"
+
+        async def us(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            yield b"ok"
+
+        async def su(requests: AsyncIterator[bytes], context: Any) -> bytes:
+            async for _ in requests:
+                pass
+            return b"ok"
+
+        async def ss(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+            async for _ in requests:
+                yield b"ok"
+
+        return {"UnaryUnary": grpc.unary_unary_rpc_method_handler(uu),
+                "Check": grpc.unary_unary_rpc_method_handler(uu),
+                "UnaryStream": grpc.unary_stream_rpc_method_handler(us),
+                "StreamUnary": grpc.stream_unary_rpc_method_handler(su),
+                "StreamStream": grpc.stream_stream_rpc_method_handler(ss)}.get(kind)
+
+
+async def _aio_call(channel: grpc.aio.Channel, kind: str) -> list[bytes]:
+    path = f"/t.S/{kind}"
+    if kind == "UnaryUnary":
+        return [await channel.unary_unary(path)(b"x", timeout=5)]
+    if kind == "UnaryStream":
+        return [r async for r in channel.unary_stream(path)(b"x", timeout=5)]
+    if kind == "StreamUnary":
+        return [await channel.stream_unary(path)(iter([b"x", b"y"]), timeout=5)]
+    return [r async for r in channel.stream_stream(path)(iter([b"x"]), timeout=5)]
+
+
+def _sync_call(channel: grpc.Channel, kind: str) -> list[bytes]:
+    path = f"/t.S/{kind}"
+    if kind == "UnaryUnary":
+        return [channel.unary_unary(path)(b"x", timeout=5)]
+    if kind == "UnaryStream":
+        return list(channel.unary_stream(path)(b"x", timeout=5))
+    if kind == "StreamUnary":
+        return [channel.stream_unary(path)(iter([b"x", b"y"]), timeout=5)]
+    return list(channel.stream_stream(path)(iter([b"x"]), timeout=5))
+
+
+async def test_client_helpers_send_the_token_on_every_kind_of_call() -> None:
+    token = "the-right-token-0123456789"
+    server = grpc.aio.server(interceptors=[ApiTokenInterceptor(token, "here")])
+    server.add_generic_rpc_handlers((_Echo(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        async with aio_channel(target, token) as good, \
+                aio_channel(target, "a-wrong-token-0123456789") as wrong, \
+                grpc.aio.insecure_channel(target) as bare:
+            for kind in _KINDS:
+                assert await _aio_call(good, kind) == [b"ok"], kind
+                for channel, words in ((wrong, "wrong API token"), (bare, "requires a token")):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await _aio_call(channel, kind)
+                    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, kind
+                    assert words in (info.value.details() or "") and "here" in (
+                        info.value.details() or "")
+            # exempt: health
+            assert await bare.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5) == b"ok"
+
+        def sync_side() -> None:
+            with sync_channel(target, token) as good, sync_channel(target, None) as bare:
+                for kind in _KINDS:
+                    assert _sync_call(good, kind) == [b"ok"], kind
+                    with pytest.raises(grpc.RpcError) as info:
+                        _sync_call(bare, kind)
+                    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        await asyncio.to_thread(sync_side)
+    finally:
+        await server.stop(0)
