@@ -232,7 +232,8 @@ class TaskWorker:
             await self._publish(name)
         print(f"taskworker {self.worker_id}: serving {', '.join(self.functions) or 'nothing'} "
               f"on node {node.identity.node_id_hex[:16]} (api 127.0.0.1:{node.api_port}, "
-              f"peer {node.config.listen[0]}:{node.port})", file=sys.stderr, flush=True)
+              f"peer {node.config.listen[0]}:{node.port}); API token in "
+              f"{node.api_runtime_file or node.api_token_file}", file=sys.stderr, flush=True)
         if wait:
             await self.serve_forever()
 
