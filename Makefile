@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 ## make run: first node of a new mesh, data in ./.tw-mesh, local API on 127.0.0.1:50052
+## (its bearer token: ./.tw-mesh/api.token; the node logs where clients find it)
 run: $(STAMP)
 	$(VENV)/bin/tw-mesh join --data-dir ./.tw-mesh
 

@@ -30,6 +30,7 @@ import grpc
 from benchmarks.cpu import self_cpu, tree_cpu
 from compute import values
 from proto import taskworker_pb2, taskworker_pb2_grpc
+from taskworker.api_auth import TOKEN_FILE, aio_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "def add(a, b):\n    return a + b\n"
@@ -126,6 +127,14 @@ def _record_split(before: dict[str, float], n: int) -> None:
     CPU_SPLIT.append(" · ".join(parts))
 
 
+TOKENS: dict[str, str] = {}   # a node's API address -> its API token (DATA_DIR/api.token)
+
+
+def _channel(addr: str) -> grpc.aio.Channel:
+    """A node's local API sends its token (as the CLI and TaskWorker do); the plain server not."""
+    return aio_channel(addr, TOKENS[addr]) if addr in TOKENS else grpc.aio.insecure_channel(addr)
+
+
 def _start_node(tmp: Path, name: str, boot: str | None, roles: list[str]) -> tuple[Any, str, str]:
     log = tmp / f"{name}.log"
     args = [sys.executable, "-m", "taskworker.cli", "join", "--listen", "127.0.0.1:0",
@@ -141,6 +150,7 @@ def _start_node(tmp: Path, name: str, boot: str | None, roles: list[str]) -> tup
         peer = re.search(r"peer address ([\d.]+:\d+)", text)
         api = re.search(r"local API on ([\d.]+:\d+)", text)
         if peer and api:
+            TOKENS[api.group(1)] = (tmp / name / TOKEN_FILE).read_text().strip()
             return proc, peer.group(1), api.group(1)
         if proc.poll() is not None:
             raise RuntimeError(text[-2000:])
@@ -184,7 +194,7 @@ async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] |
 async def _in_node(addr: str, label: str) -> str:
     """The serving node's own p50 of SandboxPool.run over its last 1,000 calls (NodeService
     Status): the rest of the row's p50 is gRPC, the node's call path and scheduling."""
-    async with grpc.aio.insecure_channel(addr) as ch:
+    async with _channel(addr) as ch:
         reply = await taskworker_pb2_grpc.NodeServiceStub(ch).Status(
             taskworker_pb2.StatusRequest(), timeout=10)
     compute = json.loads(reply.json).get("services", {}).get("compute", {})
@@ -199,7 +209,7 @@ async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
         if addr == "sandbox":
             rows += await _sandbox_rows(ns)
             continue
-        async with grpc.aio.insecure_channel(addr) as ch:
+        async with _channel(addr) as ch:
             stub = taskworker_pb2_grpc.RPCServiceStub(ch)
             deadline = time.monotonic() + 30
             while True:                     # wait for the provider to be found

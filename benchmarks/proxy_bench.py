@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import aiodns
-import grpc
 import httpx
 
 from compute.proxy.service import ProxyService
 from proto import taskworker_pb2, taskworker_pb2_grpc
+from taskworker.api_auth import aio_channel
 from taskworker.node import Node, NodeConfig
 
 
@@ -109,7 +109,7 @@ async def run(n: int) -> str:
                      await _time(n, lambda: direct.query_dns("api.test", "A"))))
         await direct.close()
 
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{nodes[0].api_port}")
+        channel = aio_channel(f"127.0.0.1:{nodes[0].api_port}", nodes[0].api_token)
         stub = taskworker_pb2_grpc.DNSServiceStub(channel)
         request = taskworker_pb2.DNSRequest(domain="api.test", record_type="A")
         rows.append(("node resolver in-process, uncached (fresh name)",

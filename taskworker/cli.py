@@ -34,6 +34,11 @@ examples:
   tw-mesh put report.pdf                         store a file, print its CID
   tw-mesh get bafkrei... -o copy.pdf             fetch it back
   tw-mesh call hello --args '["world"]'          call a function through any node
+
+The local API needs the node's bearer token (DATA_DIR/api.token). tw-mesh finds it: from
+--api-token-file FILE, else $TW_MESH_API_TOKEN, else the copy a running node leaves for its
+user in $XDG_RUNTIME_DIR/tw-mesh/api-PORT.token (or ~/.tw-mesh/run/; $TW_MESH_RUNTIME_DIR
+overrides the directory). Other clients send it as 'authorization: Bearer TOKEN'.
 """
 
 
@@ -79,7 +84,8 @@ def _join_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="name of the mesh to start or join (default 'default'): peers of a mesh "
                    "with another name are refused, so two meshes on one network never merge")
     p.add_argument("--allow-remote-api", action="store_true",
-                   help="let --api listen on a non-loopback address (the API has no auth)")
+                   help="let --api listen on a non-loopback address (calls still need the API "
+                   "token, which travels in cleartext: use it only on a trusted network)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     for capability in CAPABILITIES:
         capability.add_join_flags(p)

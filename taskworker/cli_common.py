@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -47,9 +48,16 @@ def parse_port(text: str) -> int:
 
 
 def add_api_flag(parser: argparse.ArgumentParser) -> None:
+    from taskworker.api_auth import TOKEN_ENV, TOKEN_FILE
+
     parser.add_argument("--api", metavar="HOST:PORT", type=parse_hostport,
                         default=parse_hostport(os.environ.get(API_ENV, DEFAULT_API)),
                         help=f"local API of the node to talk to (default: ${API_ENV} or {DEFAULT_API})")
+    parser.add_argument("--api-token-file", metavar="FILE", type=Path,
+                        help="file holding the node's API token (its copy is DATA_DIR/"
+                        f"{TOKEN_FILE}). Without it: ${TOKEN_ENV}, else the token the node "
+                        "at --api leaves for this user in $XDG_RUNTIME_DIR/tw-mesh/"
+                        "api-PORT.token (~/.tw-mesh/run/ without XDG_RUNTIME_DIR)")
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +65,24 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def api_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to the node at ``--api`` that sends its API token on every call.
+
+    The token comes from ``--api-token-file``, else ``$TW_MESH_API_TOKEN``, else the runtime
+    file the node at that port left for this user (taskworker/api_auth.py). With none found
+    the call goes out without one, so a node that is down still reads as down; a node that
+    answers UNAUTHENTICATED gets a message naming where the token was looked for.
+    """
+    from taskworker.api_auth import TokenError, find_token, sync_channel
+
     allocator.tune()  # a 1 MiB message costs ~1.7 ms of CPU with glibc's defaults, ~0.6 tuned
     host, port = args.api
-    return grpc.insecure_channel(f"{host}:{port}", options=[
+    try:
+        token, source = find_token(port, getattr(args, "api_token_file", None))
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+    args.api_token_source = source if token else None
+    args.api_token_searched = source
+    return sync_channel(f"{host}:{port}", token, options=[
         ("grpc.max_receive_message_length", 64 * 2**20),
         ("grpc.max_send_message_length", 64 * 2**20)])
 
@@ -76,8 +99,24 @@ def describe_rpc_error(exc: grpc.RpcError, args: argparse.Namespace | None = Non
         host, port = args.api
         return (f"no node answers at {host}:{port} (start one with `tw-mesh join`, "
                 f"or pass --api / set {API_ENV})")
+    if code == grpc.StatusCode.UNAUTHENTICATED and args is not None and hasattr(args, "api"):
+        return _describe_refusal(args)
     name = code.name if code is not None else "ERROR"
     return f"{details} ({name})"
+
+
+def _describe_refusal(args: argparse.Namespace) -> str:
+    from taskworker.api_auth import TOKEN_ENV, TOKEN_FILE
+
+    host, port = args.api
+    source = getattr(args, "api_token_source", None)
+    if source is None:
+        searched = getattr(args, "api_token_searched", "--api-token-file or $" + TOKEN_ENV)
+        return (f"the node at {host}:{port} requires an API token and none was found (looked "
+                f"in {searched}); pass --api-token-file DATA_DIR/{TOKEN_FILE} of that node or "
+                f"set {TOKEN_ENV} (UNAUTHENTICATED)")
+    return (f"the node at {host}:{port} refused the API token from {source}: it is not that "
+            f"node's token (that node's is in its DATA_DIR/{TOKEN_FILE}) (UNAUTHENTICATED)")
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

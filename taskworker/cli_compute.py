@@ -170,7 +170,7 @@ def _describe_call_error(exc: grpc.RpcError, args: argparse.Namespace) -> str:
             print(err.traceback.rstrip(), file=sys.stderr)
         first = err.message.splitlines()[0] if err.message else ""
         return f"{err.type}: {first} (raised by the function{where}{attempts})"
-    if code in (grpc.StatusCode.UNAVAILABLE,) and not meta:
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED) and not meta:
         return describe_rpc_error(exc, args)
     details = (exc.details() or "").splitlines()
     return f"{details[0] if details else code.name} ({code.name}{where}{attempts})"

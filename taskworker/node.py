@@ -31,6 +31,14 @@ from mesh.grpc_guard import MalformedRequestInterceptor
 from mesh.identity import Identity, load_or_create
 from proto import mesh_pb2, taskworker_pb2
 from taskworker.api import NodeServicer
+from taskworker.api_auth import (
+    TOKEN_FILE,
+    ApiTokenInterceptor,
+    TokenError,
+    load_or_create_token,
+    remove_runtime_file,
+    write_runtime_file,
+)
 
 log = logging.getLogger("tw-mesh")
 
@@ -89,9 +97,15 @@ class Node:
         self.tcp_listener = TcpListener(self.channel_server) if config.tcp_channel else None
         self.channel_port = 0
         self.channels = ChannelPool(self.identity, on_unreachable=self._unreachable)
-        guard = [MalformedRequestInterceptor()]
-        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=guard)
-        self.api_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=guard)
+        guard = MalformedRequestInterceptor()
+        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[guard])
+        # the local API: every call but health/reflection needs DATA_DIR/api.token (api_auth.py)
+        self.api_token = load_or_create_token(config.data_dir)
+        self.api_token_file = config.data_dir / TOKEN_FILE
+        self.api_runtime_file: Path | None = None
+        self._api_auth = ApiTokenInterceptor(self.api_token, str(self.api_token_file))
+        self.api_server = grpc.aio.server(options=SERVER_OPTIONS,
+                                          interceptors=[self._api_auth, guard])
         self.port = 0
         self.api_port = 0
         self.membership: Membership | None = None
@@ -230,7 +244,21 @@ class Node:
         for service in self.services:
             await service.start()
         await self.api_server.start()
-        log.info("local API on %s:%d", api_host, self.api_port)
+        self._publish_token()
+        log.info("local API on %s:%d; bearer token in %s%s", api_host, self.api_port,
+                 self.api_token_file.resolve(),
+                 f" (clients on this host find it in {self.api_runtime_file})"
+                 if self.api_runtime_file else "")
+
+    def _publish_token(self) -> None:
+        """Leave the token where a client that knows only the API port finds it."""
+        try:
+            self.api_runtime_file = write_runtime_file(self.api_port, self.api_token)
+        except (OSError, RuntimeError, TokenError) as exc:
+            log.warning("cannot write the API token's runtime file (%s); clients must pass "
+                        "--api-token-file %s", exc, self.api_token_file.resolve())
+            return
+        self._api_auth.set_where(f"{self.api_runtime_file} or {self.api_token_file.resolve()}")
 
     def _add_health_and_reflection(self) -> None:
         servicer = health.HealthServicer()
@@ -262,6 +290,9 @@ class Node:
                 await self.channels.forget(event.record.node_id)
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self.api_runtime_file is not None:
+            remove_runtime_file(self.api_runtime_file, self.api_token)
+            self.api_runtime_file = None
         await self.api_server.stop(grace)
         for service in reversed(self.services):
             try:

@@ -197,6 +197,7 @@ class TaskWorker:
         """Start the embedded node (joining ``node_pool_address`` if given, else a new mesh),
         publish the functions, and — unless ``wait=False`` — serve until stop_server(),
         SIGINT/SIGTERM or a Leave request."""
+        from taskworker.api_auth import aio_channel
         from taskworker.cli_common import parse_hostport
         from taskworker.node import Node, NodeConfig, StartupError
 
@@ -225,13 +226,14 @@ class TaskWorker:
             raise
         self.node = node
         allocator.tune()  # as the node itself: bulk messages reuse pages (mesh/channel/allocator.py)
-        self._channel = grpc.aio.insecure_channel(f"127.0.0.1:{node.api_port}")
+        self._channel = aio_channel(f"127.0.0.1:{node.api_port}", node.api_token)
         self._file_stub = taskworker_pb2_grpc.FileServiceStub(self._channel)
         for name in list(self.functions):
             await self._publish(name)
         print(f"taskworker {self.worker_id}: serving {', '.join(self.functions) or 'nothing'} "
               f"on node {node.identity.node_id_hex[:16]} (api 127.0.0.1:{node.api_port}, "
-              f"peer {node.config.listen[0]}:{node.port})", file=sys.stderr, flush=True)
+              f"peer {node.config.listen[0]}:{node.port}); API token in "
+              f"{node.api_runtime_file or node.api_token_file}", file=sys.stderr, flush=True)
         if wait:
             await self.serve_forever()
 

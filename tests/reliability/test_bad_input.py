@@ -68,7 +68,7 @@ def known(cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
     """Ids of objects that exist on node 0, by the request field that takes them."""
     ids: list[str] = []
     versions: list[str] = []
-    with grpc.insecure_channel(cluster.nodes[0].api) as ch:
+    with cluster.nodes[0].sync_channel() as ch:
         files = taskworker_pb2_grpc.FileServiceStub(ch)
         for public in (True, False):
             r = files.Push(taskworker_pb2.PushRequest(file_data=b"fuzz" * 500, public=public,
@@ -120,7 +120,7 @@ def _raised_by_user_code(exc: grpc.RpcError) -> bool:
 def _assert_serving(cluster: NodeCluster) -> None:
     for node in cluster.nodes:
         assert node.alive, f"node died: {node.log_path.read_text()[-2000:]}"
-        with grpc.insecure_channel(node.api) as ch:
+        with node.sync_channel() as ch:
             taskworker_pb2_grpc.NodeServiceStub(ch).Peers(taskworker_pb2.PeersRequest(), timeout=10)
 
 
@@ -129,7 +129,7 @@ def test_api_method_survives_fuzzing(cluster: NodeCluster,
                                      known: dict[str, tuple[str | bytes, ...]],
                                      method: Any) -> None:
     seen: dict[str, int] = {}
-    with grpc.insecure_channel(cluster.nodes[0].api) as channel:
+    with cluster.nodes[0].sync_channel() as channel:
         @FUZZ
         @given(payload=st.one_of(messages(method.input_type, known=known).map(
             lambda m: m.SerializeToString()), st.binary(max_size=512)))
@@ -184,7 +184,7 @@ def test_peer_service_refuses_garbage_without_a_session(cluster: NodeCluster, na
 
 
 def test_malformed_protobuf_is_invalid_argument(cluster: NodeCluster) -> None:
-    with grpc.insecure_channel(cluster.nodes[0].api) as channel:
+    with cluster.nodes[0].sync_channel() as channel:
         with pytest.raises(grpc.RpcError) as info:
             channel.unary_unary("/taskworker.FileService/Get")(b"\xff\xff\xff\xff", timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
@@ -193,7 +193,7 @@ def test_malformed_protobuf_is_invalid_argument(cluster: NodeCluster) -> None:
 
 def test_oversized_message_refused(cluster: NodeCluster) -> None:
     big = taskworker_pb2.PushRequest(file_data=b"\0" * (65 * 2**20)).SerializeToString()
-    with grpc.insecure_channel(cluster.nodes[0].api, options=[
+    with cluster.nodes[0].sync_channel(options=[
             ("grpc.max_send_message_length", 128 * 2**20)]) as channel:
         with pytest.raises(grpc.RpcError) as info:
             channel.unary_unary("/taskworker.FileService/Push")(big, timeout=30)
@@ -215,12 +215,13 @@ def test_junk_on_tcp_and_udp_ports(cluster: NodeCluster) -> None:
             udp.sendto(rng.randbytes(rng.randint(0, 1400)), (host, int(port)))
         udp.sendto(b"\x00" + b"\x00" * 20 + b"\x93\xa5store", (host, int(port)))  # rpcudp-shaped
     _assert_serving(cluster)
-    with grpc.insecure_channel(cluster.nodes[0].api) as ch:      # and membership still holds
+    with cluster.nodes[0].sync_channel() as ch:      # and membership still holds
         peers = taskworker_pb2_grpc.NodeServiceStub(ch).Peers(taskworker_pb2.PeersRequest())
         assert node.peer in {p.address for p in peers.peers}
 
 
 def test_health_and_reflection(cluster: NodeCluster) -> None:
+    # both answer without the API token (taskworker/api_auth.py EXEMPT_PREFIXES)
     with grpc.insecure_channel(cluster.nodes[0].api) as ch:
         health = health_pb2_grpc.HealthStub(ch)
         for service in ("", "taskworker.FileService", "taskworker.RPCService",

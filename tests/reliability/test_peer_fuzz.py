@@ -85,7 +85,7 @@ def cluster(driver: ClusterInThread) -> NodeCluster:
 @pytest.fixture(scope="module")
 def known(cluster: NodeCluster) -> dict[str, tuple[str | bytes, ...]]:
     """Ids of a real file on the fuzzed node, by the request field that takes them."""
-    with grpc.insecure_channel(cluster.nodes[0].api) as ch:
+    with cluster.nodes[0].sync_channel() as ch:
         files = taskworker_pb2_grpc.FileServiceStub(ch)
         r = files.Push(taskworker_pb2.PushRequest(file_data=b"peer fuzz" * 3000), timeout=60)
         inline = files.Push(taskworker_pb2.PushRequest(file_data=b"tiny"), timeout=60)
@@ -152,6 +152,6 @@ def test_peer_method_survives_fuzzing_behind_the_handshake(
 
 def _assert_serving(cluster: NodeCluster) -> None:
     for node in cluster.nodes:
-        with grpc.insecure_channel(node.api) as ch:
+        with node.sync_channel() as ch:
             taskworker_pb2_grpc.NodeServiceStub(ch).Peers(taskworker_pb2.PeersRequest(), timeout=10)
 

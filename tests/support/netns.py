@@ -38,6 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from taskworker.api_auth import write_runtime_file
 from tests.support.delaylink import DelayLinks
 from tests.support.nodes import ROOT, NodeCluster, NodeProc
 
@@ -221,6 +222,9 @@ class NetnsNode(NodeProc):
             cwd=ROOT, pass_fds=(sock.fileno(),), start_new_session=True,
             stdout=subprocess.DEVNULL, stderr=self.log)
         sock.close()                         # the forwarder holds it now
+        # the node left its token under its inner port; a CLI given the forwarder's port
+        # looks for it under that one (as for a node listening there itself)
+        write_runtime_file(int(self.api.rsplit(":", 1)[1]), self.token)
 
     def _stop_forwarder(self) -> None:
         if self.forwarder is not None and self.forwarder.poll() is None:

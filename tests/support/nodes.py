@@ -4,7 +4,10 @@
         stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
 
 Each node's ports are read from its log ("peer address ...", "local API on ..."); the first
-node starts the mesh and the others bootstrap through it.
+node starts the mesh and the others bootstrap through it. Stubs and sync channels send the node's
+API token (read from DATA_DIR/api.token, as TaskWorker does); `run_cli` finds it as a user's CLI
+does, in the runtime file the node writes (tests/conftest.py points $TW_MESH_RUNTIME_DIR at a
+private directory of the test session).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import grpc
 
 from mesh.channel import allocator
 from proto import taskworker_pb2, taskworker_pb2_grpc
+from taskworker.api_auth import TOKEN_FILE, aio_channel, sync_channel
 
 ROOT = Path(__file__).resolve().parents[2]
 _PEER = re.compile(r"started; peer address ([\d.]+):(\d+)")
@@ -98,11 +102,21 @@ class NodeProc:
         self.log.close()
         return self.proc.returncode
 
+    @property
+    def token(self) -> str:
+        """The node's local-API bearer token (DATA_DIR/api.token)."""
+        return (self.data_dir / TOKEN_FILE).read_text().strip()
+
     def channel(self) -> grpc.aio.Channel:
+        """A grpc.aio channel to the local API, sending the node's token."""
         allocator.tune()  # a client as the CLI is (taskworker/cli_common.api_channel)
-        return grpc.aio.insecure_channel(self.api, options=[
+        return aio_channel(self.api, self.token, options=[
             ("grpc.max_receive_message_length", 256 * 2**20),
             ("grpc.max_send_message_length", 256 * 2**20)])
+
+    def sync_channel(self, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+        """A synchronous channel to the local API, sending the node's token."""
+        return sync_channel(self.api, self.token, options=options)
 
 
 class NodeCluster:

@@ -12,6 +12,7 @@ import pytest
 from compute import values
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from taskworker import TaskWorker
+from taskworker.api_auth import aio_channel
 
 
 def triple(x):  # type: ignore[no-untyped-def]
@@ -40,7 +41,7 @@ async def test_in_process_worker_serves_registers_late_and_stops(tmp_path: Path)
 
     await worker.start_server(port=0, wait=False)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.node.api_port}") as channel:
+        async with aio_channel(f"127.0.0.1:{worker.node.api_port}", worker.node.api_token) as channel:
             stub = taskworker_pb2_grpc.RPCServiceStub(channel)
             resp = await _call(stub, "triple", 4)
             assert values.from_value(resp.result) == 12 and resp.worker_id == "inproc"

@@ -16,6 +16,7 @@ import pytest
 from compute.proxy.service import ProxyService
 from mesh.errors import NotFoundError
 from proto import proxy_pb2, proxy_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
+from taskworker.api_auth import aio_channel
 from taskworker.node import Node, NodeConfig
 from tests.compute.test_proxy_support import (  # noqa: F401 - fixtures
     ZONE_TTL,
@@ -130,7 +131,7 @@ def proxy_of(node: Node) -> ProxyService:
 async def test_secret_read_on_another_node_and_http_through_a_peer(
         nodes: list[Node], http_server: HttpServer) -> None:
     owner, server, egressless = (proxy_of(n) for n in nodes)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{nodes[0].api_port}")
+    channel = aio_channel(f"127.0.0.1:{nodes[0].api_port}", nodes[0].api_token)
     try:
         reply = await proxy_pb2_grpc.ProxyServiceStub(channel).SetSecret(
             proxy_pb2.SetSecretRequest(name="api_key", value=SECRET.encode(),
