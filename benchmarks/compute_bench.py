@@ -30,7 +30,8 @@ import grpc
 from benchmarks.cpu import self_cpu, tree_cpu
 from compute import values
 from proto import taskworker_pb2, taskworker_pb2_grpc
-from taskworker.api_auth import TOKEN_FILE, aio_channel
+from taskworker.api_auth import aio_channel
+from taskworker.api_token import TOKEN_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = "def add(a, b):\n    return a + b\n"

@@ -48,7 +48,7 @@ def parse_port(text: str) -> int:
 
 
 def add_api_flag(parser: argparse.ArgumentParser) -> None:
-    from taskworker.api_auth import TOKEN_ENV, TOKEN_FILE
+    from taskworker.api_token import TOKEN_ENV, TOKEN_FILE
 
     parser.add_argument("--api", metavar="HOST:PORT", type=parse_hostport,
                         default=parse_hostport(os.environ.get(API_ENV, DEFAULT_API)),
@@ -72,7 +72,8 @@ def api_channel(args: argparse.Namespace) -> grpc.Channel:
     the call goes out without one, so a node that is down still reads as down; a node that
     answers UNAUTHENTICATED gets a message naming where the token was looked for.
     """
-    from taskworker.api_auth import TokenError, find_token, sync_channel
+    from taskworker.api_auth import sync_channel
+    from taskworker.api_token import TokenError, find_token
 
     allocator.tune()  # a 1 MiB message costs ~1.7 ms of CPU with glibc's defaults, ~0.6 tuned
     host, port = args.api
@@ -106,7 +107,7 @@ def describe_rpc_error(exc: grpc.RpcError, args: argparse.Namespace | None = Non
 
 
 def _describe_refusal(args: argparse.Namespace) -> str:
-    from taskworker.api_auth import TOKEN_ENV, TOKEN_FILE
+    from taskworker.api_token import TOKEN_ENV, TOKEN_FILE
 
     host, port = args.api
     source = getattr(args, "api_token_source", None)

@@ -31,9 +31,9 @@ from mesh.grpc_guard import MalformedRequestInterceptor
 from mesh.identity import Identity, load_or_create
 from proto import mesh_pb2, taskworker_pb2
 from taskworker.api import NodeServicer
-from taskworker.api_auth import (
+from taskworker.api_auth import ApiTokenInterceptor
+from taskworker.api_token import (
     TOKEN_FILE,
-    ApiTokenInterceptor,
     TokenError,
     load_or_create_token,
     remove_runtime_file,

@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from taskworker.api_auth import RUNTIME_ENV
+from taskworker.api_token import RUNTIME_ENV
 
 _RUNTIME = tempfile.mkdtemp(prefix="tw-mesh-test-run-")      # mode 0700
 _PREVIOUS = os.environ.get(RUNTIME_ENV)

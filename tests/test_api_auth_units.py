@@ -1,4 +1,4 @@
-"""Unit tests of taskworker/api_auth.py: token files, runtime files, lookup order, parsing."""
+"""Unit tests of taskworker/api_token.py and api_auth.py: token files, runtime files, lookup order, parsing."""
 
 from __future__ import annotations
 
@@ -12,20 +12,18 @@ from typing import Any
 import grpc
 import pytest
 
-from taskworker import api_auth
-from taskworker.api_auth import (
+from taskworker import api_token
+from taskworker.api_auth import ApiTokenInterceptor, aio_channel, sync_channel
+from taskworker.api_token import (
     RUNTIME_ENV,
     TOKEN_ENV,
     TOKEN_FILE,
-    ApiTokenInterceptor,
     TokenError,
-    aio_channel,
     find_token,
     load_or_create_token,
     remove_runtime_file,
     runtime_dir,
     runtime_file,
-    sync_channel,
     write_runtime_file,
 )
 
@@ -53,7 +51,7 @@ def test_token_is_created_private_once_and_kept(tmp_path: Path, open_umask: None
         seen.append(_mode(Path(src)))
         real_link(src, dst)
 
-    monkeypatch.setattr(api_auth.os, "link", link)
+    monkeypatch.setattr(api_token.os, "link", link)
     data = tmp_path / "data"
     token = load_or_create_token(data)
     assert seen == [0o600]
@@ -66,8 +64,8 @@ def test_token_is_created_private_once_and_kept(tmp_path: Path, open_umask: None
 
 def test_an_existing_token_is_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / TOKEN_FILE
-    api_auth._write_private(path, "first-token-0123456789", replace=False)
-    api_auth._write_private(path, "second-token-0123456789", replace=False)   # lost the race
+    api_token._write_private(path, "first-token-0123456789", replace=False)
+    api_token._write_private(path, "second-token-0123456789", replace=False)   # lost the race
     assert load_or_create_token(tmp_path) == "first-token-0123456789"
 
 

@@ -38,7 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taskworker.api_auth import write_runtime_file
+from taskworker.api_token import write_runtime_file
 from tests.support.delaylink import DelayLinks
 from tests.support.nodes import ROOT, NodeCluster, NodeProc
 

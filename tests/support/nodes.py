@@ -28,7 +28,8 @@ import grpc
 
 from mesh.channel import allocator
 from proto import taskworker_pb2, taskworker_pb2_grpc
-from taskworker.api_auth import TOKEN_FILE, aio_channel, sync_channel
+from taskworker.api_auth import aio_channel, sync_channel
+from taskworker.api_token import TOKEN_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 _PEER = re.compile(r"started; peer address ([\d.]+):(\d+)")

@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto import compute_pb2, proxy_pb2, taskworker_pb2
-from taskworker.api_auth import RUNTIME_ENV, TOKEN_ENV, TOKEN_FILE, runtime_file
+from taskworker.api_token import RUNTIME_ENV, TOKEN_ENV, TOKEN_FILE, runtime_file
 from tests.support.nodes import NodeCluster, NodeProc, run_cli
 
 API_METHODS = [m for proto in (taskworker_pb2, compute_pb2, proxy_pb2)

@@ -1,0 +1,168 @@
+"""The local API's bearer token on disk: the node's token file, the runtime files clients
+find it by, and the CLI's lookup order (the checks themselves: taskworker/api_auth.py).
+
+Every node has one API token: 32 random bytes (``secrets.token_urlsafe(32)``) kept in
+``DATA_DIR/api.token`` (mode 0600, created on first start, kept across restarts). So that a
+client which only knows the API address finds the token (as Jupyter's runtime files do), a
+running node also writes a copy to its *runtime file*, ``RUNTIME/api-<port>.token`` (mode 0600,
+in a directory of mode 0700), and removes it on a clean stop. ``RUNTIME`` is
+``$TW_MESH_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/tw-mesh``, else ``~/.tw-mesh/run``.
+
+The CLI looks for a token in this order: ``--api-token-file FILE``, ``$TW_MESH_API_TOKEN``,
+then the runtime file for the ``--api`` port (:func:`find_token`). ``TaskWorker`` reads its
+embedded node's token directly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from mesh.errors import MeshError
+
+TOKEN_FILE = "api.token"
+TOKEN_ENV = "TW_MESH_API_TOKEN"
+RUNTIME_ENV = "TW_MESH_RUNTIME_DIR"
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
+MIN_TOKEN_LENGTH = 16
+
+
+class TokenError(MeshError):
+    """A token file or the runtime directory is unusable (mode, owner, content)."""
+
+
+def check_token(token: str, where: str) -> str:
+    """``token`` stripped, if it can travel in an HTTP/2 header and is long enough."""
+    token = token.strip()
+    if len(token) < MIN_TOKEN_LENGTH or not set(token) <= _TOKEN_CHARS:
+        raise TokenError(f"the API token in {where} is not valid (want at least "
+                         f"{MIN_TOKEN_LENGTH} characters of A-Z a-z 0-9 - . _ ~ + / =)")
+    return token
+
+
+def _read_private(path: Path) -> str:
+    """The token in ``path``; refuses a file others may read or that another uid owns."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise TokenError(f"API token file {path} has mode {mode:04o}; it must not be "
+                             f"readable by others (fix with: chmod 600 {path})")
+        if info.st_uid != os.geteuid():
+            raise TokenError(f"API token file {path} belongs to uid {info.st_uid}, not to "
+                             f"this process's uid {os.geteuid()}")
+        raw = fh.read(4096)
+    try:
+        return check_token(raw.decode("ascii"), str(path))
+    except UnicodeDecodeError:
+        raise TokenError(f"the API token in {path} is not ASCII") from None
+
+
+def _write_private(path: Path, token: str, *, replace: bool) -> None:
+    """Write ``token`` to ``path`` mode 0600 without the file ever being readable by others
+    or half-written: a private temporary file, then link (only if absent) or rename over."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)        # whatever the umask
+            fh.write(token.encode("ascii") + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)               # atomic; fails if another start won the race
+            except FileExistsError:
+                pass
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The node's API token from ``DATA_DIR/api.token``, created (mode 0600) if absent."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / TOKEN_FILE
+    try:
+        return _read_private(path)
+    except FileNotFoundError:
+        pass
+    _write_private(path, secrets.token_urlsafe(32), replace=False)
+    return _read_private(path)
+
+
+def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where running nodes leave ``api-<port>.token`` for clients of this uid."""
+    env = os.environ if env is None else env
+    if env.get(RUNTIME_ENV):
+        return Path(env[RUNTIME_ENV])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "tw-mesh"
+    return Path.home() / ".tw-mesh" / "run"
+
+
+def runtime_file(port: int, env: Mapping[str, str] | None = None) -> Path:
+    return runtime_dir(env) / f"api-{port}.token"
+
+
+def _private_dir(path: Path) -> None:
+    """``path`` exists, is ours, and only we can enter it (0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(exist_ok=True, mode=0o700)
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise TokenError(f"{path} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise TokenError(f"runtime directory {path} belongs to uid {info.st_uid}, not to "
+                         f"this process's uid {os.geteuid()} (set {RUNTIME_ENV})")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def write_runtime_file(port: int, token: str) -> Path:
+    """Publish ``token`` for clients of this uid that know only the API port."""
+    path = runtime_file(port)
+    _private_dir(path.parent)
+    _write_private(path, token, replace=True)
+    return path
+
+
+def remove_runtime_file(path: Path, token: str) -> None:
+    """Remove ``path`` if it still holds ``token`` (a later node may own the port by now)."""
+    try:
+        if _read_private(path) == token:
+            path.unlink()
+    except (OSError, TokenError):
+        pass
+
+
+def find_token(port: int, token_file: Path | None = None,
+               env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    """(token or None, where it came from / where it was looked for), in the CLI's order:
+    ``token_file``, ``$TW_MESH_API_TOKEN``, the runtime file of ``port``."""
+    env = os.environ if env is None else env
+    if token_file is not None:
+        try:
+            raw = token_file.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenError(f"cannot read the API token file {token_file}: {exc}") from None
+        return check_token(raw, str(token_file)), f"--api-token-file {token_file}"
+    if env.get(TOKEN_ENV, "").strip():
+        return check_token(env[TOKEN_ENV], f"${TOKEN_ENV}"), f"${TOKEN_ENV}"
+    try:
+        path = runtime_file(port, env)
+    except RuntimeError:                     # no home directory
+        return None, f"--api-token-file or ${TOKEN_ENV} (no runtime directory)"
+    try:
+        return _read_private(path), str(path)
+    except FileNotFoundError:
+        return None, f"--api-token-file, ${TOKEN_ENV} or {path}"
