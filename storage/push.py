@@ -222,8 +222,10 @@ class Pusher:
         if data and (sent < codec.n or [f.holder for f in actual.fragments] != planned):
             if sent < codec.n:
                 warnings.append(f"only {sent} of {codec.n} fragments placed")
+            spread = len({f.holder for f in actual.fragments if f.holder != NO_HOLDER})
             body = self._manifest_body(cid, file_id, len(data), codec, opts, owner_pub,
-                                       file_key, pkey, placer.holders, [actual], True,
+                                       file_key, pkey, placer.holders, [actual],
+                                       sent < codec.n or spread < codec.n,
                                        body.created_ms + 1, body.filename_sealed)
             signed = sign_manifest(body, owner)
             replicas = await self._upload.store_manifest(cid, signed, codec.m + 1, tail)

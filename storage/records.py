@@ -5,8 +5,8 @@ The manifest goes to the m+1 XOR-closest peers of ``manifest_key(cid)``, the doc
 two sets are drawn independently, so they overlap (3 of 5 each in a five-node mesh share ~2
 peers): a peer in both gets one StoreManifest call carrying both records, the others one call
 each, all at once. A replica that fails, or leaves its store unanswered past the Push's tail
-delay (storage/tail.py), is replaced by the next-closest peer, where readers look once it is
-gone. The Push is acknowledged after every call has answered, i.e. after the records are
+delay while a spare is left (storage/tail.py), is replaced by the next-closest peer, where
+readers look once it is gone. The Push is acknowledged after every call has answered, i.e. after the records are
 durable (storage/records_db.py) on every peer that accepted them.
 """
 
@@ -78,7 +78,8 @@ async def store_records(network: Network, signed: storage_pb2.SignedManifest, ci
         extra = document if node_id in peers.documents else None
         try:
             client = await network.client(node_id)
-            doc = await tail.call(node_id, lambda: client.store_manifest(signed, extra))
+            spare = bool(peers.manifest_spares) and (extra is None or bool(peers.document_spares))
+            doc = await tail.call(node_id, lambda: client.store_manifest(signed, extra), spare)
         except MeshError as exc:
             log.warning("manifest of %s not stored on %s: %s", cid, node_id.hex()[:16], exc)
             m = await manifest_to_spare(network, peers, tail, signed, cid)
@@ -90,7 +91,8 @@ async def store_records(network: Network, signed: storage_pb2.SignedManifest, ci
         assert document is not None
         try:
             client = await network.client(node_id)
-            await tail.call(node_id, lambda: client.store_document(document))
+            await tail.call(node_id, lambda: client.store_document(document),
+                            bool(peers.document_spares))
         except MeshError as exc:
             log.info("document %s not stored on %s: %s", file_id, node_id.hex()[:16], exc)
             return False, await document_to_spare(network, peers, tail, document, file_id)

@@ -3,8 +3,10 @@
 Storj uploads a segment to more nodes than it needs and cancels the slowest ("long-tail
 cancellation"). A Push here needs every one of its n = k+m holders, so it cannot just drop the
 slowest; instead a holder that has not answered within the tail delay is given up for the rest
-of this Push and what it was storing goes to the next spare, exactly as if it had failed. The
-case this covers: a holder whose disk hangs (or whose process is frozen) while the mesh still
+of this Push and what it was storing goes to the next spare, exactly as if it had failed —
+when there is a distinct spare to go to (otherwise the store waits for its own deadline: doubling
+a fragment up on another holder loses redundancy to a peer that may only be slow). The case
+this covers: a holder whose disk hangs (or whose process is frozen) while the mesh still
 counts it live. Without it such a holder held a Push until the 30 s call deadline, twice for a
 one-stripe Push (the fragment, then the corrected manifest).
 
@@ -65,11 +67,17 @@ class Tail:
         return [f"{len(self.stuck)} peer(s) left stores unanswered ({names}): what they were "
                 "to keep went to spare peers"]
 
-    async def call(self, peer: bytes, store: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, peer: bytes, store: Callable[[], Awaitable[T]],
+                   give_up: bool = True) -> T:
         """``store()`` (or any call) to ``peer``; UnavailableError if it goes unanswered past
-        the delay (the call is cancelled and ``peer`` is skipped for the rest of the Push)."""
+        the delay (the call is cancelled and ``peer`` is skipped for the rest of the Push).
+        ``give_up`` False: wait for the call's own deadline — a store with no distinct spare to
+        go to would only double up on a holder, losing redundancy to a peer that may just be
+        slow (a lossy path)."""
         if peer in self.stuck:
             raise UnavailableError(f"peer {peer.hex()[:16]} left a call unanswered before")
+        if not give_up:
+            return await store()
         loop = asyncio.get_running_loop()
         start = loop.time()
         task = asyncio.ensure_future(store())
@@ -101,7 +109,7 @@ async def on_spare(spares: list[bytes], tail: Tail, store: Callable[[bytes], Awa
         if peer in tail.stuck:
             continue
         try:
-            await tail.call(peer, functools.partial(store, peer))
+            await tail.call(peer, functools.partial(store, peer), give_up=bool(spares))
         except MeshError as exc:
             log.warning("%s not stored on spare %s: %s", what, peer.hex()[:16], exc)
             continue

@@ -49,6 +49,10 @@ class Placer:
             self.holders.append(node_id)
         return self._slot[node_id]
 
+    def has_spare(self) -> bool:
+        """A peer holding nothing of this upload is left to take over a failed holder's share."""
+        return any(s not in self.failed for s in self.spares)
+
     def replace(self, index: int, bad: bytes) -> bytes | None:
         self.failed.add(bad)
         if self.current[index] != bad and self.current[index] not in self.failed:
@@ -100,7 +104,7 @@ class Uploader:
                 client = await self.network.client(holder)
                 await tail.call(holder, functools.partial(
                     client.store_fragment, file_id, index * 256 + i, frags[i],
-                    stripe.fragments[i].hash, hashed=True))
+                    stripe.fragments[i].hash, hashed=True), placer.has_spare())
             except MeshError as exc:
                 self._fragment_failed(i, index, holder, exc)
                 holder = placer.replace(i, holder)
@@ -156,9 +160,13 @@ class Uploader:
                                           doc if peer in dpeers else None)
                      for kind, i in what]
             results: list[bytes | MeshError]
+            kinds = {kind for kind, _ in what}
+            give_up = ("fragment" not in kinds or placer.has_spare()) and \
+                ("manifest" not in kinds or bool(peers.manifest_spares)) and \
+                (peer not in dpeers or bool(peers.document_spares))
             try:
                 client = await self.network.client(peer)
-                results = await tail.call(peer, lambda: client.store_batch(items))
+                results = await tail.call(peer, lambda: client.store_batch(items), give_up)
             except MeshError as exc:
                 results = [exc] * len(items)
             for (kind, i), r in zip(what, results, strict=True):
@@ -208,7 +216,8 @@ class Uploader:
         async def one(node_id: bytes) -> bool:
             try:
                 client = await self.network.client(node_id)
-                await tail.call(node_id, lambda: client.store_manifest(signed))
+                await tail.call(node_id, lambda: client.store_manifest(signed),
+                                bool(peers.manifest_spares))
             except MeshError as exc:
                 log.warning("manifest of %s not stored on %s: %s", cid, node_id.hex()[:16], exc)
                 return await manifest_to_spare(self.network, peers, tail, signed, cid)

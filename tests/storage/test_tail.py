@@ -131,3 +131,33 @@ async def test_a_patient_tail_never_gives_up_on_every_peer_at_once() -> None:
     assert await t.call(B, quick) == 1
     with pytest.raises(UnavailableError):
         await hung
+
+
+async def test_without_a_spare_a_store_is_not_given_up() -> None:
+    """give_up=False (no distinct spare: the share would only double up on a holder): the
+    store waits for its own deadline, past any tail delay, and the peer is not marked stuck."""
+    t = Tail()
+    t.fastest = 0.001                          # delay = the 0.05 s floor
+
+    async def slow() -> str:
+        await asyncio.sleep(0.3)
+        return "stored"
+
+    assert await t.call(A, slow, give_up=False) == "stored"
+    assert not t.stuck
+
+
+async def test_the_last_spare_is_waited_for() -> None:
+    """on_spare gives up on a hung spare only while another spare is left."""
+    t = Tail()
+    t.fastest = 0.001
+    tried: list[bytes] = []
+
+    async def store(peer: bytes) -> None:
+        tried.append(peer)
+        if peer == B:
+            await asyncio.Event().wait()          # hung: given up, C is left
+        await asyncio.sleep(0.3)                  # slow past the delay, but the last spare
+
+    assert await on_spare([B, C], t, store, "x") == C
+    assert tried == [B, C] and t.stuck == {B}

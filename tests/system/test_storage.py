@@ -16,6 +16,7 @@ import pytest
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.cid import cid_for
 from storage.manifest import manifest_key
+from storage.placement import placement_key
 from tests.support.nodes import NodeCluster, run_cli
 
 Stub = taskworker_pb2_grpc.FileServiceStub
@@ -255,41 +256,50 @@ async def test_a_frozen_fragment_holder_is_hedged_around(tmp_path: Path) -> None
 
 async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path: Path) -> None:
     """A holder frozen (SIGSTOP) while the pushing node still counts it live (a slow liveness
-    sweep here; in production, a stuck disk on a node that still answers pings). With 6 nodes
-    and (4,2) every node holds a fragment of every file, so every Push meets it. Its stores are
-    given up after the tail delay (storage/tail.py) and go to spares; without that, a one-stripe
-    Push waited out two 30 s store deadlines (fragment, then the corrected manifest) and a
-    streamed Push one per stripe window, and a Stat waited 30 s for it; now Stat reports it
-    unreachable after the read tail."""
-    async with NodeCluster(tmp_path, 6, extra=["--sweep-interval", "600"]) as cluster:
+    sweep here; in production, a stuck disk on a node that still answers pings). 7 nodes, (4,2):
+    one spare beside the 6 holders of each file. The frozen holder's stores are given up after
+    the tail delay (storage/tail.py) and its fragment goes to the spare, so the file keeps 6
+    distinct holders; without that, a one-stripe Push waited out two 30 s store deadlines
+    (fragment, then the corrected manifest), a multi-stripe one a deadline per stripe window,
+    and a Stat 30 s for it; now Stat reports it unreachable after the read tail."""
+    async with NodeCluster(tmp_path, 7, extra=["--sweep-interval", "600"]) as cluster:
         ids = await _ids(cluster)
         stub = cluster.stub(0, Stub)
         r0 = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(300_000)),
                              timeout=60)
-        small, big = os.urandom(1_000_000), os.urandom(9 << 20)
-        proc = cluster.nodes[3].proc
+        small, big = os.urandom(1_000_000), os.urandom(9 << 20)   # one stripe; three
+
+        def holders(data: bytes) -> set[int]:
+            key = int.from_bytes(placement_key("cid", cid_for(data)), "big")
+            return set(sorted(range(7), key=lambda i: int(ids[i], 16) ^ key)[:6])
+
+        st0 = await stub.Stat(taskworker_pb2.StatRequest(file_id=r0.cid))
+        frozen = min((holders(small) & holders(big) & {ids.index(f.holder)
+                                                       for f in st0.fragments}) - {0})
+        proc = cluster.nodes[frozen].proc
         assert proc is not None
         os.killpg(proc.pid, signal.SIGSTOP)
         try:
-            r1 = await stub.Push(taskworker_pb2.PushRequest(file_data=small, public=True),
-                                 timeout=20)
-            r2 = await _push_stream(stub, big, timeout=20, public=True)
-            for r, data in ((r1, small), (r2, big)):
-                assert any("unanswered" in w and ids[3][:16] in w for w in r.warnings), r.warnings
-                assert r.under_replicated          # 5 answering peers for 6 fragments
+            pushed = [await stub.Push(taskworker_pb2.PushRequest(file_data=d, public=True),
+                                      timeout=20) for d in (small, big)]
+            for r, data in zip(pushed, (small, big), strict=True):
+                assert any("unanswered" in w and ids[frozen][:16] in w for w in r.warnings), \
+                    r.warnings
+                assert not r.under_replicated, r.warnings      # the spare took the share
                 st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
-                assert ids[3] not in {f.holder for f in st.fragments}
+                assert len({f.holder for f in st.fragments}) == 6
+                assert ids[frozen] not in {f.holder for f in st.fragments}
                 assert (await _get_stream(stub, r.cid))[1] == data
             status = await _status(cluster, 0)
             assert status["services"]["storage"]["store_spares"] >= 2  # type: ignore[index]
             st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r0.cid), timeout=8)
-            assert [f.reachable for f in st.fragments if f.holder == ids[3]] == [False]
+            assert [f.reachable for f in st.fragments if f.holder == ids[frozen]] == [False]
             assert st.health == "degraded"
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
-        for r, data in ((r1, small), (r2, big)):      # the late stores changed nothing (public:
-                                                      # node 3 holds no owner key)
-            assert (await _get_stream(cluster.stub(3, Stub), r.file_id))[1] == data
+        for r, data in zip(pushed, (small, big), strict=True):   # the late stores changed
+            got = await _get_stream(cluster.stub(frozen, Stub), r.file_id)  # nothing (public:
+            assert got[1] == data                         # the frozen node holds no owner key)
 
 
 async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:
