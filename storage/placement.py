@@ -9,17 +9,22 @@ manifest, which readers (and repair) use: nobody needs to re-derive placement to
 
 With fewer live peers than n = k+m, the fragments wrap around onto the peers there are (so the
 data stays readable from what is up), and the file is recorded as under-replicated. A holder
-that refuses or is down at store time is replaced by the next-closest spare peer.
+that refuses or is down at store time is replaced by the next-closest spare peer. A peer that
+left a store unanswered (storage/tail.py: a stuck disk on a node that still answers pings, so
+the mesh keeps it live) is ranked last for SUSPECT_S, so the next Pushes do not wait on it too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Protocol
 
 from mesh.context import MeshContext
 from mesh.errors import UnavailableError
 from storage.peer import StorageClient, StorageHandlers
+
+SUSPECT_S = 60.0
 
 
 def placement_key(label: str, value: str) -> bytes:
@@ -52,6 +57,10 @@ class Network(Protocol):
         """The peer's address as far as this node knows ('' if unknown)."""
         ...
 
+    def suspect(self, node_id: bytes) -> None:
+        """The peer left a store unanswered: rank it last for a while."""
+        ...
+
 
 class MeshNetwork:
     """Network over a node's Membership and sealed channels; calls to itself stay local."""
@@ -61,15 +70,29 @@ class MeshNetwork:
         self.self_id = ctx.identity.node_id
         self._local = StorageClient.local(self.self_id, handlers)
         self._addresses: dict[bytes, str] = {}
+        self._suspects: dict[bytes, float] = {}      # node id -> until (monotonic)
+
+    def suspect(self, node_id: bytes) -> None:
+        if node_id != self.self_id:
+            self._suspects[node_id] = time.monotonic() + SUSPECT_S
+
+    def suspects(self) -> list[bytes]:
+        now = time.monotonic()
+        for node_id in [p for p, until in self._suspects.items() if until <= now]:
+            del self._suspects[node_id]
+        return list(self._suspects)
 
     async def closest(self, key: bytes, n: int) -> list[bytes]:
-        records = await self.ctx.membership.closest_peers(key, n)
+        suspects = self.suspects()
+        records = await self.ctx.membership.closest_peers(key, n + len(suspects))
         out = []
         for r in records:
             if r.node_id == self.self_id or "storage" in r.roles or not r.roles:
                 self._addresses[r.node_id] = r.address
                 out.append(r.node_id)
-        return out
+        if suspects:
+            out.sort(key=lambda p: p in self._suspects)    # stable: XOR order otherwise
+        return out[:n]
 
     async def client(self, node_id: bytes) -> StorageClient:
         if node_id == self.self_id:

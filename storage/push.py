@@ -76,7 +76,7 @@ class Pusher:
         file_id, nonce = new_file_id(owner_pub)
         pkey = placement_key("cid", cid) if cid else placement_key("upload", file_id)
         placer, warnings = await self._placer(pkey, codec)
-        tail = Tail(self.counters)
+        tail = Tail(self.counters, on_stuck=self.network.suspect)
         file_key = new_file_key()
         context = file_id.encode()
         hasher = CidHasher()
@@ -208,7 +208,7 @@ class Pusher:
             actual.CopyFrom(stripes[0])
         self.inflight += 1
         signed = sign_manifest(body, owner)
-        tail = Tail(self.counters)
+        tail = Tail(self.counters, on_stuck=self.network.suspect)
         try:
             if data:
                 sent, replicas, docs = await self._upload.store_small(

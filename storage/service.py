@@ -58,7 +58,9 @@ class StorageService:
         return {"fragments": count, "fragment_bytes": total,
                 "corrupt_fragments_dropped": self.fragments.corrupt_count,
                 "manifests": len(self.manifests.cids()), "peer_calls": self.handlers.calls,
-                "users": len(self.keyring.names()), **self.files.status()}
+                "users": len(self.keyring.names()),
+                "suspect_peers": [p.hex()[:16] for p in self.network.suspects()],
+                **self.files.status()}
 
     def load(self) -> int:
         return self.files.inflight

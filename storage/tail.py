@@ -42,9 +42,11 @@ class Tail:
     """One Push's view of its stores: how fast they answer, and the peers given up on."""
 
     def __init__(self, counters: dict[str, int] | None = None, *, floor: float | None = None,
-                 counter: str = "store_spares", patient: bool = False) -> None:
+                 counter: str = "store_spares", patient: bool = False,
+                 on_stuck: Callable[[bytes], None] | None = None) -> None:
         self.fastest: float | None = None
         self.stuck: set[bytes] = set()
+        self._on_stuck = on_stuck     # e.g. MeshNetwork.suspect: later Pushes rank it last
         self._counters = counters
         self._counter = counter
         self._floor = floor     # None: STORE_SPARE_S, read when used (tests shorten it)
@@ -94,6 +96,8 @@ class Tail:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         self.stuck.add(peer)
+        if self._on_stuck is not None:
+            self._on_stuck(peer)
         if self._counters is not None:
             self._counters[self._counter] = self._counters.get(self._counter, 0) + 1
         raise UnavailableError(f"peer {peer.hex()[:16]} left a call unanswered for "

@@ -87,7 +87,7 @@ class Uploader:
         doc = sign_document(body.file_id, nonce, body.cid, owner) if opts.document else None
         replicas, docs = await store_records(self.network, signed, body.cid, body.m + 1, doc,
                                              body.file_id, self.documents.replicas,
-                                             tail or Tail(self.counters))
+                                             tail or Tail(self.counters, on_stuck=self.network.suspect))
         return replicas, docs if opts.document else 1
 
     def _fragment_failed(self, i: int, index: int, holder: bytes, exc: MeshError) -> None:
@@ -210,7 +210,7 @@ class Uploader:
     async def store_manifest(self, cid: str, signed: storage_pb2.SignedManifest,
                              replicas: int, tail: Tail | None = None) -> int:
         """A (new) manifest on the m+1 closest peers, failed or stuck ones replaced by spares."""
-        tail = tail or Tail(self.counters)
+        tail = tail or Tail(self.counters, on_stuck=self.network.suspect)
         peers = await record_peers(self.network, cid, replicas, None, 0, tail)
 
         async def one(node_id: bytes) -> bool:

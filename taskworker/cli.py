@@ -177,8 +177,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  channel: TCP port {status.get('channel_port') or 'off (gRPC only)'}, "
           + ", ".join(f"{k}={v}" for k, v in sorted(channel.items())))
     for name, doc in sorted(status.get("services", {}).items()):
-        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in sorted(doc.items())
-                                        if not isinstance(v, dict | list)))
+        print(f"  {name}: " + ", ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in sorted(doc.items())
+            if not isinstance(v, dict) and not (isinstance(v, list) and not v)))
     return 0
 
 

@@ -32,6 +32,7 @@ class FakeNetwork:
                                                      DocumentStore(d), node_id)
         self.self_id = next(iter(self.handlers))
         self.down: set[bytes] = set()
+        self.suspected: list[bytes] = []
 
     async def closest(self, key: bytes, n: int) -> list[bytes]:
         live = [x for x in self.handlers if x not in self.down]
@@ -45,6 +46,9 @@ class FakeNetwork:
 
     def address(self, node_id: bytes) -> str:
         return f"fake:{node_id.hex()[:8]}"
+
+    def suspect(self, node_id: bytes) -> None:
+        self.suspected.append(node_id)
 
 
 @pytest.fixture

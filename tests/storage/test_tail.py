@@ -161,3 +161,44 @@ async def test_the_last_spare_is_waited_for() -> None:
 
     assert await on_spare([B, C], t, store, "x") == C
     assert tried == [B, C] and t.stuck == {B}
+
+
+async def test_a_peer_given_up_on_is_reported_once() -> None:
+    suspected: list[bytes] = []
+    t = Tail(on_stuck=suspected.append)
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    for _ in range(2):
+        with pytest.raises(UnavailableError):
+            await t.call(A, hang)
+    assert suspected == [A]
+
+
+async def test_mesh_network_ranks_a_suspect_last_until_it_expires(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """storage/placement.py: a suspected peer is drawn from one rank further and placed after
+    the others (XOR order kept among them), then forgotten after SUSPECT_S."""
+    from types import SimpleNamespace
+
+    from storage import placement
+    from storage.placement import MeshNetwork
+
+    peers = [bytes([i]) * 20 for i in range(1, 6)]           # already in XOR order
+
+    async def closest_peers(key: bytes, n: int) -> list[SimpleNamespace]:
+        return [SimpleNamespace(node_id=p, roles=["storage"], address="x") for p in peers[:n]]
+
+    ctx = SimpleNamespace(identity=SimpleNamespace(node_id=b"\0" * 20),
+                          membership=SimpleNamespace(closest_peers=closest_peers))
+    net = MeshNetwork(ctx, SimpleNamespace(dispatch=None))  # type: ignore[arg-type]
+    assert await net.closest(b"k", 3) == peers[:3]
+    net.suspect(peers[0])
+    net.suspect(b"\0" * 20)                                    # never itself
+    assert await net.closest(b"k", 3) == [peers[1], peers[2], peers[3]]
+    assert await net.closest(b"k", 5) == [*peers[1:], peers[0]]
+    assert net.suspects() == [peers[0]]
+    now = placement.time.monotonic()
+    monkeypatch.setattr(placement.time, "monotonic", lambda: now + placement.SUSPECT_S + 1)
+    assert await net.closest(b"k", 3) == peers[:3] and net.suspects() == []
