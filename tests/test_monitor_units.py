@@ -80,3 +80,20 @@ def test_http_handler_rules() -> None:
     assert server.handle(b"GET /y HTTP/1.1")[0].status == 404
     assert server.handle(b"garbage")[0].status == 400
     assert server.handle(b"GET /x SPDY/3")[0].status == 400
+
+
+def test_a_peer_others_gave_stores_up_on_is_flagged() -> None:
+    """storage.suspect_peers (node-id prefixes) from every live peer add up per node: the
+    summary, the metric and the page show a node that is up but whose stores hang."""
+    a = peer("ab", True, {"storage": {"suspect_peers": ["cdcdcdcdcdcdcdcd"]}})
+    b = peer("ef", True, {"storage": {"suspect_peers": ["cdcdcdcdcdcdcdcd", "ab" * 8]}})
+    stuck = peer("cd", True, {"storage": {"suspect_peers": []}})
+    gone = peer("01", False, {"storage": {"suspect_peers": ["ab" * 8]}})  # down: not counted
+    poller = poller_with([a, b, stuck, gone])
+    views = {p["node_id"][:2]: p["suspected_by"] for p in poller.summary()["peers"]}
+    assert views == {"ab": 1, "cd": 2, "ef": 0, "01": 0}
+    text = render(build_registry(poller)).decode()
+    got = {s.labels["node"][:2]: s.value for f in text_string_to_metric_families(text)
+           for s in f.samples if s.name == "twmesh_peer_suspected_by"}
+    assert got == {"ab": 1.0, "cd": 2.0, "ef": 0.0, "01": 0.0}
+    assert "stores hang (suspected by 2)" in render_page(poller, title="t")

@@ -56,6 +56,14 @@ class MeshCollector(Collector):
             for p in peers:
                 fam.add_metric([p.node_id[:16], p.address], float(getattr(p, attr)))
             yield fam
+        suspected = self.poller.suspected_by()
+        fam = GaugeMetricFamily(f"{PREFIX}_peer_suspected_by",
+                                "Live peers that gave a store up on this peer in the last minute "
+                                "(answers Status but its storage hangs, e.g. a stuck disk)",
+                                labels=["node", "address"])
+        for p in peers:
+            fam.add_metric([p.node_id[:16], p.address], float(suspected.get(p.node_id, 0)))
+        yield fam
         lat = GaugeMetricFamily(f"{PREFIX}_peer_call_latency_p99_seconds",
                                 "p99 call latency the peer's services report",
                                 labels=["node", "address"])

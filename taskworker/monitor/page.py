@@ -79,6 +79,9 @@ def render_page(poller: MeshPoller, *, title: str, refresh: int = 5) -> str:
     rows = []
     for p in summary["peers"]:
         state = '<span class="up">up</span>' if p["up"] else '<span class="down">down</span>'
+        if p["up"] and p.get("suspected_by"):      # answers Status, but its stores hang
+            state = (f'<span class="down">up, stores hang (suspected by '
+                     f'{int(p["suspected_by"])})</span>')
         pool = p["sandbox"]
         rows.append(
             "<tr>" + _cell(p["node_id"][:16], "l") + _cell(p["address"], "l")

@@ -132,6 +132,11 @@ class PeerState:
         ordered = sorted(self.rtt)
         return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
+    def suspects(self) -> list[str]:
+        """Node-id prefixes this peer gave a store up on lately (storage/tail.py)."""
+        found = lookup(self.services, "storage.suspect_peers")
+        return [str(x) for x in found] if isinstance(found, list) else []
+
     def under_replicated(self) -> list[dict[str, Any]]:
         """Files this peer (as a manifest holder / repairer) reports below k+m."""
         files = lookup(self.services, "repair.under_replicated")
@@ -259,9 +264,23 @@ class MeshPoller:
         state.update_rates(state.last_ok)
 
     # -- views -------------------------------------------------------------------------------
+    def suspected_by(self) -> dict[str, int]:
+        """node id -> how many live peers gave a store up on it in the last minute: a node
+        that answers Status (so it shows "up") while its storage hangs, e.g. a stuck disk."""
+        counts: dict[str, int] = {}
+        for s in self.peers.values():
+            if not s.up:
+                continue
+            for prefix in set(s.suspects()):
+                for node_id in self.peers:
+                    if node_id.startswith(prefix) and node_id != s.node_id:
+                        counts[node_id] = counts.get(node_id, 0) + 1
+        return counts
+
     def summary(self) -> dict[str, Any]:
         """The mesh view: what `tw-mesh status` at a monitor and /api/status show."""
         up = [s for s in self.peers.values() if s.up]
+        suspected = self.suspected_by()
         files: dict[str, dict[str, Any]] = {}
         for s in up:
             for f in s.under_replicated():
@@ -279,12 +298,12 @@ class MeshPoller:
             "files_under_replicated": sorted(files.values(), key=lambda f: str(f.get("cid"))),
             "rounds": self.rounds,
             "last_round": round(self.last_round, 3),
-            "peers": [self.peer_view(s) for s in sorted(self.peers.values(),
-                                                         key=lambda s: s.node_id)],
+            "peers": [self.peer_view(s, suspected.get(s.node_id, 0))
+                      for s in sorted(self.peers.values(), key=lambda s: s.node_id)],
         }
 
     @staticmethod
-    def peer_view(s: PeerState) -> dict[str, Any]:
+    def peer_view(s: PeerState, suspected_by: int = 0) -> dict[str, Any]:
         return {
             "node_id": s.node_id, "address": s.address, "roles": list(s.roles), "up": s.up,
             "uptime_s": s.uptime_s, "disk_used_bytes": int(s.disk_used),
@@ -292,5 +311,5 @@ class MeshPoller:
             "stored_bytes": int(s.stored_bytes), "calls_per_s": round(s.calls_per_s, 3),
             "p99_latency_s": s.p99_latency_s, "status_rtt_p99_s": round(s.status_rtt_p99_s, 4),
             "sandbox": s.sandbox, "errors": int(s.errors), "error": s.error,
-            "last_ok": round(s.last_ok, 3),
+            "last_ok": round(s.last_ok, 3), "suspected_by": suspected_by,
         }
