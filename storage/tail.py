@@ -84,7 +84,8 @@ class Tail:
         start = loop.time()
         task = asyncio.ensure_future(store())
         try:
-            while (left := start + self.delay() - loop.time()) > 0:
+            # another call of this Push may give the peer up first (stripes in flight to it)
+            while (left := start + self.delay() - loop.time()) > 0 and peer not in self.stuck:
                 done, _ = await asyncio.wait([task], timeout=min(left, _RECHECK_S))
                 if done:
                     result = task.result()             # a failure raises its own error
@@ -95,11 +96,12 @@ class Tail:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        self.stuck.add(peer)
-        if self._on_stuck is not None:
-            self._on_stuck(peer)
-        if self._counters is not None:
-            self._counters[self._counter] = self._counters.get(self._counter, 0) + 1
+        if peer not in self.stuck:
+            self.stuck.add(peer)
+            if self._on_stuck is not None:
+                self._on_stuck(peer)
+            if self._counters is not None:
+                self._counters[self._counter] = self._counters.get(self._counter, 0) + 1
         raise UnavailableError(f"peer {peer.hex()[:16]} left a call unanswered for "
                                f"{loop.time() - start:.1f} s: going on without it")
 

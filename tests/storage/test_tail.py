@@ -202,3 +202,25 @@ async def test_mesh_network_ranks_a_suspect_last_until_it_expires(
     now = placement.time.monotonic()
     monkeypatch.setattr(placement.time, "monotonic", lambda: now + placement.SUSPECT_S + 1)
     assert await net.closest(b"k", 3) == peers[:3] and net.suspects() == []
+
+
+async def test_calls_in_flight_to_a_peer_given_up_on_stop_waiting_too() -> None:
+    """Stripes in flight to one hung holder: once one call gives the peer up, the others stop
+    at their next recheck instead of each waiting out its own delay (counted once)."""
+    counters = {"store_spares": 0}
+
+    class Staggered(Tail):
+        def delay(self) -> float:
+            return 3600.0
+
+    t = Staggered(counters)
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    waiting = asyncio.create_task(asyncio.wait_for(t.call(A, hang), 30))
+    await asyncio.sleep(0.05)
+    t.stuck.add(A)                       # as another call of the Push would
+    with pytest.raises(UnavailableError):
+        await waiting
+    assert counters["store_spares"] == 0   # counted by the call that gave it up, not again
