@@ -214,18 +214,18 @@ def rotate_user_token(data_dir: Path, name: str) -> str:
 
 class UserTokens:
     """The user tokens of one node (``DATA_DIR/users/*.token``), as the API interceptor sees
-    them: the directory is listed on each lookup and a file re-read only when its inode, size
-    or mtime changed (a rotation renames a new file over the old one: a new inode), so a
-    token made, rotated or removed while the node runs counts from the next call. A file that
+    them: the directory is listed on each lookup and a file re-read only when its inode, size,
+    times, mode or owner changed (a rotation renames a new file over the old one: a new
+    inode), so a token made, rotated or removed while the node runs counts from the next call. A file that
     is unsafe (readable by others, another owner, a symlink) or malformed is ignored, with a
     warning in the node's log."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / USERS_DIR
-        self._files: dict[str, tuple[tuple[int, int, int, int], bytes | None]] = {}
+        self._files: dict[str, tuple[tuple[int, ...], bytes | None]] = {}
 
     def _refresh(self) -> None:
-        seen: dict[str, tuple[tuple[int, int, int, int], bytes | None]] = {}
+        seen: dict[str, tuple[tuple[int, ...], bytes | None]] = {}
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
@@ -238,7 +238,8 @@ class UserTokens:
                 info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                   info.st_mode, info.st_uid)
             known = self._files.get(name)
             if known is not None and known[0] == key:
                 seen[name] = known
