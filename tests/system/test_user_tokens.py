@@ -164,6 +164,10 @@ async def test_a_user_token_acts_as_its_user_only(tmp_path: Path) -> None:
                                     timeout=60)
             log = await alice.Log(pb.LogRequest(file_id=mine.file_id), timeout=30)
             assert v2.version in log.heads
+            # the version records (ids, vectors, CIDs) are no secret from a mesh member: bob's
+            # Log lists them as any node's would; the content stays sealed to its readers
+            theirs = await bob.Log(pb.LogRequest(file_id=mine.file_id), timeout=30)
+            assert list(theirs.heads) == list(log.heads)
             # now that versions exist Log and Synchronous need no key, yet naming alice is
             # still refused (the interceptor checks a unary request's user_id itself)
             for call in (bob.Log(pb.LogRequest(file_id=mine.file_id, user_id="alice"),
