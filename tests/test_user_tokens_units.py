@@ -1,6 +1,7 @@
 """Unit tests of per-user API tokens: the token files (taskworker/api_token.py), the user
-methods' allow-list and the principal plumbing (taskworker/api_auth.py, mesh/principal.py,
-storage.keyring.Keyring.user). The same attacks on real nodes: tests/system/test_user_tokens.py.
+methods' allow-list (taskworker/api_auth.py) and the principal plumbing
+(taskworker/api_principal.py, mesh/principal.py, storage.keyring.Keyring.user).
+The same attacks on real nodes: tests/system/test_user_tokens.py.
 """
 
 from __future__ import annotations
