@@ -1,7 +1,8 @@
 """Users: a local keyring of Ed25519 keys in the node's data dir (``users/NAME.key``, 0600).
 
 ``user_id`` in the API is a keyring name. A Push without one uses ``default``, created on
-first use. Owners sign manifests and document records with their key; file keys are sealed to
+first use; a call made with a user's own API token (``users/NAME.token``,
+taskworker/api_token.py) acts only as that user (:meth:`Keyring.user`, mesh/principal.py). Owners sign manifests and document records with their key; file keys are sealed to
 their public key (storage/crypto converts Ed25519 to X25519).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import nacl.signing
 
 from mesh.errors import InvalidArgumentError, MeshError, NotFoundError
+from mesh.principal import acting_user
 
 DEFAULT_USER = "default"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -97,7 +99,12 @@ class Keyring:
                 return self.get(name)
 
     def user(self, name: str) -> nacl.signing.SigningKey:
-        """Key for an API user_id: empty means the default user (auto-created)."""
+        """Key for an API user_id: empty means the default user (auto-created).
+
+        Inside a local-API call made with a user token (mesh/principal.py) the name must be
+        that user's or empty (which then means that user); another is PermissionDeniedError.
+        """
+        name = acting_user(name)
         if not name or name == DEFAULT_USER:
             return self.get_or_create(DEFAULT_USER)
         return self.get(name)

@@ -3,11 +3,24 @@ taskworker/api_token.py).
 
 Every local-API call must carry the metadata ``authorization: Bearer <token>``; the standard
 health check (``grpc.health.v1.Health``) and server reflection answer without it. A call without
-the token, or with another one, is answered UNAUTHENTICATED with a message saying where the
-token lives. grpcurl: ``-H "authorization: Bearer $(cat DATA_DIR/api.token)"``.
+a token, or with one the node does not know, is answered UNAUTHENTICATED with a message saying
+where the token lives. grpcurl: ``-H "authorization: Bearer $(cat DATA_DIR/api.token)"``.
 
-What this does not stop: a process of the same uid (or root) can read the token files, and
-the token stands for every user in the node's keyring (there are no per-user tokens).
+Two kinds of token are accepted:
+
+* the node's token (``DATA_DIR/api.token``): the admin. It may call every method and act as
+  any keyring user (``user_id`` names one; empty means ``default``).
+* a user token (``DATA_DIR/users/NAME.token``): the principal is user NAME. It may call only
+  the methods in :data:`USER_METHODS` (what a storage user needs, and read-only node info);
+  every other method answers PERMISSION_DENIED. Its calls act as NAME only: the interceptor
+  runs the handler with ``mesh.principal.API_USER`` set to NAME (taskworker/api_principal.py
+  wraps the handler's behaviour, so the variable is set in whatever context grpc runs it
+  in), an empty ``user_id``
+  means NAME, and a ``user_id`` naming anyone else answers PERMISSION_DENIED (checked here for
+  unary requests, and again where any handler turns a user_id into a key,
+  ``storage.keyring.Keyring.user``).
+
+What this does not stop: a process of the same uid (or root) can read the token files.
 """
 
 from __future__ import annotations
@@ -19,12 +32,34 @@ from typing import Any
 
 import grpc
 
-from taskworker.api_token import TOKEN_ENV
+from taskworker.api_principal import as_user
+from taskworker.api_token import TOKEN_ENV, UserTokens
 
 HEADER = "authorization"
 # Methods under these prefixes answer without a token (they reveal no user data).
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                    "/grpc.reflection.v1.ServerReflection/")
+
+# What a user token may call (exact method paths; anything else is PERMISSION_DENIED).
+# FileService: all of it; every method acts as the token's user only. NodeService: the
+# read-only views (the same peer list and counters any mesh member sees over the peer
+# channel's status call). Not: NodeService.Leave (stops the node), ComputeService (Deploy,
+# name release/transfer, the function list), ProxyService (secrets), RPCService.CallFunction
+# and DNSService.ResolveDomain (run code and lookups with the node's identity and secrets).
+USER_METHODS = frozenset({
+    "/taskworker.FileService/Push",
+    "/taskworker.FileService/PushStream",
+    "/taskworker.FileService/Get",
+    "/taskworker.FileService/GetStream",
+    "/taskworker.FileService/Stat",
+    "/taskworker.FileService/Revise",
+    "/taskworker.FileService/Synchronous",
+    "/taskworker.FileService/Log",
+    "/taskworker.FileService/Grant",
+    "/taskworker.NodeService/Status",
+    "/taskworker.NodeService/Peers",
+    "/taskworker.NodeService/Closest",
+})
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler = Any   # grpc.RpcMethodHandler[Any, Any]
@@ -32,19 +67,20 @@ Handler = Any   # grpc.RpcMethodHandler[Any, Any]
 
 # --- server side -------------------------------------------------------------------------
 
-def _deny_handlers(message: str) -> dict[str, Handler]:
+def _deny_handlers(message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
+                   ) -> dict[str, Handler]:
     async def unary_unary(request: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
         yield None                                          # pragma: no cover
 
     async def stream_unary(requests: Any, context: Context) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
         yield None                                          # pragma: no cover
 
     return {"uu": grpc.unary_unary_rpc_method_handler(unary_unary),
@@ -62,23 +98,30 @@ def _kind(handler: Handler) -> str:
 
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Requires ``authorization: Bearer <token>`` on every method but health and reflection."""
+    """Requires ``authorization: Bearer <token>`` on every method but health and reflection:
+    the node's token (everything, as any user) or a user token (USER_METHODS, as that user)."""
 
-    def __init__(self, token: str, where: str) -> None:
+    def __init__(self, token: str, where: str, users: UserTokens | None = None) -> None:
         self._token = token.encode("ascii")
+        self._users = users
         self._missing: dict[str, Handler] = {}
         self._wrong: dict[str, Handler] = {}
+        self._where = where
+        # (method, user) -> (the server's handler, its as_user copy), built once
+        self._as_user: dict[tuple[str, str], tuple[Handler, Handler]] = {}
         self.set_where(where)
 
     def set_where(self, where: str) -> None:
         """Say in refusals where the token can be read (``where``: file paths)."""
+        self._where = where
         how = (f"send the metadata '{HEADER}: Bearer TOKEN'; the token is in {where} "
                f"(tw-mesh finds it itself; or pass --api-token-file / set {TOKEN_ENV})")
         self._missing = _deny_handlers(f"this node's API requires a token: {how}")
         self._wrong = _deny_handlers(f"wrong API token for this node: {how}")
 
-    def _check(self, metadata: Any) -> bool | None:
-        """True: the right token; False: another one; None: none at all."""
+    def _check(self, metadata: Any) -> bool | str | None:
+        """True: the node's token; a user's name: that user's token; False: another token;
+        None: none at all."""
         for key, value in metadata or ():
             if key != HEADER:
                 continue
@@ -87,8 +130,26 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             scheme, _, given = value.strip().partition(" ")
             if scheme.lower() != "bearer":
                 return False
-            return hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._token)
+            raw = given.strip().encode("utf-8", "replace")
+            if hmac.compare_digest(raw, self._token):
+                return True
+            name = self._users.match(raw) if self._users is not None and raw else None
+            return name if name is not None else False
         return None
+
+    def _user_handler(self, method: str, handler: Handler, name: str) -> Handler:
+        if method not in USER_METHODS or handler is None:
+            return _deny_handlers(
+                f"the API token of user {name} may not call {method.lstrip('/')}: that takes "
+                f"the node's own token ({self._where}); a user token may call FileService "
+                "and NodeService Status, Peers and Closest",
+                grpc.StatusCode.PERMISSION_DENIED)[_kind(handler)]
+        known = self._as_user.get((method, name))
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = as_user(handler, name)
+        self._as_user[(method, name)] = (handler, wrapped)
+        return wrapped
 
     async def intercept_service(
             self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
@@ -98,8 +159,10 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return await continuation(handler_call_details)
         verdict = self._check(handler_call_details.invocation_metadata)
         handler = await continuation(handler_call_details)
-        if verdict:
+        if verdict is True:
             return handler
+        if isinstance(verdict, str):
+            return self._user_handler(method, handler, verdict)
         refusals = self._missing if verdict is None else self._wrong
         return refusals[_kind(handler)]
 

@@ -8,6 +8,12 @@ running node also writes a copy to its *runtime file*, ``RUNTIME/api-<port>.toke
 in a directory of mode 0700), and removes it on a clean stop. ``RUNTIME`` is
 ``$TW_MESH_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/tw-mesh``, else ``~/.tw-mesh/run``.
 
+Each keyring user may also have a *user token* (same form) in ``DATA_DIR/users/NAME.token``
+(0600, beside the user's key), made by ``tw-mesh user create NAME`` or ``tw-mesh user token
+NAME`` and replaced by ``tw-mesh user token NAME --rotate``. A call with it acts only as that
+user and may call only the methods taskworker/api_auth.py allows users; a running node notices
+a new, rotated or removed user token file on the next call (:class:`UserTokens`).
+
 The CLI looks for a token in this order: ``--api-token-file FILE``, ``$TW_MESH_API_TOKEN``,
 then the runtime file for the ``--api`` port (:func:`find_token`). ``TaskWorker`` reads its
 embedded node's token directly.
@@ -15,7 +21,10 @@ embedded node's token directly.
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
+import re
 import secrets
 import stat
 from collections.abc import Mapping
@@ -28,6 +37,12 @@ TOKEN_ENV = "TW_MESH_API_TOKEN"
 RUNTIME_ENV = "TW_MESH_RUNTIME_DIR"
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
 MIN_TOKEN_LENGTH = 16
+USERS_DIR = "users"                  # storage/keyring.py keeps users/NAME.key there
+USER_TOKEN_SUFFIX = ".token"
+# storage.keyring's user names (taskworker must not need storage to read a token file)
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+log = logging.getLogger("tw-mesh")
 
 
 class TokenError(MeshError):
@@ -166,3 +181,88 @@ def find_token(port: int, token_file: Path | None = None,
         return _read_private(path), str(path)
     except FileNotFoundError:
         return None, f"--api-token-file, ${TOKEN_ENV} or {path}"
+
+
+# --- user tokens -------------------------------------------------------------------------
+
+def user_token_file(data_dir: Path, name: str) -> Path:
+    """``DATA_DIR/users/NAME.token``: where user ``name``'s API token lives."""
+    if not _USER_NAME.fullmatch(name):
+        raise TokenError(f"invalid user name {name!r:.80}")
+    return data_dir / USERS_DIR / f"{name}{USER_TOKEN_SUFFIX}"
+
+
+def load_or_create_user_token(data_dir: Path, name: str) -> str:
+    """User ``name``'s API token, created (0600, atomically, never overwritten) if absent."""
+    path = user_token_file(data_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return _read_private(path)
+    except FileNotFoundError:
+        pass
+    _write_private(path, secrets.token_urlsafe(32), replace=False)
+    return _read_private(path)
+
+
+def rotate_user_token(data_dir: Path, name: str) -> str:
+    """Replace user ``name``'s API token with a new one (the old one stops working at once)."""
+    path = user_token_file(data_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_private(path, secrets.token_urlsafe(32), replace=True)
+    return _read_private(path)
+
+
+class UserTokens:
+    """The user tokens of one node (``DATA_DIR/users/*.token``), as the API interceptor sees
+    them: the directory is listed on each lookup and a file re-read only when its inode, size,
+    times, mode or owner changed (a rotation renames a new file over the old one: a new
+    inode), so a token made, rotated or removed while the node runs counts from the next call. A file that
+    is unsafe (readable by others, another owner, a symlink) or malformed is ignored, with a
+    warning in the node's log."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / USERS_DIR
+        self._files: dict[str, tuple[tuple[int, ...], bytes | None]] = {}
+
+    def _refresh(self) -> None:
+        seen: dict[str, tuple[tuple[int, ...], bytes | None]] = {}
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            name = entry.name[:-len(USER_TOKEN_SUFFIX)]
+            if not entry.name.endswith(USER_TOKEN_SUFFIX) or not _USER_NAME.fullmatch(name):
+                continue                                   # keys, temporaries (".x.tmp")
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                   info.st_mode, info.st_uid)
+            known = self._files.get(name)
+            if known is not None and known[0] == key:
+                seen[name] = known
+                continue
+            try:
+                token: bytes | None = _read_private(Path(entry.path)).encode("ascii")
+            except FileNotFoundError:
+                continue
+            except (OSError, TokenError) as exc:
+                log.warning("ignoring user token file %s: %s", entry.path, exc)
+                token = None
+            seen[name] = (key, token)
+        self._files = seen
+
+    def match(self, given: bytes) -> str | None:
+        """The user whose token ``given`` is, else None (compared in constant time, each)."""
+        self._refresh()
+        found: str | None = None
+        for name, (_, token) in sorted(self._files.items()):
+            if token is not None and hmac.compare_digest(given, token) and found is None:
+                found = name
+        return found
+
+    def names(self) -> list[str]:
+        self._refresh()
+        return sorted(name for name, (_, token) in self._files.items() if token is not None)

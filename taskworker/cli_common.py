@@ -55,7 +55,8 @@ def add_api_flag(parser: argparse.ArgumentParser) -> None:
                         help=f"local API of the node to talk to (default: ${API_ENV} or {DEFAULT_API})")
     parser.add_argument("--api-token-file", metavar="FILE", type=Path,
                         help="file holding the node's API token (its copy is DATA_DIR/"
-                        f"{TOKEN_FILE}). Without it: ${TOKEN_ENV}, else the token the node "
+                        f"{TOKEN_FILE}), or your own user token (`tw-mesh user token`: "
+                        f"acts as you only). Without it: ${TOKEN_ENV}, else the token the node "
                         "at --api leaves for this user in $XDG_RUNTIME_DIR/tw-mesh/"
                         "api-PORT.token (~/.tw-mesh/run/ without XDG_RUNTIME_DIR)")
 
@@ -116,8 +117,9 @@ def _describe_refusal(args: argparse.Namespace) -> str:
         return (f"the node at {host}:{port} requires an API token and none was found (looked "
                 f"in {searched}); pass --api-token-file DATA_DIR/{TOKEN_FILE} of that node or "
                 f"set {TOKEN_ENV} (UNAUTHENTICATED)")
-    return (f"the node at {host}:{port} refused the API token from {source}: it is not that "
-            f"node's token (that node's is in its DATA_DIR/{TOKEN_FILE}) (UNAUTHENTICATED)")
+    return (f"the node at {host}:{port} refused the API token from {source}: it is neither "
+            f"that node's token (in its DATA_DIR/{TOKEN_FILE}) nor one of its users' tokens "
+            "(UNAUTHENTICATED)")
 
 
 def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

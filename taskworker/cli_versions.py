@@ -17,7 +17,8 @@ from taskworker.cli_common import (
 
 
 def _user_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--user", default="", help="keyring user on the node (default: default)")
+    p.add_argument("--user", default="", help="keyring user on the node (default: default, "
+                   "or the user whose token you use)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

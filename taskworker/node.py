@@ -35,6 +35,7 @@ from taskworker.api_auth import ApiTokenInterceptor
 from taskworker.api_token import (
     TOKEN_FILE,
     TokenError,
+    UserTokens,
     load_or_create_token,
     remove_runtime_file,
     write_runtime_file,
@@ -103,7 +104,9 @@ class Node:
         self.api_token = load_or_create_token(config.data_dir)
         self.api_token_file = config.data_dir / TOKEN_FILE
         self.api_runtime_file: Path | None = None
-        self._api_auth = ApiTokenInterceptor(self.api_token, str(self.api_token_file))
+        # ... or a keyring user's own token, DATA_DIR/users/NAME.token (acts as that user only)
+        self._api_auth = ApiTokenInterceptor(self.api_token, str(self.api_token_file),
+                                             UserTokens(config.data_dir))
         self.api_server = grpc.aio.server(options=SERVER_OPTIONS,
                                           interceptors=[self._api_auth, guard])
         self.port = 0
