@@ -128,6 +128,11 @@ def run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
 
     try:
         return func(args)
+    except BrokenPipeError:
+        # the reader went away (`tw-mesh get CID | head`): quiet, as Unix tools are; stdout is
+        # pointed at /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except CliError as exc:
         print(f"tw-mesh: error: {exc}", file=sys.stderr)
     except grpc.RpcError as exc:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.cid import cid_for
 from storage.manifest import manifest_key
 from storage.placement import placement_key
-from tests.support.nodes import NodeCluster, run_cli
+from tests.support.nodes import ROOT, NodeCluster, run_cli
 
 Stub = taskworker_pb2_grpc.FileServiceStub
 
@@ -52,6 +54,18 @@ async def _get_stream(stub: Stub, ref: str, user: str = "") -> tuple[str, bytes]
             parts.append(c.data)
     assert header is not None
     return header.cid, b"".join(parts)
+
+
+def _get_into_a_closed_pipe(ref: str, api: str) -> tuple[int, bytes]:
+    """`tw-mesh get REF | head -c 10`: (exit status, stderr)."""
+    reader = subprocess.Popen([sys.executable, "-m", "taskworker.cli", "get", ref, "--api", api],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert len(reader.stdout.read(10)) == 10
+    reader.stdout.close()
+    err = reader.stderr.read()
+    reader.stderr.close()
+    return reader.wait(60), err
 
 
 async def _code(call: object) -> grpc.StatusCode:
@@ -180,6 +194,10 @@ async def test_storage_end_to_end(tmp_path: Path) -> None:
         assert out.read_bytes() == src.read_bytes()
         piped = run_cli("get", doc["file_id"], api=api)
         assert piped.stdout == src.read_bytes()
+        # a reader that goes away early (`tw-mesh get CID | head -c 10`): a quiet exit 141
+        big = run_cli("put", "-", api=api, input_data=os.urandom(8 << 20)).stdout.decode()
+        code, err = _get_into_a_closed_pipe(big.strip(), api)
+        assert code == 141 and b"error" not in err, err
         stdin_put = run_cli("put", "-", api=api, input_data=b"from stdin")
         assert stdin_put.stdout.decode().strip() == cid_for(b"from stdin")
         stat = run_cli("stat", doc["cid"], "--json", api=api)
