@@ -6,8 +6,8 @@ two sets are drawn independently, so they overlap (3 of 5 each in a five-node me
 peers): a peer in both gets one StoreManifest call carrying both records, the others one call
 each, all at once. A replica that fails, or leaves its store unanswered past the Push's tail
 delay while a spare is left (storage/tail.py), is replaced by the next-closest peer, where
-readers look once it is gone. The Push is acknowledged after every call has answered, i.e. after the records are
-durable (storage/records_db.py) on every peer that accepted them.
+readers look once it is gone. The Push is acknowledged after every call has answered, i.e.
+after the records are durable (storage/records_db.py) on every peer that accepted them.
 """
 
 from __future__ import annotations
