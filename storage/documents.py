@@ -178,7 +178,7 @@ class Documents:
         if not is_file_id(file_id):
             raise InvalidArgumentError(f"not a file_id: {file_id!r:.80}")
         peers = await self.network.closest(document_key(file_id), self.replicas + 2)
-        tail = Tail(floor=READ_TAIL_S, patient=True)              # a frozen replica is left out (tail.py)
+        tail = Tail(floor=READ_TAIL_S, patient=True)   # a frozen replica is left out
 
         async def one(node_id: bytes) -> list[storage_pb2.SignedDocument]:
             try:

@@ -65,7 +65,7 @@ class Fetcher:
         asked: set[bytes] = set()
         found: dict[bytes, Manifest] = {}
 
-        tail = Tail(floor=READ_TAIL_S, patient=True)              # a frozen replica is left out (tail.py)
+        tail = Tail(floor=READ_TAIL_S, patient=True)   # a frozen replica is left out
 
         async def one(node_id: bytes) -> list[storage_pb2.SignedManifest]:
             try:

@@ -2,8 +2,9 @@
 
 ``user_id`` in the API is a keyring name. A Push without one uses ``default``, created on
 first use; a call made with a user's own API token (``users/NAME.token``,
-taskworker/api_token.py) acts only as that user (:meth:`Keyring.user`, mesh/principal.py). Owners sign manifests and document records with their key; file keys are sealed to
-their public key (storage/crypto converts Ed25519 to X25519).
+taskworker/api_token.py) acts only as that user (:meth:`Keyring.user`, mesh/principal.py).
+Owners sign manifests and document records with their key; file keys are sealed to their
+public key (storage/crypto converts Ed25519 to X25519).
 """
 
 from __future__ import annotations

@@ -85,9 +85,9 @@ class Uploader:
         returns (manifest replicas, document replicas) stored (storage/records.py)."""
         body = storage_pb2.ManifestBody.FromString(signed.body)
         doc = sign_document(body.file_id, nonce, body.cid, owner) if opts.document else None
+        tail = tail or Tail(self.counters, on_stuck=self.network.suspect)
         replicas, docs = await store_records(self.network, signed, body.cid, body.m + 1, doc,
-                                             body.file_id, self.documents.replicas,
-                                             tail or Tail(self.counters, on_stuck=self.network.suspect))
+                                             body.file_id, self.documents.replicas, tail)
         return replicas, docs if opts.document else 1
 
     def _fragment_failed(self, i: int, index: int, holder: bytes, exc: MeshError) -> None:
