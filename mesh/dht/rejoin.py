@@ -7,6 +7,11 @@ restart. Every ``rejoin_interval`` this node re-probes a few departed peers (tho
 most recently first, rotating) and, when it knows no live peer at all, its bootstrap seeds —
 with the same signed IDENTIFY admission as any newcomer. When one answers, a lookup of our own
 ID through it (the join of section 2.3) finds the rest of its side.
+
+In a small mesh (fewer live peers than k, where every node should know every other) each
+round also repeats that self-lookup through the peers it knows: two nodes that joined at the
+same moment can both miss each other (a slow or lossy link during their joins), and nothing
+else would introduce them before the hourly bucket refresh.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Rejoin:
 
     server: MeshServer
     node_id: bytes
+    ksize: int
     rejoin_interval: float
     _peers: dict[bytes, PeerView]
     _departed: dict[bytes, tuple[Node, float]]
@@ -67,6 +73,11 @@ class Rejoin:
         if back:              # the join of section 2.3 through them finds the rest of their side
             found = await self.server.find_closest_nodes(self.node_id, seeds=back)
             await asyncio.gather(*(self.admit(n) for n in found))
+        elif self._peers and len(self._peers) + 1 < self.ksize:
+            met = await self.server.find_closest_nodes(self.node_id)   # small mesh: see above
+            new = [n for n in met if n.id not in self._peers and n.id != self.node_id]
+            if new and sum(await asyncio.gather(*(self.admit(n) for n in new))):
+                log.info("self-lookup met %d peer(s) this node did not know", len(new))
         return len(back)
 
     async def _rejoin_loop(self) -> None:

@@ -59,3 +59,26 @@ async def test_alone_node_retries_its_bootstrap_seeds() -> None:
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_small_mesh_introduces_two_nodes_that_missed_each_other() -> None:
+    """Two nodes that joined without meeting (here: they forget each other and nothing is
+    left to re-probe) meet through the rejoin round's self-lookup via a third."""
+    nodes = [_member(rejoin_interval=0.3) for _ in range(3)]
+    try:
+        for m in nodes:
+            await m.start()
+        for m in nodes[1:]:
+            await m.bootstrap([("127.0.0.1", nodes[0].port)])
+        await _wait(lambda: all(len(m.live_peers()) == 2 for m in nodes), 10)
+        b, c = nodes[1], nodes[2]
+        b.mark_dead(c.node_id)       # "never met": dropped, not buried, nothing to re-probe
+        c.mark_dead(b.node_id)
+        for m, other in ((b, c), (c, b)):
+            m.server.protocol.router.tombstones.pop(other.node_id, None)
+            m._departed.clear()      # only the self-lookup is left to introduce them
+        assert len(b.live_peers()) == 1 and len(c.live_peers()) == 1
+        await _wait(lambda: all(len(m.live_peers()) == 2 for m in nodes), 10)
+    finally:
+        for m in nodes:
+            await m.stop()
