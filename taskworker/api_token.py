@@ -103,16 +103,20 @@ def _write_private(path: Path, token: str, *, replace: bool) -> None:
             pass
 
 
-def load_or_create_token(data_dir: Path) -> str:
-    """The node's API token from ``DATA_DIR/api.token``, created (mode 0600) if absent."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = data_dir / TOKEN_FILE
+def _load_or_create(path: Path) -> str:
+    """The token in ``path``, made first (0600, atomically, never overwritten) if absent."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         return _read_private(path)
     except FileNotFoundError:
         pass
     _write_private(path, secrets.token_urlsafe(32), replace=False)
-    return _read_private(path)
+    return _read_private(path)            # whoever won a race to create it
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The node's API token from ``DATA_DIR/api.token``, created (mode 0600) if absent."""
+    return _load_or_create(data_dir / TOKEN_FILE)
 
 
 def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -194,14 +198,7 @@ def user_token_file(data_dir: Path, name: str) -> Path:
 
 def load_or_create_user_token(data_dir: Path, name: str) -> str:
     """User ``name``'s API token, created (0600, atomically, never overwritten) if absent."""
-    path = user_token_file(data_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        return _read_private(path)
-    except FileNotFoundError:
-        pass
-    _write_private(path, secrets.token_urlsafe(32), replace=False)
-    return _read_private(path)
+    return _load_or_create(user_token_file(data_dir, name))
 
 
 def rotate_user_token(data_dir: Path, name: str) -> str:

@@ -1,7 +1,7 @@
 """Session-wide test setup.
 
 Nodes (subprocesses and in-process) leave their API token's runtime file in
-``$TW_MESH_RUNTIME_DIR`` (taskworker/api_auth.py); the suite points it at a private directory
+``$TW_MESH_RUNTIME_DIR`` (taskworker/api_token.py); the suite points it at a private directory
 of its own, so tests never write to or read from the user's ~/.tw-mesh/run or
 $XDG_RUNTIME_DIR/tw-mesh, and the CLI runs of `run_cli` find tokens the way a user's do.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,3 +28,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     else:
         os.environ[RUNTIME_ENV] = _PREVIOUS
     shutil.rmtree(_RUNTIME, ignore_errors=True)
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The most permissive umask, for tests that files still come out private."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
