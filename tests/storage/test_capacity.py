@@ -111,3 +111,28 @@ async def test_a_fragment_held_already_needs_no_room(tmp_path: Path) -> None:
     other = os.urandom(20_000)
     with pytest.raises(ResourceExhaustedError):
         await full.store_own_fragment("f", 1, other, hashlib.sha256(other).digest())
+
+
+async def test_placement_ranks_a_full_peer_last_and_asks_one_more_next_time() -> None:
+    """storage/placement.py: a peer whose record shows under FULL_MARGIN usable goes after the
+    others (XOR order kept); the next lookup draws one rank further to make up for it."""
+    from types import SimpleNamespace
+
+    from storage.placement import MeshNetwork
+
+    peers = [bytes([i]) * 20 for i in range(1, 6)]          # already in XOR order
+    asked: list[int] = []
+
+    async def closest_peers(key: bytes, n: int) -> list[SimpleNamespace]:
+        asked.append(n)
+        return [SimpleNamespace(node_id=p, roles=["storage"], address="x",
+                                capacity_bytes=1 << 40, free_bytes=1 << 30,
+                                reserved_bytes=(1 << 30) if p == peers[0] else 0)
+                for p in peers[:n]]
+
+    ctx = SimpleNamespace(identity=SimpleNamespace(node_id=b"\0" * 20),
+                          membership=SimpleNamespace(closest_peers=closest_peers))
+    net = MeshNetwork(ctx, SimpleNamespace(dispatch=None))  # type: ignore[arg-type]
+    assert await net.closest(b"k", 5) == [*peers[1:], peers[0]]
+    assert await net.closest(b"k", 3) == peers[1:4]
+    assert asked == [5, 4]
