@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/mesh.proto\x12\x0btwmesh.mesh\"\x98\x01\n\x0cSignedRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\towner_key\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x04\x12\x12\n\nexpires_ms\x18\x06 \x01(\x04\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x11\n\tsignature\x18\x08 \x01(\x0c\"\xc2\x01\n\nPeerRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\x0c\n\x04load\x18\x07 \x01(\r\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0c\n\x04mesh\x18\t \x01(\t\x12\x14\n\x0c\x63hannel_port\x18\n \x01(\r\"7\n\tRecordSet\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.twmesh.mesh.SignedRecord\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/mesh.proto\x12\x0btwmesh.mesh\"\x98\x01\n\x0cSignedRecord\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\towner_key\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\x0c\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x05 \x01(\x04\x12\x12\n\nexpires_ms\x18\x06 \x01(\x04\x12\x0f\n\x07payload\x18\x07 \x01(\x0c\x12\x11\n\tsignature\x18\x08 \x01(\x0c\"\xda\x01\n\nPeerRecord\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0cidentity_key\x18\x03 \x01(\x0c\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\x0c\n\x04load\x18\x07 \x01(\r\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0c\n\x04mesh\x18\t \x01(\t\x12\x14\n\x0c\x63hannel_port\x18\n \x01(\r\x12\x16\n\x0ereserved_bytes\x18\x0b \x01(\x04\"7\n\tRecordSet\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.twmesh.mesh.SignedRecord\"\x0f\n\rStatusRequest\"\x1b\n\x0bStatusReply\x12\x0c\n\x04json\x18\x01 \x01(\t\"\x15\n\x04Ping\x12\r\n\x05nonce\x18\x01 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEDRECORD']._serialized_start=34
   _globals['_SIGNEDRECORD']._serialized_end=186
   _globals['_PEERRECORD']._serialized_start=189
-  _globals['_PEERRECORD']._serialized_end=383
-  _globals['_RECORDSET']._serialized_start=385
-  _globals['_RECORDSET']._serialized_end=440
-  _globals['_STATUSREQUEST']._serialized_start=442
-  _globals['_STATUSREQUEST']._serialized_end=457
-  _globals['_STATUSREPLY']._serialized_start=459
-  _globals['_STATUSREPLY']._serialized_end=486
-  _globals['_PING']._serialized_start=488
-  _globals['_PING']._serialized_end=509
+  _globals['_PEERRECORD']._serialized_end=407
+  _globals['_RECORDSET']._serialized_start=409
+  _globals['_RECORDSET']._serialized_end=464
+  _globals['_STATUSREQUEST']._serialized_start=466
+  _globals['_STATUSREQUEST']._serialized_end=481
+  _globals['_STATUSREPLY']._serialized_start=483
+  _globals['_STATUSREPLY']._serialized_end=510
+  _globals['_PING']._serialized_start=512
+  _globals['_PING']._serialized_end=533
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class SignedRecord(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., name: _Optional[bytes] = ..., seq: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class PeerRecord(_message.Message):
-    __slots__ = ("node_id", "address", "identity_key", "roles", "capacity_bytes", "free_bytes", "load", "version", "mesh", "channel_port")
+    __slots__ = ("node_id", "address", "identity_key", "roles", "capacity_bytes", "free_bytes", "load", "version", "mesh", "channel_port", "reserved_bytes")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class PeerRecord(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MESH_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_PORT_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
     node_id: bytes
     address: str
     identity_key: bytes
@@ -48,7 +49,8 @@ class PeerRecord(_message.Message):
     version: str
     mesh: str
     channel_port: int
-    def __init__(self, node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., identity_key: _Optional[bytes] = ..., roles: _Optional[_Iterable[str]] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., version: _Optional[str] = ..., mesh: _Optional[str] = ..., channel_port: _Optional[int] = ...) -> None: ...
+    reserved_bytes: int
+    def __init__(self, node_id: _Optional[bytes] = ..., address: _Optional[str] = ..., identity_key: _Optional[bytes] = ..., roles: _Optional[_Iterable[str]] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., load: _Optional[int] = ..., version: _Optional[str] = ..., mesh: _Optional[str] = ..., channel_port: _Optional[int] = ..., reserved_bytes: _Optional[int] = ...) -> None: ...
 
 class RecordSet(_message.Message):
     __slots__ = ("records",)

@@ -24,6 +24,7 @@ from mesh.errors import (
     ResourceExhaustedError,
 )
 from proto import storage_pb2
+from storage.capacity import Capacity, StorageFull
 from storage.documents import DocumentStore, is_file_id
 from storage.fragstore import FragmentMismatch, FragmentStore
 from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore, verify_manifest
@@ -37,8 +38,10 @@ class StorageHandlers:
     """The server half: one node's fragments, manifests and document records."""
 
     def __init__(self, fragments: FragmentStore, manifests: ManifestStore,
-                 documents: DocumentStore, self_id: bytes | None = None) -> None:
+                 documents: DocumentStore, self_id: bytes | None = None,
+                 capacity: Capacity | None = None) -> None:
         self.self_id = self_id  # this node: never drop a fragment a manifest records here
+        self.capacity = capacity    # None: no reserve (tests of the handlers alone)
         self.fragments = fragments
         self.manifests = manifests
         self.documents = documents
@@ -80,6 +83,7 @@ class StorageHandlers:
         want = _hex(req.hash)
 
         def put() -> str:
+            self._make_room(len(req.data), want)
             try:
                 return self.fragments.put(req.data, req.file, req.index, expect=want)
             except FragmentMismatch as exc:            # checked before anything is written
@@ -102,12 +106,24 @@ class StorageHandlers:
         known = _hex(digest)
 
         def put() -> None:
+            self._make_room(len(data), known)
             try:
                 self.fragments.put(data, file, index, known_hash=known)
             except (OSError, sqlite3.Error) as exc:
                 raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
 
         await asyncio.to_thread(put)
+
+    def _make_room(self, size: int, fragment: str | None = None) -> None:
+        """StorageFull if ``size`` new bytes would eat into the reserve (storage/capacity.py);
+        a fragment held already needs no room (a hedged re-send, a repair's re-store)."""
+        if self.capacity is None:
+            return
+        try:
+            self.capacity.check(size)
+        except StorageFull:
+            if fragment is None or not self.fragments.has(fragment):
+                raise
 
     async def store_batch(self, body: bytes) -> bytes:
         if len(body) > MAX_STORE_BATCH_BYTES:
@@ -181,6 +197,7 @@ class StorageHandlers:
         req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)
 
         def put() -> bool:
+            self._make_room(len(body))
             self.manifests.put(req.manifest)
             if not req.HasField("document"):
                 return False
@@ -205,8 +222,13 @@ class StorageHandlers:
 
     async def store_document(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.StoreDocumentRequest, body, 8192)
+
+        def put() -> bool:
+            self._make_room(len(body))
+            return self.documents.put(req.document)
+
         try:
-            stored = await asyncio.to_thread(self.documents.put, req.document)
+            stored = await asyncio.to_thread(put)
         except (OSError, sqlite3.Error) as exc:
             raise ResourceExhaustedError(f"cannot store the document here: {exc}") from exc
         return storage_pb2.StoreDocumentReply(stored=stored).SerializeToString()

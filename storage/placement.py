@@ -12,6 +12,8 @@ data stays readable from what is up), and the file is recorded as under-replicat
 that refuses or is down at store time is replaced by the next-closest spare peer. A peer that
 left a store unanswered (storage/tail.py: a stuck disk on a node that still answers pings, so
 the mesh keeps it live) is ranked last for SUSPECT_S, so the next Pushes do not wait on it too.
+A peer whose signed record shows its usable space (free minus its reserve) under
+storage/capacity.py's FULL_MARGIN is ranked last too: it would refuse the store.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Protocol
 
 from mesh.context import MeshContext
 from mesh.errors import UnavailableError
+from storage.capacity import looks_full
 from storage.peer import StorageClient, StorageHandlers
 
 SUSPECT_S = 60.0
@@ -71,6 +74,7 @@ class MeshNetwork:
         self._local = StorageClient.local(self.self_id, handlers)
         self._addresses: dict[bytes, str] = {}
         self._suspects: dict[bytes, float] = {}      # node id -> until (monotonic)
+        self._full: set[bytes] = set()     # peers whose records showed no usable space
 
     def suspect(self, node_id: bytes) -> None:
         if node_id != self.self_id:
@@ -84,14 +88,19 @@ class MeshNetwork:
 
     async def closest(self, key: bytes, n: int) -> list[bytes]:
         suspects = self.suspects()
-        records = await self.ctx.membership.closest_peers(key, n + len(suspects))
+        records = await self.ctx.membership.closest_peers(
+            key, n + len(suspects) + len(self._full))
         out = []
+        full = set()
         for r in records:
             if r.node_id == self.self_id or "storage" in r.roles or not r.roles:
                 self._addresses[r.node_id] = r.address
                 out.append(r.node_id)
-        if suspects:
-            out.sort(key=lambda p: p in self._suspects)    # stable: XOR order otherwise
+                if looks_full(r.capacity_bytes, r.free_bytes, r.reserved_bytes):
+                    full.add(r.node_id)
+        self._full = full        # how many more to ask for next time, to rank them last
+        if suspects or full:     # stable: XOR order otherwise; a full peer would refuse anyway
+            out.sort(key=lambda p: (p in self._suspects, p in full))
         return out[:n]
 
     async def client(self, node_id: bytes) -> StorageClient:

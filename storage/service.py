@@ -1,7 +1,8 @@
 """The storage capability of a node: fragment store, manifests, documents, FileService.
 
 ``create(ctx)`` is called by taskworker.node. Join flags (taskworker/cli_storage.py) arrive in
-``ctx.settings``: ``storage.k``, ``storage.m``, ``storage.stripe_size``.
+``ctx.settings``: ``storage.k``, ``storage.m``, ``storage.stripe_size``,
+``storage.reserved_bytes`` (absent: storage/capacity.py's default for the volume).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 
 from mesh.context import MeshContext
+from storage.capacity import Capacity
 from storage.documents import DocumentStore
 from storage.files import DEFAULT_K, DEFAULT_M, DEFAULT_STRIPE, FileStore, PushOptions
 from storage.fragstore import FragmentStore
@@ -29,8 +31,10 @@ class StorageService:
         self.manifests = ManifestStore(ctx.data_dir)
         self.document_store = DocumentStore(ctx.data_dir)
         self.keyring = Keyring(ctx.data_dir)
+        reserved = ctx.settings.get("storage.reserved_bytes")
+        self.capacity = Capacity(ctx.data_dir, None if reserved is None else int(reserved))
         self.handlers = StorageHandlers(self.fragments, self.manifests, self.document_store,
-                                        ctx.identity.node_id)
+                                        ctx.identity.node_id, self.capacity)
         self.network = MeshNetwork(ctx, self.handlers)
         s = ctx.settings
         defaults = PushOptions(k=int(s.get("storage.k", DEFAULT_K)),
@@ -60,6 +64,7 @@ class StorageService:
                 "manifests": len(self.manifests.cids()), "peer_calls": self.handlers.calls,
                 "users": len(self.keyring.names()),
                 "suspect_peers": [p.hex()[:16] for p in self.network.suspects()],
+                **self.capacity.status(),
                 **self.files.status()}
 
     def load(self) -> int:

@@ -360,6 +360,11 @@ def add_join_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--m", type=int, default=2, help="default parity fragments (2)")
     parser.add_argument("--stripe-mib", type=float, default=4.0,
                         help="default stripe size in MiB (4)")
+    parser.add_argument("--reserved-space", metavar="SIZE", type=_size, default=None,
+                        help="disk space this node keeps free on its data volume: it refuses "
+                        "fragments and records that would eat into it, and peers place data "
+                        "elsewhere (e.g. 0, 500M, 10G; default 1G, or a tenth of a volume "
+                        "smaller than 10G)")
 
 
 def collect_join_settings(args: argparse.Namespace, settings: dict[str, object]) -> None:
@@ -375,3 +380,13 @@ def collect_join_settings(args: argparse.Namespace, settings: dict[str, object])
     settings["storage.k"] = args.k
     settings["storage.m"] = args.m
     settings["storage.stripe_size"] = stripe
+    if args.reserved_space is not None:
+        settings["storage.reserved_bytes"] = args.reserved_space
+
+
+def _size(text: str) -> int:
+    from storage.capacity import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

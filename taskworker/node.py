@@ -133,11 +133,14 @@ class Node:
 
     def _peer_record(self) -> mesh_pb2.PeerRecord:
         usage = shutil.disk_usage(self.config.data_dir)
+        storage = self.ctx.registry.get("storage") if self.ctx is not None else None
+        capacity = getattr(storage, "capacity", None)
         return mesh_pb2.PeerRecord(
             address=f"{self.config.listen[0]}:{self.port}", roles=list(self.config.roles),
             capacity_bytes=usage.total, free_bytes=usage.free,
             load=sum(s.load() for s in self.services), version=VERSION,
-            channel_port=self.channel_port)
+            channel_port=self.channel_port,
+            reserved_bytes=getattr(capacity, "reserved", 0))
 
     def _foreign_bootstrap(self) -> None:
         """Name the other mesh when the bootstrap peers answered but belong to it."""

@@ -97,3 +97,19 @@ def test_a_peer_others_gave_stores_up_on_is_flagged() -> None:
            for s in f.samples if s.name == "twmesh_peer_suspected_by"}
     assert got == {"ab": 1.0, "cd": 2.0, "ef": 0.0, "01": 0.0}
     assert "stores hang (suspected by 2)" in render_page(poller, title="t")
+
+
+def test_full_peers_are_flagged() -> None:
+    """storage.full (storage/capacity.py: usable space under 64 MiB) reaches the summary,
+    the metrics and the page; a peer without the field is not full."""
+    full = peer("ab", True, {"storage": {"full": True, "usable_bytes": 0}})
+    roomy = peer("cd", True, {"storage": {"full": False}})
+    old = peer("ef", True, {"storage": {}})
+    poller = poller_with([full, roomy, old])
+    views = {p["node_id"][:2]: p["storage_full"] for p in poller.summary()["peers"]}
+    assert views == {"ab": True, "cd": False, "ef": False}
+    text = render(build_registry(poller)).decode()
+    got = {s.labels["node"][:2]: s.value for f in text_string_to_metric_families(text)
+           for s in f.samples if s.name == "twmesh_peer_storage_full"}
+    assert got == {"ab": 1.0, "cd": 0.0, "ef": 0.0}
+    assert render_page(poller, title="t").count("storage full") == 1

@@ -50,6 +50,8 @@ class MeshCollector(Collector):
             ("peer_calls_per_second", "Calls per second served or routed", "calls_per_s"),
             ("peer_status_rtt_p99_seconds", "p99 round trip of mesh.Status", "status_rtt_p99_s"),
             ("peer_errors", "Errors the peer's services report", "errors"),
+            ("peer_storage_full", "1 if the peer refuses new data: usable space (free minus its "
+             "--reserved-space) is under 64 MiB", "storage_full"),
         ]
         for name, doc, attr in per_peer:
             fam = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["node", "address"])

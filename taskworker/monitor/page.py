@@ -82,6 +82,8 @@ def render_page(poller: MeshPoller, *, title: str, refresh: int = 5) -> str:
         if p["up"] and p.get("suspected_by"):      # answers Status, but its stores hang
             state = (f'<span class="down">up, stores hang (suspected by '
                      f'{int(p["suspected_by"])})</span>')
+        elif p["up"] and p.get("storage_full"):     # takes no new data (--reserved-space)
+            state = '<span class="down">up, storage full (under 64 MiB usable)</span>'
         pool = p["sandbox"]
         rows.append(
             "<tr>" + _cell(p["node_id"][:16], "l") + _cell(p["address"], "l")

@@ -132,6 +132,11 @@ class PeerState:
         ordered = sorted(self.rtt)
         return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
+    @property
+    def storage_full(self) -> float:
+        """1 if the peer has less usable space than its reserve allows new data (capacity.py)."""
+        return 1.0 if lookup(self.services, "storage.full") is True else 0.0
+
     def suspects(self) -> list[str]:
         """Node-id prefixes this peer gave a store up on lately (storage/tail.py)."""
         found = lookup(self.services, "storage.suspect_peers")
@@ -312,4 +317,5 @@ class MeshPoller:
             "p99_latency_s": s.p99_latency_s, "status_rtt_p99_s": round(s.status_rtt_p99_s, 4),
             "sandbox": s.sandbox, "errors": int(s.errors), "error": s.error,
             "last_ok": round(s.last_ok, 3), "suspected_by": suspected_by,
+            "storage_full": bool(s.storage_full),
         }

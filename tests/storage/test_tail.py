@@ -188,7 +188,8 @@ async def test_mesh_network_ranks_a_suspect_last_until_it_expires(
     peers = [bytes([i]) * 20 for i in range(1, 6)]           # already in XOR order
 
     async def closest_peers(key: bytes, n: int) -> list[SimpleNamespace]:
-        return [SimpleNamespace(node_id=p, roles=["storage"], address="x") for p in peers[:n]]
+        return [SimpleNamespace(node_id=p, roles=["storage"], address="x", capacity_bytes=0,
+                                free_bytes=0, reserved_bytes=0) for p in peers[:n]]
 
     ctx = SimpleNamespace(identity=SimpleNamespace(node_id=b"\0" * 20),
                           membership=SimpleNamespace(closest_peers=closest_peers))
