@@ -1,4 +1,4 @@
-"""The write path's long tail: a store left unanswered too long moves to a spare peer.
+"""Long tails: a store left unanswered too long moves to a spare peer; a read goes on without.
 
 Storj uploads a segment to more nodes than it needs and cancels the slowest ("long-tail
 cancellation"). A Push here needs every one of its n = k+m holders, so it cannot just drop the
@@ -132,8 +132,9 @@ class Tail:
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-            if self._wake is not None:
-                self._wake.set_result(None)
+            if self._wake is not None:           # suspects waiting: re-check now
+                if not self._wake.done():
+                    self._wake.set_result(None)
                 self._wake = None
         if peer not in self.stuck:
             self.stuck.add(peer)
