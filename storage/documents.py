@@ -33,7 +33,7 @@ from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
 from storage.records_db import RecordsDB
-from storage.tail import READ_TAIL_S, Tail
+from storage.tail import read_tail
 
 if TYPE_CHECKING:
     from storage.placement import Network
@@ -149,9 +149,11 @@ class DocumentStore:
 class Documents:
     """file_id -> current CID, over the mesh (see module docstring)."""
 
-    def __init__(self, network: Network, replicas: int = 3) -> None:
+    def __init__(self, network: Network, replicas: int = 3,
+                 counters: dict[str, int] | None = None) -> None:
         self.network = network
         self.replicas = replicas
+        self.counters = counters
 
     async def create(self, file_id: str, cid: str, owner: nacl.signing.SigningKey,
                      nonce: bytes) -> int:
@@ -178,7 +180,7 @@ class Documents:
         if not is_file_id(file_id):
             raise InvalidArgumentError(f"not a file_id: {file_id!r:.80}")
         peers = await self.network.closest(document_key(file_id), self.replicas + 2)
-        tail = Tail(floor=READ_TAIL_S, patient=True)   # a frozen replica is left out
+        tail = read_tail(self.network, self.counters)   # a frozen replica is left out
 
         async def one(node_id: bytes) -> list[storage_pb2.SignedDocument]:
             try:

@@ -13,7 +13,7 @@ from proto import storage_pb2
 from storage.manifest import Manifest, manifest_key, verify_manifest
 from storage.placement import Network, assign
 from storage.results import PushOptions
-from storage.tail import READ_TAIL_S, Tail
+from storage.tail import read_tail
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Fetcher:
         asked: set[bytes] = set()
         found: dict[bytes, Manifest] = {}
 
-        tail = Tail(floor=READ_TAIL_S, patient=True)   # a frozen replica is left out
+        tail = read_tail(self.network, self.counters)   # a frozen replica is left out
 
         async def one(node_id: bytes) -> list[storage_pb2.SignedManifest]:
             try:

@@ -87,10 +87,11 @@ class FileStore:
         self.network = network
         self.defaults = defaults or PushOptions()
         self.read_window = read_window
-        self.documents = Documents(network, replicas=self.defaults.m + 1)
         self.counters = {"pushes": 0, "gets": 0, "bytes_in": 0, "bytes_out": 0,
                          "corrupt_fragments": 0, "fragment_failures": 0, "fragment_hedges": 0,
-                         "store_spares": 0}
+                         "store_spares": 0, "replicas_cut": 0, "replicas_skipped": 0}
+        self.documents = Documents(network, replicas=self.defaults.m + 1,
+                                   counters=self.counters)
         self.fetcher = Fetcher(network, self.defaults, self.counters, fetch_concurrency)
         self.known = KnownManifests()  # what this node wrote or read: its owners' next reads
         self._upload = Uploader(network, self.documents, self.counters)
@@ -224,7 +225,7 @@ class FileStore:
                    deep: bool = False) -> StatResult:
         """Fragments, holders, health. ``deep``: holders re-hash every fragment (reads all)."""
         manifest, key = await self.resolve(ref, user, need_key=False)
-        return await file_health(self.network, manifest, key, deep)
+        return await file_health(self.network, manifest, key, deep, self.counters)
 
     def status(self) -> dict[str, Any]:
         return {**self.counters, "inflight": self.inflight,

@@ -10,8 +10,9 @@ manifest, which readers (and repair) use: nobody needs to re-derive placement to
 With fewer live peers than n = k+m, the fragments wrap around onto the peers there are (so the
 data stays readable from what is up), and the file is recorded as under-replicated. A holder
 that refuses or is down at store time is replaced by the next-closest spare peer. A peer that
-left a store unanswered (storage/tail.py: a stuck disk on a node that still answers pings, so
-the mesh keeps it live) is ranked last for SUSPECT_S, so the next Pushes do not wait on it too.
+left a store or a read unanswered (storage/tail.py: a stuck disk on a node that still answers
+pings, so the mesh keeps it live) is ranked last for SUSPECT_S, so the next Pushes do not wait on
+it too; reads still ask it but do not wait for it once the others have answered.
 A peer whose signed record shows its usable space (free minus its reserve) under
 storage/capacity.py's FULL_MARGIN is ranked last too: it would refuse the store.
 """
@@ -61,7 +62,11 @@ class Network(Protocol):
         ...
 
     def suspect(self, node_id: bytes) -> None:
-        """The peer left a store unanswered: rank it last for a while."""
+        """The peer left a store or read unanswered: rank it last for a while."""
+        ...
+
+    def suspects(self) -> list[bytes]:
+        """The peers suspected now (reads do not wait for them: storage/tail.py)."""
         ...
 
 

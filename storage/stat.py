@@ -12,19 +12,19 @@ from storage.manifest import Manifest, manifest_key, verify_manifest
 from storage.placement import Network
 from storage.reader import open_filename
 from storage.results import FragmentHealth, StatResult
-from storage.tail import READ_TAIL_S, Tail
+from storage.tail import Tail, read_tail
 
 
 async def file_health(network: Network, manifest: Manifest, key: bytes | None,
-                      deep: bool = False) -> StatResult:
+                      deep: bool = False, counters: dict[str, int] | None = None) -> StatResult:
     """Fragments, holders, health of a resolved file (``key`` opens the filename, if any).
 
-    ``deep``: holders re-hash every fragment (reads all).
+    ``deep``: holders re-hash every fragment (reads all). ``counters``: the read tail's.
     """
     body = manifest.body
     filename = open_filename(manifest, key) if key else ""
     if body.inline:
-        replicas = await _inline_replicas(network, manifest)
+        replicas = await _inline_replicas(network, manifest, counters)
         return StatResult(manifest, filename, [
             FragmentHealth(i, r.peer, network.address(r.peer), r.reachable, r.holds)
             for i, r in enumerate(replicas)], health_of(replicas, body.m), 1, 0, 0)
@@ -37,8 +37,9 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
     present: dict[tuple[int, int], bool] = {}
     reachable: dict[bytes, bool] = {}
     # a frozen holder is reported unreachable after the read tail (tail.py), not the 30 s
-    # deadline; a deep Stat re-hashes everything, which takes as long as it takes
-    tail = Tail(floor=3600.0 if deep else READ_TAIL_S, patient=True)
+    # deadline, and a suspected one as soon as the others answered; a deep Stat re-hashes
+    # everything, which takes as long as it takes
+    tail = Tail(floor=3600.0, patient=True) if deep else read_tail(network, counters)
 
     async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
         hashes = [body.stripes[s].fragments[i].hash for s, i in items]
@@ -76,10 +77,11 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
     return StatResult(manifest, filename, fragments, health, ok, degraded, lost)
 
 
-async def _inline_replicas(network: Network, manifest: Manifest) -> list[ReplicaHealth]:
+async def _inline_replicas(network: Network, manifest: Manifest,
+                           counters: dict[str, int] | None) -> list[ReplicaHealth]:
     """The m+1 peers that should keep an inline file's manifest, and whether they do."""
     body = manifest.body
-    tail = Tail(floor=READ_TAIL_S, patient=True)
+    tail = read_tail(network, counters)
 
     async def ask(peer: bytes) -> ReplicaHealth:
         try:

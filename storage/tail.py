@@ -1,4 +1,4 @@
-"""The write path's long tail: a store left unanswered too long moves to a spare peer.
+"""Long tails: a store left unanswered too long moves to a spare peer; a read goes on without.
 
 Storj uploads a segment to more nodes than it needs and cancels the slowest ("long-tail
 cancellation"). A Push here needs every one of its n = k+m holders, so it cannot just drop the
@@ -14,6 +14,15 @@ The delay is max(STORE_SPARE_S, 4x the fastest store this Push has seen): far ab
 loopback store (milliseconds), and past the channel's same-peer re-send (STORE_HEDGE_S = 1 s,
 peer_client.py), which gets a store through a lossy path without moving it. Before any store
 has answered it is twice the floor (a first connection may still be handshaking).
+
+Reads that ask every replica for the newest record use ``read_tail``: patient (never give up
+before another replica answered), counted as ``replicas_cut``, and tied to the node's suspects
+(storage/placement.py) both ways. A replica they cut is suspected, so the next Pushes rank it
+last; a replica already suspected is still asked, but not waited for once a replica that is
+not suspected has answered and none is still being asked (counted as ``replicas_skipped``).
+So a frozen replica costs one read tail per SUSPECT_S, not one per read. With only suspects
+asked, or none of the others answering, the read waits for the suspects as before: a read never
+gives up on every replica.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, Protocol, TypeVar
 
 from mesh.errors import MeshError, UnavailableError
 
@@ -33,20 +42,34 @@ STORE_SPARE_S = 3.0
 # Reads that ask every replica for the newest record (document records, manifests, version
 # digests, Stat) go on without one unanswered this long (4x the fastest, at least) once another
 # has answered: a replica's failing answer was already treated so; a frozen one used to hold
-# the read for the whole call deadline (10-30 s).
+# the read for the whole call deadline (10-30 s). See read_tail for suspects.
 READ_TAIL_S = 1.0
 _RECHECK_S = 0.5      # the delay shrinks once other stores answer: re-read it this often
+SKIPPED = "replicas_skipped"     # counter: suspects a read did not wait for
+
+
+class Suspects(Protocol):
+    """The node's peers that left a call unanswered lately (MeshNetwork, storage/placement.py)."""
+
+    def suspect(self, node_id: bytes) -> None: ...
+
+    def suspects(self) -> Collection[bytes]: ...
 
 
 class Tail:
-    """One Push's view of its stores: how fast they answer, and the peers given up on."""
+    """One Push's (or read's) view of its calls: how fast they answer, the peers given up on."""
 
     def __init__(self, counters: dict[str, int] | None = None, *, floor: float | None = None,
                  counter: str = "store_spares", patient: bool = False,
-                 on_stuck: Callable[[bytes], None] | None = None) -> None:
+                 on_stuck: Callable[[bytes], None] | None = None,
+                 suspected: Callable[[], Collection[bytes]] | None = None) -> None:
         self.fastest: float | None = None
         self.stuck: set[bytes] = set()
         self._on_stuck = on_stuck     # e.g. MeshNetwork.suspect: later Pushes rank it last
+        self._suspected = suspected   # e.g. MeshNetwork.suspects: not waited for (module doc)
+        self._answered: set[bytes] = set()
+        self._asking: dict[bytes, int] = {}          # peer -> calls in flight
+        self._wake: asyncio.Future[None] | None = None   # set when a call ends (suspects only)
         self._counters = counters
         self._counter = counter
         self._floor = floor     # None: STORE_SPARE_S, read when used (tests shorten it)
@@ -72,7 +95,8 @@ class Tail:
     async def call(self, peer: bytes, store: Callable[[], Awaitable[T]],
                    give_up: bool = True) -> T:
         """``store()`` (or any call) to ``peer``; UnavailableError if it goes unanswered past
-        the delay (the call is cancelled and ``peer`` is skipped for the rest of the Push).
+        the delay (the call is cancelled and ``peer`` is skipped for the rest of the Push), or,
+        with ``suspected``, once ``peer`` is a suspect that ``_skippable`` says to leave out.
         ``give_up`` False: wait for the call's own deadline — a store with no distinct spare to
         go to would only double up on a holder, losing redundancy to a peer that may just be
         slow (a lossy path)."""
@@ -83,27 +107,72 @@ class Tail:
         loop = asyncio.get_running_loop()
         start = loop.time()
         task = asyncio.ensure_future(store())
+        self._asking[peer] = self._asking.get(peer, 0) + 1
+        skipped = False
         try:
             # another call of this Push may give the peer up first (stripes in flight to it)
             while (left := start + self.delay() - loop.time()) > 0 and peer not in self.stuck:
-                done, _ = await asyncio.wait([task], timeout=min(left, _RECHECK_S))
-                if done:
+                if skipped := self._skippable(peer):
+                    break
+                waits: list[asyncio.Future[Any]] = [task]
+                if self._suspected is not None:    # re-check as soon as another call ends
+                    waits.append(self._waker(loop))
+                await asyncio.wait(waits, timeout=min(left, _RECHECK_S),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if task.done():
                     result = task.result()             # a failure raises its own error
                     took = loop.time() - start
                     self.fastest = took if self.fastest is None else min(self.fastest, took)
+                    self._answered.add(peer)
                     return result
         finally:
+            self._asking[peer] -= 1
+            if not self._asking[peer]:
+                del self._asking[peer]
             if not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            if self._wake is not None:           # suspects waiting: re-check now
+                if not self._wake.done():
+                    self._wake.set_result(None)
+                self._wake = None
         if peer not in self.stuck:
             self.stuck.add(peer)
-            if self._on_stuck is not None:
-                self._on_stuck(peer)
-            if self._counters is not None:
-                self._counters[self._counter] = self._counters.get(self._counter, 0) + 1
+            if not skipped and self._on_stuck is not None:
+                self._on_stuck(peer)            # a skipped peer is a suspect already
+            self._count(SKIPPED if skipped else self._counter)
+        if skipped:
+            raise UnavailableError(f"peer {peer.hex()[:16]} is a suspect and the others have "
+                                   "answered: going on without it")
         raise UnavailableError(f"peer {peer.hex()[:16]} left a call unanswered for "
                                f"{loop.time() - start:.1f} s: going on without it")
+
+    def _skippable(self, peer: bytes) -> bool:
+        """``peer`` is suspected, a peer that is not has answered, and none is still being
+        asked: waiting would only wait for the suspect (likely still frozen)."""
+        if self._suspected is None:
+            return False
+        suspects = self._suspected()
+        return peer in suspects and any(p not in suspects for p in self._answered) \
+            and all(p in suspects for p in self._asking)
+
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        if self._wake is None:
+            self._wake = loop.create_future()
+        return self._wake
+
+    def _count(self, name: str) -> None:
+        if self._counters is not None:
+            self._counters[name] = self._counters.get(name, 0) + 1
+
+
+def read_tail(suspects: Suspects | None, counters: dict[str, int] | None = None, *,
+              floor: float = READ_TAIL_S) -> Tail:
+    """The tail of a read that asks every replica for the newest record (module docstring);
+    ``suspects``: the node's network (None: a deep Stat, which waits as long as it takes)."""
+    return Tail(counters, floor=floor, counter="replicas_cut", patient=True,
+                on_stuck=suspects.suspect if suspects is not None else None,
+                suspected=suspects.suspects if suspects is not None else None)
 
 
 async def on_spare(spares: list[bytes], tail: Tail, store: Callable[[bytes], Awaitable[object]],

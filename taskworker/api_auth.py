@@ -4,7 +4,8 @@ taskworker/api_token.py).
 Every local-API call must carry the metadata ``authorization: Bearer <token>``; the standard
 health check (``grpc.health.v1.Health``) and server reflection answer without it. A call without
 a token, or with one the node does not know, is answered UNAUTHENTICATED with a message saying
-where the token lives. grpcurl: ``-H "authorization: Bearer $(cat DATA_DIR/api.token)"``.
+where the token lives, after a short delay, counted in the node's Status and reported in its log
+(taskworker/api_refusals.py). grpcurl: ``-H "authorization: Bearer $(cat DATA_DIR/api.token)"``.
 
 Two kinds of token are accepted:
 
@@ -27,12 +28,13 @@ from __future__ import annotations
 
 import collections
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Literal
 
 import grpc
 
 from taskworker.api_principal import as_user
+from taskworker.api_refusals import REFUSAL_DELAY, Handler, Reason, Refusals, deny_handlers, kind
 from taskworker.api_token import TOKEN_ENV, UserTokens
 
 HEADER = "authorization"
@@ -61,51 +63,19 @@ USER_METHODS = frozenset({
     "/taskworker.NodeService/Closest",
 })
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Handler = Any   # grpc.RpcMethodHandler[Any, Any]
-
-
 # --- server side -------------------------------------------------------------------------
-
-def _deny_handlers(message: str, code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED
-                   ) -> dict[str, Handler]:
-    async def unary_unary(request: Any, context: Context) -> Any:
-        await context.abort(code, message)
-
-    async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-        await context.abort(code, message)
-        yield None                                          # pragma: no cover
-
-    async def stream_unary(requests: Any, context: Context) -> Any:
-        await context.abort(code, message)
-
-    async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-        await context.abort(code, message)
-        yield None                                          # pragma: no cover
-
-    return {"uu": grpc.unary_unary_rpc_method_handler(unary_unary),
-            "us": grpc.unary_stream_rpc_method_handler(unary_stream),
-            "su": grpc.stream_unary_rpc_method_handler(stream_unary),
-            "ss": grpc.stream_stream_rpc_method_handler(stream_stream)}
-
-
-def _kind(handler: Handler) -> str:
-    if handler is None or handler.unary_unary is not None:
-        return "uu"
-    if handler.unary_stream is not None:
-        return "us"
-    return "su" if handler.stream_unary is not None else "ss"
-
 
 class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Requires ``authorization: Bearer <token>`` on every method but health and reflection:
     the node's token (everything, as any user) or a user token (USER_METHODS, as that user)."""
 
-    def __init__(self, token: str, where: str, users: UserTokens | None = None) -> None:
+    def __init__(self, token: str, where: str, users: UserTokens | None = None,
+                 delay: float = REFUSAL_DELAY) -> None:
         self._token = token.encode("ascii")
         self._users = users
-        self._missing: dict[str, Handler] = {}
-        self._wrong: dict[str, Handler] = {}
+        self._delay = delay
+        self.refusals = Refusals()           # counted in the node's Status, warned in its log
+        self._refuse: dict[Reason, dict[str, Handler]] = {}
         self._where = where
         # (method, user) -> (the server's handler, its as_user copy), built once
         self._as_user: dict[tuple[str, str], tuple[Handler, Handler]] = {}
@@ -116,34 +86,36 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._where = where
         how = (f"send the metadata '{HEADER}: Bearer TOKEN'; the token is in {where} "
                f"(tw-mesh finds it itself; or pass --api-token-file / set {TOKEN_ENV})")
-        self._missing = _deny_handlers(f"this node's API requires a token: {how}")
-        self._wrong = _deny_handlers(f"wrong API token for this node: {how}")
+        wrong = deny_handlers(f"wrong API token for this node: {how}", delay=self._delay)
+        self._refuse = {Reason.MISSING: deny_handlers(f"this node's API requires a token: {how}",
+                                                      delay=self._delay),
+                        Reason.MALFORMED: wrong, Reason.WRONG: wrong}
 
-    def _check(self, metadata: Any) -> bool | str | None:
-        """True: the node's token; a user's name: that user's token; False: another token;
-        None: none at all."""
+    def _check(self, metadata: Any) -> Literal[True] | str | Reason:
+        """True: the node's token; a user's name: that user's token; else why the call is
+        refused."""
         for key, value in metadata or ():
             if key != HEADER:
                 continue
             if isinstance(value, bytes):
-                return False
+                return Reason.MALFORMED
             scheme, _, given = value.strip().partition(" ")
-            if scheme.lower() != "bearer":
-                return False
             raw = given.strip().encode("utf-8", "replace")
+            if scheme.lower() != "bearer" or not raw:
+                return Reason.MALFORMED
             if hmac.compare_digest(raw, self._token):
                 return True
-            name = self._users.match(raw) if self._users is not None and raw else None
-            return name if name is not None else False
-        return None
+            name = self._users.match(raw) if self._users is not None else None
+            return name if name is not None else Reason.WRONG
+        return Reason.MISSING
 
     def _user_handler(self, method: str, handler: Handler, name: str) -> Handler:
         if method not in USER_METHODS or handler is None:
-            return _deny_handlers(
+            return deny_handlers(
                 f"the API token of user {name} may not call {method.lstrip('/')}: that takes "
                 f"the node's own token ({self._where}); a user token may call FileService "
                 "and NodeService Status, Peers and Closest",
-                grpc.StatusCode.PERMISSION_DENIED)[_kind(handler)]
+                grpc.StatusCode.PERMISSION_DENIED)[kind(handler)]
         known = self._as_user.get((method, name))
         if known is not None and known[0] is handler:
             return known[1]
@@ -159,12 +131,16 @@ class ApiTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return await continuation(handler_call_details)
         verdict = self._check(handler_call_details.invocation_metadata)
         handler = await continuation(handler_call_details)
-        if verdict is True:
+        if verdict is True:              # (never delayed: the check above is all it costs)
             return handler
-        if isinstance(verdict, str):
-            return self._user_handler(method, handler, verdict)
-        refusals = self._missing if verdict is None else self._wrong
-        return refusals[_kind(handler)]
+        if isinstance(verdict, Reason):
+            self.refusals.note(verdict, method)
+            return self._refuse[verdict][kind(handler)]
+        return self._user_handler(method, handler, verdict)
+
+    def close(self) -> None:
+        """Report refusals still unreported (and drop the report's timer)."""
+        self.refusals.report()
 
 
 # --- client side -------------------------------------------------------------------------

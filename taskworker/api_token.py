@@ -1,22 +1,15 @@
-"""The local API's bearer token on disk: the node's token file, the runtime files clients
-find it by, and the CLI's lookup order (the checks themselves: taskworker/api_auth.py).
+"""The local API's bearer tokens on disk: the node's token file and the users' token files
+(the runtime files clients find a running node's token by, and the CLI's lookup order:
+taskworker/api_runtime.py; the checks themselves: taskworker/api_auth.py).
 
 Every node has one API token: 32 random bytes (``secrets.token_urlsafe(32)``) kept in
-``DATA_DIR/api.token`` (mode 0600, created on first start, kept across restarts). So that a
-client which only knows the API address finds the token (as Jupyter's runtime files do), a
-running node also writes a copy to its *runtime file*, ``RUNTIME/api-<port>.token`` (mode 0600,
-in a directory of mode 0700), and removes it on a clean stop. ``RUNTIME`` is
-``$TW_MESH_RUNTIME_DIR`` if set, else ``$XDG_RUNTIME_DIR/tw-mesh``, else ``~/.tw-mesh/run``.
+``DATA_DIR/api.token`` (mode 0600, created on first start, kept across restarts).
 
 Each keyring user may also have a *user token* (same form) in ``DATA_DIR/users/NAME.token``
 (0600, beside the user's key), made by ``tw-mesh user create NAME`` or ``tw-mesh user token
 NAME`` and replaced by ``tw-mesh user token NAME --rotate``. A call with it acts only as that
 user and may call only the methods taskworker/api_auth.py allows users; a running node notices
 a new, rotated or removed user token file on the next call (:class:`UserTokens`).
-
-The CLI looks for a token in this order: ``--api-token-file FILE``, ``$TW_MESH_API_TOKEN``,
-then the runtime file for the ``--api`` port (:func:`find_token`). ``TaskWorker`` reads its
-embedded node's token directly.
 """
 
 from __future__ import annotations
@@ -27,7 +20,6 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
 from pathlib import Path
 
 from mesh.errors import MeshError
@@ -46,7 +38,8 @@ log = logging.getLogger("tw-mesh")
 
 
 class TokenError(MeshError):
-    """A token file or the runtime directory is unusable (mode, owner, content)."""
+    """A token file, the runtime directory or a runtime file is unusable (mode, owner,
+    content), or a runtime file is stale (the node that wrote it is gone)."""
 
 
 def check_token(token: str, where: str) -> str:
@@ -58,8 +51,8 @@ def check_token(token: str, where: str) -> str:
     return token
 
 
-def _read_private(path: Path) -> str:
-    """The token in ``path``; refuses a file others may read or that another uid owns."""
+def read_private_bytes(path: Path) -> tuple[bytes, os.stat_result]:
+    """The start of ``path`` and its stat; refuses a file others may read or another uid owns."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as fh:
         info = os.fstat(fh.fileno())
@@ -70,15 +63,20 @@ def _read_private(path: Path) -> str:
         if info.st_uid != os.geteuid():
             raise TokenError(f"API token file {path} belongs to uid {info.st_uid}, not to "
                              f"this process's uid {os.geteuid()}")
-        raw = fh.read(4096)
+        return fh.read(4096), info
+
+
+def read_private(path: Path) -> str:
+    """The token in ``path`` (a private file, see :func:`read_private_bytes`)."""
+    raw, _ = read_private_bytes(path)
     try:
         return check_token(raw.decode("ascii"), str(path))
     except UnicodeDecodeError:
         raise TokenError(f"the API token in {path} is not ASCII") from None
 
 
-def _write_private(path: Path, token: str, *, replace: bool) -> None:
-    """Write ``token`` to ``path`` mode 0600 without the file ever being readable by others
+def write_private(path: Path, text: str, *, replace: bool) -> None:
+    """Write ``text`` (and a newline) to ``path`` mode 0600 without the file ever being readable by others
     or half-written: a private temporary file, then link (only if absent) or rename over."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -86,7 +84,7 @@ def _write_private(path: Path, token: str, *, replace: bool) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)        # whatever the umask
-            fh.write(token.encode("ascii") + b"\n")
+            fh.write(text.encode("ascii") + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
         if replace:
@@ -107,84 +105,16 @@ def _load_or_create(path: Path) -> str:
     """The token in ``path``, made first (0600, atomically, never overwritten) if absent."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        return _read_private(path)
+        return read_private(path)
     except FileNotFoundError:
         pass
-    _write_private(path, secrets.token_urlsafe(32), replace=False)
-    return _read_private(path)            # whoever won a race to create it
+    write_private(path, secrets.token_urlsafe(32), replace=False)
+    return read_private(path)            # whoever won a race to create it
 
 
 def load_or_create_token(data_dir: Path) -> str:
     """The node's API token from ``DATA_DIR/api.token``, created (mode 0600) if absent."""
     return _load_or_create(data_dir / TOKEN_FILE)
-
-
-def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where running nodes leave ``api-<port>.token`` for clients of this uid."""
-    env = os.environ if env is None else env
-    if env.get(RUNTIME_ENV):
-        return Path(env[RUNTIME_ENV])
-    if env.get("XDG_RUNTIME_DIR"):
-        return Path(env["XDG_RUNTIME_DIR"]) / "tw-mesh"
-    return Path.home() / ".tw-mesh" / "run"
-
-
-def runtime_file(port: int, env: Mapping[str, str] | None = None) -> Path:
-    return runtime_dir(env) / f"api-{port}.token"
-
-
-def _private_dir(path: Path) -> None:
-    """``path`` exists, is ours, and only we can enter it (0700)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.mkdir(exist_ok=True, mode=0o700)
-    info = os.stat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        raise TokenError(f"{path} is not a directory")
-    if info.st_uid != os.geteuid():
-        raise TokenError(f"runtime directory {path} belongs to uid {info.st_uid}, not to "
-                         f"this process's uid {os.geteuid()} (set {RUNTIME_ENV})")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(path, 0o700)
-
-
-def write_runtime_file(port: int, token: str) -> Path:
-    """Publish ``token`` for clients of this uid that know only the API port."""
-    path = runtime_file(port)
-    _private_dir(path.parent)
-    _write_private(path, token, replace=True)
-    return path
-
-
-def remove_runtime_file(path: Path, token: str) -> None:
-    """Remove ``path`` if it still holds ``token`` (a later node may own the port by now)."""
-    try:
-        if _read_private(path) == token:
-            path.unlink()
-    except (OSError, TokenError):
-        pass
-
-
-def find_token(port: int, token_file: Path | None = None,
-               env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
-    """(token or None, where it came from / where it was looked for), in the CLI's order:
-    ``token_file``, ``$TW_MESH_API_TOKEN``, the runtime file of ``port``."""
-    env = os.environ if env is None else env
-    if token_file is not None:
-        try:
-            raw = token_file.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TokenError(f"cannot read the API token file {token_file}: {exc}") from None
-        return check_token(raw, str(token_file)), f"--api-token-file {token_file}"
-    if env.get(TOKEN_ENV, "").strip():
-        return check_token(env[TOKEN_ENV], f"${TOKEN_ENV}"), f"${TOKEN_ENV}"
-    try:
-        path = runtime_file(port, env)
-    except RuntimeError:                     # no home directory
-        return None, f"--api-token-file or ${TOKEN_ENV} (no runtime directory)"
-    try:
-        return _read_private(path), str(path)
-    except FileNotFoundError:
-        return None, f"--api-token-file, ${TOKEN_ENV} or {path}"
 
 
 # --- user tokens -------------------------------------------------------------------------
@@ -205,8 +135,8 @@ def rotate_user_token(data_dir: Path, name: str) -> str:
     """Replace user ``name``'s API token with a new one (the old one stops working at once)."""
     path = user_token_file(data_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(path, secrets.token_urlsafe(32), replace=True)
-    return _read_private(path)
+    write_private(path, secrets.token_urlsafe(32), replace=True)
+    return read_private(path)
 
 
 class UserTokens:
@@ -242,7 +172,7 @@ class UserTokens:
                 seen[name] = known
                 continue
             try:
-                token: bytes | None = _read_private(Path(entry.path)).encode("ascii")
+                token: bytes | None = read_private(Path(entry.path)).encode("ascii")
             except FileNotFoundError:
                 continue
             except (OSError, TokenError) as exc:

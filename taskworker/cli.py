@@ -176,6 +176,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     channel = status.get("channel", {})
     print(f"  channel: TCP port {status.get('channel_port') or 'off (gRPC only)'}, "
           + ", ".join(f"{k}={v}" for k, v in sorted(channel.items())))
+    refused = status.get("api_auth", {}).get("refused", {})
+    if refused:
+        print("  local API refused (no or a wrong token): "
+              + ", ".join(f"{k}={v}" for k, v in refused.items()))
     for name, doc in sorted(status.get("services", {}).items()):
         print(f"  {name}: " + ", ".join(
             f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"

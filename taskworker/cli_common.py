@@ -69,12 +69,14 @@ def api_channel(args: argparse.Namespace) -> grpc.Channel:
     """A channel to the node at ``--api`` that sends its API token on every call.
 
     The token comes from ``--api-token-file``, else ``$TW_MESH_API_TOKEN``, else the runtime
-    file the node at that port left for this user (taskworker/api_auth.py). With none found
+    file the node at that port left for this user, if that node still runs
+    (taskworker/api_runtime.py; a stale one is a one-line error). With none found
     the call goes out without one, so a node that is down still reads as down; a node that
     answers UNAUTHENTICATED gets a message naming where the token was looked for.
     """
     from taskworker.api_auth import sync_channel
-    from taskworker.api_token import TokenError, find_token
+    from taskworker.api_runtime import find_token
+    from taskworker.api_token import TokenError
 
     allocator.tune()  # a 1 MiB message costs ~1.7 ms of CPU with glibc's defaults, ~0.6 tuned
     host, port = args.api

@@ -32,14 +32,8 @@ from mesh.identity import Identity, load_or_create
 from proto import mesh_pb2, taskworker_pb2
 from taskworker.api import NodeServicer
 from taskworker.api_auth import ApiTokenInterceptor
-from taskworker.api_token import (
-    TOKEN_FILE,
-    TokenError,
-    UserTokens,
-    load_or_create_token,
-    remove_runtime_file,
-    write_runtime_file,
-)
+from taskworker.api_runtime import remove_runtime_file, write_runtime_file
+from taskworker.api_token import TOKEN_FILE, TokenError, UserTokens, load_or_create_token
 
 log = logging.getLogger("tw-mesh")
 
@@ -168,6 +162,7 @@ class Node:
             "peers": len(peers),
             "channel": {"refused_frames": self.channel_server.refused_frames,
                         "hedged_calls": self.channels.hedged_calls},
+            "api_auth": self._api_auth.refusals.status(),     # local-API calls refused
             "services": {s.name: s.status() for s in self.services},
         }
 
@@ -300,6 +295,7 @@ class Node:
             remove_runtime_file(self.api_runtime_file, self.api_token)
             self.api_runtime_file = None
         await self.api_server.stop(grace)
+        self._api_auth.close()
         for service in reversed(self.services):
             try:
                 await service.stop()

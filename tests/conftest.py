@@ -1,7 +1,7 @@
 """Session-wide test setup.
 
 Nodes (subprocesses and in-process) leave their API token's runtime file in
-``$TW_MESH_RUNTIME_DIR`` (taskworker/api_token.py); the suite points it at a private directory
+``$TW_MESH_RUNTIME_DIR`` (taskworker/api_runtime.py); the suite points it at a private directory
 of its own, so tests never write to or read from the user's ~/.tw-mesh/run or
 $XDG_RUNTIME_DIR/tw-mesh, and the CLI runs of `run_cli` find tokens the way a user's do.
 """

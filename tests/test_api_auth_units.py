@@ -1,4 +1,4 @@
-"""Unit tests of taskworker/api_token.py and api_auth.py: token files, runtime files, lookup order, parsing."""
+"""Unit tests of taskworker/api_token.py and api_auth.py: token files, runtime files, lookup order, parsing, refused calls."""
 
 from __future__ import annotations
 
@@ -14,17 +14,21 @@ import pytest
 
 from taskworker import api_token
 from taskworker.api_auth import ApiTokenInterceptor, aio_channel, sync_channel
+from taskworker.api_refusals import REFUSAL_DELAY, Reason
+from taskworker.api_runtime import (
+    find_token,
+    read_runtime_file,
+    remove_runtime_file,
+    runtime_dir,
+    runtime_file,
+    write_runtime_file,
+)
 from taskworker.api_token import (
     RUNTIME_ENV,
     TOKEN_ENV,
     TOKEN_FILE,
     TokenError,
-    find_token,
     load_or_create_token,
-    remove_runtime_file,
-    runtime_dir,
-    runtime_file,
-    write_runtime_file,
 )
 
 
@@ -54,8 +58,8 @@ def test_token_is_created_private_once_and_kept(tmp_path: Path, open_umask: None
 
 def test_an_existing_token_is_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / TOKEN_FILE
-    api_token._write_private(path, "first-token-0123456789", replace=False)
-    api_token._write_private(path, "second-token-0123456789", replace=False)   # lost the race
+    api_token.write_private(path, "first-token-0123456789", replace=False)
+    api_token.write_private(path, "second-token-0123456789", replace=False)   # lost the race
     assert load_or_create_token(tmp_path) == "first-token-0123456789"
 
 
@@ -95,7 +99,7 @@ def test_runtime_file_is_private_replaced_and_removed_only_if_ours(
     assert _mode(run) == 0o700 and _mode(path) == 0o600 and _mode(run.parent) == 0o700
     assert write_runtime_file(4242, "token-two-0123456789") == path     # a stale one: replaced
     remove_runtime_file(path, "token-one-0123456789")                   # not ours any more
-    assert path.read_text().strip() == "token-two-0123456789"
+    assert read_runtime_file(path).token == "token-two-0123456789"
     remove_runtime_file(path, "token-two-0123456789")
     assert not path.exists()
     run.chmod(0o755)                                                    # tightened again
@@ -125,16 +129,17 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_authorization_header_parsing() -> None:
     check = ApiTokenInterceptor("right-token-0123456789", "somewhere")._check
-    assert check(()) is None and check(None) is None
-    assert check((("x-other", "v"),)) is None
+    assert check(()) is Reason.MISSING and check(None) is Reason.MISSING
+    assert check((("x-other", "v"),)) is Reason.MISSING
     assert check((("authorization", "Bearer right-token-0123456789"),)) is True
     assert check((("authorization", "bearer right-token-0123456789"),)) is True
     assert check((("authorization", "  Bearer   right-token-0123456789 "),)) is True
-    for bad in ("Bearer right-token-012345678", "Bearer right-token-0123456789x", "Bearer",
-                "right-token-0123456789", "Basic right-token-0123456789",
+    for bad in ("Bearer right-token-012345678", "Bearer right-token-0123456789x",
                 "Bearer rïght-token-0123456789"):
-        assert check((("authorization", bad),)) is False, bad
-    assert check((("authorization", b"Bearer right-token-0123456789"),)) is False
+        assert check((("authorization", bad),)) is Reason.WRONG, bad
+    for bad in ("Bearer", "Bearer   ", "right-token-0123456789", "Basic right-token-0123456789"):
+        assert check((("authorization", bad),)) is Reason.MALFORMED, bad
+    assert check((("authorization", b"Bearer right-token-0123456789"),)) is Reason.MALFORMED
 
 
 # --- the client helpers against a protected server, every kind of call ---------------------
@@ -224,3 +229,86 @@ async def test_client_helpers_send_the_token_on_every_kind_of_call() -> None:
         await asyncio.to_thread(sync_side)
     finally:
         await server.stop(0)
+
+
+# --- refused calls: delayed without holding others up, counted, reported -----------------
+
+async def test_a_refused_call_waits_alone_and_is_counted_by_reason() -> None:
+    """A refused call sleeps in its own handler: with an hour's delay, calls with the right
+    token still answer at once, on the same connection, while the refused ones wait."""
+    token = "the-right-token-0123456789"
+    auth = ApiTokenInterceptor(token, "here", delay=3600)
+    server = grpc.aio.server(interceptors=[auth])
+    server.add_generic_rpc_handlers((_Echo(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    path = "/t.S/UnaryUnary"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(path)
+            refused = [call(b"x", metadata=md, timeout=3600) for md in (     # (calls start now)
+                (), (("authorization", "Basic x"),), (("authorization", "Bearer guess-0123456789"),),
+                (("authorization", "Bearer guess-9876543210"),))]
+            good = (("authorization", f"Bearer {token}"),)
+            assert await call(b"x", metadata=good, timeout=30) == b"ok"
+            while sum(auth.refusals.counts.values()) < len(refused):    # all four arrived
+                assert await call(b"x", metadata=good, timeout=30) == b"ok"
+            assert not any(pending.done() for pending in refused)
+            assert auth.refusals.status() == {"refused": {"missing": 1, "malformed": 1,
+                                                          "wrong": 2}}
+            for pending in refused:
+                pending.cancel()
+    finally:
+        await server.stop(0)
+        auth.close()
+    assert 0 < REFUSAL_DELAY <= 1 and ApiTokenInterceptor(token, "here")._delay == REFUSAL_DELAY
+
+
+async def test_refusals_are_reported_at_most_once_per_interval(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from taskworker.api_refusals import Refusals
+
+    now = [1000.0]
+    refusals = Refusals(interval=10.0, clock=lambda: now[0])
+    caplog.set_level("WARNING", logger="tw-mesh")
+
+    def reports() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "local API: refused" in r.getMessage()]
+
+    refusals.note(Reason.WRONG, "/t.S/A")               # the first: reported at once
+    assert len(reports()) == 1 and "refused 1 call(s)" in reports()[0]
+    assert "wrong 1" in reports()[0] and "/t.S/A" in reports()[0]
+    for reason in (Reason.MISSING, Reason.WRONG, Reason.MALFORMED):
+        now[0] += 3.0                                   # within the interval: held back
+        refusals.note(reason, "/t.S/B")
+    assert len(reports()) == 1
+    refusals.report()                                   # what the interval's timer does
+    assert len(reports()) == 2
+    assert "refused 3 call(s)" in reports()[1] and "missing 1, malformed 1, wrong 1" in reports()[1]
+    refusals.report()                                   # nothing new: nothing logged
+    assert len(reports()) == 2
+    assert refusals.status() == {"refused": {"missing": 1, "malformed": 1, "wrong": 2}}
+
+
+async def test_the_interval_timer_reports_a_burst_that_stopped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from taskworker.api_refusals import Refusals
+
+    refusals = Refusals(interval=0.01, clock=lambda: 5.0)   # the clock stands still
+    caplog.set_level("WARNING", logger="tw-mesh")
+    refusals.note(Reason.MISSING, "/t.S/A")             # reported at once
+    fired = asyncio.Event()
+    report = refusals.report
+
+    def timer_report() -> None:
+        report()
+        fired.set()
+
+    refusals.report = timer_report                      # type: ignore[method-assign]
+    for _ in range(3):
+        refusals.note(Reason.MISSING, "/t.S/A")
+    await asyncio.wait_for(fired.wait(), 60)            # the timer's report, with no new call
+    assert sum("local API: refused" in r.getMessage() for r in caplog.records) == 2
+    last = [r.getMessage() for r in caplog.records][-1]
+    assert "refused 3 call(s)" in last and "missing 3" in last
+    refusals.close()

@@ -48,6 +48,7 @@ def test_metrics_are_parseable_and_add_up() -> None:
     a = peer("ab", True, {"storage": {"fragments": 7, "bytes": 700},
                           "compute": {"executed": 3, "failed": 1,
                                       "sandbox": {"size": 4, "idle": 3}}})
+    a.status["api_auth"] = {"refused": {"missing": 2, "malformed": 0, "wrong": 5}}
     b = peer("cd", True, {"storage": {"fragments": 5}})
     text = render(build_registry(poller_with([a, b, peer("ef", False, {})]))).decode()
     values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
@@ -56,6 +57,10 @@ def test_metrics_are_parseable_and_add_up() -> None:
     assert values["twmesh_fragments_total"] == 12
     assert values["twmesh_stored_bytes_total"] == 700
     assert "twmesh_peer_sandbox" in text and 'field="idle"' in text
+    refused = {(s.labels["node"][:2], s.labels["reason"]): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "twmesh_peer_api_refused_calls_total"}
+    assert refused == {("ab", "missing"): 2, ("ab", "malformed"): 0, ("ab", "wrong"): 5}
 
 
 def test_rates_from_counter_deltas() -> None:

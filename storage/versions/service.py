@@ -49,7 +49,7 @@ class VersionService(VersionApi):
         self.counters = {"revisions": 0, "syncs": 0, "background_syncs": 0, "withheld_seen": 0,
                          "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0,
                          "lagging_replicas": 0, "read_ahead_used": 0, "read_ahead_dropped": 0,
-                         "replicas_cut": 0}
+                         "replicas_cut": 0, "replicas_skipped": 0}
         self._task: asyncio.Task[None] | None = None
         self.replication = ReplicaSync(ctx, self.store, self.handlers, self.replicas,
                                        self.counters)

@@ -17,6 +17,8 @@ closest peers) and reports the withholding replicas. A replica whose Digest is u
 max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync (storage/tail.py;
 counter ``replicas_cut``): a frozen replica the mesh still counts live used to hold every
 Revise and Get for the whole CALL_TIMEOUT; anti-entropy catches it up once it answers again.
+Such a replica becomes one of the storage service's suspects, which the next syncs (and reads,
+and Pushes) still ask but do not wait for once the other replicas answered (``replicas_skipped``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from mesh.context import MeshContext
 from mesh.errors import MeshError
 from proto import mesh_pb2, versions_pb2
-from storage.tail import READ_TAIL_S, Tail
+from storage.tail import Suspects, read_tail
 from storage.versions.peer import VersionHandlers, parse
 from storage.versions.records import file_id_text, grant_id, leq, vmax
 from storage.versions.store import VersionStore
@@ -92,6 +94,11 @@ class ReplicaSync:
             return await fn(body)
         self.handlers.check_caller(peer.node_id)
         return await self.ctx.peer(peer).unary(method, body, timeout=CALL_TIMEOUT)
+
+    def _suspects(self) -> Suspects | None:
+        """The storage service's (storage/placement.py): its Pushes and these syncs share them."""
+        storage = self.ctx.registry.get("storage")
+        return getattr(storage, "network", None)
 
     def _holds(self, fid: bytes) -> bool:
         return len(self.store.get(fid)) > 0 or bool(self.store.get(fid).grant_ids())
@@ -155,7 +162,7 @@ class ReplicaSync:
     async def _exchange(self, fid: bytes, peers: list[mesh_pb2.PeerRecord], work: VersionSet,
                         persist: bool, result: SyncResult,
                         on_digest: Callable[[versions_pb2.Digest], None] | None = None) -> None:
-        tail = Tail(self.counters, floor=READ_TAIL_S, counter="replicas_cut", patient=True)
+        tail = read_tail(self._suspects(), self.counters)
         ask = versions_pb2.DigestRequest(file_id=fid).SerializeToString()
 
         async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from taskworker.monitor.poller import MeshPoller
@@ -71,13 +71,20 @@ class MeshCollector(Collector):
                                 labels=["node", "address"])
         pool = GaugeMetricFamily(f"{PREFIX}_peer_sandbox", "Sandbox pool figures",
                                  labels=["node", "address", "field"])
+        refused = CounterMetricFamily(f"{PREFIX}_peer_api_refused_calls",
+                                      "Local-API calls the peer refused (no, a malformed or a "
+                                      "wrong token), by reason",
+                                      labels=["node", "address", "reason"])
         for p in up:
             if p.p99_latency_s is not None:
                 lat.add_metric([p.node_id[:16], p.address], p.p99_latency_s)
             for key, value in sorted(p.sandbox.items()):
                 pool.add_metric([p.node_id[:16], p.address, key], value)
+            for reason, count in sorted(p.api_refused.items()):
+                refused.add_metric([p.node_id[:16], p.address, reason], count)
         yield lat
         yield pool
+        yield refused
 
 
 def build_registry(poller: MeshPoller) -> CollectorRegistry:

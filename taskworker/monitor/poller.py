@@ -120,6 +120,15 @@ class PeerState:
                 if isinstance(v, int | float) and not isinstance(v, bool)}
 
     @property
+    def api_refused(self) -> dict[str, float]:
+        """Local-API calls the peer refused for want of a valid token, by reason."""
+        found = lookup(self.status, "api_auth.refused")
+        if not isinstance(found, dict):
+            return {}
+        return {str(k): float(v) for k, v in found.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)}
+
+    @property
     def p99_latency_s(self) -> float | None:
         """The services' own p99 call latency if they report one, else None."""
         ms = number(self.services, "compute.p99_ms", "storage.p99_ms", "compute.latency_p99_ms")

@@ -50,6 +50,9 @@ class FakeNetwork:
     def suspect(self, node_id: bytes) -> None:
         self.suspected.append(node_id)
 
+    def suspects(self) -> list[bytes]:
+        return list(self.suspected)
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> FakeNetwork:

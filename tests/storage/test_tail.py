@@ -8,7 +8,7 @@ import pytest
 
 from mesh.errors import InvalidArgumentError, UnavailableError
 from storage import tail as tail_mod
-from storage.tail import Tail, on_spare
+from storage.tail import SKIPPED, Tail, on_spare, read_tail
 
 A, B, C = b"a" * 20, b"b" * 20, b"c" * 20
 
@@ -225,3 +225,121 @@ async def test_calls_in_flight_to_a_peer_given_up_on_stop_waiting_too() -> None:
     with pytest.raises(UnavailableError):
         await waiting
     assert counters["store_spares"] == 0   # counted by the call that gave it up, not again
+
+
+class FakeSuspects:
+    """MeshNetwork's suspects (storage/placement.py), without a mesh."""
+
+    def __init__(self, *peers: bytes) -> None:
+        self.suspected = list(peers)
+
+    def suspect(self, node_id: bytes) -> None:
+        self.suspected.append(node_id)
+
+    def suspects(self) -> list[bytes]:
+        return list(self.suspected)
+
+
+async def test_a_read_cuts_a_replica_then_the_next_reads_skip_it() -> None:
+    """Read tails feed the suspects (like stores) and consult them: the first read waits the
+    floor for a frozen replica and suspects it, the next one leaves it out as soon as the
+    other replica has answered (no floor: an hour here) — it is still asked."""
+    net, counters = FakeSuspects(), {"replicas_cut": 0, SKIPPED: 0}
+    asked = 0
+
+    async def frozen() -> None:
+        nonlocal asked
+        asked += 1
+        await asyncio.Event().wait()
+
+    async def quick() -> int:
+        return 1
+
+    first = read_tail(net, counters, floor=0.01)
+    hung = asyncio.create_task(first.call(A, frozen))
+    assert await first.call(B, quick) == 1
+    with pytest.raises(UnavailableError, match="unanswered"):
+        await asyncio.wait_for(hung, 30)
+    assert net.suspected == [A] and counters == {"replicas_cut": 1, SKIPPED: 0}
+
+    second = read_tail(net, counters, floor=3600.0)
+    hung = asyncio.create_task(second.call(A, frozen))
+    assert await second.call(B, quick) == 1
+    with pytest.raises(UnavailableError, match="suspect"):
+        await asyncio.wait_for(hung, 30)
+    assert asked == 2 and second.stuck == {A}
+    assert net.suspected == [A] and counters == {"replicas_cut": 1, SKIPPED: 1}
+
+
+async def test_a_suspect_is_skipped_without_waiting_for_a_recheck(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last other call ending wakes the suspect's wait: it is not left to the periodic
+    re-read of the delay (an hour here, like the floor)."""
+    monkeypatch.setattr(tail_mod, "_RECHECK_S", 3600.0)
+    t = read_tail(FakeSuspects(A), floor=3600.0)
+    started = asyncio.Event()
+
+    async def frozen() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def quick() -> int:
+        return 1
+
+    hung = asyncio.create_task(t.call(A, frozen))
+    await started.wait()
+    assert await t.call(B, quick) == 1
+    with pytest.raises(UnavailableError, match="suspect"):
+        await asyncio.wait_for(hung, 30)
+
+
+async def test_a_suspect_is_waited_for_while_another_replica_is_still_asked() -> None:
+    """Its answer is used when it comes before the others have all finished."""
+    t = read_tail(FakeSuspects(A), floor=3600.0)
+    a_go, c_go = asyncio.Event(), asyncio.Event()
+
+    async def answer(go: asyncio.Event, value: str) -> str:
+        await go.wait()
+        return value
+
+    async def quick() -> str:
+        return "b"
+
+    a = asyncio.create_task(t.call(A, lambda: answer(a_go, "a")))
+    c = asyncio.create_task(t.call(C, lambda: answer(c_go, "c")))
+    assert await t.call(B, quick) == "b"
+    await asyncio.sleep(0.05)                 # rechecks run; C is still being asked
+    assert not a.done()
+    a_go.set()
+    assert await asyncio.wait_for(a, 30) == "a"
+    c_go.set()
+    assert await asyncio.wait_for(c, 30) == "c"
+    assert not t.stuck
+
+
+async def test_a_suspect_is_waited_for_when_no_other_replica_answered() -> None:
+    """Patient as before when every replica asked is a suspect, or the others failed: a read
+    never gives up on every replica."""
+    t = read_tail(FakeSuspects(A, B), floor=3600.0)
+    go = asyncio.Event()
+
+    async def late() -> str:
+        await go.wait()
+        return "a"
+
+    async def refuse() -> None:
+        raise InvalidArgumentError("bad bytes")
+
+    async def quick() -> str:
+        return "b"
+
+    a = asyncio.create_task(t.call(A, late))
+    with pytest.raises(InvalidArgumentError):
+        await t.call(C, refuse)               # not a suspect, but no answer either
+    assert await t.call(B, quick) == "b"      # a suspect that answered
+    await asyncio.sleep(0.05)                 # 5x the recheck: a skip would have happened
+    assert not a.done()
+    go.set()
+    assert await asyncio.wait_for(a, 30) == "a"
+    assert not t.stuck
+

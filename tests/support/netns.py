@@ -38,7 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taskworker.api_token import write_runtime_file
+from taskworker.api_runtime import identify, write_runtime_file
 from tests.support.delaylink import DelayLinks
 from tests.support.nodes import ROOT, NodeCluster, NodeProc
 
@@ -223,8 +223,10 @@ class NetnsNode(NodeProc):
             stdout=subprocess.DEVNULL, stderr=self.log)
         sock.close()                         # the forwarder holds it now
         # the node left its token under its inner port; a CLI given the forwarder's port
-        # looks for it under that one (as for a node listening there itself)
-        write_runtime_file(int(self.api.rsplit(":", 1)[1]), self.token)
+        # looks for it under that one (as for a node listening there itself), written in the
+        # name of the forwarder, which holds that port (`ip netns exec` execs it: same pid)
+        write_runtime_file(int(self.api.rsplit(":", 1)[1]), self.token,
+                           identify(self.forwarder.pid))
 
     def _stop_forwarder(self) -> None:
         if self.forwarder is not None and self.forwarder.poll() is None:

@@ -1,12 +1,15 @@
 """The local API's bearer token, attacked through real node processes and real gRPC.
 
 Each node keeps a random token in DATA_DIR/api.token (0600) and, while it runs, a copy in
-RUNTIME/api-PORT.token (0600, directory 0700); every local-API method but health and reflection
-refuses a call without that node's token with UNAUTHENTICATED (taskworker/api_auth.py).
+RUNTIME/api-PORT.token (0600, directory 0700) naming the node's process, which clients trust only
+while that process runs (taskworker/api_runtime.py); every local-API method but health and
+reflection refuses a call without that node's token with UNAUTHENTICATED, counted in the
+node's Status (taskworker/api_auth.py, api_refusals.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -18,7 +21,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto import compute_pb2, proxy_pb2, taskworker_pb2
-from taskworker.api_token import RUNTIME_ENV, TOKEN_ENV, TOKEN_FILE, runtime_file
+from taskworker.api_runtime import read_runtime_file, runtime_file
+from taskworker.api_token import RUNTIME_ENV, TOKEN_ENV, TOKEN_FILE
 from tests.support.nodes import NodeCluster, NodeProc, run_cli
 
 API_METHODS = [m for proto in (taskworker_pb2, compute_pb2, proxy_pb2)
@@ -71,15 +75,19 @@ async def test_every_api_method_refuses_a_call_without_this_nodes_token(tmp_path
             "the other node's token": (("authorization", f"Bearer {other_token}"),),
         }
         missing = {"no metadata", "another header"}
+        malformed = {"empty bearer", "no scheme", "basic scheme"}
         async with grpc.aio.insecure_channel(node.api) as channel:
             for method in API_METHODS:
-                for what, metadata in attempts.items():
-                    with pytest.raises(grpc.aio.AioRpcError) as info:
-                        await _call(channel, method, metadata)
+                # each refused call waits a little (api_refusals.REFUSAL_DELAY): all at once
+                outcomes = await asyncio.gather(
+                    *(_call(channel, method, metadata) for metadata in attempts.values()),
+                    return_exceptions=True)
+                for what, outcome in zip(attempts, outcomes, strict=True):
                     name = f"{method.containing_service.name}.{method.name} with {what}"
-                    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, \
-                        f"{name}: {info.value.code()} {info.value.details()}"
-                    details = info.value.details() or ""
+                    assert isinstance(outcome, grpc.aio.AioRpcError), f"{name}: {outcome!r}"
+                    assert outcome.code() == grpc.StatusCode.UNAUTHENTICATED, \
+                        f"{name}: {outcome.code()} {outcome.details()}"
+                    details = outcome.details() or ""
                     assert f"{TOKEN_FILE}" in details and "authorization: Bearer" in details, name
                     assert ("requires a token" if what in missing else "wrong API token") \
                         in details, f"{name}: {details}"
@@ -104,6 +112,16 @@ async def test_every_api_method_refuses_a_call_without_this_nodes_token(tmp_path
         assert listing == [], listing
         functions = json.loads(run_cli("functions", "f", "--json", api=node.api).stdout)
         assert functions["providers"] == [], functions
+        # every refusal was counted by reason (Status read with the node's token), and logged
+        n = len(API_METHODS)
+        assert status["api_auth"]["refused"] == {
+            "missing": n * len(missing), "malformed": n * len(malformed),
+            "wrong": n * (len(attempts) - len(missing) - len(malformed))}
+        assert "local API: refused 1 call(s)" in node.log_path.read_text()
+        # the other node refused nothing
+        other_status = json.loads(run_cli("status", "--json", api=other.api).stdout)
+        assert other_status["api_auth"]["refused"] == dict.fromkeys(
+            ("missing", "malformed", "wrong"), 0)
 
 
 def _mode(path: Path) -> int:
@@ -119,14 +137,69 @@ async def test_token_files_are_private_and_the_runtime_copy_goes_on_clean_stop(
         assert published.parent == Path(os.environ[RUNTIME_ENV])
         assert _mode(token_file) == 0o600 and _mode(published) == 0o600
         assert _mode(published.parent) == 0o700 and _mode(node.data_dir) == 0o700
-        assert published.read_text() == token_file.read_text()
+        record = read_runtime_file(published)
+        assert record.token == node.token and record.owner is not None
+        assert node.proc is not None and record.owner.pid == node.proc.pid
         assert len(node.token) >= 43            # secrets.token_urlsafe(32)
         assert f"bearer token in {token_file.resolve()}" in node.log_path.read_text()
         assert node.terminate() == 0
         assert not published.exists()           # removed on a clean stop
         again = await cluster.restart(0)        # a new API port; the same token
         assert again.token == node.token
-        assert runtime_file(_port(again.api)).read_text().strip() == node.token
+        assert read_runtime_file(runtime_file(_port(again.api))).token == node.token
+
+
+class _Squatter(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Whatever listens on a dead node's port next: records the metadata of every call."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[tuple[str, Any], ...]] = []
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails
+                                ) -> Any:
+        self.seen.append(tuple(details.invocation_metadata or ()))
+        return await continuation(details)
+
+
+async def test_a_killed_nodes_runtime_file_is_refused_and_its_token_never_sent(
+        tmp_path: Path) -> None:
+    async with NodeCluster(tmp_path, 1) as cluster:
+        node = cluster.nodes[0]
+        port = _port(node.api)
+        published = runtime_file(port)
+        node.kill()                                  # kill -9: no clean stop, the file stays
+        assert read_runtime_file(published).token == node.token
+        # a node starting on that port replaces the dead one's file with its own
+        node.extra = [*node.extra, "--api", f"127.0.0.1:{port}"]
+        again = await cluster.restart(0)
+        assert again.api == node.api and again.proc is not None
+        owner = read_runtime_file(published).owner
+        assert owner is not None and owner.pid == again.proc.pid
+        ok = await asyncio.to_thread(run_cli, "status", api=again.api, env={TOKEN_ENV: ""})
+        assert ok.returncode == 0, ok.stderr
+        again.kill()
+        # another process (any uid's) takes the port; a client looks the token up by port
+        squatter = _Squatter()
+        server = grpc.aio.server(interceptors=[squatter])
+        assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+        await server.start()
+        try:
+            out = await asyncio.to_thread(run_cli, "status", api=again.api, env={TOKEN_ENV: ""})
+            err = out.stderr.decode()
+            assert out.returncode == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+            assert f"the node that wrote {published} (pid {again.proc.pid}) is no longer " \
+                "running" in err and "its token was not sent" in err, err
+            assert "--api-token-file" in err and TOKEN_ENV in err
+            assert not published.exists()            # the stale file is gone
+            assert squatter.seen == []               # not a single call reached the port
+            # (what the squatter would have got: a token given explicitly is sent as asked)
+            out = await asyncio.to_thread(run_cli, "status", api=again.api,
+                                          env={TOKEN_ENV: again.token})
+            assert out.returncode == 1
+            assert any(("authorization", f"Bearer {again.token}") in seen
+                       for seen in squatter.seen)
+        finally:
+            await server.stop(0)
 
 
 async def test_cli_finds_the_token_and_says_so_when_it_cannot(tmp_path: Path) -> None:

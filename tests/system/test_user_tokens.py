@@ -212,6 +212,10 @@ async def test_a_user_token_acts_as_its_user_only(tmp_path: Path) -> None:
         assert listing == [], listing
         functions = json.loads(run_cli("functions", "f", "--json", api=node.api).stdout)
         assert functions["providers"] == [], functions
+        # a valid user token is not a failed authentication: of all the refusals above only
+        # the rotated token counts (api_auth.refused, taskworker/api_refusals.py)
+        status = json.loads(run_cli("status", "--json", api=node.api).stdout)
+        assert status["api_auth"]["refused"] == {"missing": 0, "malformed": 0, "wrong": 1}
         # the admin token still leaves
         assert run_cli("leave", api=cluster.nodes[2].api).returncode == 0
 

@@ -522,8 +522,9 @@ async def test_a_node_holding_no_records_gets_the_heads_manifest_from_a_replica(
 async def test_a_frozen_replica_counted_live_holds_nothing_up(tmp_path: Path) -> None:
     """A version replica frozen (SIGSTOP) while the mesh still counts it live (a slow liveness
     sweep here; a stuck disk in production): Revise, Get-latest and Synchronous leave it out
-    after the sync's tail delay (storage/versions/sync.py, DIGEST_TAIL_S) instead of waiting
-    CALL_TIMEOUT (10 s) for it each time; once it runs again, anti-entropy catches it up."""
+    after the sync's read tail (storage/tail.py, READ_TAIL_S), then as a suspect as soon as the
+    others answered, instead of waiting CALL_TIMEOUT (10 s) for it each time; once it runs
+    again, anti-entropy catches it up."""
     extra = ["--sweep-interval", "600", "--sync-interval", "0.5"]
     async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
         ids = [(await cluster.peers_of(i)).self_id for i in range(6)]
@@ -543,7 +544,9 @@ async def test_a_frozen_replica_counted_live_holds_nothing_up(tmp_path: Path) ->
             await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=r.file_id), timeout=8)
             status = json.loads((await cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
                                  .Status(taskworker_pb2.StatusRequest())).json)
-            assert status["services"]["versions"]["replicas_cut"] >= 3
+            versions = status["services"]["versions"]
+            assert versions["replicas_cut"] >= 1
+            assert versions["replicas_cut"] + versions["replicas_skipped"] >= 3
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
         v2 = cid_for(b"v2")
@@ -551,3 +554,50 @@ async def test_a_frozen_replica_counted_live_holds_nothing_up(tmp_path: Path) ->
         async def caught_up() -> bool:
             return any(v.cid == v2 for v in disk_sets(cluster, r.file_id)[frozen].heads())
         await until(caught_up, "anti-entropy did not bring v2 to the replica that was frozen")
+
+
+async def test_a_frozen_replica_is_cut_once_then_skipped_while_suspected(tmp_path: Path) -> None:
+    """Read tails feed and consult the node's suspects (storage/tail.py, read_tail): the first
+    sync with a replica frozen while counted live waits the read tail and cuts it
+    (``replicas_cut`` +1), which makes it a suspect of the node; every later sync (Synchronous,
+    Get-latest) still asks it but goes on as soon as the other replicas answered
+    (``replicas_skipped`` +1 per sync, no further cut). No background syncs, so node 0's
+    counters count only these calls; the first Synchronous, before the freeze, gives the pushed
+    file its first version record (so each later one is a single sync)."""
+    extra = ["--sweep-interval", "600", "--sync-interval", "0"]
+    async with NodeCluster(tmp_path, 6, extra=extra) as cluster:
+        ids = [(await cluster.peers_of(i)).self_id for i in range(6)]
+        s0, n0 = cluster.stub(0, Stub), cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub)
+        r = await s0.Push(taskworker_pb2.PushRequest(file_data=b"v1", public=True))
+        closest = await n0.Closest(taskworker_pb2.ClosestRequest(
+            key=replica_key(parse_file_id(r.file_id)), n=3))
+        frozen = next(i for i in (ids.index(p.node_id) for p in closest.peers) if i != 0)
+        await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=r.file_id))
+
+        async def status() -> dict[str, object]:
+            out: dict[str, object] = json.loads(
+                (await n0.Status(taskworker_pb2.StatusRequest())).json)
+            return out
+
+        async def counts() -> tuple[int, int, int]:
+            v = (await status())["services"]["versions"]   # type: ignore[index]
+            return v["syncs"], v["replicas_cut"], v.get("replicas_skipped", 0)
+
+        proc = cluster.nodes[frozen].proc
+        assert proc is not None
+        syncs0, cut0, skipped0 = await counts()
+        os.killpg(proc.pid, signal.SIGSTOP)
+        try:
+            await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=r.file_id), timeout=8)
+            syncs1, cut1, skipped1 = await counts()
+            assert (syncs1 - syncs0, cut1, skipped1) == (1, cut0 + 1, skipped0)
+            storage = (await status())["services"]["storage"]       # type: ignore[index]
+            assert ids[frozen][:16] in storage["suspect_peers"]
+            got = await s0.Get(taskworker_pb2.GetRequest(file_id=r.file_id), timeout=8)
+            assert got.file_data == b"v1"
+            await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=r.file_id), timeout=8)
+            syncs2, cut2, skipped2 = await counts()
+            assert syncs2 - syncs1 >= 2
+            assert (cut2, skipped2) == (cut1, skipped1 + syncs2 - syncs1)
+        finally:
+            os.killpg(proc.pid, signal.SIGCONT)
