@@ -49,6 +49,7 @@ from storage.documents import Documents, is_file_id
 from storage.fetch import Fetcher
 from storage.inline import INLINE_MAX
 from storage.known import KnownManifests
+from storage.late_copies import LateCopies
 from storage.manifest import Manifest, sign_manifest
 from storage.placement import Network
 from storage.push import Pusher
@@ -83,7 +84,7 @@ class FileStore:
 
     def __init__(self, network: Network, *, defaults: PushOptions | None = None,
                  window: int = 6, read_window: int = 4, fetch_concurrency: int = 24,
-                 inline_max: int = INLINE_MAX) -> None:
+                 inline_max: int = INLINE_MAX, late_copies: LateCopies | None = None) -> None:
         self.network = network
         self.defaults = defaults or PushOptions()
         self.read_window = read_window
@@ -96,7 +97,7 @@ class FileStore:
         self.known = KnownManifests()  # what this node wrote or read: its owners' next reads
         self._upload = Uploader(network, self.documents, self.counters)
         self._pusher = Pusher(network, self._upload, self.counters, inline_max=inline_max,
-                              window=window)
+                              window=window, late_copies=late_copies)
 
     @property
     def inline_max(self) -> int:

@@ -22,6 +22,8 @@ from storage.crypto import new_file_key, seal_key_to, seal_stripe, seal_stripe_b
 from storage.documents import new_file_id
 from storage.fraghash import fragment_digest
 from storage.inline import seal_inline
+from storage.late_copies import LateCopies
+from storage.late_stores import LateStores
 from storage.manifest import NO_HOLDER, Manifest, sign_manifest
 from storage.placement import Network, placement_key
 from storage.restripe import restripe
@@ -44,11 +46,13 @@ async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
 
 
 class Pusher:
-    """Push over a Network; ``inflight`` counts the Pushes under way."""
+    """Push over a Network; ``inflight`` counts the Pushes under way. ``late_copies`` gets
+    the stores each Push gave up on, to delete their copies if they land after all."""
 
     def __init__(self, network: Network, upload: Uploader, counters: dict[str, int], *,
-                 inline_max: int, window: int) -> None:
+                 inline_max: int, window: int, late_copies: LateCopies | None = None) -> None:
         self.network = network
+        self.late_copies = late_copies
         self._upload = upload
         self.counters = counters
         self.inline_max = inline_max          # files up to this size go inline (storage/inline.py)
@@ -76,7 +80,7 @@ class Pusher:
         file_id, nonce = new_file_id(owner_pub)
         pkey = placement_key("cid", cid) if cid else placement_key("upload", file_id)
         placer, warnings = await self._placer(pkey, codec)
-        tail = Tail(self.counters, on_stuck=self.network.suspect)
+        tail, late = Tail(self.counters, on_stuck=self.network.suspect), LateStores()
         file_key = new_file_key()
         context = file_id.encode()
         hasher = CidHasher()
@@ -109,7 +113,7 @@ class Pusher:
             stripes.append(stripe)
             inflight.append(asyncio.create_task(
                 self._upload.send_stripe(file_id, len(stripes) - 1, frags, stripe, placer,
-                                         codec, tail)))
+                                         codec, tail, late)))
             del frags
             while len(inflight) >= self.window:
                 placed_min = min(placed_min, await inflight.popleft())
@@ -149,7 +153,7 @@ class Pusher:
                                    file_key, pkey, placer.holders, stripes, under)
         signed = sign_manifest(body, owner)
         replicas, docs = await self._upload.store_records(signed, owner, opts, nonce, tail)
-        return self._finish(body, replicas, docs, warnings + tail.warning(), signed)
+        return self._finish(body, replicas, docs, warnings + tail.warning(), signed, late)
 
     async def _push_inline(self, data: bytes, owner: nacl.signing.SigningKey,
                            opts: PushOptions, cid: str, file_id: str,
@@ -208,11 +212,12 @@ class Pusher:
             actual.CopyFrom(stripes[0])
         self.inflight += 1
         signed = sign_manifest(body, owner)
-        tail = Tail(self.counters, on_stuck=self.network.suspect)
+        tail, late = Tail(self.counters, on_stuck=self.network.suspect), LateStores()
         try:
             if data:
                 sent, replicas, docs = await self._upload.store_small(
-                    cid, file_id, frags, actual, placer, codec, signed, owner, opts, nonce, tail)
+                    cid, file_id, frags, actual, placer, codec, signed, owner, opts, nonce, tail,
+                    late)
             else:
                 sent = codec.n
                 replicas, docs = await self._upload.store_records(signed, owner, opts, nonce,
@@ -229,7 +234,7 @@ class Pusher:
                                        body.created_ms + 1, body.filename_sealed)
             signed = sign_manifest(body, owner)
             replicas = await self._upload.store_manifest(cid, signed, codec.m + 1, tail)
-        return self._finish(body, replicas, docs, warnings + tail.warning(), signed)
+        return self._finish(body, replicas, docs, warnings + tail.warning(), signed, late)
 
     async def _placer(self, pkey: bytes, codec: Codec) -> tuple[Placer, list[str]]:
         """The closest live peers for the fragments, and a warning when there are too few."""
@@ -261,8 +266,8 @@ class Pusher:
             created_ms=int(time.time() * 1000) if created_ms is None else created_ms)
 
     def _finish(self, body: storage_pb2.ManifestBody, replicas: int, docs: int,
-                warnings: list[str], signed: storage_pb2.SignedManifest | None = None
-                ) -> PushResult:
+                warnings: list[str], signed: storage_pb2.SignedManifest | None = None,
+                late: LateStores | None = None) -> PushResult:
         if replicas == 0:
             raise UnavailableError(f"no peer accepted the manifest of {body.cid}")
         if replicas < body.m + 1:
@@ -284,6 +289,8 @@ class Pusher:
         self.counters["pushes"] += 1
         self.counters["bytes_in"] += body.size
         placed = sum(1 for s in body.stripes for f in s.fragments if f.holder != NO_HOLDER)
+        manifest = Manifest(body, signed) if signed is not None else None
+        if late is not None and manifest is not None and self.late_copies is not None:
+            self.late_copies.submit(late, manifest)     # queued only: the Push is done
         return PushResult(body.cid, body.file_id, body.size, body.k, body.m, placed,
-                          body.under_replicated, warnings, replicas,
-                          Manifest(body, signed) if signed is not None else None)
+                          body.under_replicated, warnings, replicas, manifest)

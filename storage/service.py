@@ -2,7 +2,9 @@
 
 ``create(ctx)`` is called by taskworker.node. Join flags (taskworker/cli_storage.py) arrive in
 ``ctx.settings``: ``storage.k``, ``storage.m``, ``storage.stripe_size``,
-``storage.reserved_bytes`` (absent: storage/capacity.py's default for the volume).
+``storage.reserved_bytes`` (absent: storage/capacity.py's default for the volume), and
+``storage.late_copy_delay`` (``--late-copy-delay``: the collector of copies that land after a
+Push gave their store up, storage/late_copies.py, with all its delays scaled to it; for tests).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from storage.documents import DocumentStore
 from storage.files import DEFAULT_K, DEFAULT_M, DEFAULT_STRIPE, FileStore, PushOptions
 from storage.fragstore import FragmentStore
 from storage.keyring import Keyring
+from storage.late_copies import LateCopies, Timings
 from storage.manifest import ManifestStore
 from storage.peer import StorageHandlers
 from storage.placement import MeshNetwork
@@ -41,7 +44,10 @@ class StorageService:
                                m=int(s.get("storage.m", DEFAULT_M)),
                                stripe_size=int(s.get("storage.stripe_size", DEFAULT_STRIPE)))
         defaults.validate()
-        self.files = FileStore(self.network, defaults=defaults)
+        delay = s.get("storage.late_copy_delay")
+        self.late_copies = LateCopies(self.network.client, None if delay is None
+                                      else Timings.scaled(float(delay)))
+        self.files = FileStore(self.network, defaults=defaults, late_copies=self.late_copies)
         if "storage" in ctx.roles:
             self.handlers.register(ctx.channel_server)
         ctx.registry["storage"] = self
@@ -52,9 +58,10 @@ class StorageService:
         FileServicer(self).add_to(api_server)
 
     async def start(self) -> None:
-        pass
+        self.late_copies.start()
 
     async def stop(self) -> None:
+        await self.late_copies.stop()
         self.fragments.close()
 
     def status(self) -> dict[str, Any]:
@@ -65,7 +72,7 @@ class StorageService:
                 "users": len(self.keyring.names()),
                 "suspect_peers": [p.hex()[:16] for p in self.network.suspects()],
                 **self.capacity.status(),
-                **self.files.status()}
+                **self.files.status(), **self.late_copies.status()}
 
     def load(self) -> int:
         return self.files.inflight

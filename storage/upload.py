@@ -18,6 +18,7 @@ from mesh.errors import MeshError, UnavailableError
 from proto import storage_pb2
 from storage.codec import Codec
 from storage.documents import Documents, sign_document
+from storage.late_stores import LateStores
 from storage.peer import StoreItem
 from storage.placement import Network, assign
 from storage.records import (
@@ -97,14 +98,17 @@ class Uploader:
 
     async def place(self, file_id: str, index: int, i: int, frags: list[memoryview],
                     stripe: storage_pb2.Stripe, placer: Placer, holder: bytes | None,
-                    tail: Tail) -> bool:
-        """Store fragment i of stripe ``index`` on holder, else on spares; True if stored."""
+                    tail: Tail, late: LateStores) -> bool:
+        """Store fragment i of stripe ``index`` on holder, else on spares; True if stored.
+        A store the tail gives up may still land: ``late`` remembers it."""
         while holder is not None:
             try:
                 client = await self.network.client(holder)
-                await tail.call(holder, functools.partial(
-                    client.store_fragment, file_id, index * 256 + i, frags[i],
-                    stripe.fragments[i].hash, hashed=True), placer.has_spare())
+                digest = stripe.fragments[i].hash
+                store = functools.partial(client.store_fragment, file_id, index * 256 + i,
+                                          frags[i], digest, hashed=True)
+                await tail.call(holder, late.watch(holder, file_id, [digest], store),
+                                placer.has_spare())
             except MeshError as exc:
                 self._fragment_failed(i, index, holder, exc)
                 holder = placer.replace(i, holder)
@@ -115,9 +119,9 @@ class Uploader:
 
     async def send_stripe(self, file_id: str, index: int, frags: list[memoryview],
                           stripe: storage_pb2.Stripe, placer: Placer, codec: Codec,
-                          tail: Tail) -> int:
+                          tail: Tail, late: LateStores) -> int:
         placed = sum(await asyncio.gather(*(
-            self.place(file_id, index, i, frags, stripe, placer, placer.current[i], tail)
+            self.place(file_id, index, i, frags, stripe, placer, placer.current[i], tail, late)
             for i in range(codec.n))))
         if placed < codec.k:
             raise UnavailableError(f"stripe {index}: only {placed} of {codec.n} fragments could "
@@ -127,7 +131,8 @@ class Uploader:
     async def store_small(self, cid: str, file_id: str, frags: list[memoryview],
                           stripe: storage_pb2.Stripe, placer: Placer, codec: Codec,
                           signed: storage_pb2.SignedManifest, owner: nacl.signing.SigningKey,
-                          opts: PushOptions, nonce: bytes, tail: Tail) -> tuple[int, int, int]:
+                          opts: PushOptions, nonce: bytes, tail: Tail,
+                          late: LateStores) -> tuple[int, int, int]:
         """A one-stripe Push's fragments, manifest and document record in one round: one
         StoreBatch call per peer carrying whatever that peer keeps (its fragments; the
         manifest if it is a manifest replica, the record if a document replica; the same
@@ -166,7 +171,9 @@ class Uploader:
                 (peer not in dpeers or bool(peers.document_spares))
             try:
                 client = await self.network.client(peer)
-                results = await tail.call(peer, lambda: client.store_batch(items), give_up)
+                hashes = [stripe.fragments[i].hash for kind, i in what if kind == "fragment"]
+                results = await tail.call(peer, late.watch(
+                    peer, file_id, hashes, lambda: client.store_batch(items)), give_up)
             except MeshError as exc:
                 results = [exc] * len(items)
             for (kind, i), r in zip(what, results, strict=True):
@@ -188,7 +195,7 @@ class Uploader:
 
         await asyncio.gather(*(to_peer(p, w) for p, w in plan.items()))
         retried = await asyncio.gather(*(
-            self.place(file_id, 0, i, frags, stripe, placer, placer.replace(i, bad), tail)
+            self.place(file_id, 0, i, frags, stripe, placer, placer.replace(i, bad), tail, late)
             for i, bad in failed))
         placed = stored["fragment"] + sum(retried)
         if placed < codec.k:

@@ -1,4 +1,5 @@
-"""`tw-mesh` subcommands for storage: put, get, stat, share, user; join flags --k, --m, --stripe-mib.
+"""`tw-mesh` subcommands for storage: put, get, stat, share, user; join flags --k, --m,
+--stripe-mib, --reserved-space, --late-copy-delay.
 
 put streams files larger than UNARY_MAX (and stdin) with PushStream; get always uses
 GetStream and writes to a temporary file next to the target, renamed into place only after
@@ -365,6 +366,10 @@ def add_join_flags(parser: argparse.ArgumentParser) -> None:
                         "fragments and records that would eat into it, and peers place data "
                         "elsewhere (e.g. 0, 500M, 10G; default 1G, or a tenth of a volume "
                         "smaller than 10G)")
+    parser.add_argument("--late-copy-delay", type=float, default=None, metavar="S",
+                        help="advanced, for tests: delete a fragment copy that lands after a "
+                        "Push gave its store up S seconds after the Push (default 60), retries "
+                        "and giving up scaled with it (storage/late_copies.py)")
 
 
 def collect_join_settings(args: argparse.Namespace, settings: dict[str, object]) -> None:
@@ -382,6 +387,10 @@ def collect_join_settings(args: argparse.Namespace, settings: dict[str, object])
     settings["storage.stripe_size"] = stripe
     if args.reserved_space is not None:
         settings["storage.reserved_bytes"] = args.reserved_space
+    if getattr(args, "late_copy_delay", None) is not None:
+        if not args.late_copy_delay > 0:
+            raise CliError("--late-copy-delay must be > 0")
+        settings["storage.late_copy_delay"] = args.late_copy_delay
 
 
 def _size(text: str) -> int:

@@ -141,6 +141,7 @@ def test_user_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_join_flags_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from taskworker.cli import main
 
-    for bad in (["--k", "0"], ["--k", "200", "--m", "100"], ["--stripe-mib", "100"]):
+    for bad in (["--k", "0"], ["--k", "200", "--m", "100"], ["--stripe-mib", "100"],
+                ["--late-copy-delay", "0"]):
         assert main(["join", "--data-dir", str(tmp_path), *bad]) == 1
         assert "tw-mesh: error:" in capsys.readouterr().err

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -280,8 +282,12 @@ async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path:
     distinct holders; the next Push ranks the suspect last (storage/placement.py) and does not
     wait on it at all. Without that, a one-stripe Push waited out two 30 s store deadlines
     (fragment, then the corrected manifest), a multi-stripe one a deadline per stripe window,
-    and a Stat 30 s for it; now Stat reports it unreachable after the read tail."""
-    async with NodeCluster(tmp_path, 7, extra=["--sweep-interval", "600"]) as cluster:
+    and a Stat 30 s for it; now Stat reports it unreachable after the read tail.
+
+    Resumed, the holder runs the store it was given up on: a copy no manifest records, which
+    the pushing node deletes (storage/late_copies.py; --late-copy-delay shortens its wait)."""
+    extra = ["--sweep-interval", "600", "--late-copy-delay", "2"]
+    async with NodeCluster(tmp_path, 7, extra=extra) as cluster:
         ids = await _ids(cluster)
         stub = cluster.stub(0, Stub)
         r0 = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(300_000)),
@@ -297,6 +303,7 @@ async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path:
                                                        for f in st0.fragments}) - {0})
         proc = cluster.nodes[frozen].proc
         assert proc is not None
+        held = (await _status(cluster, frozen))["services"]["storage"]["fragments"]  # type: ignore[index]
         os.killpg(proc.pid, signal.SIGSTOP)
         try:
             pushed = [await stub.Push(taskworker_pb2.PushRequest(file_data=d, public=True),
@@ -317,9 +324,21 @@ async def test_push_goes_around_a_holder_that_hangs_while_counted_live(tmp_path:
             assert st.health == "degraded"
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
+        # the late store lands when the holder resumes; node 0 deletes that copy
+        deadline = time.monotonic() + 180
+        while True:
+            now_held = (await _status(cluster, frozen))["services"]["storage"]["fragments"]  # type: ignore[index]
+            storage = (await _status(cluster, 0))["services"]["storage"]  # type: ignore[index]
+            if now_held == held and storage["late_copies_collected"] >= 1:
+                break
+            assert time.monotonic() < deadline, (held, now_held, storage)
+            await asyncio.sleep(0.5)
+        assert storage["late_copies_pending"] == 0 and storage["late_copies_abandoned"] == 0
         for r, data in zip(pushed, (small, big), strict=True):   # the late stores changed
             got = await _get_stream(cluster.stub(frozen, Stub), r.file_id)  # nothing (public:
             assert got[1] == data                         # the frozen node holds no owner key)
+            st = await stub.Stat(taskworker_pb2.StatRequest(file_id=r.cid))
+            assert st.health == "healthy" and len({f.holder for f in st.fragments}) == 6
 
 
 async def test_inline_small_file_kill_replicas(tmp_path: Path) -> None:
