@@ -120,7 +120,7 @@ class FileStore:
         """Unary Push (storage/push.py): a one-stripe file takes the one-round-trip path."""
         return self._known(await self._pusher.push_bytes(data, owner, opts))
 
-    async def push(self, source: AsyncIterable[bytes], owner: nacl.signing.SigningKey,
+    async def push(self, source: AsyncIterable[bytes | memoryview], owner: nacl.signing.SigningKey,
                    opts: PushOptions, *, cid: str | None = None) -> PushResult:
         """Streamed Push (storage/push.py); ``cid``, if known, places by CID and is checked."""
         return self._known(await self._pusher.push(source, owner, opts, cid=cid))

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from mesh.channel import PeerChannel
+from mesh.channel.frames import Body, body_parts
 from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, error_for_code
 from proto import storage_pb2
 from storage.fraghash import matches
@@ -37,7 +38,7 @@ STORE_HEDGE_S = 1.0
 _IDEMPOTENT = frozenset({"storage.StoreBatch", "storage.StoreFragment", "storage.StoreManifest",
                          "storage.StoreDocument"})
 
-Transport = Callable[[str, bytes], Awaitable[bytes]]
+Transport = Callable[[str, Body], Awaitable[bytes]]
 
 
 class StorageClient:
@@ -52,7 +53,7 @@ class StorageClient:
 
     @classmethod
     def remote(cls, channel: PeerChannel, timeout: float = FETCH_TIMEOUT_S) -> StorageClient:
-        async def call(method: str, body: bytes) -> bytes:
+        async def call(method: str, body: Body) -> bytes:
             return await channel.unary(method, body, timeout=timeout,
                                        hedge_after=STORE_HEDGE_S if method in _IDEMPOTENT else None)
         return cls(channel.node_id, call)
@@ -103,12 +104,12 @@ class StorageClient:
         return out
 
     async def _store_batch(self, items: list[StoreItem]) -> list[bytes | MeshError]:
-        parts: list[bytes | memoryview] = []
+        parts: list[bytes | bytearray | memoryview] = []
         for it in items:
-            body = it.request()
-            parts += [_ITEM.pack(it.kind, len(body)), body]
+            body = body_parts(it.request())
+            parts += [_ITEM.pack(it.kind, sum(memoryview(b).nbytes for b in body)), *body]
         try:
-            reply = await self._call("storage.StoreBatch", b"".join(parts))
+            reply = await self._call("storage.StoreBatch", parts)
         except NotFoundError as exc:
             if "StoreBatch" not in str(exc):
                 raise
@@ -116,7 +117,8 @@ class StorageClient:
         frames = _frames(reply)
         if len(frames) != len(items):
             raise InvalidArgumentError("StoreBatch answered for a different number of items")
-        return [body if status == 0 else error_for_code(status, body.decode(errors="replace"))
+        return [bytes(body) if status == 0
+                else error_for_code(status, bytes(body).decode(errors="replace"))
                 for status, body in frames]
 
     async def _store_one(self, item: StoreItem) -> bytes | MeshError:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
 from mesh.channel import Caller, ChannelServer
+from mesh.channel.frames import Body
 from mesh.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -23,15 +25,26 @@ from mesh.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
 )
+from mesh.wire import Buffer
 from proto import storage_pb2
 from storage.capacity import Capacity, StorageFull
 from storage.documents import DocumentStore, is_file_id
 from storage.fragstore import FragmentMismatch, FragmentStore
 from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore, verify_manifest
-from storage.peer_wire import _BATCHED, _ITEM, MAX_FRAGMENT_BYTES, _frames, _hex, _parse
+from storage.peer_wire import (
+    _BATCHED,
+    _ITEM,
+    MAX_FRAGMENT_BYTES,
+    _fragment_request,
+    _frames,
+    _hex,
+    _parse,
+)
 
 MAX_BATCH = 100_000
 MAX_STORE_BATCH_BYTES = 56 * 2**20     # a StoreBatch body (the channel's frame is 64 MiB)
+# methods that take the body as a view into the opened frame: a fragment is never copied out
+_VIEWS = frozenset({"storage.StoreFragment", "storage.StoreBatch"})
 
 
 class StorageHandlers:
@@ -46,7 +59,8 @@ class StorageHandlers:
         self.manifests = manifests
         self.documents = documents
         self.calls = 0
-        self._methods: dict[str, Callable[[bytes], Awaitable[bytes]]] = {
+        # the _VIEWS methods take any buffer, the others bytes (dispatch hands each its kind)
+        self._methods: dict[str, Callable[[Any], Awaitable[bytes]]] = {
             "storage.StoreFragment": self.store_fragment,
             "storage.FetchFragment": self.fetch_fragment,
             "storage.HasFragments": self.has_fragments,
@@ -60,32 +74,37 @@ class StorageHandlers:
 
     def register(self, server: ChannelServer) -> None:
         for method in self._methods:
-            server.handle(method, self._peer_handler(method))
+            if method in _VIEWS:
+                server.handle_view(method, self._peer_handler(method))
+            else:
+                server.handle(method, self._peer_handler(method))
 
-    def _peer_handler(self, method: str) -> Callable[[Caller, bytes], Awaitable[bytes]]:
-        async def handler(caller: Caller, body: bytes) -> bytes:
+    def _peer_handler(self, method: str) -> Callable[[Caller, Buffer], Awaitable[bytes]]:
+        async def handler(caller: Caller, body: Buffer) -> bytes:
             return await self.dispatch(method, body)
         return handler
 
-    async def dispatch(self, method: str, body: bytes) -> bytes:
+    async def dispatch(self, method: str, body: Body) -> bytes:
         fn = self._methods.get(method)
         if fn is None:
             raise NotFoundError(f"unknown storage method {method!r}")
         self.calls += 1
-        return await fn(body)
+        if not isinstance(body, bytes | bytearray | memoryview):
+            body = b"".join(body)              # parts from this node's own client
+        return await fn(body if method in _VIEWS else bytes(body))
 
-    async def store_fragment(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.StoreFragmentRequest, body)
-        if len(req.data) > MAX_FRAGMENT_BYTES:
-            raise ResourceExhaustedError(f"fragment of {len(req.data)} bytes is too large")
+    async def store_fragment(self, body: Buffer) -> bytes:
+        req, data = _fragment_request(body)
+        if len(data) > MAX_FRAGMENT_BYTES:
+            raise ResourceExhaustedError(f"fragment of {len(data)} bytes is too large")
         if len(req.file) > 512:
             raise InvalidArgumentError("file reference too long")
         want = _hex(req.hash)
 
         def put() -> str:
-            self._make_room(len(req.data), want)
+            self._make_room(len(data), want)
             try:
-                return self.fragments.put(req.data, req.file, req.index, expect=want)
+                return self.fragments.put(data, req.file, req.index, expect=want)
             except FragmentMismatch as exc:            # checked before anything is written
                 raise InvalidArgumentError("fragment bytes do not match their hash") from exc
             except (OSError, sqlite3.Error) as exc:   # disk full, I/O error: the pusher uses a spare
@@ -125,7 +144,7 @@ class StorageHandlers:
             if fragment is None or not self.fragments.has(fragment):
                 raise
 
-    async def store_batch(self, body: bytes) -> bytes:
+    async def store_batch(self, body: Buffer) -> bytes:
         if len(body) > MAX_STORE_BATCH_BYTES:
             raise ResourceExhaustedError(f"StoreBatch of {len(body)} bytes exceeds "
                                          f"{MAX_STORE_BATCH_BYTES}")
@@ -135,7 +154,7 @@ class StorageHandlers:
             method = _BATCHED.get(kind)
             if method is None:
                 raise InvalidArgumentError(f"StoreBatch item of unknown kind {kind}")
-            calls.append(self._methods[method](sub))
+            calls.append(self._methods[method](sub if method in _VIEWS else bytes(sub)))
         results = await asyncio.gather(*calls, return_exceptions=True)
         out = []
         for r in results:

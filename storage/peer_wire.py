@@ -15,7 +15,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from mesh.errors import InvalidArgumentError
-from mesh.wire import parse_message
+from mesh.wire import Buffer, parse_message, split_bytes_field
 from proto import storage_pb2
 
 MAX_FRAGMENT_BYTES = 48 * 2**20
@@ -26,26 +26,35 @@ _BATCHED = {1: "storage.StoreFragment", 2: "storage.StoreManifest", 3: "storage.
 M = TypeVar("M", bound=Message)
 
 
-def _parse(cls: type[M], body: bytes, limit: int = MAX_FRAGMENT_BYTES + 4096) -> M:
+def _parse(cls: type[M], body: Buffer, limit: int = MAX_FRAGMENT_BYTES + 4096) -> M:
     return parse_message(cls, body, limit)
 
 
-def _with_data(head: bytes, data: bytes | memoryview) -> bytes:
-    """A serialized StoreFragmentRequest: ``head`` (its other fields) plus field 4 (data),
-    written straight from the caller's buffer (one copy instead of bytes() then Serialize)."""
+def _with_data(head: bytes, data: bytes | memoryview) -> list[Buffer]:
+    """A serialized StoreFragmentRequest in parts: ``head`` (its other fields), then field 4
+    (data) from the caller's buffer. The channel seals the parts into its frame with one copy
+    (mesh/channel/frames.py), so the fragment is never joined into a request first."""
     size = memoryview(data).nbytes
-    length = bytearray()
+    length = bytearray(b"\x22")                          # 0x22: field 4, length-delimited
     while True:
         length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
         size >>= 7
         if not size:
             break
-    return b"".join((head, b"\x22", length, data))      # 0x22: field 4, length-delimited
+    return [head + length, data]
 
 
-def _frames(body: bytes) -> list[tuple[int, bytes]]:
+def _fragment_request(body: Buffer) -> tuple[storage_pb2.StoreFragmentRequest, memoryview]:
+    """A StoreFragmentRequest and its data as a view into ``body`` (mesh/wire.py: upb would
+    copy a fragment twice on parsing and again on every read of ``data``)."""
+    head, data = split_bytes_field(body, 4)
+    return _parse(storage_pb2.StoreFragmentRequest, head, 4096), data
+
+
+def _frames(body: Buffer) -> list[tuple[int, memoryview]]:
+    """The items of a StoreBatch body or reply, as views into it."""
     view = memoryview(body)
-    out: list[tuple[int, bytes]] = []
+    out: list[tuple[int, memoryview]] = []
     pos = 0
     while pos < len(view):
         if pos + _ITEM.size > len(view) or len(out) >= MAX_STORE_BATCH_ITEMS:
@@ -54,7 +63,7 @@ def _frames(body: bytes) -> list[tuple[int, bytes]]:
         pos += _ITEM.size
         if pos + size > len(view):
             raise InvalidArgumentError("malformed StoreBatch")
-        out.append((kind, bytes(view[pos:pos + size])))
+        out.append((kind, view[pos:pos + size]))
         pos += size
     return out
 
@@ -93,7 +102,7 @@ class StoreItem:
                    document: storage_pb2.SignedDocument | None) -> StoreItem:
         return cls(2 if manifest is not None else 3, manifest=manifest, document=document)
 
-    def request(self) -> bytes:
+    def request(self) -> bytes | list[Buffer]:
         if self.kind == 1:
             assert self.fragment is not None
             f = self.fragment

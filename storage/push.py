@@ -73,7 +73,7 @@ class Pusher:
                 bytes(owner.verify_key)))
         return await self.push(_one_chunk(data), owner, opts, cid=cid)
 
-    async def push(self, source: AsyncIterable[bytes], owner: nacl.signing.SigningKey,
+    async def push(self, source: AsyncIterable[bytes | memoryview], owner: nacl.signing.SigningKey,
                    opts: PushOptions, *, cid: str | None = None) -> PushResult:
         codec = opts.validate()
         owner_pub = bytes(owner.verify_key)

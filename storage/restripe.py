@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 
 
-async def restripe(source: AsyncIterable[bytes],
+async def restripe(source: AsyncIterable[bytes | memoryview],
                    size: int) -> AsyncIterator[tuple[int, bytes | bytearray, bool]]:
     """(index, stripe, is_last) for a stream of arbitrary chunks; holds one stripe back.
 
     Linear in the input: every byte is copied once, into a stripe buffer allocated whole (no
-    growing, no second copy); a chunk that is exactly one stripe is passed on as it is.
+    growing, no second copy); a ``bytes`` chunk that is exactly one stripe is passed on as it
+    is (a view is copied: it may point into a buffer its producer reuses).
     """
     buf = bytearray()
     fill = 0
@@ -21,7 +22,7 @@ async def restripe(source: AsyncIterable[bytes],
         pos = 0
         while pos < len(view):
             piece: bytes | bytearray | None = None
-            if not fill and pos == 0 and len(view) == size:
+            if not fill and pos == 0 and len(view) == size and isinstance(chunk, bytes):
                 piece, pos = chunk, size
             else:
                 if not fill:

@@ -21,6 +21,7 @@ import nacl.signing
 
 from mesh.errors import InvalidArgumentError, MeshError, PeerCallError
 from proto import taskworker_pb2, taskworker_pb2_grpc
+from storage.api_wire import PushChunkView, add_file_service
 from storage.cid import CidError, is_cid
 from storage.crypto import CryptoError
 from storage.durable import local_failure
@@ -79,7 +80,7 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
         self.keyring = service.keyring
 
     def add_to(self, server: grpc.aio.Server) -> None:
-        taskworker_pb2_grpc.add_FileServiceServicer_to_server(self, server)
+        add_file_service(self, server)      # PushStream's chunks without copies (api_wire.py)
 
     def _options(self, req: taskworker_pb2.PushRequest) -> PushOptions:
         d = self.files.defaults
@@ -102,7 +103,7 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
             return _push_response(result)
         return await _guard(context, work)
 
-    async def PushStream(self, request_iterator: AsyncIterator[taskworker_pb2.PushChunk],
+    async def PushStream(self, request_iterator: AsyncIterator[PushChunkView],
                          context: Context) -> taskworker_pb2.PushResponse:
         async def work() -> taskworker_pb2.PushResponse:
             first = await anext(request_iterator, None)
@@ -112,7 +113,7 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
             opts = self._options(header)
             owner = self._user(header.user_id)
 
-            async def source() -> AsyncIterator[bytes]:
+            async def source() -> AsyncIterator[bytes | memoryview]:
                 if first.data:
                     yield first.data
                 async for chunk in request_iterator:

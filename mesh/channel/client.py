@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from mesh.channel import allocator
-from mesh.channel.frames import Frame, decode_reply, encode_envelope
+from mesh.channel.frames import Body, Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
 from mesh.channel.hedge import hedged
 from mesh.channel.links import GrpcLink, LinkClosed, LinkError
@@ -109,7 +109,7 @@ class PeerChannel:
         if self._session is session:
             self._session = None
 
-    async def unary(self, method: str, body: bytes, *, timeout: float | None = None,
+    async def unary(self, method: str, body: Body, *, timeout: float | None = None,
                     hedge_after: float | None = None) -> bytes:
         """One sealed request, one sealed reply; raises the peer's error as PeerCallError.
 
@@ -132,7 +132,7 @@ class PeerChannel:
             self._pool.hedged_calls += 1
         return await hedged(attempt, hedge_after, on_hedge=counted)
 
-    async def _unary(self, method: str, body: bytes, timeout: float | None) -> bytes:
+    async def _unary(self, method: str, body: Body, timeout: float | None) -> bytes:
         for attempt in (0, 1):
             session = await self._ensure_session()
             call_id = session.new_call_id()

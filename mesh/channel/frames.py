@@ -12,6 +12,12 @@ A decoded frame's ciphertext is a memoryview into the received message (no copy)
 frame carries the wire bytes it was built in (session.py seals straight into them), so
 ``encode`` is free for both. ``dataclasses.replace`` drops the cached wire bytes, so a frame
 rebuilt with other fields (as the tests' hostile relay does) encodes those fields.
+
+A request body may be given in parts (``Body``): sealing gathers them into the frame's wire
+bytes with one copy and encrypts there in place, so a fragment sent with its request header is
+never joined into one bytes object first. A decoded envelope's body is a view into the
+plaintext, so a handler that takes views (``ChannelServer.handle(..., view=True)``) gets a
+fragment without a copy.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ HEADER = struct.Struct(f">16sQIB{NONCE_BYTES}s")   # final: exactly 0 or 1 (deco
 _ENVELOPE = struct.Struct(">H")
 _REPLY = struct.Struct(">II")
 MAX_METHOD = 200
+Buffer = bytes | bytearray | memoryview
+Body = Buffer | list[Buffer] | tuple[Buffer, ...]    # one buffer, or parts sealed as one
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +70,23 @@ class Frame:
         return frame
 
 
-def encode_envelope(method: str, body: bytes) -> bytes:
+def body_parts(body: Body) -> list[Buffer]:
+    if isinstance(body, bytes | bytearray | memoryview):
+        return [body]
+    return list(body)
+
+
+def encode_envelope(method: str, body: Body) -> list[Buffer]:
+    """The envelope as parts: the seal gathers them into the frame (session.py), so a large
+    body given in parts (a fragment and its request header) is copied once, there."""
     name = method.encode()
     if len(name) > MAX_METHOD:
         raise ValueError(f"method name longer than {MAX_METHOD} bytes")
-    return b"".join((_ENVELOPE.pack(len(name)), name, body))
+    return [_ENVELOPE.pack(len(name)) + name, *body_parts(body)]
 
 
-def decode_envelope(plaintext: bytes) -> tuple[str, bytes]:
+def decode_envelope(plaintext: bytes) -> tuple[str, memoryview]:
+    """(method, body); the body is a view into ``plaintext`` (no copy)."""
     if len(plaintext) < _ENVELOPE.size:
         raise FrameError("envelope too short")
     (n,) = _ENVELOPE.unpack_from(plaintext)
@@ -80,7 +97,7 @@ def decode_envelope(plaintext: bytes) -> tuple[str, bytes]:
         method = plaintext[_ENVELOPE.size:end].decode()
     except UnicodeDecodeError as exc:
         raise FrameError("method name is not utf-8") from exc
-    return method, plaintext[end:]
+    return method, memoryview(plaintext)[end:]
 
 
 def encode_reply(code: int, message: str = "", body: bytes = b"") -> bytes:

@@ -45,6 +45,7 @@ class Caller:
 
 
 UnaryHandler = Callable[[Caller, bytes], Awaitable[bytes]]
+ViewHandler = Callable[[Caller, memoryview], Awaitable[bytes]]   # the body as a view, no copy
 StreamHandler = Callable[[Caller, bytes, AsyncIterator[bytes]], AsyncIterator[bytes]]
 
 
@@ -70,11 +71,19 @@ class ChannelServer:
         self._max_sessions = max_sessions
         self._sessions: OrderedDict[bytes, Session] = OrderedDict()
         self._unary: dict[str, UnaryHandler] = {}
+        self._views: dict[str, ViewHandler] = {}
         self._stream: dict[str, StreamHandler] = {}
         self.refused_frames = 0
 
     def handle(self, method: str, handler: UnaryHandler) -> None:
         self._unary[method] = handler
+        self._views.pop(method, None)
+
+    def handle_view(self, method: str, handler: ViewHandler) -> None:
+        """Like ``handle``, for a handler that takes the request body as a view into the
+        opened frame (bulk writes: a fragment is not copied out of it)."""
+        self._views[method] = handler
+        self._unary.pop(method, None)
 
     def handle_stream(self, method: str, handler: StreamHandler) -> None:
         self._stream[method] = handler
@@ -136,11 +145,17 @@ class ChannelServer:
         method, body = self._open_header(session, request)
         caller = Caller(session.keys.peer_id, session.keys.peer_key)
         handler = self._unary.get(method)
-        if handler is None:
+        viewer = self._views.get(method) if handler is None else None
+        if handler is None and viewer is None:
             reply = _reply(grpc.StatusCode.NOT_FOUND, f"unknown peer method {method!r}")
         else:
             try:
-                reply = _reply(grpc.StatusCode.OK, body=await handler(caller, body))
+                if viewer is not None:
+                    result = await viewer(caller, body)
+                else:
+                    assert handler is not None
+                    result = await handler(caller, bytes(body))
+                reply = _reply(grpc.StatusCode.OK, body=result)
             except PeerCallError as exc:
                 reply = _reply(exc.code, str(exc))
             except Exception:
@@ -152,7 +167,8 @@ class ChannelServer:
                            rest: AsyncIterator[Frame]) -> AsyncGenerator[Frame, None]:
         """The sealed response frames to a stream call whose first frame is ``first``."""
         session = self._session_for(first)
-        method, header = self._open_header(session, first, final_ok=True)
+        method, view = self._open_header(session, first, final_ok=True)
+        header = bytes(view)
         caller = Caller(session.keys.peer_id, session.keys.peer_key)
         call_id = first.call_id
 
@@ -199,7 +215,7 @@ class ChannelServer:
         return session
 
     def _open_header(self, session: Session, frame: Frame,
-                     final_ok: bool = False) -> tuple[str, bytes]:
+                     final_ok: bool = False) -> tuple[str, memoryview]:
         try:
             if not (frame.final or final_ok):
                 raise FrameError("a unary request must be a single final frame")

@@ -14,7 +14,9 @@ The hot path calls libsodium through PyNaCl's own cffi module (``nacl._sodium``)
 ``nacl.bindings``: the binding allocates a zero-filled output buffer and then copies it into a
 bytes object on every call. Here a frame is sealed straight into its wire bytes behind the
 header, and a received frame's ciphertext (a view into the received message) is opened
-straight into the plaintext bytes: the cipher's output is the only write, with no copy.
+straight into the plaintext bytes: the cipher's output is the only write, with no copy. A
+plaintext given in parts is gathered into the wire bytes first and encrypted there in place
+(libsodium's AEADs allow the ciphertext and message pointers to be equal).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 import nacl.bindings  # noqa: F401  (initialises libsodium before lib is used)
 from nacl._sodium import ffi, lib  # type: ignore[import-not-found]
 
-from mesh.channel.frames import HEADER, NONCE_BYTES, Frame
+from mesh.channel.frames import HEADER, NONCE_BYTES, Body, Frame, body_parts
 from mesh.channel.handshake import KEY_BYTES, SessionKeys
 from mesh.errors import FrameError
 
@@ -59,16 +61,26 @@ _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
 
 
 def _seal(key: bytes, session_id: bytes, direction: int, call_id: int, index: int,
-          final: bool, plaintext: bytes) -> Frame:
+          final: bool, plaintext: Body) -> Frame:
     nonce = os.urandom(NONCE_BYTES)
     ad = _AD.pack(session_id, direction, call_id, index, final)
-    size = len(plaintext)
+    parts = [memoryview(p) for p in body_parts(plaintext)]
+    size = sum(p.nbytes for p in parts)
     total = HEADER.size + size + TAG_BYTES
     wire = _new_bytes(None, total)
     out = ffi.from_buffer(wire)
     ffi.memmove(out, HEADER.pack(session_id, call_id, index, final, nonce), HEADER.size)
-    if lib.crypto_aead_aegis128l_encrypt(out + HEADER.size, ffi.NULL, ffi.from_buffer(plaintext),
-                                         size, ad, len(ad), ffi.NULL, nonce, key) != 0:
+    body = out + HEADER.size
+    if len(parts) == 1:
+        source = ffi.from_buffer(parts[0])
+    else:   # gather the parts where the ciphertext goes and encrypt there (exact aliasing)
+        pos = 0
+        for p in parts:
+            ffi.memmove(body + pos, ffi.from_buffer(p), p.nbytes)
+            pos += p.nbytes
+        source = body
+    if lib.crypto_aead_aegis128l_encrypt(body, ffi.NULL, source, size, ad, len(ad), ffi.NULL,
+                                         nonce, key) != 0:
         raise FrameError("sealing failed")
     return Frame.with_wire(session_id, call_id, index, final, nonce, wire)
 
@@ -135,7 +147,7 @@ class Session:
             if len(self._seen) > 2 * REPLAY_WINDOW:
                 self._seen = {c for c in self._seen if c > floor}
 
-    def seal(self, call_id: int, index: int, final: bool, plaintext: bytes) -> Frame:
+    def seal(self, call_id: int, index: int, final: bool, plaintext: Body) -> Frame:
         self.frames += 1
         direction = REQUEST if self.is_client else RESPONSE
         return _seal(self.keys.send_key, self.session_id, direction, call_id, index, final,

@@ -120,16 +120,24 @@ async def test_inline_private_and_no_plaintext_on_peers(net: FakeNetwork) -> Non
 
 
 def test_store_fragment_wire_is_plain_protobuf() -> None:
-    """StorageClient.store_fragment writes the data field itself; it must parse as usual."""
+    """StorageClient.store_fragment writes the data field itself (in parts the channel seals
+    as one); it must parse as usual, and the holder's zero-copy split must agree."""
     from proto import storage_pb2
     from storage.peer import _with_data
+    from storage.peer_wire import _fragment_request
 
     for n in (0, 1, 127, 128, 16_383, 16_384, 3 << 20):
         data = os.urandom(n)
         head = storage_pb2.StoreFragmentRequest(file="f" * 33, index=513, hash=b"h" * 32)
-        req = storage_pb2.StoreFragmentRequest.FromString(
-            _with_data(head.SerializeToString(), memoryview(data)))
+        wire = b"".join(_with_data(head.SerializeToString(), memoryview(data)))
+        req = storage_pb2.StoreFragmentRequest.FromString(wire)
         assert (req.data, req.index, req.file, req.hash) == (data, 513, "f" * 33, b"h" * 32)
+        got, view = _fragment_request(memoryview(wire))
+        assert (bytes(view), got.index, got.file, got.hash) == (data, 513, "f" * 33, b"h" * 32)
+        # a standard encoder's bytes (fields in another order) split the same way
+        other = storage_pb2.StoreFragmentRequest(data=data, hash=b"h" * 32, index=513,
+                                                 file="f" * 33).SerializeToString()
+        assert bytes(_fragment_request(other)[1]) == data
 
 
 async def test_inline_honours_push_options_for_versions(net: FakeNetwork) -> None:
