@@ -26,7 +26,9 @@ landed yet), the next ones RETRY_S later, doubling up to MAX_RETRY_S. A job ends
 - the peer answered MISSES times that it holds no such copy (or the delete removed nothing),
   spaced by the backoff: the store never landed (``late_copies_abandoned``);
 - the peer answers PERMISSION_DENIED: a manifest records the fragment there after all, e.g.
-  repair moved it back (``late_copies_kept``); any other refusal abandons it;
+  repair moved it back (``late_copies_kept``); any other refusal abandons it (e.g.
+  FAILED_PRECONDITION: a Grant since signed a newer manifest; storage/delete_check.py), but
+  UNAVAILABLE (the peer could not confirm the newest manifest with the replicas) is retried;
 - MAX_AGE_S after the Push (abandoned). Unanswered or failed calls (the peer still frozen or
   down) are only retried.
 

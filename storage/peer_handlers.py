@@ -28,9 +28,10 @@ from mesh.errors import (
 from mesh.wire import Buffer
 from proto import storage_pb2
 from storage.capacity import Capacity, StorageFull
+from storage.delete_check import DeleteGuard, check_sent
 from storage.documents import DocumentStore, is_file_id
 from storage.fragstore import FragmentMismatch, FragmentStore
-from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore, verify_manifest
+from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore
 from storage.peer_wire import (
     _BATCHED,
     _ITEM,
@@ -58,6 +59,7 @@ class StorageHandlers:
         self.fragments = fragments
         self.manifests = manifests
         self.documents = documents
+        self.deletes = DeleteGuard(manifests, self_id)   # who may drop a copy: delete_check.py
         self.calls = 0
         # the _VIEWS methods take any buffer, the others bytes (dispatch hands each its kind)
         self._methods: dict[str, Callable[[Any], Awaitable[bytes]]] = {
@@ -191,26 +193,13 @@ class StorageHandlers:
         req = _parse(storage_pb2.DeleteFragmentRequest, body, MAX_MANIFEST_BYTES + 4096)
         if not is_file_id(req.file):
             raise InvalidArgumentError("delete needs the file_id that references the fragment")
-        self._check_extra_copy(req)
-        removed = await asyncio.to_thread(self.fragments.delete, _hex(req.hash), req.file)
+        sent = check_sent(req, self.self_id)
+        h = _hex(req.hash)
+        if not await asyncio.to_thread(self.fragments.has, h):
+            return storage_pb2.DeleteFragmentReply(removed=False).SerializeToString()
+        await self.deletes.confirm(sent, req.hash)     # an older manifest must not drop it
+        removed = await asyncio.to_thread(self.fragments.delete, h, req.file)
         return storage_pb2.DeleteFragmentReply(removed=removed).SerializeToString()
-
-    def _check_extra_copy(self, req: storage_pb2.DeleteFragmentRequest) -> None:
-        """Any mesh member may ask, so the owner-signed manifest must name the fragment, and
-        the copy must be one it does not record here (repair drops extra copies after a
-        rebalance; the recorded one stays)."""
-        if not req.HasField("manifest"):
-            raise InvalidArgumentError("delete needs the file's signed manifest")
-        manifest = verify_manifest(req.manifest)
-        if manifest.file_id != req.file:
-            raise InvalidArgumentError("the manifest is another file's")
-        slots = [(s, i) for s, stripe in enumerate(manifest.body.stripes)
-                 for i, frag in enumerate(stripe.fragments) if frag.hash == req.hash]
-        if not slots:
-            raise InvalidArgumentError("the manifest names no such fragment")
-        if self.self_id is not None and any(manifest.holder_of(s, i) == self.self_id
-                                            for s, i in slots):
-            raise PermissionDeniedError("the manifest records this fragment here: it stays")
 
     async def store_manifest(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)
