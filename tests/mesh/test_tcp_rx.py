@@ -138,6 +138,15 @@ def test_many_small_messages_take_one_recv() -> None:
     assert [read_now(rx) for _ in messages] == messages
 
 
+def test_partial_messages_are_moved_down_as_the_staging_buffer_fills() -> None:
+    rng = random.Random(7)
+    messages = [(CALL, rng.randbytes(rng.randrange(OWN_BUFFER_ABOVE + 1))) for _ in range(200)]
+    data = wire(*messages)
+    rx, _ = receiver()
+    feed(rx, data, list(range(7001, len(data), 7001)))   # pieces that straddle messages
+    assert [read_now(rx) for _ in messages] == messages
+
+
 def test_a_large_payload_lands_in_place() -> None:
     """Past the header's recv, each recv goes straight into the payload the reader gets."""
     payload = os.urandom(2**20)
@@ -242,11 +251,12 @@ def test_unread_messages_pause_reading_until_read(size: int, count: int) -> None
 
 @st.composite
 def streams(draw: Any) -> tuple[bytes, list[int]]:
-    sizes = st.one_of(st.integers(0, 40), st.integers(OWN_BUFFER_ABOVE - 8, 3 * 2**16))
-    messages = draw(st.lists(st.tuples(st.sampled_from(sorted(KINDS)), sizes), max_size=8))
+    sizes = st.one_of(st.integers(0, 40), st.integers(0, OWN_BUFFER_ABOVE + 8),
+                      st.integers(OWN_BUFFER_ABOVE - 8, 3 * 2**16))
+    messages = draw(st.lists(st.tuples(st.sampled_from(sorted(KINDS)), sizes), max_size=16))
     data = b"".join(HEADER.pack(n, k) + random.Random(n).randbytes(n) for k, n in messages)
     data += draw(st.sampled_from([b"", b"\x00\x00", HEADER.pack(5, 9), HEADER.pack(7, 1)]))
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=24)))
     return data, cuts
 
 
