@@ -60,6 +60,7 @@ from mesh.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
+from mesh.owned_task import OwnedTask
 from proto import storage_pb2
 from storage.late_stores import LateStores
 from storage.manifest import Manifest
@@ -129,7 +130,7 @@ class LateCopies:
         self._clock = clock
         self._jobs: list[Job] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("late-copies")
         self.counters = {"collected": 0, "abandoned": 0, "kept": 0, "dropped": 0}
 
     def submit(self, late: LateStores, manifest: Manifest) -> int:
@@ -148,14 +149,10 @@ class LateCopies:
         return queued
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="late-copies")
+        self._task.start(self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.errors import MeshError
+from mesh.owned_task import OwnedTask
 from storage.crypto import STRIPE_OVERHEAD
 from storage.fraghash import matches
 from storage.healing.locate import Locations, locate, pick_target
@@ -79,7 +80,7 @@ class Repairer:
         self._manifest_peers: dict[str, tuple[bytes, ...]] = {}
         self._kick = asyncio.Event()
         self._sem = asyncio.Semaphore(concurrency)
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("repair")
         self.paused = False
         self._led = 0
         self.stage: dict[str, str] = {}        # file -> what its check is doing (diagnostics)
@@ -90,13 +91,10 @@ class Repairer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="repair")
+        self._task.start(self._loop)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
 
     def kick(self, rebalance: bool = False) -> None:
         """Run a pass now (a fragment was dropped, a peer joined or left)."""

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from mesh.owned_task import OwnedTask
 from storage.fragstore import FragmentStore
 from storage.healing.ratelimit import TokenBucket
 
@@ -31,17 +32,14 @@ class Scrubber:
         self.checked = 0
         self.rotted = 0
         self.last: list[str] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("scrub")
 
     def start(self) -> None:
         if self.interval > 0:
-            self._task = asyncio.create_task(self._loop(), name="scrub")
+            self._task.start(self._loop)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -19,6 +19,7 @@ import grpc
 
 from mesh.context import MeshContext
 from mesh.errors import MeshError
+from mesh.owned_task import OwnedTask
 from storage.versions.api import VersionApi
 from storage.versions.getter import VersionGetter
 from storage.versions.local import LocalVersions
@@ -50,7 +51,7 @@ class VersionService(VersionApi):
                          "records_pulled": 0, "records_pushed": 0, "refused_from_peers": 0,
                          "lagging_replicas": 0, "read_ahead_used": 0, "read_ahead_dropped": 0,
                          "replicas_cut": 0, "replicas_skipped": 0}
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("versions-anti-entropy")
         self.replication = ReplicaSync(ctx, self.store, self.handlers, self.replicas,
                                        self.counters)
         local = LocalVersions(ctx, self.store, self.replication)
@@ -78,12 +79,10 @@ class VersionService(VersionApi):
 
     async def start(self) -> None:
         if self.sync_interval > 0:
-            self._task = asyncio.create_task(self._anti_entropy(), name="versions-anti-entropy")
+            self._task.start(self._anti_entropy)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._task.stop()
         await self.replication.stop()
         self.store.close()
 

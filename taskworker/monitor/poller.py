@@ -22,6 +22,7 @@ from typing import Any
 
 from mesh.context import MeshContext
 from mesh.errors import MeshError
+from mesh.owned_task import OwnedTask
 from proto import mesh_pb2
 
 log = logging.getLogger(__name__)
@@ -190,16 +191,13 @@ class MeshPoller:
         self.rounds = 0
         self.last_round = 0.0
         self._sem = asyncio.Semaphore(concurrency)
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("monitor-poller")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="monitor-poller")
+        self._task.start(self._loop)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._task.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -214,7 +214,7 @@ async def test_the_running_collector_is_woken_by_a_submit_and_stops_cleanly() ->
     assert copies.status()["late_copies_pending"] == 0
     assert copies.counters["collected"] == 1
     await copies.stop()
-    assert copies._task is None
+    assert not copies._task.running         # cancelled and awaited
 
 
 class FrozenNetwork(FakeNetwork):
