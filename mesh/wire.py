@@ -3,6 +3,8 @@
 ``split_bytes_field`` takes one large ``bytes`` field out of an encoded message as a view, so a
 1 MiB fragment is not copied by the parser into its arena and again into a ``bytes`` object on
 every read of the field (python-upb does both); the rest of the message is parsed as usual.
+``bytes_field_key`` is the other direction: the key and length that put such a field, sent
+from its own buffer as a separate part, at the end of an encoded message.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ def _varint(view: memoryview, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
+
+
+def bytes_field_key(number: int, size: int) -> bytes:
+    """The key and length varint of a length-delimited field ``number`` of ``size`` bytes:
+    followed by those bytes, a valid encoding of the field (to append after the others)."""
+    out = bytearray()
+    for value in ((number << 3) | 2, size):
+        while True:
+            out.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+            value >>= 7
+            if not value:
+                break
+    return bytes(out)
 
 
 def split_bytes_field(body: Buffer, number: int) -> tuple[bytes, memoryview]:

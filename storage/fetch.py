@@ -22,6 +22,7 @@ HEDGE_S = 0.02     # how long the closest manifest replica has before the others
 # asks one more holder (any k fragments decode), like Storj's long-tail cancellation: under 20%
 # packet loss single fetches stalled 15-30 s in TCP retransmission backoff, holding up the Get.
 FRAGMENT_HEDGE_S = 0.5
+Fragment = bytes | memoryview    # a peer's is a view into its reply frame (peer_client.py)
 
 
 class ReadHints:
@@ -124,7 +125,7 @@ class Fetcher:
         return list(found.values())
 
     async def fragments(self, manifest: Manifest, s: int,
-                        hints: ReadHints | None = None) -> dict[int, bytes]:
+                        hints: ReadHints | None = None) -> dict[int, Fragment]:
         """Any k verified fragments of stripe s; UnavailableError listing what is missing.
 
         Order: data fragments first (decoding them is a copy), holders that already failed in
@@ -141,12 +142,12 @@ class Fetcher:
         candidates: list[tuple[int, bytes | None]] = sorted(
             recorded, key=lambda c: c[1] in hints.dead)
         tried: set[tuple[int, bytes | None]] = set()
-        got: dict[int, bytes] = {}
+        got: dict[int, Fragment] = {}
         missing: dict[int, str] = {}
-        pending: dict[asyncio.Task[bytes], tuple[int, bytes | None]] = {}
+        pending: dict[asyncio.Task[Fragment], tuple[int, bytes | None]] = {}
         fell_back = False
 
-        async def fetch(i: int, holder: bytes | None) -> bytes:
+        async def fetch(i: int, holder: bytes | None) -> Fragment:
             if holder is None:
                 raise NotFoundError("never placed")
             async with self._sem:
@@ -155,7 +156,7 @@ class Fetcher:
 
         loop = asyncio.get_running_loop()
         fastest: float | None = None           # this stripe's quickest fetch so far
-        launched: dict[asyncio.Task[bytes], float] = {}
+        launched: dict[asyncio.Task[Fragment], float] = {}
         extra = 0                              # stragglers hedged so far
         try:
             while len(got) < k:

@@ -2,6 +2,8 @@
 channel or this node's own handlers (methods: storage/peer.py).
 
 The client verifies what it fetches again: a fragment whose hash differs is reported missing.
+A remote reply is a view into the opened frame (``PeerChannel.unary_view``); a fetched fragment
+is lifted out of it as a view (``split_bytes_field``), not parsed out by protobuf (two copies).
 ``store_batch`` packs several writes into StoreBatch calls (framing: storage/peer_wire.py); a
 peer that does not know StoreBatch answers NOT_FOUND and the client falls back to one call per
 item.
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from mesh.channel import PeerChannel
 from mesh.channel.frames import Body, body_parts
 from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, error_for_code
+from mesh.wire import Buffer, split_bytes_field
 from proto import storage_pb2
 from storage.fraghash import matches
 from storage.manifest import MAX_MANIFEST_BYTES
@@ -38,7 +41,7 @@ STORE_HEDGE_S = 1.0
 _IDEMPOTENT = frozenset({"storage.StoreBatch", "storage.StoreFragment", "storage.StoreManifest",
                          "storage.StoreDocument"})
 
-Transport = Callable[[str, Body], Awaitable[bytes]]
+Transport = Callable[[str, Body], Awaitable[Buffer]]
 
 
 class StorageClient:
@@ -53,9 +56,10 @@ class StorageClient:
 
     @classmethod
     def remote(cls, channel: PeerChannel, timeout: float = FETCH_TIMEOUT_S) -> StorageClient:
-        async def call(method: str, body: Body) -> bytes:
-            return await channel.unary(method, body, timeout=timeout,
-                                       hedge_after=STORE_HEDGE_S if method in _IDEMPOTENT else None)
+        async def call(method: str, body: Body) -> memoryview:
+            return await channel.unary_view(
+                method, body, timeout=timeout,
+                hedge_after=STORE_HEDGE_S if method in _IDEMPOTENT else None)
         return cls(channel.node_id, call)
 
     @classmethod
@@ -129,15 +133,19 @@ class StorageClient:
                 f = item.fragment
                 await self._handlers.store_own_fragment(f.file, f.index, f.data, f.digest)
                 return storage_pb2.StoreFragmentReply(hash=f.digest).SerializeToString()
-            return await self._call(_BATCHED[item.kind], item.request())
+            return bytes(await self._call(_BATCHED[item.kind], item.request()))
         except MeshError as exc:
             return exc
 
-    async def fetch_fragment(self, digest: bytes) -> bytes:
-        """The fragment's bytes; NotFoundError if absent or if the peer sent other bytes."""
+    async def fetch_fragment(self, digest: bytes) -> bytes | memoryview:
+        """The fragment's bytes (from a peer, a view into its reply); NotFoundError if absent
+        or if the peer sent other bytes."""
+        if self._handlers is not None:
+            return await self._handlers.fetch_own_fragment(digest)
         body = await self._call("storage.FetchFragment",
                                 storage_pb2.FetchFragmentRequest(hash=digest).SerializeToString())
-        data = _parse(storage_pb2.FetchFragmentReply, body).data
+        rest, data = split_bytes_field(body, 1)
+        _parse(storage_pb2.FetchFragmentReply, rest)      # any other field: still well formed
         if not self._trusted and not matches(data, digest):
             raise NotFoundError(f"peer {self.node_id.hex()[:16]} sent a corrupt fragment "
                                 f"{digest.hex()[:16]}")

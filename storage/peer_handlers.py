@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from mesh.channel import Caller, ChannelServer
-from mesh.channel.frames import Body
+from mesh.channel.frames import Body, body_parts
 from mesh.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -25,7 +25,7 @@ from mesh.errors import (
     PermissionDeniedError,
     ResourceExhaustedError,
 )
-from mesh.wire import Buffer
+from mesh.wire import Buffer, bytes_field_key
 from proto import storage_pb2
 from storage.capacity import Capacity, StorageFull
 from storage.delete_check import DeleteGuard, check_sent
@@ -62,7 +62,7 @@ class StorageHandlers:
         self.deletes = DeleteGuard(manifests, self_id)   # who may drop a copy: delete_check.py
         self.calls = 0
         # the _VIEWS methods take any buffer, the others bytes (dispatch hands each its kind)
-        self._methods: dict[str, Callable[[Any], Awaitable[bytes]]] = {
+        self._methods: dict[str, Callable[[Any], Awaitable[Body]]] = {
             "storage.StoreFragment": self.store_fragment,
             "storage.FetchFragment": self.fetch_fragment,
             "storage.HasFragments": self.has_fragments,
@@ -81,18 +81,23 @@ class StorageHandlers:
             else:
                 server.handle(method, self._peer_handler(method))
 
-    def _peer_handler(self, method: str) -> Callable[[Caller, Buffer], Awaitable[bytes]]:
-        async def handler(caller: Caller, body: Buffer) -> bytes:
-            return await self.dispatch(method, body)
+    def _peer_handler(self, method: str) -> Callable[[Caller, Buffer], Awaitable[Body]]:
+        async def handler(caller: Caller, body: Buffer) -> Body:
+            return await self._run(method, body)    # parts go to the seal as they are
         return handler
 
     async def dispatch(self, method: str, body: Body) -> bytes:
+        """A call from this node's own client: parts are joined both ways."""
+        if not isinstance(body, bytes | bytearray | memoryview):
+            body = b"".join(body)
+        reply = await self._run(method, body)
+        return reply if isinstance(reply, bytes) else b"".join(body_parts(reply))
+
+    async def _run(self, method: str, body: Buffer) -> Body:
         fn = self._methods.get(method)
         if fn is None:
             raise NotFoundError(f"unknown storage method {method!r}")
         self.calls += 1
-        if not isinstance(body, bytes | bytearray | memoryview):
-            body = b"".join(body)              # parts from this node's own client
         return await fn(body if method in _VIEWS else bytes(body))
 
     async def store_fragment(self, body: Buffer) -> bytes:
@@ -158,7 +163,7 @@ class StorageHandlers:
                 raise InvalidArgumentError(f"StoreBatch item of unknown kind {kind}")
             calls.append(self._methods[method](sub if method in _VIEWS else bytes(sub)))
         results = await asyncio.gather(*calls, return_exceptions=True)
-        out = []
+        out: list[Buffer] = []
         for r in results:
             if isinstance(r, PeerCallError):
                 msg = str(r).encode()
@@ -167,15 +172,27 @@ class StorageHandlers:
             elif isinstance(r, BaseException):
                 raise r
             else:
-                out += [_ITEM.pack(0, len(r)), r]
+                parts = body_parts(r)
+                out += [_ITEM.pack(0, sum(memoryview(p).nbytes for p in parts)), *parts]
         return b"".join(out)
 
-    async def fetch_fragment(self, body: bytes) -> bytes:
+    async def fetch_fragment(self, body: bytes) -> list[Buffer]:
+        """A FetchFragmentReply in parts: the key of field 1 (data), then the fragment as read
+        (protobuf would copy it into the message and again on serializing)."""
         req = _parse(storage_pb2.FetchFragmentRequest, body, 1024)
-        data = await asyncio.to_thread(self.fragments.get, _hex(req.hash))
+        data = await self._read(req.hash)
+        return [bytes_field_key(1, len(data)), data]
+
+    async def fetch_own_fragment(self, digest: bytes) -> bytes:
+        """A read on this node of its own store: no request, no reply to encode and parse."""
+        self.calls += 1
+        return await self._read(digest)
+
+    async def _read(self, digest: bytes) -> bytes:
+        data = await asyncio.to_thread(self.fragments.get, _hex(digest))   # re-hashes it
         if data is None:
-            raise NotFoundError(f"fragment {req.hash.hex()[:16]} not held here")
-        return storage_pb2.FetchFragmentReply(data=data).SerializeToString()
+            raise NotFoundError(f"fragment {digest.hex()[:16]} not held here")
+        return data
 
     async def has_fragments(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.HasFragmentsRequest, body, MAX_BATCH * 40)

@@ -15,7 +15,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from mesh.errors import InvalidArgumentError
-from mesh.wire import Buffer, parse_message, split_bytes_field
+from mesh.wire import Buffer, bytes_field_key, parse_message, split_bytes_field
 from proto import storage_pb2
 
 MAX_FRAGMENT_BYTES = 48 * 2**20
@@ -34,14 +34,7 @@ def _with_data(head: bytes, data: bytes | memoryview) -> list[Buffer]:
     """A serialized StoreFragmentRequest in parts: ``head`` (its other fields), then field 4
     (data) from the caller's buffer. The channel seals the parts into its frame with one copy
     (mesh/channel/frames.py), so the fragment is never joined into a request first."""
-    size = memoryview(data).nbytes
-    length = bytearray(b"\x22")                          # 0x22: field 4, length-delimited
-    while True:
-        length.append((size & 0x7F) | (0x80 if size > 0x7F else 0))
-        size >>= 7
-        if not size:
-            break
-    return [head + length, data]
+    return [head + bytes_field_key(4, memoryview(data).nbytes), data]
 
 
 def _fragment_request(body: Buffer) -> tuple[storage_pb2.StoreFragmentRequest, memoryview]:

@@ -118,13 +118,20 @@ class PeerChannel:
         the first answer wins (hedge.py). A connection stuck in TCP retransmission backoff
         held single stores for 8-19 s under 20% loss while new calls got through.
         """
+        return bytes(await self.unary_view(method, body, timeout=timeout,
+                                           hedge_after=hedge_after))
+
+    async def unary_view(self, method: str, body: Body, *, timeout: float | None = None,
+                         hedge_after: float | None = None) -> memoryview:
+        """``unary``'s reply body as a view into the opened frame: a fetched fragment is not
+        copied out of it (a view keeps the frame's plaintext alive while it is held)."""
         if hedge_after is None:
             return await self._unary(method, body, timeout)
         loop = asyncio.get_running_loop()
         limit = timeout or self._pool.timeouts.call
         deadline = None if limit is None else loop.time() + limit
 
-        def attempt() -> Coroutine[Any, Any, bytes]:
+        def attempt() -> Coroutine[Any, Any, memoryview]:
             left = None if deadline is None else max(0.001, deadline - loop.time())
             return self._unary(method, body, left)
 
@@ -132,7 +139,7 @@ class PeerChannel:
             self._pool.hedged_calls += 1
         return await hedged(attempt, hedge_after, on_hedge=counted)
 
-    async def _unary(self, method: str, body: Body, timeout: float | None) -> bytes:
+    async def _unary(self, method: str, body: Body, timeout: float | None) -> memoryview:
         for attempt in (0, 1):
             session = await self._ensure_session()
             call_id = session.new_call_id()
@@ -193,7 +200,7 @@ class PeerChannel:
         await self._link.close()
 
 
-def _unwrap(plaintext: bytes) -> bytes:
+def _unwrap(plaintext: bytes) -> memoryview:
     code, message, body = decode_reply(plaintext)
     if code == status_value(grpc.StatusCode.DATA_LOSS):
         raise FrameError(message)

@@ -18,6 +18,11 @@ bytes with one copy and encrypts there in place, so a fragment sent with its req
 never joined into one bytes object first. A decoded envelope's body is a view into the
 plaintext, so a handler that takes views (``ChannelServer.handle(..., view=True)``) gets a
 fragment without a copy.
+
+Replies go the same way back: a handler's reply body may be parts, which ``encode_reply`` puts
+behind its prefix for the seal to gather (a fetched fragment is not serialized into a reply
+message and then joined with the prefix), and a decoded reply's body is a view into the
+plaintext (``PeerChannel.unary_view``).
 """
 
 from __future__ import annotations
@@ -100,16 +105,19 @@ def decode_envelope(plaintext: bytes) -> tuple[str, memoryview]:
     return method, memoryview(plaintext)[end:]
 
 
-def encode_reply(code: int, message: str = "", body: bytes = b"") -> bytes:
+def encode_reply(code: int, message: str = "", body: Body = b"") -> list[Buffer]:
+    """The reply as parts, gathered by the seal like an envelope's."""
     text = message.encode()
-    return b"".join((_REPLY.pack(code, len(text)), text, body))
+    return [_REPLY.pack(code, len(text)) + text, *body_parts(body)]
 
 
-def decode_reply(plaintext: bytes) -> tuple[int, str, bytes]:
+def decode_reply(plaintext: bytes) -> tuple[int, str, memoryview]:
+    """(code, message, body); the body is a view into ``plaintext`` (no copy)."""
     if len(plaintext) < _REPLY.size:
         raise FrameError("reply too short")
     code, n = _REPLY.unpack_from(plaintext)
     end = _REPLY.size + n
     if end > len(plaintext):
         raise FrameError("malformed reply")
-    return code, plaintext[_REPLY.size:end].decode(errors="replace"), plaintext[end:]
+    message = plaintext[_REPLY.size:end].decode(errors="replace")
+    return code, message, memoryview(plaintext)[end:]

@@ -2,7 +2,9 @@
 the PeerChannel gRPC servicer (the TCP transport's listener is tcp_server.py).
 
 Handlers see only the authenticated caller and plaintext bytes; they raise PeerCallError
-subclasses (mapped to the status in the sealed Reply) and never touch keys or frames.
+subclasses (mapped to the status in the sealed Reply) and never touch keys or frames. A unary
+handler may answer with a ``Body`` in parts (a fetched fragment behind its field key): the seal
+gathers them into the reply frame with one copy (frames.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import grpc
 
 from mesh.channel import allocator
-from mesh.channel.frames import Frame, decode_envelope, encode_reply
+from mesh.channel.frames import Body, Buffer, Frame, decode_envelope, encode_reply
 from mesh.channel.handshake import server_respond
 from mesh.channel.session import Session, SessionPolicy
 from mesh.errors import FrameError, HandshakeError, PeerCallError, status_value
@@ -44,15 +46,15 @@ class Caller:
     public_key: bytes
 
 
-UnaryHandler = Callable[[Caller, bytes], Awaitable[bytes]]
-ViewHandler = Callable[[Caller, memoryview], Awaitable[bytes]]   # the body as a view, no copy
+UnaryHandler = Callable[[Caller, bytes], Awaitable[Body]]
+ViewHandler = Callable[[Caller, memoryview], Awaitable[Body]]   # the body as a view, no copy
 StreamHandler = Callable[[Caller, bytes, AsyncIterator[bytes]], AsyncIterator[bytes]]
 
 
 SERVICE = "twmesh.peer.PeerChannel"
 
 
-def _reply(code: grpc.StatusCode, message: str = "", body: bytes = b"") -> bytes:
+def _reply(code: grpc.StatusCode, message: str = "", body: Body = b"") -> list[Buffer]:
     return encode_reply(status_value(code), message, body)
 
 

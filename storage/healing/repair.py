@@ -30,6 +30,7 @@ from typing import Any
 from mesh.errors import MeshError
 from mesh.owned_task import OwnedTask
 from storage.crypto import STRIPE_OVERHEAD
+from storage.fetch import Fragment
 from storage.fraghash import matches
 from storage.healing.locate import Locations, locate, pick_target
 from storage.healing.ratelimit import TokenBucket
@@ -267,11 +268,11 @@ class Repairer:
                 self._manifest_peers[key] = tuple(p for p in ranked if p != peer)  # retry
 
     # -- rebuilding --------------------------------------------------------------------------
-    async def fetch_k(self, m: Manifest, loc: Locations, s: int) -> dict[int, bytes]:
+    async def fetch_k(self, m: Manifest, loc: Locations, s: int) -> dict[int, Fragment]:
         """Any k hash-verified fragments of stripe s (data fragments first)."""
         body = m.body
         size = m.codec().fragment_size(m.stripe_len(s) + STRIPE_OVERHEAD)
-        got: dict[int, bytes] = {}
+        got: dict[int, Fragment] = {}
         for i in range(loc.n):
             if len(got) >= body.k:
                 break
@@ -321,7 +322,7 @@ class Repairer:
             log.info("repaired %s stripe %d: %d fragment(s) rebuilt", body.cid[:24], s, placed)
         return placed
 
-    async def _store(self, m: Manifest, loc: Locations, s: int, i: int, data: bytes,
+    async def _store(self, m: Manifest, loc: Locations, s: int, i: int, data: Fragment,
                      taken: set[bytes], avoid: tuple[bytes, ...] = ()) -> bytes | None:
         body = m.body
         tried: set[bytes] = set(avoid)

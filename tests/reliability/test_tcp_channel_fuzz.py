@@ -313,7 +313,7 @@ def opened_reply(session: Session, frame_bytes: bytes, call_id: int, index: int
     frame = Frame.decode(frame_bytes)
     assert frame.final
     code, _, body = decode_reply(session.open(frame, call_id, index))
-    return code, body
+    return code, bytes(body)
 
 
 # -- 1. before any handshake ---------------------------------------------------------------------

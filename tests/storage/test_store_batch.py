@@ -176,8 +176,8 @@ async def test_remote_stores_are_hedged_and_reads_are_not() -> None:
     class Channel:
         node_id = b"\x01" * 20
 
-        async def unary(self, method: str, body: bytes, *, timeout: float | None = None,
-                        hedge_after: float | None = None) -> bytes:
+        async def unary_view(self, method: str, body: bytes, *, timeout: float | None = None,
+                             hedge_after: float | None = None) -> memoryview:
             seen[method] = hedge_after
             raise UnavailableError("recorded only")
 
