@@ -16,7 +16,7 @@ rebuilt with other fields (as the tests' hostile relay does) encodes those field
 A request body may be given in parts (``Body``): sealing gathers them into the frame's wire
 bytes with one copy and encrypts there in place, so a fragment sent with its request header is
 never joined into one bytes object first. A decoded envelope's body is a view into the
-plaintext, so a handler that takes views (``ChannelServer.handle(..., view=True)``) gets a
+plaintext, so a handler that takes views (``ChannelServer.handle_view``) gets a
 fragment without a copy.
 
 Replies go the same way back: a handler's reply body may be parts, which ``encode_reply`` puts
