@@ -12,7 +12,8 @@ from mesh.context import MeshContext
 from taskworker.monitor.httpd import HttpServer, Response
 from taskworker.monitor.metrics import build_registry, render
 from taskworker.monitor.page import render_page, svg_chart
-from taskworker.monitor.poller import MeshPoller, PeerState, Sample
+from taskworker.monitor.peer_state import PeerState, Sample
+from taskworker.monitor.poller import MeshPoller
 
 
 def poller_with(peers: list[PeerState]) -> MeshPoller:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from html import escape
 from typing import Any
 
-from taskworker.monitor.poller import MeshPoller, Sample
+from taskworker.monitor.peer_state import Sample
+from taskworker.monitor.poller import MeshPoller
 
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
