@@ -12,6 +12,11 @@ and a Push never spends a round trip on a full peer (storage/placement.py). The 
 only as fresh as its last republish: a peer that filled up since still answers
 RESOURCE_EXHAUSTED, and the Push moves on as before.
 
+The default reserve can also come from ``$TW_MESH_RESERVED_SPACE`` (the flag wins). The test
+suite sets it to 0: its nodes share one volume, and a CI disk seen with under 300 MB free
+would otherwise make every node refuse everything; the tests of the reserve set it
+explicitly.
+
 Version records (storage/versions/) are not refused: they are a few hundred bytes, and a
 replica that dropped them would only be caught up by anti-entropy later.
 """
@@ -29,6 +34,7 @@ from mesh.errors import ResourceExhaustedError
 DEFAULT_RESERVED = 1 << 30       # Tahoe-LAFS's default reserved_space: 1G ...
 DEFAULT_SHARE = 0.10             # ... but never more than a tenth of a small volume
 FULL_MARGIN = 64 << 20           # less usable space than this: ranked last by placement
+RESERVE_ENV = "TW_MESH_RESERVED_SPACE"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?", re.IGNORECASE)
 
@@ -54,8 +60,10 @@ class Capacity:
 
     def __init__(self, path: Path, reserved: int | None = None) -> None:
         self.path = path
-        self.reserved = default_reserve(shutil.disk_usage(path).total) if reserved is None \
-            else reserved
+        if reserved is None:
+            text = os.environ.get(RESERVE_ENV, "").strip()
+            reserved = parse_size(text) if text else default_reserve(shutil.disk_usage(path).total)
+        self.reserved = reserved
         self.refused = 0
 
     def free(self) -> int:

@@ -14,6 +14,7 @@ from proto import storage_pb2
 from storage.capacity import (
     DEFAULT_RESERVED,
     FULL_MARGIN,
+    RESERVE_ENV,
     Capacity,
     StorageFull,
     default_reserve,
@@ -47,7 +48,19 @@ def test_default_is_a_gibibyte_or_a_tenth_of_a_small_volume() -> None:
     assert default_reserve(8 << 20) == (8 << 20) // 10
 
 
-def test_capacity_checks_against_the_reserve(tmp_path: Path) -> None:
+def test_the_default_reserve_can_come_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESERVE_ENV, "3M")
+    assert Capacity(tmp_path).reserved == 3 << 20
+    assert Capacity(tmp_path, 7).reserved == 7              # the flag wins
+    monkeypatch.setenv(RESERVE_ENV, "lots")
+    with pytest.raises(ValueError, match="not a size"):
+        Capacity(tmp_path)
+
+
+def test_capacity_checks_against_the_reserve(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RESERVE_ENV, raising=False)
     none = Capacity(tmp_path, 0)
     none.check(1 << 30)                              # no reserve: nothing refused here
     assert none.status()["reserved_bytes"] == 0 and none.refused == 0
