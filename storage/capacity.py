@@ -29,7 +29,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mesh.errors import ResourceExhaustedError
+from mesh.errors import MeshError, ResourceExhaustedError
 
 DEFAULT_RESERVED = 1 << 30       # Tahoe-LAFS's default reserved_space: 1G ...
 DEFAULT_SHARE = 0.10             # ... but never more than a tenth of a small volume
@@ -51,6 +51,10 @@ def default_reserve(total: int) -> int:
     return min(DEFAULT_RESERVED, int(total * DEFAULT_SHARE))
 
 
+class ReserveSettingError(MeshError, ValueError):
+    """``$TW_MESH_RESERVED_SPACE`` is not a size."""
+
+
 class StorageFull(ResourceExhaustedError):
     """A store would eat into the node's reserved space."""
 
@@ -62,7 +66,11 @@ class Capacity:
         self.path = path
         if reserved is None:
             text = os.environ.get(RESERVE_ENV, "").strip()
-            reserved = parse_size(text) if text else default_reserve(shutil.disk_usage(path).total)
+            try:
+                reserved = parse_size(text) if text else default_reserve(
+                    shutil.disk_usage(path).total)
+            except ValueError as exc:       # a one-line error at `tw-mesh join`, no traceback
+                raise ReserveSettingError(f"${RESERVE_ENV}: {exc}") from exc
         self.reserved = reserved
         self.refused = 0
 
