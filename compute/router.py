@@ -3,10 +3,8 @@
 * Providers come from the DHT (signed records, see registry.py), cached for ``cache_ttl``
   seconds, and are cross-checked against ``membership.live_peers()`` on every call, so a dead
   peer's record stops being used as soon as membership notices (or the channel reports it).
-* Choice: power of two choices (Mitzenmacher 2001) — two random candidates, the one with the
-  lower score wins, score = (published load + calls we have in flight to it + 1) × smoothed
-  latency we measured to it. The local node has no network hop, so it is naturally preferred
-  when it is not busier.
+* Choice: power of two choices over a decaying latency estimate (balance.py). The local node
+  has no network hop, so it is naturally preferred when it is not busier.
 * A call that fails for a reason another provider may not share (peer unreachable, channel
   error, attempt timeout, provider overloaded, provider lost the function, worker crash) is
   retried on another provider until the caller's deadline. User errors, bad arguments and
@@ -36,6 +34,7 @@ from mesh.errors import (
 )
 from proto import compute_pb2, mesh_pb2
 
+from .balance import LatencyStats, pick
 from .peer import ComputePeer
 from .registry import Provider, current_generation, decode_providers, function_key
 
@@ -70,29 +69,9 @@ class Outcome:
 
 
 @dataclass
-class _Stats:
-    latency_s: float = 0.002
-    inflight: int = 0
-    failures: int = 0
-
-
-@dataclass
 class _Cached:
     at: float
     providers: list[Provider] = field(default_factory=list)
-
-
-def pick(targets: list[Target], stats: dict[bytes, _Stats], rng: random.Random) -> Target:
-    """Power of two choices on (load + in flight + 1) × latency."""
-    if len(targets) == 1:
-        return targets[0]
-    a, b = rng.sample(targets, 2)
-
-    def score(t: Target) -> float:
-        s = stats.get(t.node_id) or _Stats()
-        return (t.load + s.inflight + 1) * s.latency_s
-
-    return a if score(a) <= score(b) else b
 
 
 class Router:
@@ -107,7 +86,7 @@ class Router:
         self.cache_ttl = cache_ttl
         self.stale_ttl = stale_ttl
         self.rng = rng or random.Random()
-        self.stats: dict[bytes, _Stats] = {}
+        self.stats: dict[bytes, LatencyStats] = {}
         self._cache: dict[str, _Cached] = {}
         self._lookups: dict[str, asyncio.Task[list[Provider]]] = {}
         self.calls = self.retries = self.failed = 0
@@ -252,7 +231,7 @@ class Router:
                     return self._error(grpc.StatusCode.NOT_FOUND,
                                        f"no provider offers function {function!r}", attempts)
                 break
-            target = pick(targets, self.stats, self.rng)
+            target = pick(targets, self.stats, self.rng, time.monotonic())
             tried.add(target.node_id)
             attempts += 1
             if attempts > 1:
@@ -274,6 +253,7 @@ class Router:
                         self.failed += 1
                     return outcome
                 last = outcome
+                self.stats[target.node_id].penalize(time.monotonic())
                 last_error = outcome.reply.error.message
             else:
                 last_error = error
@@ -308,7 +288,7 @@ class Router:
             req.deployer = target.deployer
         else:
             req.worker_id, req.deploy_seq, req.deployer = "", 0, b""
-        stats = self.stats.setdefault(target.node_id, _Stats())
+        stats = self.stats.setdefault(target.node_id, LatencyStats())
         stats.inflight += 1
         started = time.monotonic()
         try:
@@ -324,24 +304,24 @@ class Router:
             if task is not None and task.cancelling():
                 raise                        # our caller gave up: stop
             # The channel was closed under the call (membership saw the peer die).
-            stats.failures += 1
+            stats.penalize(time.monotonic())
             return None, "call cancelled: the channel to the peer closed"
         except (TimeoutError, DeadlineExceededError):
-            stats.failures += 1
+            stats.penalize(time.monotonic())
             return None, f"no answer within {budget:.2f}s"
         except (UnavailableError, ChannelError) as exc:
-            stats.failures += 1
+            stats.penalize(time.monotonic())
             return None, str(exc)
         except PeerCallError as exc:
-            stats.failures += 1
+            stats.penalize(time.monotonic())
             return None, f"{exc.code.name}: {exc}"
         except MeshError as exc:
-            stats.failures += 1
+            stats.penalize(time.monotonic())
             return None, str(exc)
         finally:
             stats.inflight -= 1
-        elapsed = time.monotonic() - started
-        stats.latency_s = 0.8 * stats.latency_s + 0.2 * elapsed
+        now = time.monotonic()
+        stats.observe(now - started, now)
         return Outcome(reply, attempts, target.node_id), ""
 
     def _error(self, code: grpc.StatusCode, message: str, attempts: int) -> Outcome:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
 import grpc
+import pytest
 
+from compute.balance import FAILURE_PENALTY_S, LatencyStats, pick
 from compute.registry import sign_provider
-from compute.router import Router, Target, _Stats, pick
+from compute.router import Router, Target
 from mesh.errors import UnavailableError, status_value
 from mesh.identity import Identity
 from proto import compute_pb2, mesh_pb2
@@ -101,11 +104,61 @@ def router(mesh: Mesh, local: Any = None) -> Router:
 def test_power_of_two_choices_prefers_less_loaded_and_faster() -> None:
     rng = random.Random(1)
     targets = [Target(bytes([i]) * 20, f"a{i}", load=i * 10) for i in range(4)]
-    counts = Counter(pick(targets, {}, rng).address for _ in range(2000))
+    counts = Counter(pick(targets, {}, rng, 0.0).address for _ in range(2000))
     assert counts["a0"] > counts["a1"] > counts["a2"] and counts["a3"] == 0
     fast, slow = Target(b"f" * 20, "fast", 0), Target(b"s" * 20, "slow", 0)
-    stats = {b"f" * 20: _Stats(latency_s=0.001), b"s" * 20: _Stats(latency_s=0.05)}
-    assert all(pick([fast, slow], stats, rng) is fast for _ in range(50))
+    stats = {b"f" * 20: LatencyStats(latency_s=0.001), b"s" * 20: LatencyStats(latency_s=0.05)}
+    assert all(pick([fast, slow], stats, rng, 0.0) is fast for _ in range(50))
+
+
+def test_a_provider_never_heard_from_is_tried_next_and_stale_estimates_decay() -> None:
+    rng = random.Random(3)
+    known, new = Target(b"k" * 20, "known", 0), Target(b"n" * 20, "new", 0)
+    stats = {b"k" * 20: LatencyStats(latency_s=0.0001, at=100.0)}
+    assert all(pick([known, new], stats, rng, 100.0) is new for _ in range(20))
+    stats[b"n" * 20] = LatencyStats(inflight=3)       # unheard of, but busy with our calls
+    assert all(pick([known, new], stats, rng, 100.0) is known for _ in range(20))
+    # A provider that lost (slower, or penalized) is probed again once its estimate decays.
+    slow = LatencyStats(latency_s=0.05, at=0.0)
+    assert slow.estimate(5.0) == pytest.approx(0.025)
+    stats = {b"k" * 20: LatencyStats(latency_s=0.001, at=60.0), b"n" * 20: slow}
+    assert pick([known, new], stats, rng, 60.0) is new
+    assert pick([known, new], stats, rng, 1.0) is known
+    failing = LatencyStats(latency_s=0.0005, at=0.0)
+    failing.penalize(0.0)
+    assert failing.estimate(0.0) == FAILURE_PENALTY_S and failing.failures == 1
+
+
+async def test_sequential_calls_reach_every_provider() -> None:
+    """Regression: with a fixed latency prior, a first provider that answered faster than the
+    prior took every later sequential call, and the other was never tried."""
+    mesh = Mesh(3)
+    for p in mesh.peers:
+        mesh.provide(p)
+    mesh.behaviour = {p.node_id: ok(i) for i, p in enumerate(mesh.peers)}
+    r = router(mesh)
+    seen = set()
+    for _ in range(10):
+        out = await r.call("f", compute_pb2.CallRequest(function="f"), 5.0)
+        assert not out.reply.failed
+        seen.add(out.node_id)
+    assert seen == {p.node_id for p in mesh.peers}
+
+
+async def test_a_provider_failing_fast_does_not_attract_calls() -> None:
+    mesh = Mesh(2)
+    for p in mesh.peers:
+        mesh.provide(p)
+    a, b = mesh.peers
+    mesh.behaviour = {a.node_id: reply_error(grpc.StatusCode.UNAVAILABLE, False),
+                      b.node_id: ok(1)}
+    r = router(mesh)
+    now = time.monotonic()                        # a was the faster one so far
+    r.stats[a.node_id] = LatencyStats(latency_s=0.00001, at=now)
+    r.stats[b.node_id] = LatencyStats(latency_s=0.0001, at=now)
+    outs = [await r.call("f", compute_pb2.CallRequest(function="f"), 5.0) for _ in range(20)]
+    assert all(not o.reply.failed and o.node_id == b.node_id for o in outs)
+    assert [o.attempts for o in outs] == [2] + [1] * 19     # a was tried once
 
 
 async def test_dead_providers_are_not_used_and_retry_moves_on() -> None:
@@ -130,8 +183,9 @@ async def test_a_hung_provider_times_out_and_another_answers_within_the_deadline
     a, b = mesh.peers
     mesh.behaviour = {a.node_id: hang(), b.node_id: ok(1)}
     r = router(mesh)
-    r.stats[a.node_id] = _Stats(latency_s=0.0001)   # make the hung one look attractive
-    r.stats[b.node_id] = _Stats(latency_s=1.0)
+    now = time.monotonic()                        # make the hung one look attractive
+    r.stats[a.node_id] = LatencyStats(latency_s=0.0001, at=now)
+    r.stats[b.node_id] = LatencyStats(latency_s=1.0, at=now)
     out = await r.call("f", compute_pb2.CallRequest(function="f"), 2.0)
     assert not out.reply.failed and out.attempts == 2 and out.node_id == b.node_id
 
