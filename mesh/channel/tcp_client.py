@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -20,16 +19,8 @@ from google.protobuf.message import DecodeError
 from mesh.channel.frames import Frame
 from mesh.channel.hedge import hedged
 from mesh.channel.links import LinkClosed, LinkError
-from mesh.channel.tcp_wire import (
-    ABORT,
-    CALL,
-    HANDSHAKE,
-    READ_LIMIT,
-    STREAM,
-    decode_abort,
-    read_message,
-    write_message,
-)
+from mesh.channel.tcp_conn import Connection, open_connection
+from mesh.channel.tcp_wire import ABORT, CALL, HANDSHAKE, STREAM, decode_abort, write_message
 from mesh.errors import FrameError
 from proto import peer_pb2
 
@@ -39,16 +30,6 @@ DRAIN_S = 60.0     # how long an abandoned call's connection waits for its late 
 CONNECT_HEDGE_S = 0.25    # a second connection attempt after this long (TcpLink._connect)
 
 
-class _Conn:
-    __slots__ = ("reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    def usable(self) -> bool:
-        return not (self.reader.at_eof() or self.writer.is_closing())
-
-
 class TcpLink:
     """Length-prefixed messages (tcp_wire.py) on plain TCP connections, one call at a time
     per connection; idle connections are kept for the next call."""
@@ -56,19 +37,19 @@ class TcpLink:
     def __init__(self, host: str, port: int, *, max_idle: int = 8) -> None:
         self.host, self.port = host, port
         self._max_idle = max_idle
-        self._idle: list[_Conn] = []
-        self._busy: set[_Conn] = set()
+        self._idle: list[Connection] = []
+        self._busy: set[Connection] = set()
         self._is_closed = False
         self._draining: set[asyncio.Task[None]] = set()
         self.hedged_connects = 0
 
-    async def _take(self) -> tuple[_Conn, bool]:
+    async def _take(self) -> tuple[Connection, bool]:
         while self._idle:
             conn = self._idle.pop()
             if conn.usable():
                 self._busy.add(conn)
                 return conn, True
-            conn.writer.close()
+            conn.close()
         if self._is_closed:
             raise LinkClosed("link closed")
         try:
@@ -78,14 +59,10 @@ class TcpLink:
         self._busy.add(conn)
         return conn, False
 
-    async def _open(self) -> _Conn:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=READ_LIMIT)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Conn(reader, writer)
+    async def _open(self) -> Connection:
+        return await open_connection(self.host, self.port)
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self) -> Connection:
         """A new connection; a second attempt starts if the first has not connected within
         CONNECT_HEDGE_S (hedge.py). A lost SYN (or SYN-ACK) costs the kernel's initial
         retransmission timeout, a whole second, and on a lossy path a call may need several
@@ -96,12 +73,12 @@ class TcpLink:
         return await hedged(self._open, CONNECT_HEDGE_S, on_hedge=counted,
                             spare=lambda conn: self._give_back(conn, True))
 
-    def _give_back(self, conn: _Conn, reusable: bool) -> None:
+    def _give_back(self, conn: Connection, reusable: bool) -> None:
         self._busy.discard(conn)
         if reusable and not self._is_closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
-            conn.writer.transport.abort()
+            conn.transport.abort()
 
     def _lost(self, exc: BaseException) -> LinkError | LinkClosed:
         if self._is_closed:
@@ -126,10 +103,10 @@ class TcpLink:
             conn, reused = await self._take()
             reusable = sent = handed_off = False
             try:
-                write_message(conn.writer, kind, payload)
-                await conn.writer.drain()
+                write_message(conn, kind, payload)
+                await conn.drain()
                 sent = True
-                answer = await read_message(conn.reader)
+                answer = await conn.read()
                 reusable = True
                 return answer
             except asyncio.CancelledError:
@@ -148,7 +125,7 @@ class TcpLink:
                     self._give_back(conn, reusable)
         raise AssertionError("unreachable")
 
-    def _drain_later(self, conn: _Conn) -> None:
+    def _drain_later(self, conn: Connection) -> None:
         """Keep a connection whose call was abandoned after its request went out: read the
         late answer in the background, then pool it. Opening a new connection instead costs a
         TCP handshake, whose lost SYN waits a whole second (hedged reads cancel calls often)."""
@@ -157,15 +134,15 @@ class TcpLink:
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
-    async def _drain(self, conn: _Conn) -> None:
+    async def _drain(self, conn: Connection) -> None:
         try:
             async with asyncio.timeout(DRAIN_S):
-                await read_message(conn.reader)
+                await conn.read()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, FrameError):
-            conn.writer.transport.abort()
+            conn.transport.abort()
             return
         except asyncio.CancelledError:
-            conn.writer.transport.abort()
+            conn.transport.abort()
             raise
         self._give_back(conn, True)
 
@@ -199,7 +176,7 @@ class TcpLink:
             while True:
                 try:
                     async with asyncio.timeout_at(deadline):
-                        kind, body = await read_message(conn.reader)
+                        kind, body = await conn.read()
                     frame = Frame.decode(body) if kind == STREAM else None
                 except TimeoutError as exc:
                     raise LinkError(grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -233,20 +210,20 @@ class TcpLink:
     async def close(self) -> None:
         self._is_closed = True
         for conn in [*self._idle, *self._busy]:
-            conn.writer.transport.abort()
+            conn.transport.abort()
         self._idle.clear()
         for task in list(self._draining):
             task.cancel()
         await asyncio.gather(*self._draining, return_exceptions=True)
 
 
-async def _send_all(conn: _Conn, frames: AsyncIterator[Frame]) -> None:
+async def _send_all(conn: Connection, frames: AsyncIterator[Frame]) -> None:
     try:
         async for frame in frames:
-            write_message(conn.writer, STREAM, frame.encode())
-            await conn.writer.drain()
+            write_message(conn, STREAM, frame.encode())
+            await conn.drain()
     except BaseException:
-        conn.writer.transport.abort()    # the peer waits for frames that will not come
+        conn.transport.abort()    # the peer waits for frames that will not come
         raise
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator
 
 import grpc
@@ -20,16 +19,8 @@ from google.protobuf.message import DecodeError
 
 from mesh.channel.frames import Frame
 from mesh.channel.server import Abort, ChannelServer
-from mesh.channel.tcp_wire import (
-    ABORT,
-    CALL,
-    HANDSHAKE,
-    READ_LIMIT,
-    STREAM,
-    encode_abort,
-    read_message,
-    write_message,
-)
+from mesh.channel.tcp_conn import Connection, start_server
+from mesh.channel.tcp_wire import ABORT, CALL, HANDSHAKE, STREAM, encode_abort, write_message
 from mesh.errors import FrameError, status_value
 from proto import peer_pb2
 
@@ -51,22 +42,20 @@ class TcpListener:
         self.accepted = 0
         self.refused_connections = 0
         self._listener: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[None]] = set()   # asyncio starts one per connection
-        self._stopping = False
+        self._connections: set[Connection] = set()
+        self._handlers: set[asyncio.Task[None]] = set()   # one per connection, ended by stop()
 
     async def start(self, host: str, port: int = 0) -> int:
-        self._listener = await asyncio.start_server(self._serve, host, port, limit=READ_LIMIT)
+        self._listener = await start_server(self._accept, host, port)
         bound: int = self._listener.sockets[0].getsockname()[1]
         return bound
 
     async def stop(self) -> None:
         if self._listener is None:
             return
-        self._stopping = True
         self._listener.close()
-        for writer in list(self._connections):
-            writer.transport.abort()          # handlers see the connection go and return
+        for conn in list(self._connections):
+            conn.transport.abort()            # handlers see the connection go and return
         handlers = list(self._handlers)
         if handlers:
             _, late = await asyncio.wait(handlers, timeout=1.0)
@@ -75,67 +64,63 @@ class TcpListener:
             await asyncio.gather(*late, return_exceptions=True)
         await self._listener.wait_closed()
         self._listener = None
-        self._stopping = False
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, conn: Connection) -> None:
+        """A new connection (called from its connection_made): a handler task serves it."""
         self.accepted += 1
         if len(self._connections) >= self._max_connections:
             self.refused_connections += 1
-            writer.transport.abort()
+            conn.transport.abort()
             return
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = str(writer.get_extra_info("peername"))
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(writer)
+        self._connections.add(conn)
+        task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._handlers.add(task)
+        task.add_done_callback(lambda done: self._served(conn, done))
+
+    def _served(self, conn: Connection, task: asyncio.Task[None]) -> None:
+        """The handler ended (or was cancelled before it started): close its connection."""
+        self._connections.discard(conn)
+        self._handlers.discard(task)
+        conn.transport.abort()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("TCP channel handler failed", exc_info=exc)
+
+    async def _serve(self, conn: Connection) -> None:
+        peer = str(conn.get_extra_info("peername"))
         try:
-            while await self._one_call(reader, writer, peer):
-                await writer.drain()
+            while await self._one_call(conn, peer):
+                await conn.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass                          # the client went away, or idled too long
-        except asyncio.CancelledError:
-            # stop() cancelled it: return normally, since Python 3.11's start_server callback
-            # logs an error for a handler task that ends cancelled
-            if not self._stopping:
-                raise
         except FrameError as exc:         # malformed message: say why, then hang up
             self._server.refused_frames += 1
             log.warning("refused message from %s: %s", peer, exc)
             with contextlib.suppress(ConnectionError):
-                write_message(writer, ABORT, encode_abort(DATA_LOSS, f"message refused: {exc}"))
-                await writer.drain()
-        finally:
-            self._connections.discard(writer)
-            self._handlers.discard(task)
-            writer.transport.abort()
+                write_message(conn, ABORT, encode_abort(DATA_LOSS, f"message refused: {exc}"))
+                await conn.drain()
 
-    async def _one_call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        peer: str) -> bool:
+    async def _one_call(self, conn: Connection, peer: str) -> bool:
         """Serve the next call; False when the connection must close."""
         async with asyncio.timeout(self._idle):
-            kind, payload = await read_message(reader)
+            kind, payload = await conn.read()
         try:
             if kind == HANDSHAKE:
                 request = _parse_handshake(payload)
-                write_message(writer, HANDSHAKE, self._server.respond(request, peer)
+                write_message(conn, HANDSHAKE, self._server.respond(request, peer)
                               .SerializeToString())
             elif kind == CALL:
                 reply = await self._server.serve_call(Frame.decode(payload))
-                write_message(writer, CALL, reply.encode())
+                write_message(conn, CALL, reply.encode())
             elif kind == STREAM:
-                return await self._stream(Frame.decode(payload), reader, writer)
+                return await self._stream(Frame.decode(payload), conn)
             else:
                 raise FrameError(f"a client does not send {kind=} messages")
         except Abort as exc:
-            write_message(writer, ABORT, encode_abort(status_value(exc.code), exc.message))
+            write_message(conn, ABORT, encode_abort(status_value(exc.code), exc.message))
             return kind != STREAM         # the rest of a refused stream may still be in flight
         return True
 
-    async def _stream(self, first: Frame, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> bool:
+    async def _stream(self, first: Frame, conn: Connection) -> bool:
         ended = first.final
 
         async def rest() -> AsyncIterator[Frame]:
@@ -143,7 +128,7 @@ class TcpListener:
             while not ended:
                 try:
                     async with asyncio.timeout(self._idle):     # a stalled stream is closed too
-                        kind, payload = await read_message(reader)
+                        kind, payload = await conn.read()
                 except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
                     return                # serve_stream reports the truncation
                 if kind != STREAM:
@@ -154,9 +139,9 @@ class TcpListener:
 
         async with contextlib.aclosing(self._server.serve_stream(first, rest())) as frames:
             async for frame in frames:
-                write_message(writer, STREAM, frame.encode())
+                write_message(conn, STREAM, frame.encode())
                 async with asyncio.timeout(self._idle):         # a client that stopped reading
-                    await writer.drain()
+                    await conn.drain()
         return ended                      # input left unread: the connection cannot be reused
 
 

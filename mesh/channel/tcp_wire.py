@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Protocol
 
 from mesh.errors import FrameError
 
@@ -28,12 +29,18 @@ KINDS = {HANDSHAKE: "Handshake", CALL: "Call", STREAM: "Stream", ABORT: "Abort"}
 HEADER = struct.Struct(">IB")
 _ABORT = struct.Struct(">I")
 MAX_PAYLOAD = 64 * 2**20 + 4096        # the gRPC transport's message limit, plus frame headers
-READ_LIMIT = 4 * 2**20                 # StreamReader buffer: fewer pause/resume cycles per MiB
 _JOIN_BELOW = 64 * 1024                # smaller payloads go out in one write with their header
 
 
+class Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+
 async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """The next (kind, payload); IncompleteReadError at EOF, FrameError on a bad header."""
+    """The next (kind, payload); IncompleteReadError at EOF, FrameError on a bad header.
+
+    The reference reader, kept for tests' raw peers and relays; the transport itself reads
+    with tcp_rx.MessageReceiver (no copies), which must agree with it."""
     size, kind = HEADER.unpack(await reader.readexactly(HEADER.size))
     if kind not in KINDS:
         raise FrameError(f"unknown message kind {kind}")
@@ -42,8 +49,8 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return kind, await reader.readexactly(size)
 
 
-def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes) -> None:
-    """Queue one message (the caller drains)."""
+def write_message(writer: Writer, kind: int, payload: bytes) -> None:
+    """Queue one message (the caller drains); ``writer``: a tcp_conn.Connection or StreamWriter."""
     header = HEADER.pack(len(payload), kind)
     if len(payload) < _JOIN_BELOW:
         writer.write(header + payload)

@@ -250,15 +250,15 @@ async def test_a_dropped_syn_is_hedged_by_a_second_connection_attempt() -> None:
         assert link.hedged_connects == 1
         hedge, _ = await loop.sock_accept(srv)
         accepted.append(hedge)
-        assert hedge.getpeername() == conn.writer.get_extra_info("sockname")
-        conn.writer.write(b"ping")
-        await conn.writer.drain()
+        assert hedge.getpeername() == conn.get_extra_info("sockname")
+        conn.write(b"ping")
+        await conn.drain()
         assert await loop.sock_recv(hedge, 4) == b"ping"
         # the first attempt was cancelled: its SYN retransmission (at 1 s) never arrives
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1.5):
                 accepted.append((await loop.sock_accept(srv))[0])
-        conn.writer.close()
+        conn.close()
     finally:
         await link.close()
         for s in (*accepted, filler, srv):
