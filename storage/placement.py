@@ -69,6 +69,10 @@ class Network(Protocol):
         """The peers suspected now (reads do not wait for them: storage/tail.py)."""
         ...
 
+    def acquit(self, node_id: bytes) -> None:
+        """The peer answered a read in time: no longer suspected."""
+        ...
+
 
 class MeshNetwork:
     """Network over a node's Membership and sealed channels; calls to itself stay local."""
@@ -90,6 +94,9 @@ class MeshNetwork:
         for node_id in [p for p, until in self._suspects.items() if until <= now]:
             del self._suspects[node_id]
         return list(self._suspects)
+
+    def acquit(self, node_id: bytes) -> None:
+        self._suspects.pop(node_id, None)
 
     async def closest(self, key: bytes, n: int) -> list[bytes]:
         suspects = self.suspects()

@@ -20,7 +20,8 @@ before another replica answered), counted as ``replicas_cut``, and tied to the n
 (storage/placement.py) both ways. A replica they cut is suspected, so the next Pushes rank it
 last; a replica already suspected is still asked, but not waited for once a replica that is
 not suspected has answered and none is still being asked (counted as ``replicas_skipped``).
-So a frozen replica costs one read tail per SUSPECT_S, not one per read. With only suspects
+So a frozen replica costs one read tail per SUSPECT_S, not one per read; a suspect that answers
+a read in time is acquitted at once (a resumed replica is waited for again). With only suspects
 asked, or none of the others answering, the read waits for the suspects as before: a read never
 gives up on every replica.
 """
@@ -55,6 +56,8 @@ class Suspects(Protocol):
 
     def suspects(self) -> Collection[bytes]: ...
 
+    def acquit(self, node_id: bytes) -> None: ...
+
 
 class Tail:
     """One Push's (or read's) view of its calls: how fast they answer, the peers given up on."""
@@ -62,11 +65,13 @@ class Tail:
     def __init__(self, counters: dict[str, int] | None = None, *, floor: float | None = None,
                  counter: str = "store_spares", patient: bool = False,
                  on_stuck: Callable[[bytes], None] | None = None,
-                 suspected: Callable[[], Collection[bytes]] | None = None) -> None:
+                 suspected: Callable[[], Collection[bytes]] | None = None,
+                 on_answer: Callable[[bytes], None] | None = None) -> None:
         self.fastest: float | None = None
         self.stuck: set[bytes] = set()
         self._on_stuck = on_stuck     # e.g. MeshNetwork.suspect: later Pushes rank it last
         self._suspected = suspected   # e.g. MeshNetwork.suspects: not waited for (module doc)
+        self._on_answer = on_answer   # e.g. MeshNetwork.acquit: it answered, so not frozen
         self._answered: set[bytes] = set()
         self._asking: dict[bytes, int] = {}          # peer -> calls in flight
         self._wake: asyncio.Future[None] | None = None   # set when a call ends (suspects only)
@@ -124,6 +129,8 @@ class Tail:
                     took = loop.time() - start
                     self.fastest = took if self.fastest is None else min(self.fastest, took)
                     self._answered.add(peer)
+                    if self._on_answer is not None:
+                        self._on_answer(peer)
                     return result
         finally:
             self._asking[peer] -= 1
@@ -172,7 +179,8 @@ def read_tail(suspects: Suspects | None, counters: dict[str, int] | None = None,
     ``suspects``: the node's network (None: a deep Stat, which waits as long as it takes)."""
     return Tail(counters, floor=floor, counter="replicas_cut", patient=True,
                 on_stuck=suspects.suspect if suspects is not None else None,
-                suspected=suspects.suspects if suspects is not None else None)
+                suspected=suspects.suspects if suspects is not None else None,
+                on_answer=suspects.acquit if suspects is not None else None)
 
 
 async def on_spare(spares: list[bytes], tail: Tail, store: Callable[[bytes], Awaitable[object]],

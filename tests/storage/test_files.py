@@ -56,6 +56,10 @@ class FakeNetwork:
     def suspects(self) -> list[bytes]:
         return list(self.suspected)
 
+    def acquit(self, node_id: bytes) -> None:
+        while node_id in self.suspected:
+            self.suspected.remove(node_id)
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> FakeNetwork:

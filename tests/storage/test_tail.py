@@ -239,6 +239,10 @@ class FakeSuspects:
     def suspects(self) -> list[bytes]:
         return list(self.suspected)
 
+    def acquit(self, node_id: bytes) -> None:
+        while node_id in self.suspected:
+            self.suspected.remove(node_id)
+
 
 async def test_a_read_cuts_a_replica_then_the_next_reads_skip_it() -> None:
     """Read tails feed the suspects (like stores) and consult them: the first read waits the
@@ -269,6 +273,19 @@ async def test_a_read_cuts_a_replica_then_the_next_reads_skip_it() -> None:
         await asyncio.wait_for(hung, 30)
     assert asked == 2 and second.stuck == {A}
     assert net.suspected == [A] and counters == {"replicas_cut": 1, SKIPPED: 1}
+
+
+async def test_a_suspect_that_answers_a_read_is_acquitted() -> None:
+    """A resumed replica answers again: the read that gets its answer lifts the suspicion, so
+    the next reads wait for it like any replica (not SUSPECT_S later)."""
+    net = FakeSuspects(A)
+
+    async def quick() -> int:
+        return 1
+
+    t = read_tail(net, floor=3600.0)
+    assert await t.call(A, quick) == 1
+    assert net.suspected == [] and not t.stuck
 
 
 async def test_a_suspect_is_skipped_without_waiting_for_a_recheck(
@@ -320,7 +337,8 @@ async def test_a_suspect_is_waited_for_while_another_replica_is_still_asked() ->
 async def test_a_suspect_is_waited_for_when_no_other_replica_answered() -> None:
     """Patient as before when every replica asked is a suspect, or the others failed: a read
     never gives up on every replica."""
-    t = read_tail(FakeSuspects(A, B), floor=3600.0)
+    net = FakeSuspects(A, B)
+    t = read_tail(net, floor=3600.0)
     go = asyncio.Event()
 
     async def late() -> str:
@@ -330,16 +348,14 @@ async def test_a_suspect_is_waited_for_when_no_other_replica_answered() -> None:
     async def refuse() -> None:
         raise InvalidArgumentError("bad bytes")
 
-    async def quick() -> str:
-        return "b"
-
     a = asyncio.create_task(t.call(A, late))
     with pytest.raises(InvalidArgumentError):
         await t.call(C, refuse)               # not a suspect, but no answer either
-    assert await t.call(B, quick) == "b"      # a suspect that answered
+    with pytest.raises(InvalidArgumentError):
+        await t.call(B, refuse)               # a suspect failing is not acquitted
     await asyncio.sleep(0.05)                 # 5x the recheck: a skip would have happened
     assert not a.done()
     go.set()
     assert await asyncio.wait_for(a, 30) == "a"
-    assert not t.stuck
+    assert not t.stuck and net.suspected == [B]
 

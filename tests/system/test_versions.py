@@ -601,3 +601,13 @@ async def test_a_frozen_replica_is_cut_once_then_skipped_while_suspected(tmp_pat
             assert (cut2, skipped2) == (cut1, skipped1 + syncs2 - syncs1)
         finally:
             os.killpg(proc.pid, signal.SIGCONT)
+        # Resumed, it answers a sync before it is skipped now and then, which acquits it: it is
+        # no longer a suspect well before SUSPECT_S (60 s) ran out.
+        for _ in range(40):
+            await s0.Synchronous(taskworker_pb2.SynchronousRequest(file_id=r.file_id), timeout=8)
+            storage = (await status())["services"]["storage"]           # type: ignore[index]
+            if ids[frozen][:16] not in storage["suspect_peers"]:
+                break
+            await asyncio.sleep(0.05)
+        assert ids[frozen][:16] not in storage["suspect_peers"]
+        assert (await counts())[1] == cut2          # and it was never cut again
