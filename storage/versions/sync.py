@@ -16,8 +16,8 @@ node has seen (replicas withholding), it asks wider (more of the closest peers) 
 withholding replicas. A replica whose Digest is unanswered for
 max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync (storage/tail.py;
 counter ``replicas_cut``): a frozen replica the mesh still counts live used to hold every
-Revise and Get for the whole CALL_TIMEOUT; anti-entropy catches it up once it answers again.
-Such a replica becomes one of the storage service's suspects, which the next syncs (and reads,
+Revise and Get for the whole CALL_TIMEOUT (replicas.py); anti-entropy catches it up once it
+answers again. Such a replica becomes one of the storage service's suspects, which the next syncs (and reads,
 and Pushes) still ask but do not wait for once the other replicas answered (``replicas_skipped``).
 """
 
