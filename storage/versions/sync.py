@@ -8,17 +8,17 @@ file (VIEW_CACHE files), so its next sync pulls only what is new rather than the
 When such a reader first writes (a persisting sync), that view goes to disk as its starting
 point, so a writer cut off from every replica still knows the file it read.
 
-Sync (Synchronous, before every Revise/Get/Log, and in the background every
-``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
-this node lacks, verify and merge, Push each replica what it lacks
-(storage/versions/replica_push.py). If the merged vector is still below the highest vector this
-node has seen (replicas withholding), it asks wider (more of the closest peers) and reports the
-withholding replicas. A replica whose Digest is unanswered for
-max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync (storage/tail.py;
-counter ``replicas_cut``): a frozen replica the mesh still counts live used to hold every
-Revise and Get for the whole CALL_TIMEOUT (replicas.py); anti-entropy catches it up once it
-answers again. Such a replica becomes one of the storage service's suspects, which the next syncs (and reads,
-and Pushes) still ask but do not wait for once the other replicas answered (``replicas_skipped``).
+Sync (Synchronous, before every Revise/Get/Log, and in the background every ``--sync-interval``
+seconds for each file held): ask every replica for its Digest, Pull what this node lacks, verify
+and merge, Push each replica what it lacks (storage/versions/replica_push.py). If the merged
+vector is still below the highest vector this node has seen (replicas withholding), it asks
+wider (more of the closest peers) and reports the withholding replicas. A replica whose Digest
+is unanswered for max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync
+(storage/tail.py; counter ``replicas_cut``): a frozen replica the mesh still counts live used to
+hold every Revise and Get for the whole CALL_TIMEOUT (replicas.py); anti-entropy catches it up
+once it answers again. Such a replica becomes one of the storage service's suspects, which the
+next syncs (and reads, and Pushes) still ask but do not wait for once the other replicas
+answered (``replicas_skipped``).
 """
 
 from __future__ import annotations
