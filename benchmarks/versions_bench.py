@@ -36,7 +36,7 @@ from benchmarks.cpu import Meter, tree_cpu
 from benchmarks.report import append_results, machine_line
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from storage.versions.records import parse_file_id
-from storage.versions.sync import replica_key
+from storage.versions.replicas import replica_key
 from tests.support.nodes import NodeCluster, run_cli
 
 MiB = 1 << 20

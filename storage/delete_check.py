@@ -1,6 +1,6 @@
 """Whether a holder may drop the fragment copy a DeleteFragment asks it to drop.
 
-Any mesh member may ask (storage/peer_handlers.py), sending the file's owner-signed manifest:
+Any mesh member may ask (storage/fragment_handlers.py), sending the file's owner-signed manifest:
 repair drops the extra copies a move leaves (storage/healing/repair.py), the pushing node the
 copies that land after a Push gave their store up (storage/late_copies.py). But one file has
 several signed manifests over its life: a one-stripe Push's early one and the correction that

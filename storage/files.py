@@ -22,10 +22,11 @@ each stripe in order and recomputes the CID; a mismatch raises IntegrityError (D
 never silent.
 
 Modules: this façade (``FileStore``: resolve, open, grant, stat), storage/push.py (Push,
-``Pusher``) with storage/restripe.py and storage/upload.py (fragments and records to their
-peers), storage/fetch.py and storage/reader.py (Get), storage/known.py (the manifests this node
-wrote or read, for their owners' next reads), storage/stat.py, storage/results.py (options,
-results, IntegrityError). Everything callers import stays importable from here.
+``Pusher``) with storage/push_stream.py (the streamed stripe pipeline), storage/push_manifest.py,
+storage/restripe.py and storage/upload.py (fragments and records to their peers),
+storage/fetch.py and storage/reader.py (Get), storage/known.py (the manifests this node wrote or
+read, for their owners' next reads), storage/stat.py, storage/results.py (options, results,
+IntegrityError). Everything callers import stays importable from here.
 """
 
 from __future__ import annotations

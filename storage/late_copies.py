@@ -12,7 +12,7 @@ in flight (peer, file_id, hashes). Once the final manifest is signed and stored,
 fragment that the manifest records at another holder, alone in its stripe there (so the late
 copy would add no spread the stripe lacks), becomes a job for this node's ``LateCopies``, with
 the signed manifest. Each attempt first asks the peer HasFragments, then, if the copy is there,
-DeleteFragment (storage/peer_handlers.py), which removes a copy only when that manifest names
+DeleteFragment (storage/fragment_handlers.py), which removes a copy only when that manifest names
 the fragment and does not record it at that peer. The read-only question goes first because a
 call to a frozen peer is given up on our side but runs when the peer resumes: a delete given up
 could land unseen and make the next attempts look like a copy that never landed (only a peer

@@ -17,12 +17,15 @@ StoreBatch exists because a small Push sends a fragment and its manifest/documen
 the same peers (in a five-node mesh every peer): one sealed call per peer instead of two or
 three, each channel call costing far more CPU than a 256 KiB fragment's checks.
 
-The handlers are storage/peer_handlers.py, the client storage/peer_client.py, what both share
-(limits, parsing, framing) storage/peer_wire.py; every name is importable from here.
+The handlers are storage/peer_handlers.py (method table and dispatch) over
+storage/fragment_handlers.py and storage/record_handlers.py, the client storage/peer_client.py,
+what both share (limits, parsing, framing) storage/peer_wire.py; every name is importable from
+here.
 """
 
+from storage.fragment_handlers import MAX_BATCH
 from storage.peer_client import FETCH_TIMEOUT_S, STORE_BATCH_SHARE, StorageClient, Transport
-from storage.peer_handlers import MAX_BATCH, MAX_STORE_BATCH_BYTES, StorageHandlers
+from storage.peer_handlers import MAX_STORE_BATCH_BYTES, StorageHandlers
 from storage.peer_wire import (
     MAX_FRAGMENT_BYTES,
     MAX_STORE_BATCH_ITEMS,

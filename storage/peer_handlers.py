@@ -1,16 +1,19 @@
-"""The server half of the storage peer calls: one node's fragments, manifests and document
-records, served over the sealed channel (methods: storage/peer.py).
+"""The server half of the storage peer calls: which handler answers which method, and how a
+call reaches it (methods: storage/peer.py).
 
-Handlers check every size and hash (a fragment is stored only under the hash it claims) and
-refuse oversized bodies; peers only ever see ciphertext fragments and signed manifests.
-StoreBatch items run concurrently, each exactly as its own method would (same checks, durable
-before the reply); the framing is in storage/peer_wire.py.
+The handlers themselves are storage/fragment_handlers.py (ciphertext fragments) and
+storage/record_handlers.py (manifests and document records); they check every size and hash and
+refuse oversized bodies, and peers only ever see ciphertext fragments and signed manifests. Here
+is the one method table, and the three ways in: from a peer over the sealed channel
+(``register``), from this node's own client without a channel (``dispatch``, and the
+own-fragment shortcuts that skip encoding altogether), and as the items of a StoreBatch, which
+run concurrently, each exactly as its own method would (same checks, durable before the reply;
+the framing is in storage/peer_wire.py). Every way in counts in ``calls``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,31 +21,17 @@ import grpc
 
 from mesh.channel import Caller, ChannelServer
 from mesh.channel.frames import Body, body_parts
-from mesh.errors import (
-    InvalidArgumentError,
-    NotFoundError,
-    PeerCallError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-)
-from mesh.wire import Buffer, bytes_field_key
-from proto import storage_pb2
-from storage.capacity import Capacity, StorageFull
-from storage.delete_check import DeleteGuard, check_sent
-from storage.documents import DocumentStore, is_file_id
-from storage.fragstore import FragmentMismatch, FragmentStore
-from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore
-from storage.peer_wire import (
-    _BATCHED,
-    _ITEM,
-    MAX_FRAGMENT_BYTES,
-    _fragment_request,
-    _frames,
-    _hex,
-    _parse,
-)
+from mesh.errors import InvalidArgumentError, NotFoundError, PeerCallError, ResourceExhaustedError
+from mesh.wire import Buffer
+from storage.capacity import Capacity
+from storage.delete_check import DeleteGuard
+from storage.documents import DocumentStore
+from storage.fragment_handlers import FragmentHandlers, check_fragment
+from storage.fragstore import FragmentStore
+from storage.manifest import ManifestStore
+from storage.peer_wire import _BATCHED, _ITEM, _frames
+from storage.record_handlers import RecordHandlers
 
-MAX_BATCH = 100_000
 MAX_STORE_BATCH_BYTES = 56 * 2**20     # a StoreBatch body (the channel's frame is 64 MiB)
 # methods that take the body as a view into the opened frame: a fragment is never copied out
 _VIEWS = frozenset({"storage.StoreFragment", "storage.StoreBatch"})
@@ -61,16 +50,19 @@ class StorageHandlers:
         self.documents = documents
         self.deletes = DeleteGuard(manifests, self_id)   # who may drop a copy: delete_check.py
         self.calls = 0
+        self._fragment_handlers = FragmentHandlers(fragments, self.deletes, self_id, capacity)
+        frag = self._fragment_handlers
+        rec = RecordHandlers(manifests, documents, capacity)
         # the _VIEWS methods take any buffer, the others bytes (dispatch hands each its kind)
         self._methods: dict[str, Callable[[Any], Awaitable[Body]]] = {
-            "storage.StoreFragment": self.store_fragment,
-            "storage.FetchFragment": self.fetch_fragment,
-            "storage.HasFragments": self.has_fragments,
-            "storage.DeleteFragment": self.delete_fragment,
-            "storage.StoreManifest": self.store_manifest,
-            "storage.FetchManifests": self.fetch_manifests,
-            "storage.StoreDocument": self.store_document,
-            "storage.FetchDocument": self.fetch_document,
+            "storage.StoreFragment": frag.store_fragment,
+            "storage.FetchFragment": frag.fetch_fragment,
+            "storage.HasFragments": frag.has_fragments,
+            "storage.DeleteFragment": frag.delete_fragment,
+            "storage.StoreManifest": rec.store_manifest,
+            "storage.FetchManifests": rec.fetch_manifests,
+            "storage.StoreDocument": rec.store_document,
+            "storage.FetchDocument": rec.fetch_document,
             "storage.StoreBatch": self.store_batch,
         }
 
@@ -100,56 +92,18 @@ class StorageHandlers:
         self.calls += 1
         return await fn(body if method in _VIEWS else bytes(body))
 
-    async def store_fragment(self, body: Buffer) -> bytes:
-        req, data = _fragment_request(body)
-        if len(data) > MAX_FRAGMENT_BYTES:
-            raise ResourceExhaustedError(f"fragment of {len(data)} bytes is too large")
-        if len(req.file) > 512:
-            raise InvalidArgumentError("file reference too long")
-        want = _hex(req.hash)
-
-        def put() -> str:
-            self._make_room(len(data), want)
-            try:
-                return self.fragments.put(data, req.file, req.index, expect=want)
-            except FragmentMismatch as exc:            # checked before anything is written
-                raise InvalidArgumentError("fragment bytes do not match their hash") from exc
-            except (OSError, sqlite3.Error) as exc:   # disk full, I/O error: the pusher uses a spare
-                raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
-
-        await asyncio.to_thread(put)
-        return storage_pb2.StoreFragmentReply(hash=req.hash).SerializeToString()
-
     async def store_own_fragment(self, file: str, index: int, data: bytes | memoryview,
                                  digest: bytes) -> None:
         """A Push on this node storing one of its fragments here: no request to encode and
         parse, and no second hash (the pusher hashed exactly these bytes in this process)."""
-        if len(data) > MAX_FRAGMENT_BYTES:
-            raise ResourceExhaustedError(f"fragment of {len(data)} bytes is too large")
-        if len(file) > 512:
-            raise InvalidArgumentError("file reference too long")
+        check_fragment(file, len(data))      # a refused fragment is not counted as a call
         self.calls += 1
-        known = _hex(digest)
+        await self._fragment_handlers.store_hashed(file, index, data, digest)
 
-        def put() -> None:
-            self._make_room(len(data), known)
-            try:
-                self.fragments.put(data, file, index, known_hash=known)
-            except (OSError, sqlite3.Error) as exc:
-                raise ResourceExhaustedError(f"cannot store the fragment here: {exc}") from exc
-
-        await asyncio.to_thread(put)
-
-    def _make_room(self, size: int, fragment: str | None = None) -> None:
-        """StorageFull if ``size`` new bytes would eat into the reserve (storage/capacity.py);
-        a fragment held already needs no room (a hedged re-send, a repair's re-store)."""
-        if self.capacity is None:
-            return
-        try:
-            self.capacity.check(size)
-        except StorageFull:
-            if fragment is None or not self.fragments.has(fragment):
-                raise
+    async def fetch_own_fragment(self, digest: bytes) -> bytes:
+        """A read on this node of its own store: no request, no reply to encode and parse."""
+        self.calls += 1
+        return await self._fragment_handlers.read(digest)
 
     async def store_batch(self, body: Buffer) -> bytes:
         if len(body) > MAX_STORE_BATCH_BYTES:
@@ -175,90 +129,3 @@ class StorageHandlers:
                 parts = body_parts(r)
                 out += [_ITEM.pack(0, sum(memoryview(p).nbytes for p in parts)), *parts]
         return b"".join(out)
-
-    async def fetch_fragment(self, body: bytes) -> list[Buffer]:
-        """A FetchFragmentReply in parts: the key of field 1 (data), then the fragment as read
-        (protobuf would copy it into the message and again on serializing)."""
-        req = _parse(storage_pb2.FetchFragmentRequest, body, 1024)
-        data = await self._read(req.hash)
-        return [bytes_field_key(1, len(data)), data]
-
-    async def fetch_own_fragment(self, digest: bytes) -> bytes:
-        """A read on this node of its own store: no request, no reply to encode and parse."""
-        self.calls += 1
-        return await self._read(digest)
-
-    async def _read(self, digest: bytes) -> bytes:
-        data = await asyncio.to_thread(self.fragments.get, _hex(digest))   # re-hashes it
-        if data is None:
-            raise NotFoundError(f"fragment {digest.hex()[:16]} not held here")
-        return data
-
-    async def has_fragments(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.HasFragmentsRequest, body, MAX_BATCH * 40)
-        hashes = [_hex(h) for h in req.hashes]
-
-        def check() -> list[bool]:
-            if req.deep:                      # re-hashes: finds rot (and drops it)
-                return [self.fragments.get(h) is not None for h in hashes]
-            return [self.fragments.has(h) for h in hashes]
-
-        return storage_pb2.HasFragmentsReply(
-            present=await asyncio.to_thread(check)).SerializeToString()
-
-    async def delete_fragment(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.DeleteFragmentRequest, body, MAX_MANIFEST_BYTES + 4096)
-        if not is_file_id(req.file):
-            raise InvalidArgumentError("delete needs the file_id that references the fragment")
-        sent = check_sent(req, self.self_id)
-        h = _hex(req.hash)
-        if not await asyncio.to_thread(self.fragments.has, h):
-            return storage_pb2.DeleteFragmentReply(removed=False).SerializeToString()
-        await self.deletes.confirm(sent, req.hash)     # an older manifest must not drop it
-        removed = await asyncio.to_thread(self.fragments.delete, h, req.file)
-        return storage_pb2.DeleteFragmentReply(removed=removed).SerializeToString()
-
-    async def store_manifest(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)
-
-        def put() -> bool:
-            self._make_room(len(body))
-            self.manifests.put(req.manifest)
-            if not req.HasField("document"):
-                return False
-            try:
-                self.documents.put(req.document)
-            except (InvalidArgumentError, PermissionDeniedError):
-                return False         # the manifest stands; the pusher counts the record missing
-            return True
-
-        try:
-            doc = await asyncio.to_thread(put)
-        except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: answer; the pusher counts it
-            raise ResourceExhaustedError(f"cannot store the manifest here: {exc}") from exc
-        return storage_pb2.StoreManifestReply(stored=True, document_stored=doc).SerializeToString()
-
-    async def fetch_manifests(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.FetchManifestsRequest, body, 1024)
-        found = self.manifests.get_now(req.cid)        # a point read: no thread hop if free
-        if found is None:
-            found = await asyncio.to_thread(self.manifests.get, req.cid)
-        return storage_pb2.FetchManifestsReply(manifests=found).SerializeToString()
-
-    async def store_document(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.StoreDocumentRequest, body, 8192)
-
-        def put() -> bool:
-            self._make_room(len(body))
-            return self.documents.put(req.document)
-
-        try:
-            stored = await asyncio.to_thread(put)
-        except (OSError, sqlite3.Error) as exc:
-            raise ResourceExhaustedError(f"cannot store the document here: {exc}") from exc
-        return storage_pb2.StoreDocumentReply(stored=stored).SerializeToString()
-
-    async def fetch_document(self, body: bytes) -> bytes:
-        req = _parse(storage_pb2.FetchDocumentRequest, body, 1024)
-        found = await asyncio.to_thread(self.documents.get, req.file_id)
-        return storage_pb2.FetchDocumentReply(documents=found).SerializeToString()

@@ -1,6 +1,10 @@
 """The write path: one Push from plaintext to a signed manifest (see storage/files.py).
 
-Encoding and sealing happen here; where the fragments and records go is storage/upload.py.
+A Push takes one of three paths by size: inline (sealed into its manifest, storage/inline.py),
+one stripe (fragments and records in a single round) or streamed (stripes stored as they
+arrive: the pipeline is storage/push_stream.py). This module picks the path, signs the manifest
+and turns what each path stored into a PushResult; the manifest body and the holders it names
+are storage/push_manifest.py, where the fragments and records go is storage/upload.py.
 """
 
 from __future__ import annotations
@@ -8,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import nacl.signing
 
 from mesh.errors import UnavailableError
 from proto import storage_pb2
-from storage.cid import CidHasher, cid_for
-from storage.codec import Codec
-from storage.crypto import new_file_key, seal_key_to, seal_stripe, seal_stripe_buffer
+from storage.cid import cid_for
+from storage.crypto import new_file_key, seal_stripe_buffer
 from storage.documents import new_file_id
 from storage.fraghash import fragment_digest
 from storage.inline import seal_inline
@@ -26,19 +27,14 @@ from storage.late_copies import LateCopies
 from storage.late_stores import LateStores
 from storage.manifest import NO_HOLDER, Manifest, sign_manifest
 from storage.placement import Network, placement_key
-from storage.restripe import restripe
-from storage.results import FILENAME_INDEX, IntegrityError, PushOptions, PushResult
+from storage.push_manifest import choose_holders, manifest_body
+from storage.push_stream import StripePipeline
+from storage.results import IntegrityError, PushOptions, PushResult
 from storage.tail import Tail
-from storage.upload import Placer, Uploader
+from storage.upload import Uploader
 
 log = logging.getLogger(__name__)
 WARN_EVERY_S = 60.0
-
-# The CID is one SHA-256 over the whole file, so its updates must run in stripe order: one
-# thread, FIFO. Sealing, coding and fragment hashes of the stripes run beside it on the default
-# executor, so a multi-stripe Push keeps both cores busy (the next stripe's bytes arrive
-# meanwhile).
-_CID_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cid")
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
@@ -75,72 +71,27 @@ class Pusher:
 
     async def push(self, source: AsyncIterable[bytes | memoryview], owner: nacl.signing.SigningKey,
                    opts: PushOptions, *, cid: str | None = None) -> PushResult:
+        """Streamed Push: stripes are stored as they arrive (storage/push_stream.py); without
+        ``cid`` placement derives from the file_id, with it the bytes must hash to it."""
         codec = opts.validate()
         owner_pub = bytes(owner.verify_key)
         file_id, nonce = new_file_id(owner_pub)
         pkey = placement_key("cid", cid) if cid else placement_key("upload", file_id)
-        placer, warnings = await self._placer(pkey, codec)
+        placer, warnings = await choose_holders(self.network, pkey, codec)
         tail, late = Tail(self.counters, on_stuck=self.network.suspect), LateStores()
         file_key = new_file_key()
-        context = file_id.encode()
-        hasher = CidHasher()
-        stripes: list[storage_pb2.Stripe] = []
-        inflight: deque[asyncio.Task[int]] = deque()
-        placed_min = codec.n
+        pipeline = StripePipeline(self._upload, file_id, file_key, codec, placer, tail, late,
+                                  window=self.window)
         self.inflight += 1
-
-        def encode(data: bytes | bytearray, index: int,
-                   last: bool) -> tuple[list[memoryview], list[bytes]]:
-            sealed = seal_stripe_buffer(file_key, data, context=context, index=index, last=last)
-            frags = codec.encode_views(sealed)
-            return frags, [fragment_digest(f) for f in frags]
-
-        loop = asyncio.get_running_loop()
-        # (CID update, encode) of stripes read but not yet handed to the uploader: at most two,
-        # so memory stays a few stripes whatever the file size.
-        coding: deque[tuple[asyncio.Future[None],
-                            asyncio.Future[tuple[list[memoryview], list[bytes]]]]] = deque()
-
-        async def hand_over() -> None:
-            nonlocal placed_min
-            hashed, encoded = coding.popleft()
-            try:
-                frags, hashes = await encoded
-            finally:
-                await hashed
-            stripe = storage_pb2.Stripe(fragments=[
-                storage_pb2.Fragment(hash=h, holder=NO_HOLDER) for h in hashes])
-            stripes.append(stripe)
-            inflight.append(asyncio.create_task(
-                self._upload.send_stripe(file_id, len(stripes) - 1, frags, stripe, placer,
-                                         codec, tail, late)))
-            del frags
-            while len(inflight) >= self.window:
-                placed_min = min(placed_min, await inflight.popleft())
-
         try:
-            async for index, data, last in restripe(source, opts.stripe_size):
-                if index == 0 and last and len(data) <= self.inline_max:   # a small stream
-                    return await self._push_inline(bytes(data), owner, opts, cid_for(data),
-                                                   file_id, nonce)
-                coding.append((loop.run_in_executor(_CID_THREAD, hasher.update, data),
-                               loop.run_in_executor(None, encode, data, index, last)))
-                del data
-                if len(coding) >= 2:
-                    await hand_over()
-            while coding:
-                await hand_over()
-            while inflight:
-                placed_min = min(placed_min, await inflight.popleft())
+            small = await pipeline.run(source, opts.stripe_size, self.inline_max)
+            if small is not None:
+                return await self._push_inline(small, owner, opts, cid_for(small), file_id, nonce)
         finally:
             self.inflight -= 1
-            for t in inflight:
-                t.cancel()
-            if inflight:
-                await asyncio.gather(*inflight, return_exceptions=True)
-            for hashed, encoded in coding:      # a failed Push: let the threads finish
-                await asyncio.gather(hashed, encoded, return_exceptions=True)
+            await pipeline.close()
 
+        hasher, stripes, placed_min = pipeline.hasher, pipeline.stripes, pipeline.placed_min
         if not stripes and self.inline_max >= 0:           # an empty stream
             return await self._push_inline(b"", owner, opts, hasher.cid(), file_id, nonce)
         final_cid = hasher.cid()
@@ -149,8 +100,8 @@ class Pusher:
         under = len(set(placer.current)) < codec.n or placed_min < codec.n
         if placed_min < codec.n:
             warnings.append(f"some stripes have only {placed_min} of {codec.n} fragments placed")
-        body = self._manifest_body(final_cid, file_id, hasher.size, codec, opts, owner_pub,
-                                   file_key, pkey, placer.holders, stripes, under)
+        body = manifest_body(final_cid, file_id, hasher.size, codec, opts, owner_pub,
+                             file_key, pkey, placer.holders, stripes, under)
         signed = sign_manifest(body, owner)
         replicas, docs = await self._upload.store_records(signed, owner, opts, nonce, tail)
         return self._finish(body, replicas, docs, warnings + tail.warning(), signed, late)
@@ -162,8 +113,8 @@ class Pusher:
         one concurrent round; acknowledged once they are durable (see storage/inline.py)."""
         codec = opts.validate()
         file_key = new_file_key()
-        body = self._manifest_body(cid, file_id, len(data), codec, opts, bytes(owner.verify_key),
-                                   file_key, b"", [], [], False)
+        body = manifest_body(cid, file_id, len(data), codec, opts, bytes(owner.verify_key),
+                             file_key, b"", [], [], False)
         body.inline = seal_inline(file_key, data, file_id)
         signed = sign_manifest(body, owner)
         self.inflight += 1
@@ -198,15 +149,15 @@ class Pusher:
 
         cid, frags, hashes = await asyncio.to_thread(encode) if len(data) > 65536 else encode()
         pkey = placement_key("cid", cid)
-        placer, warnings = await self._placer(pkey, codec)
+        placer, warnings = await choose_holders(self.network, pkey, codec)
         planned = [placer.slot(h) for h in placer.current]
         stripes = [storage_pb2.Stripe(fragments=[
             storage_pb2.Fragment(hash=h, holder=slot) for h, slot in zip(hashes, planned,
                                                                          strict=True)])]
         stripes = stripes if data else []
         under = len(set(placer.current)) < codec.n
-        body = self._manifest_body(cid, file_id, len(data), codec, opts, owner_pub, file_key,
-                                   pkey, list(placer.holders), stripes, under)
+        body = manifest_body(cid, file_id, len(data), codec, opts, owner_pub, file_key,
+                             pkey, list(placer.holders), stripes, under)
         actual = storage_pb2.Stripe()
         if stripes:
             actual.CopyFrom(stripes[0])
@@ -228,42 +179,13 @@ class Pusher:
             if sent < codec.n:
                 warnings.append(f"only {sent} of {codec.n} fragments placed")
             spread = len({f.holder for f in actual.fragments if f.holder != NO_HOLDER})
-            body = self._manifest_body(cid, file_id, len(data), codec, opts, owner_pub,
-                                       file_key, pkey, placer.holders, [actual],
-                                       sent < codec.n or spread < codec.n,
-                                       body.created_ms + 1, body.filename_sealed)
+            body = manifest_body(cid, file_id, len(data), codec, opts, owner_pub,
+                                 file_key, pkey, placer.holders, [actual],
+                                 sent < codec.n or spread < codec.n,
+                                 body.created_ms + 1, body.filename_sealed)
             signed = sign_manifest(body, owner)
             replicas = await self._upload.store_manifest(cid, signed, codec.m + 1, tail)
         return self._finish(body, replicas, docs, warnings + tail.warning(), signed, late)
-
-    async def _placer(self, pkey: bytes, codec: Codec) -> tuple[Placer, list[str]]:
-        """The closest live peers for the fragments, and a warning when there are too few."""
-        ranked = await self.network.closest(pkey, codec.n + min(codec.n, 8))
-        placer = Placer(ranked, codec.n)
-        if len(set(placer.current)) >= codec.n:
-            return placer, []
-        return placer, [f"only {len(set(placer.current))} live storage peer(s) for {codec.n} "
-                        "fragments: several fragments share a holder (under-replicated)"]
-
-    def _manifest_body(self, cid: str, file_id: str, size: int, codec: Codec, opts: PushOptions,
-                       owner_pub: bytes, file_key: bytes, pkey: bytes, holders: list[bytes],
-                       stripes: list[storage_pb2.Stripe], under: bool,
-                       created_ms: int | None = None,
-                       sealed_name: bytes | None = None) -> storage_pb2.ManifestBody:
-        if sealed_name is None:
-            sealed_name = seal_stripe(
-                file_key, opts.filename.encode(), context=b"filename\x00" + file_id.encode(),
-                index=FILENAME_INDEX, last=True) if opts.filename else b""
-        keys = [storage_pb2.SealedKey(recipient=r, sealed=seal_key_to(r, file_key))
-                for r in dict.fromkeys([owner_pub, *opts.readers])]
-        return storage_pb2.ManifestBody(
-            format=1, cid=cid, file_id=file_id, size=size, k=codec.k, m=codec.m,
-            stripe_size=opts.stripe_size, codec_format=int(codec.params()["format"]),
-            packet_size=codec.packet_size, matrix=codec.matrix, owner_key=owner_pub,
-            keys=[] if opts.public else keys, public_key=file_key if opts.public else b"",
-            filename_sealed=sealed_name, placement_key=pkey, holders=holders,
-            stripes=stripes, under_replicated=under,
-            created_ms=int(time.time() * 1000) if created_ms is None else created_ms)
 
     def _finish(self, body: storage_pb2.ManifestBody, replicas: int, docs: int,
                 warnings: list[str], signed: storage_pb2.SignedManifest | None = None,

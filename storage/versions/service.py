@@ -4,7 +4,8 @@ FileServicer delegates the version RPCs to the methods of the same name here.
 
 Layout: the local-API handlers are api.py (VersionApi, which VersionService extends with the
 node lifecycle), the write path (Revise, Synchronous, Grant) writer.py, the Get path getter.py,
-what both share local.py; replicas and sync: sync.py; reads of version content: reads.py.
+what both share local.py; replicas: replicas.py, sync: sync.py and replica_push.py; reads of
+version content: reads.py.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from storage.versions.getter import VersionGetter
 from storage.versions.local import LocalVersions
 from storage.versions.peer import FaultHooks, VersionHandlers
 from storage.versions.records import file_id_text
+from storage.versions.replicas import replica_key as replica_key  # noqa: F401 - public here too
 from storage.versions.store import VersionStore
 from storage.versions.sync import ReplicaSync
-from storage.versions.sync import replica_key as replica_key  # noqa: F401 - public here too
 from storage.versions.writer import VersionWriter
 
 log = logging.getLogger(__name__)

@@ -1,24 +1,24 @@
 """Sync of one file's version records with its replicas.
 
-Replicas: a file's records live on the r XOR-closest storage peers to
-``document_key(file_id)`` (the peers that also hold its document record), r = m+1 by default
-(join flag ``--versions-replicas``). Every node that writes a file, or is one of its replicas,
+Replicas: a file's records live on the r XOR-closest storage peers to its document record's key
+(storage/versions/replicas.py). Every node that writes a file, or is one of its replicas,
 keeps its records in DATA/versions.sqlite3; a node that only reads keeps just the highest vector
 it has seen per file on disk, and in memory the verified records of its last sync of the
 file (VIEW_CACHE files), so its next sync pulls only what is new rather than the whole history.
 When such a reader first writes (a persisting sync), that view goes to disk as its starting
 point, so a writer cut off from every replica still knows the file it read.
 
-Sync (Synchronous, before every Revise/Get/Log, and in the background every
-``--sync-interval`` seconds for each file held): ask every replica for its Digest, Pull what
-this node lacks, verify and merge, Push each replica what it lacks. If the merged vector is still
-below the highest vector this node has seen (replicas withholding), it asks wider (more of the
-closest peers) and reports the withholding replicas. A replica whose Digest is unanswered for
-max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync (storage/tail.py;
-counter ``replicas_cut``): a frozen replica the mesh still counts live used to hold every
-Revise and Get for the whole CALL_TIMEOUT; anti-entropy catches it up once it answers again.
-Such a replica becomes one of the storage service's suspects, which the next syncs (and reads,
-and Pushes) still ask but do not wait for once the other replicas answered (``replicas_skipped``).
+Sync (Synchronous, before every Revise/Get/Log, and in the background every ``--sync-interval``
+seconds for each file held): ask every replica for its Digest, Pull what this node lacks, verify
+and merge, Push each replica what it lacks (storage/versions/replica_push.py). If the merged
+vector is still below the highest vector this node has seen (replicas withholding), it asks
+wider (more of the closest peers) and reports the withholding replicas. A replica whose Digest
+is unanswered for max(READ_TAIL_S, 4x the fastest replica's) is left out of this sync
+(storage/tail.py; counter ``replicas_cut``): a frozen replica the mesh still counts live used to
+hold every Revise and Get for the whole CALL_TIMEOUT (replicas.py); anti-entropy catches it up
+once it answers again. Such a replica becomes one of the storage service's suspects, which the
+next syncs (and reads, and Pushes) still ask but do not wait for once the other replicas
+answered (``replicas_skipped``).
 """
 
 from __future__ import annotations
@@ -34,20 +34,15 @@ from mesh.errors import MeshError
 from proto import mesh_pb2, versions_pb2
 from storage.tail import Suspects, read_tail
 from storage.versions.peer import VersionHandlers, parse
-from storage.versions.records import file_id_text, grant_id, leq, vmax
+from storage.versions.records import file_id_text, leq, vmax
+from storage.versions.replica_push import ReplicaPush
+from storage.versions.replicas import ReplicaPeers
 from storage.versions.store import VersionStore
 from storage.versions.vset import VersionSet
 
 log = logging.getLogger(__name__)
 
-CALL_TIMEOUT = 10.0
 VIEW_CACHE = 256  # files whose verified records a non-holder keeps in memory between syncs
-
-
-def replica_key(file_id: bytes) -> bytes:
-    """Where a file's version replicas sit: the key of its document record."""
-    from storage.documents import document_key
-    return document_key(file_id_text(file_id))
 
 
 @dataclass
@@ -71,29 +66,13 @@ class ReplicaSync:
         self.handlers = handlers
         self.replicas = replicas
         self.counters = counters
-        self._background: set[asyncio.Task[bool]] = set()
+        self._replica_peers = ReplicaPeers(ctx, handlers)
+        self._pushes = ReplicaPush(self._replica_peers, counters)
         self._views: OrderedDict[bytes, VersionSet] = OrderedDict()  # non-holders' last syncs
 
     async def stop(self) -> None:
         """Cancel the record pushes still going on after a quorum answered."""
-        tasks = list(self._background)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _replica_peers(self, fid: bytes, n: int) -> list[mesh_pb2.PeerRecord]:
-        records = await self.ctx.membership.closest_peers(replica_key(fid), n)
-        me = self.ctx.identity.node_id
-        return [r for r in records
-                if r.node_id == me or "storage" in r.roles or not r.roles]
-
-    async def _call(self, peer: mesh_pb2.PeerRecord, method: str, body: bytes) -> bytes:
-        if peer.node_id == self.ctx.identity.node_id:
-            fn = {"versions.Digest": self.handlers.digest, "versions.Pull": self.handlers.pull,
-                  "versions.Push": self.handlers.push}[method]
-            return await fn(body)
-        self.handlers.check_caller(peer.node_id)
-        return await self.ctx.peer(peer).unary(method, body, timeout=CALL_TIMEOUT)
+        await self._pushes.stop()
 
     def _suspects(self) -> Suspects | None:
         """The storage service's (storage/placement.py): its Pushes and these syncs share them."""
@@ -112,7 +91,7 @@ class ReplicaSync:
         ``on_digest`` sees each replica's (unverified) Digest as soon as it arrives.
         """
         self.counters["syncs"] += 1
-        peers = await self._replica_peers(fid, self.replicas)
+        peers = await self._replica_peers.closest(fid, self.replicas)
         me = self.ctx.identity.node_id
         if persist is None:
             persist = self._holds(fid) or any(p.node_id == me for p in peers)
@@ -136,7 +115,7 @@ class ReplicaSync:
                 break
             # below the highest vector seen: some replicas withhold; ask wider
             self.counters["withheld_seen"] += 1
-            wider = await self._replica_peers(fid, 3 * self.replicas + 4)
+            wider = await self._replica_peers.closest(fid, 3 * self.replicas + 4)
             rounds.append(wider)
         result.asked = len(asked)
         result.stale = not leq(seen, work.vector())
@@ -167,7 +146,8 @@ class ReplicaSync:
 
         async def digest(p: mesh_pb2.PeerRecord) -> versions_pb2.Digest | None:
             try:
-                body = await tail.call(p.node_id, lambda: self._call(p, "versions.Digest", ask))
+                body = await tail.call(
+                    p.node_id, lambda: self._replica_peers.call(p, "versions.Digest", ask))
                 d: versions_pb2.Digest = parse(versions_pb2.Digest, body)
                 if on_digest is not None:
                     on_digest(d)
@@ -195,7 +175,7 @@ class ReplicaSync:
         async def pull(p: mesh_pb2.PeerRecord, rids: set[bytes], gids: set[bytes]
                        ) -> versions_pb2.Bundle | None:
             try:
-                body = await self._call(p, "versions.Pull", versions_pb2.PullRequest(
+                body = await self._replica_peers.call(p, "versions.Pull", versions_pb2.PullRequest(
                     file_id=fid, record_ids=sorted(rids), grant_ids=sorted(gids)
                 ).SerializeToString())
                 b: versions_pb2.Bundle = parse(versions_pb2.Bundle, body)
@@ -215,56 +195,13 @@ class ReplicaSync:
             self.counters["records_pulled"] += res.accepted
             self.counters["refused_from_peers"] += len(res.refused)
         # push each replica what it lacks (valid records only, parents first)
-        await self._push_missing(fid, work, live)
-
-    async def _push_missing(self, fid: bytes, work: VersionSet,
-                            live: list[tuple[mesh_pb2.PeerRecord, versions_pb2.Digest]],
-                            quorum: int | None = None,
-                            manifests: list[bytes] | None = None) -> int:
-        """Push each peer what its digest lacks; returns how many peers took a push.
-
-        With ``quorum``, return once that many peers have acknowledged; the other pushes go
-        on in the background (anti-entropy repairs any that fail).
-        """
-        valid = work.valid_ids()
-        ordered = [v for v in work.records() if v.id in valid]
-        me = self.ctx.identity.node_id
-
-        async def push(p: mesh_pb2.PeerRecord, d: versions_pb2.Digest) -> bool:
-            if p.node_id == me:
-                return False
-            theirs_r, theirs_g = set(d.record_ids), set(d.grant_ids)
-            grants = [g for g in work.grants() if grant_id(g) not in theirs_g]
-            records = [v.record for v in ordered if v.id not in theirs_r]
-            if not grants and not records:
-                return False
-            bundle = versions_pb2.Bundle(
-                file_id=fid, grants=[g.SerializeToString(deterministic=True) for g in grants],
-                records=[r.SerializeToString(deterministic=True) for r in records],
-                manifests=manifests if records else None)
-            try:
-                await self._call(p, "versions.Push", bundle.SerializeToString())
-                self.counters["records_pushed"] += len(records)
-                return True
-            except MeshError as exc:
-                log.debug("versions push to %s failed: %s", p.node_id.hex()[:16], exc)
-                return False
-
-        tasks = [asyncio.create_task(push(p, d)) for p, d in live]
-        done_ok = 0
-        pending = set(tasks)
-        while pending and (quorum is None or done_ok < quorum):
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            done_ok += sum(1 for t in finished if t.result())
-        for t in pending:
-            self._background.add(t)
-            t.add_done_callback(self._background.discard)
-        return done_ok
+        await self._pushes.push_missing(fid, work, live)
 
     async def push_records(self, fid: bytes, result: SyncResult,
                            manifests: list[bytes] | None = None) -> int:
         """Push the replicas what they lack (with ``manifests``: serialized SignedManifests of
         the new records' content); returns once one remote replica took it."""
-        peers = result.peers or await self._replica_peers(fid, self.replicas)
+        peers = result.peers or await self._replica_peers.closest(fid, self.replicas)
         live = [(p, result.digests.get(p.node_id, versions_pb2.Digest())) for p in peers]
-        return await self._push_missing(fid, result.vs, live, quorum=1, manifests=manifests)
+        return await self._pushes.push_missing(fid, result.vs, live, quorum=1,
+                                              manifests=manifests)
