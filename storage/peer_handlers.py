@@ -59,7 +59,8 @@ class StorageHandlers:
         self.fragments = fragments
         self.manifests = manifests
         self.documents = documents
-        self.deletes = DeleteGuard(manifests, self_id)   # who may drop a copy: delete_check.py
+        # who may drop a copy: delete_check.py
+        self.deletes = DeleteGuard(manifests, self_id, documents)
         self.calls = 0
         # the _VIEWS methods take any buffer, the others bytes (dispatch hands each its kind)
         self._methods: dict[str, Callable[[Any], Awaitable[Body]]] = {
