@@ -92,7 +92,7 @@ class VersionHandlers:
         self.manifest_source: Callable[[str], Manifest | None] | None = None
 
     def visible(self, file_id: bytes) -> VersionSet:
-        vs = self.store.get(file_id)
+        vs = self.store.get(file_id, keep=False)   # any file_id a peer names: not kept if empty
         if not self.hooks.withhold():
             return vs
         shown = VersionSet(file_id)
@@ -167,7 +167,8 @@ class VersionHandlers:
         except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: the pusher counts it
             raise ResourceExhaustedError(f"cannot store the records here: {exc}") from exc
         self.refused += len(result.refused)
-        self._take_manifests(self.store.get(fid), list(req.records), list(req.manifests))
+        self._take_manifests(self.store.get(fid, keep=False), list(req.records),
+                            list(req.manifests))
         return versions_pb2.PushReply(
             accepted=result.accepted, duplicate=result.duplicate,
             refused=[f"{vid.hex()[:16]}: {type(exc).__name__}: {exc}"

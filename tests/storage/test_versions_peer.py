@@ -287,3 +287,25 @@ async def test_a_content_manifest_is_kept_only_if_the_version_s_writer_signed_it
                                     head_manifests=[stranger_manifest(b"")]))
     assert r.kept == {}
     await ahead.close()
+
+
+async def test_file_ids_a_peer_names_do_not_grow_the_replica_s_memory(tmp_path: Path) -> None:
+    """Digest, Pull and Push take any 16-byte file_id. Before, each one a peer named, even
+    with nothing stored under it (a Digest, or a Push whose records were all refused), left an
+    empty set cached for good: a member sending random ids grew the replica without bound."""
+    import os
+
+    h = handlers(tmp_path)
+    for _ in range(200):
+        fid = os.urandom(16)
+        await h.digest(versions_pb2.DigestRequest(file_id=fid).SerializeToString())
+        await h.pull(versions_pb2.PullRequest(file_id=fid, all=True).SerializeToString())
+        await h.push(versions_pb2.Bundle(file_id=fid, records=[b"junk"]).SerializeToString())
+    assert h.store._sets == {}
+    b = new_binding(OWNER.public_key)
+    g = VersionStore(tmp_path / "src", durable=False).revise(OWNER, b, cid_for(b"1"))
+    await h.push(versions_pb2.Bundle(file_id=b.file_id, records=[encode(g)]).SerializeToString())
+    assert list(h.store._sets) == [b.file_id]                      # a stored set is kept
+    d = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert list(d.heads) == [record_id(g)]
