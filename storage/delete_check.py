@@ -12,6 +12,12 @@ if all of these hold:
 
 - ``check_sent``: the sent manifest verifies, is the file's, names the fragment and does not
   record it here (INVALID_ARGUMENT, PERMISSION_DENIED);
+- ``check_owner``: the sent manifest is signed by the file's owner, the key the file_id is bound
+  to (a document record carries the nonce that binds them, storage/documents.py; this node's
+  own, else the newest the document replicas answer with). A manifest names its file_id and
+  CID freely, so any member could sign one naming another user's file_id and fragments under a
+  CID of its own, store it as that CID's manifest, and have every holder drop the owner's
+  copies (PERMISSION_DENIED; UNAVAILABLE when no record is found: the copy stays);
 - ``check_newest``, over the manifests of the same file and owner this node keeps and the
   CID's manifest replicas answer with: none at least as new as the sent one records the
   fragment here (PERMISSION_DENIED: it stays), none is newer than the sent one
@@ -36,10 +42,13 @@ from mesh.errors import (
     UnavailableError,
 )
 from proto import storage_pb2
+from storage.documents import DocumentStore, verify_document
 from storage.manifest import Manifest, ManifestStore, verify_manifest
 
 # The verified manifests the CID's manifest replicas hold (FileStore.fetch_manifests).
 Replicas = Callable[[str], Awaitable[list[Manifest]]]
+# The newest verified document record of a file_id the replicas hold (Documents.record).
+Records = Callable[[str], Awaitable[storage_pb2.DocumentBody]]
 
 
 def records_here(manifest: Manifest, digest: bytes, here: bytes | None) -> bool:
@@ -62,6 +71,13 @@ def check_sent(req: storage_pb2.DeleteFragmentRequest, here: bytes | None) -> Ma
     if records_here(manifest, req.hash, here):
         raise PermissionDeniedError("the manifest records this fragment here: it stays")
     return manifest
+
+
+def check_owner(sent: Manifest, owner_key: bytes) -> None:
+    """Raises unless ``sent`` is signed by ``owner_key``, the key its file_id is bound to."""
+    if sent.body.owner_key != owner_key:
+        raise PermissionDeniedError("the manifest is not signed by the file's owner: the copy "
+                                    "stays")
 
 
 def check_newest(sent: Manifest, digest: bytes, here: bytes | None,
@@ -89,14 +105,40 @@ def check_newest(sent: Manifest, digest: bytes, here: bytes | None,
 class DeleteGuard:
     """The checks of one holder, against its own manifests and the file's replicas."""
 
-    def __init__(self, manifests: ManifestStore, here: bytes | None) -> None:
+    def __init__(self, manifests: ManifestStore, here: bytes | None,
+                 documents: DocumentStore | None = None) -> None:
         self.manifests = manifests
         self.here = here
+        self.documents = documents      # this node's document records (a replica's)
         # set by StorageService once its FileStore exists; None: deletes are refused
         self.replicas: Replicas | None = None
+        self.records: Records | None = None
+
+    async def owner(self, file_id: str) -> bytes:
+        """The key ``file_id`` is bound to, from a verified document record (this node's,
+        else the document replicas'); UnavailableError if none is found."""
+        def local() -> bytes | None:
+            if self.documents is None:
+                return None
+            for signed in self.documents.get(file_id):
+                return bytes(verify_document(signed, file_id).owner_key)
+            return None
+
+        found = await asyncio.to_thread(local)
+        if found is not None:
+            return found
+        if self.records is not None:
+            try:
+                return bytes((await self.records(file_id)).owner_key)
+            except MeshError:            # no replica holds one, or none answered
+                pass
+        raise UnavailableError(f"cannot confirm who owns {file_id} (no document record "
+                               "found): the copy stays, try later")
 
     async def confirm(self, sent: Manifest, digest: bytes) -> None:
-        """``check_newest`` over this node's manifests of the CID and its replicas' answers."""
+        """``check_owner`` against the file's document record, then ``check_newest`` over
+        this node's manifests of the CID and its replicas' answers."""
+        check_owner(sent, await self.owner(sent.file_id))
         def local() -> list[Manifest]:
             return [verify_manifest(s, sent.cid) for s in self.manifests.get(sent.cid)]
 

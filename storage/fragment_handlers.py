@@ -44,6 +44,7 @@ class FragmentHandlers:
         self.deletes = deletes       # who may drop a copy: delete_check.py
         self.self_id = self_id       # this node: never drop a fragment a manifest records here
         self.capacity = capacity     # None: no reserve (tests of the handlers alone)
+        self._deep = asyncio.Semaphore(1)   # deep HasFragments checks, one at a time
 
     async def store_fragment(self, body: Buffer) -> bytes:
         req, data = _fragment_request(body)
@@ -107,12 +108,19 @@ class FragmentHandlers:
         hashes = [_hex(h) for h in req.hashes]
 
         def check() -> list[bool]:
+            # each distinct hash once: a repeated one must not have a deep check re-read it
             if req.deep:                      # re-hashes: finds rot (and drops it)
-                return [self.fragments.get(h) is not None for h in hashes]
-            return [self.fragments.has(h) for h in hashes]
+                found = {h: self.fragments.get(h) is not None for h in dict.fromkeys(hashes)}
+            else:
+                found = {h: self.fragments.has(h) for h in dict.fromkeys(hashes)}
+            return [found[h] for h in hashes]
 
-        return storage_pb2.HasFragmentsReply(
-            present=await asyncio.to_thread(check)).SerializeToString()
+        if not req.deep:
+            present = await asyncio.to_thread(check)
+        else:
+            async with self._deep:   # may read all this node holds: one worker thread at most
+                present = await asyncio.to_thread(check)
+        return storage_pb2.HasFragmentsReply(present=present).SerializeToString()
 
     async def delete_fragment(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.DeleteFragmentRequest, body, MAX_MANIFEST_BYTES + 4096)

@@ -224,15 +224,19 @@ class FragmentStore:
     def delete(self, h: str, file: str | None = None, index: int | None = None) -> bool:
         """Drop a fragment, or just one file's reference to it (the blob goes with its last ref).
 
-        Returns True if the blob was removed from disk.
+        Returns True if the blob was removed from disk. With ``file``, a blob that file does
+        not reference stays (another file's copy, or one whose references were lost: a peer's
+        delete for a file of its own must not drop it).
         """
         _check(h)
         if file is not None:
             where = "hash=? AND file=?" + ("" if index is None else " AND idx=?")
             args = (h, file) if index is None else (h, file, index)
             with self._tx() as db:
-                db.execute(f"DELETE FROM refs WHERE {where}", args)
+                dropped = db.execute(f"DELETE FROM refs WHERE {where}", args).rowcount
                 left = db.execute("SELECT 1 FROM refs WHERE hash=?", (h,)).fetchone()
+            if not dropped:
+                return False
             if left:
                 self._write_refs(h)
                 return False

@@ -27,7 +27,7 @@ from typing import Any
 import nacl.signing
 from google.protobuf.message import DecodeError
 
-from mesh.errors import InvalidArgumentError, PermissionDeniedError
+from mesh.errors import InvalidArgumentError, PermissionDeniedError, ResourceExhaustedError
 from mesh.identity import verify_signature
 from proto import storage_pb2
 from storage.cid import is_cid
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS manifests (cid TEXT NOT NULL, file_id TEXT NOT NULL,
 FORMAT = 1
 NO_HOLDER = 0xFFFFFFFF
 MAX_MANIFEST_BYTES = 32 * 2**20
+CID_BUDGET = 48 * 2**20     # manifests kept per CID, all of them: one FetchManifests reply
 INLINE_LIMIT = 65536       # largest inline file a reader accepts (pushers inline far less)
 _DOMAIN = b"tw-mesh/manifest/v1\x00"
 _FILE_ID = re.compile(r"f[0-9a-f]{32}")
@@ -151,8 +152,12 @@ class ManifestStore:
     per (CID, file_id).
 
     A newer manifest for the same (CID, file_id) and owner replaces the older one (a Grant, a
-    corrected placement); one signed by another owner than the kept one is refused. Manifests
-    of the older layout (DATA/storage/manifests/<cid>/<file_id>.mf) are imported at start.
+    corrected placement); one signed by another owner than the kept one is refused. The
+    manifests kept for one CID total at most CID_BUDGET bytes (RESOURCE_EXHAUSTED beyond): they
+    all go back in one FetchManifests reply, one channel frame, and any member may sign
+    manifests of its own for any CID, so without a budget a few large ones made the reply too
+    big to send and the CID's other manifests unreadable. Manifests of the older layout
+    (DATA/storage/manifests/<cid>/<file_id>.mf) are imported at start.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
@@ -164,8 +169,8 @@ class ManifestStore:
         if not root.is_dir():
             return
         for path in sorted(root.glob("*/*.mf")):
-            with contextlib.suppress(InvalidArgumentError, PermissionDeniedError, DecodeError,
-                                     OSError):
+            with contextlib.suppress(InvalidArgumentError, PermissionDeniedError,
+                                     ResourceExhaustedError, DecodeError, OSError):
                 self.put(storage_pb2.SignedManifest.FromString(path.read_bytes()))
         root.rename(root.with_name(f"manifests.imported-{int(time.time())}"))
 
@@ -175,6 +180,7 @@ class ManifestStore:
         if not _FILE_ID.fullmatch(manifest.file_id):
             raise InvalidArgumentError("manifest has an invalid file_id")
         body = manifest.body
+        raw = signed.SerializeToString(deterministic=True)
         with self.db.tx() as db:
             row = db.execute("SELECT owner, created, signed FROM manifests WHERE cid=? AND "
                              "file_id=?", (body.cid, body.file_id)).fetchone()
@@ -183,9 +189,14 @@ class ManifestStore:
                     raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
                 if int(row[1]) >= body.created_ms:
                     return _parsed(bytes(row[2]), manifest)
+            (others,) = db.execute("SELECT COALESCE(SUM(LENGTH(signed)), 0) FROM manifests "
+                                   "WHERE cid=? AND file_id<>?",
+                                   (body.cid, body.file_id)).fetchone()
+            if int(others) + len(raw) > CID_BUDGET:
+                raise ResourceExhaustedError(f"{body.cid} has {others} bytes of manifests here: "
+                                             f"no room for {len(raw)} more")
             db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
-                       (body.cid, body.file_id, body.owner_key, body.created_ms,
-                        signed.SerializeToString(deterministic=True)))
+                       (body.cid, body.file_id, body.owner_key, body.created_ms, raw))
         return manifest
 
     _GET = "SELECT file_id, signed FROM manifests WHERE cid=? ORDER BY file_id"

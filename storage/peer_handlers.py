@@ -48,7 +48,8 @@ class StorageHandlers:
         self.fragments = fragments
         self.manifests = manifests
         self.documents = documents
-        self.deletes = DeleteGuard(manifests, self_id)   # who may drop a copy: delete_check.py
+        # who may drop a copy: delete_check.py
+        self.deletes = DeleteGuard(manifests, self_id, documents)
         self.calls = 0
         self._fragment_handlers = FragmentHandlers(fragments, self.deletes, self_id, capacity)
         frag = self._fragment_handlers

@@ -48,9 +48,10 @@ class StorageService:
         self.late_copies = LateCopies(self.network.client, None if delay is None
                                       else Timings.scaled(float(delay)))
         self.files = FileStore(self.network, defaults=defaults, late_copies=self.late_copies)
-        # a DeleteFragment asks the file's manifest replicas whether a newer manifest keeps
-        # the copy here (storage/delete_check.py)
+        # a DeleteFragment asks the file's document replicas who owns it and its manifest
+        # replicas whether a newer manifest keeps the copy here (storage/delete_check.py)
         self.handlers.deletes.replicas = self.files.fetch_manifests
+        self.handlers.deletes.records = self.files.documents.record
         if "storage" in ctx.roles:
             self.handlers.register(ctx.channel_server)
         ctx.registry["storage"] = self

@@ -92,7 +92,7 @@ class VersionHandlers:
         self.manifest_source: Callable[[str], Manifest | None] | None = None
 
     def visible(self, file_id: bytes) -> VersionSet:
-        vs = self.store.get(file_id)
+        vs = self.store.get(file_id, keep=False)   # any file_id a peer names: not kept if empty
         if not self.hooks.withhold():
             return vs
         shown = VersionSet(file_id)
@@ -119,24 +119,26 @@ class VersionHandlers:
 
     def _take_manifests(self, vs: VersionSet, records: list[bytes], raw: list[bytes]) -> None:
         """Hand ``manifest_sink`` the manifests that verify and are the content of a record
-        in this push that is now valid here."""
+        in this push that is now valid here, signed by that record's writer (who pushed the
+        content: any member could otherwise replay a held record with a manifest of its own
+        for that CID, and this node would cache and serve it as the version's)."""
         if self.manifest_sink is None or not raw:
             return
         valid = vs.valid_ids()
-        cids = set()
+        writers: set[tuple[str, bytes]] = set()
         for data in records:
             try:
                 record = decode_version(data)
             except VersionError:
                 continue
             if record_id(record) in valid:
-                cids.add(record.cid)
+                writers.add((record.cid, bytes(record.writer_key)))
         for data in raw[:MAX_MANIFESTS]:
             try:
                 m = verify_manifest(storage_pb2.SignedManifest.FromString(data))
             except (DecodeError, MeshError):
                 continue
-            if m.cid in cids:
+            if (m.cid, bytes(m.body.owner_key)) in writers:
                 self.manifest_sink(m)
 
     async def pull(self, body: bytes) -> bytes:
@@ -165,7 +167,8 @@ class VersionHandlers:
         except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: the pusher counts it
             raise ResourceExhaustedError(f"cannot store the records here: {exc}") from exc
         self.refused += len(result.refused)
-        self._take_manifests(self.store.get(fid), list(req.records), list(req.manifests))
+        self._take_manifests(self.store.get(fid, keep=False), list(req.records),
+                            list(req.manifests))
         return versions_pb2.PushReply(
             accepted=result.accepted, duplicate=result.duplicate,
             refused=[f"{vid.hex()[:16]}: {type(exc).__name__}: {exc}"

@@ -171,6 +171,8 @@ class ReadAhead:
                 m = verify_manifest(storage_pb2.SignedManifest.FromString(raw), record.cid)
             except (DecodeError, MeshError):
                 continue
+            if m.body.owner_key != record.writer_key:
+                continue                    # not the content its writer pushed
             if self.reader.cached(m.cid) is None:
                 self.reader.remember(m)
         self.start(vid, record.cid)

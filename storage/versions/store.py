@@ -73,8 +73,10 @@ class VersionStore:
                 "SELECT file_id FROM records UNION SELECT file_id FROM grants").fetchall()
         return sorted(bytes(r[0]) for r in rows)
 
-    def get(self, file_id: bytes) -> VersionSet:
-        """The file's set (loaded from disk and re-verified on first use; may be empty)."""
+    def get(self, file_id: bytes, keep: bool = True) -> VersionSet:
+        """The file's set (loaded from disk and re-verified on first use; may be empty).
+        ``keep=False`` (a peer's read of any file_id it names): an empty set is not kept in
+        memory, so file_ids nobody stored anything under cannot grow it without bound."""
         with self._lock:
             vs = self._sets.get(file_id)
             if vs is not None:
@@ -85,7 +87,8 @@ class VersionStore:
                 "SELECT body FROM records WHERE file_id=?", (file_id,))]
             vs = VersionSet(file_id)
             vs.add_many(grants, records, at_ms=2**62, trusted=True)
-            self._sets[file_id] = vs
+            if keep or grants or records:
+                self._sets[file_id] = vs
             return vs
 
     def _persist_new(self, vs: VersionSet, before_records: set[bytes],
@@ -113,11 +116,14 @@ class VersionStore:
 
     def ingest_bytes(self, file_id: bytes, grants: list[bytes], records: list[bytes]
                      ) -> AddResult:
+        """``ingest`` for a peer's push: a set that stays empty (all refused) is not kept."""
         with self._lock:
-            vs = self.get(file_id)
+            vs = self.get(file_id, keep=False)
             before_r, before_g = vs.record_ids(), vs.grant_ids()
             result = vs.add_bytes(grants, records)
             self._persist_new(vs, before_r, before_g)
+            if vs.record_ids() or vs.grant_ids():
+                self._sets.setdefault(file_id, vs)
             return result
 
     def add(self, record: versions_pb2.VersionRecord) -> bool:

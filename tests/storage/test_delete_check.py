@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nacl.signing
@@ -19,6 +20,7 @@ import pytest
 
 from mesh.errors import (
     FailedPreconditionError,
+    NotFoundError,
     PermissionDeniedError,
     UnavailableError,
 )
@@ -27,6 +29,7 @@ from storage import push as push_mod
 from storage import tail as tail_mod
 from storage.cid import cid_for
 from storage.delete_check import DeleteGuard, check_newest
+from storage.documents import DocumentStore, new_file_id, sign_document
 from storage.files import FileStore, PushOptions
 from storage.manifest import Manifest, ManifestStore, sign_manifest, verify_manifest
 from storage.placement import placement_key
@@ -89,6 +92,7 @@ async def test_the_guard_refuses_without_replicas_or_when_asking_them_fails(
     sent = Manifest(body, sign_manifest(body, OWNER))
     with pytest.raises(UnavailableError):
         await guard.confirm(sent, H)              # no source wired: never delete unsure
+    guard.records = _owned_by(OWNER)
 
     async def down(cid: str) -> list[Manifest]:
         raise UnavailableError("no live storage peer")
@@ -105,6 +109,58 @@ async def test_the_guard_refuses_without_replicas_or_when_asking_them_fails(
     guard.replicas = replicas
     await guard.confirm(sent, H)
     assert asked == [sent.cid]
+
+
+def _owned_by(owner: nacl.signing.SigningKey
+              ) -> Callable[[str], Awaitable[storage_pb2.DocumentBody]]:
+    """A document-record source naming ``owner`` for any file_id."""
+    async def record(file_id: str) -> storage_pb2.DocumentBody:
+        return storage_pb2.DocumentBody(file_id=file_id, owner_key=bytes(owner.verify_key))
+    return record
+
+
+async def test_only_a_manifest_the_file_s_owner_signed_drops_a_copy(tmp_path: Path) -> None:
+    """A manifest names its file_id freely: one signed by another key, naming the owner's
+    file_id, fragment and a CID whose replicas hold only it, drops nothing; the owner's key
+    comes from the file's document record, this node's own first, else the replicas'."""
+    stranger = nacl.signing.SigningKey.generate()
+    owner_pub = bytes(OWNER.verify_key)
+    file_id, nonce = new_file_id(owner_pub)
+    body = _m(100, ELSEWHERE, file_id=file_id, owner=stranger).body
+    body.cid = cid_for(b"the stranger's")
+    forged = Manifest(body, sign_manifest(body, stranger))
+
+    async def replicas(cid: str) -> list[Manifest]:
+        return [forged]
+
+    docs = DocumentStore(tmp_path)
+    guard = DeleteGuard(ManifestStore(tmp_path), HERE, docs)
+    guard.replicas = replicas
+    with pytest.raises(UnavailableError, match="who owns"):     # no record anywhere: it stays
+        await guard.confirm(forged, H)
+
+    async def nowhere(fid: str) -> storage_pb2.DocumentBody:
+        raise NotFoundError(f"no document {fid}")
+
+    guard.records = nowhere
+    with pytest.raises(UnavailableError, match="who owns"):
+        await guard.confirm(forged, H)
+    guard.records = _owned_by(OWNER)                            # the replicas' record
+    with pytest.raises(PermissionDeniedError, match="not signed by the file's owner"):
+        await guard.confirm(forged, H)
+    guard.records = nowhere
+    docs.put(sign_document(file_id, nonce, cid_for(b"v1"), OWNER))   # this node's record
+    with pytest.raises(PermissionDeniedError, match="not signed by the file's owner"):
+        await guard.confirm(forged, H)
+    body = _m(100, ELSEWHERE, file_id=file_id).body              # the owner's: allowed
+    body.cid = cid_for(b"the owner's")
+    mine = Manifest(body, sign_manifest(body, OWNER))
+
+    async def mine_replicas(cid: str) -> list[Manifest]:
+        return [mine]
+
+    guard.replicas = mine_replicas
+    await guard.confirm(mine, H)
 
 
 async def test_an_early_push_manifest_cannot_drop_the_spare_s_fragment(

@@ -33,9 +33,10 @@ class FakeNetwork:
         self.self_id = next(iter(self.handlers))
         self.down: set[bytes] = set()
         self.suspected: list[bytes] = []
-        fetch = FileStore(self).fetch_manifests     # as StorageService wires each node's
+        files = FileStore(self)                      # as StorageService wires each node's
         for h in self.handlers.values():
-            h.deletes.replicas = fetch
+            h.deletes.replicas = files.fetch_manifests
+            h.deletes.records = files.documents.record
 
     async def closest(self, key: bytes, n: int) -> list[bytes]:
         live = [x for x in self.handlers if x not in self.down]

@@ -55,6 +55,21 @@ def test_put_is_idempotent_and_refs_accumulate(store: FragmentStore) -> None:
     assert store.get(h) is None
 
 
+def test_a_delete_for_a_file_drops_only_a_blob_that_file_references(
+        store: FragmentStore) -> None:
+    """A blob whose references were lost (an index rebuilt without its hints) stays when a
+    delete names a file: before, any file's delete (a peer's, for a file of its own whose
+    manifest names the hash) dropped it, as "the last reference" was gone already."""
+    h = store.put(b"orphan", "file-a", 0)
+    with sqlite3.connect(store.db_path) as db:
+        db.execute("DELETE FROM refs")
+    assert not store.delete(h, "file-b")
+    assert store.get(h) == b"orphan"
+    assert store.delete(h)                             # no file named: the store's own drop
+    h = store.put(b"kept", "file-a", 0)
+    assert not store.delete(h, "file-b") and store.list()[0].refs == (("file-a", 0),)
+
+
 def test_empty_fragment(store: FragmentStore) -> None:
     h = store.put(b"")
     assert store.get(h) == b""

@@ -8,8 +8,9 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from mesh.errors import InvalidArgumentError, PermissionDeniedError
+from mesh.errors import InvalidArgumentError, PermissionDeniedError, ResourceExhaustedError
 from proto import storage_pb2
+from storage import manifest as manifest_mod
 from storage.cid import cid_for
 from storage.documents import DocumentStore, new_file_id, sign_document, verify_document
 from storage.keyring import Keyring
@@ -71,6 +72,34 @@ def test_manifest_store_on_disk_drops_rot(tmp_path: Path) -> None:
     body.created_ms = 9
     with pytest.raises(PermissionDeniedError):
         store.put(sign_manifest(body, thief))
+
+
+def test_a_cid_s_manifests_stay_within_the_budget(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Manifests of one CID total at most CID_BUDGET bytes here (they all go back in one
+    FetchManifests reply); a newer manifest replacing a kept one counts only once."""
+    monkeypatch.setattr(manifest_mod, "CID_BUDGET", 10_000)
+    store = ManifestStore(tmp_path)
+    owner, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    mine = _body(owner)
+    mine.filename_sealed = bytes(4000)
+    store.put(sign_manifest(mine, owner))
+    junk = _body(stranger)
+    junk.filename_sealed = bytes(5000)
+    store.put(sign_manifest(junk, stranger))
+    more = _body(stranger)
+    more.filename_sealed = bytes(2000)
+    with pytest.raises(ResourceExhaustedError, match="no room"):
+        store.put(sign_manifest(more, stranger))
+    other = _body(stranger)
+    other.cid = cid_for(b"x")
+    other.filename_sealed = bytes(5000)
+    store.put(sign_manifest(other, stranger))                   # another CID: its own budget
+    mine.created_ms += 1                                         # a grant re-signs: replaces
+    store.put(sign_manifest(mine, owner))
+    kept = {verify_manifest(s).file_id: s for s in store.get(cid_for(b""))}
+    assert set(kept) == {mine.file_id, junk.file_id}
+    assert verify_manifest(kept[mine.file_id]).body.created_ms == mine.created_ms
 
 
 def test_documents_owner_bound(tmp_path: Path) -> None:

@@ -221,3 +221,91 @@ async def test_digest_hands_a_reader_the_heads_manifest(tmp_path: Path) -> None:
     ahead.offer(lie)
     assert r2.kept == {} and record_id(head) in ahead.tasks
     await ahead.close()
+
+
+def stranger_manifest(data: bytes, size: int | None = None) -> bytes:
+    """A manifest of ``data``'s CID signed by a key that wrote no version (any member's)."""
+    from storage.documents import new_file_id
+    from storage.manifest import sign_manifest
+    size = len(data) if size is None else size
+    body = storage_pb2.ManifestBody(
+        format=1, cid=cid_for(data), file_id=new_file_id(STRANGER.public_key)[0],
+        size=size, k=4, m=2, stripe_size=max(size, 1), codec_format=1, packet_size=32768,
+        matrix="reedsolo", owner_key=STRANGER.public_key, public_key=bytes(32),
+        stripes=[storage_pb2.Stripe(fragments=[storage_pb2.Fragment(hash=bytes(32))] * 6)]
+        if size else [])
+    return sign_manifest(body, STRANGER.signing_key).SerializeToString()
+
+
+STRANGER = Identity.from_seed(b"peer-stranger")
+
+
+async def test_a_content_manifest_is_kept_only_if_the_version_s_writer_signed_it(
+        tmp_path: Path) -> None:
+    """Any member may push a replica a record it holds already (a replay is a duplicate, not
+    refused) with a manifest of that record's content signed by its own key. Before, the
+    replica cached it as the content's manifest (replacing the writer's), served it in its
+    Digests to every reader reading that head ahead, and its own next Get of the version read
+    it first: one declaring a size over the unary Get limit failed that Get outright
+    (INVALID_ARGUMENT, before any fallback). Now a pushed or digested manifest is kept only if
+    signed by the writer of the version whose content it is."""
+    from typing import Any
+
+    from storage.manifest import Manifest
+    from storage.servicer import UNARY_GET_MAX
+    from storage.versions.reads import ReadAhead
+
+    h = handlers(tmp_path)
+    b = new_binding(OWNER.public_key)
+    g = h.store.revise(OWNER, b, cid_for(b""))
+    got: list[Manifest] = []
+    h.manifest_sink = got.append
+    bundle = versions_pb2.Bundle(file_id=b.file_id, records=[encode(g)], manifests=[
+        stranger_manifest(b"", UNARY_GET_MAX + 1), stranger_manifest(b"")])
+    reply = versions_pb2.PushReply.FromString(await h.push(bundle.SerializeToString()))
+    assert reply.duplicate == 1 and got == []
+    await h.push(versions_pb2.Bundle(file_id=b.file_id, records=[encode(g)],
+                                     manifests=[manifest(b"")]).SerializeToString())
+    assert [m.body.owner_key for m in got] == [OWNER.public_key]
+
+    class Reader:
+        def __init__(self) -> None:
+            self.kept: dict[str, Manifest] = {}
+
+        def cached(self, cid: str) -> Manifest | None:
+            return self.kept.get(cid)
+
+        def remember(self, m: Manifest) -> None:
+            self.kept[m.cid] = m
+
+        async def read(self, cid: str, user: Any) -> tuple[bytes, Any]:
+            return b"", None
+
+    r = Reader()
+    ahead = ReadAhead(r, OWNER.signing_key)  # type: ignore[arg-type]
+    ahead.offer(versions_pb2.Digest(head_records=[encode(g)],
+                                    head_manifests=[stranger_manifest(b"")]))
+    assert r.kept == {}
+    await ahead.close()
+
+
+async def test_file_ids_a_peer_names_do_not_grow_the_replica_s_memory(tmp_path: Path) -> None:
+    """Digest, Pull and Push take any 16-byte file_id. Before, each one a peer named, even
+    with nothing stored under it (a Digest, or a Push whose records were all refused), left an
+    empty set cached for good: a member sending random ids grew the replica without bound."""
+    import os
+
+    h = handlers(tmp_path)
+    for _ in range(200):
+        fid = os.urandom(16)
+        await h.digest(versions_pb2.DigestRequest(file_id=fid).SerializeToString())
+        await h.pull(versions_pb2.PullRequest(file_id=fid, all=True).SerializeToString())
+        await h.push(versions_pb2.Bundle(file_id=fid, records=[b"junk"]).SerializeToString())
+    assert h.store._sets == {}
+    b = new_binding(OWNER.public_key)
+    g = VersionStore(tmp_path / "src", durable=False).revise(OWNER, b, cid_for(b"1"))
+    await h.push(versions_pb2.Bundle(file_id=b.file_id, records=[encode(g)]).SerializeToString())
+    assert list(h.store._sets) == [b.file_id]                      # a stored set is kept
+    d = versions_pb2.Digest.FromString(await h.digest(
+        versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
+    assert list(d.heads) == [record_id(g)]
