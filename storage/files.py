@@ -14,8 +14,9 @@ Push of one stripe (``Pusher._push_small``, e.g. 1 MiB) hashes, seals, encodes a
 then stores fragments, manifest and document record in a single round of one StoreBatch call per
 peer (storage/peer.py), and the fragment this node holds goes to its own store without a re-hash.
 
-Get (``FileStore.open`` then ``Reader.stripes``) resolves a CID or file_id to a verified manifest
-the user can open (this node's own replica first, without a channel call), then fetches any k
+Get (``FileStore.read``/``open_stream``, then ``Reader.stripes``) resolves a CID or file_id to
+the verified manifests the user can open, best first (the next one if one does not serve:
+storage/reader.py) (this node's own replica first, without a channel call), then fetches any k
 hash-verified fragments per stripe (data fragments first: no decode work; on failure the next
 holder), several stripes ahead with bounded concurrency, decodes, authenticates and decrypts
 each stripe in order and recomputes the CID; a mismatch raises IntegrityError (DATA_LOSS) —
