@@ -14,8 +14,9 @@ Push of one stripe (``Pusher._push_small``, e.g. 1 MiB) hashes, seals, encodes a
 then stores fragments, manifest and document record in a single round of one StoreBatch call per
 peer (storage/peer.py), and the fragment this node holds goes to its own store without a re-hash.
 
-Get (``FileStore.open`` then ``Reader.stripes``) resolves a CID or file_id to a verified manifest
-the user can open (this node's own replica first, without a channel call), then fetches any k
+Get (``FileStore.read``/``open_stream``, then ``Reader.stripes``) resolves a CID or file_id to
+the verified manifests the user can open, best first (the next one if one does not serve:
+storage/reader.py) (this node's own replica first, without a channel call), then fetches any k
 hash-verified fragments per stripe (data fragments first: no decode work; on failure the next
 holder), several stripes ahead with bounded concurrency, decodes, authenticates and decrypts
 each stripe in order and recomputes the CID; a mismatch raises IntegrityError (DATA_LOSS) —
@@ -32,7 +33,7 @@ IntegrityError). Everything callers import stays importable from here.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 import nacl.signing
@@ -54,7 +55,7 @@ from storage.late_copies import LateCopies
 from storage.manifest import Manifest, sign_manifest
 from storage.placement import Network
 from storage.push import Pusher
-from storage.reader import Reader
+from storage.reader import MAX_CANDIDATES, FailedManifests, Reader, read_first, stream_first
 from storage.restripe import restripe
 from storage.results import (
     DEFAULT_K,
@@ -96,6 +97,7 @@ class FileStore:
                                    counters=self.counters)
         self.fetcher = Fetcher(network, self.defaults, self.counters, fetch_concurrency)
         self.known = KnownManifests()  # what this node wrote or read: its owners' next reads
+        self.failed = FailedManifests()  # manifests a read here could not use: ranked last
         self._upload = Uploader(network, self.documents, self.counters)
         self._pusher = Pusher(network, self._upload, self.counters, inline_max=inline_max,
                               window=window, late_copies=late_copies)
@@ -143,6 +145,19 @@ class FileStore:
                       ) -> tuple[Manifest, bytes | None]:
         """The manifest (and file key) a CID or file_id names for this user; ``fresh`` asks
         the replicas even when this node kept one (a grant must build on the newest)."""
+        ranked = await self._ranked(ref, user, fresh=fresh)
+        for m in ranked:
+            key = m.file_key(user)     # at most one X25519 unseal (~0.1 ms): no thread hop
+            if key is not None:
+                return m, key
+        if need_key:
+            raise PermissionDeniedError(f"{ref} is private to its owner; this user holds no key")
+        return ranked[0], None
+
+    async def _ranked(self, ref: str, user: nacl.signing.SigningKey | None, *,
+                      fresh: bool = False, prefer: bytes = b"") -> list[Manifest]:
+        """The manifests ``ref`` names, best first: none that failed a read here lately
+        (reader.py), this user's own, ``prefer``'s (a version's writer), public, newest."""
         if is_cid(ref):
             cid, want_id, want_owner = ref, None, None
         elif is_file_id(ref):
@@ -171,22 +186,52 @@ class FileStore:
                                 "manifest key" + (
                 f"; missing: {len(down)} manifest replica peer(s) unreachable ("
                 + ", ".join(p.hex()[:16] for p in down) + ")" if down else ""))
-        manifests.sort(key=lambda m: (m.body.owner_key != me, not m.body.public_key,
+        manifests.sort(key=lambda m: (self.failed.has(m), m.body.owner_key != me,
+                                      m.body.owner_key != prefer, not m.body.public_key,
                                       -m.body.created_ms))
-        for m in manifests:
-            key = m.file_key(user)     # at most one X25519 unseal (~0.1 ms): no thread hop
-            if key is not None:
-                return m, key
-        if need_key:
-            raise PermissionDeniedError(f"{ref} is private to its owner; this user holds no key")
-        return manifests[0], None
+        return manifests
 
-    async def open(self, ref: str, user: nacl.signing.SigningKey | None) -> Reader:
+    async def readers(self, ref: str, user: nacl.signing.SigningKey, *,
+                      prefer: bytes = b"") -> list[Reader]:
+        """A Reader per manifest of ``ref`` this user can open, best first (``_ranked``), at
+        most ``MAX_CANDIDATES``; PermissionDeniedError if there is none."""
+        out: list[Reader] = []
+        for m in await self._ranked(ref, user, prefer=prefer):
+            key = m.file_key(user)
+            if key is not None:
+                out.append(Reader(self, m, key))
+                if len(out) == MAX_CANDIDATES:
+                    break
+        if not out:
+            raise PermissionDeniedError(f"{ref} is private to its owner; this user holds no key")
+        return out
+
+    async def open(self, ref: str, user: nacl.signing.SigningKey) -> Reader:
+        """The best Reader of ``ref``. Reads that may fall back use ``read``/``open_stream``."""
         manifest, key = await self.resolve(ref, user)
         assert key is not None
+        return self._counted(Reader(self, manifest, key))
+
+    async def read(self, ref: str, user: nacl.signing.SigningKey, *, max_size: int | None = None,
+                   prefer: bytes = b"") -> tuple[bytes, Reader]:
+        """The whole plaintext of ``ref``, from the first manifest that serves it
+        (storage/reader.py ``read_first``: another member's junk manifest for the CID only
+        costs a try)."""
+        data, reader = await read_first(await self.readers(ref, user, prefer=prefer),
+                                        self.failed, max_size)
+        self._counted(reader)
+        return data, reader
+
+    async def open_stream(self, ref: str, user: nacl.signing.SigningKey
+                          ) -> tuple[Reader, AsyncIterator[bytes]]:
+        """Like ``read``, streamed: the fallback covers a manifest whose first stripe fails."""
+        reader, stripes = await stream_first(await self.readers(ref, user), self.failed)
+        return self._counted(reader), stripes
+
+    def _counted(self, reader: Reader) -> Reader:
         self.counters["gets"] += 1
-        self.counters["bytes_out"] += manifest.body.size
-        return Reader(self, manifest, key)
+        self.counters["bytes_out"] += reader.manifest.body.size
+        return reader
 
     # -- Grant ------------------------------------------------------------------------------
     async def grant(self, ref: str, owner: nacl.signing.SigningKey, grantee: bytes,
@@ -231,4 +276,5 @@ class FileStore:
 
     def status(self) -> dict[str, Any]:
         return {**self.counters, "inflight": self.inflight,
-                "manifest_cache_hits": self.known.hits}
+                "manifest_cache_hits": self.known.hits,
+                "manifest_fallbacks": self.failed.fallbacks}

@@ -1,13 +1,27 @@
 """The read path's last step: a resolved file's stripes fetched ahead, decoded, opened and
-checked against the CID, in order (see storage/files.py for the whole Get)."""
+checked against the CID, in order (see storage/files.py for the whole Get).
+
+Falling back (``read_first``, ``stream_first``): any mesh member may store a manifest for any
+CID, and a read by CID cannot tell the first uploader's from a later one's (the same content may
+well be pushed by several users). A member could so make a CID unreadable by signing a newer
+(or public) manifest that points at fragments nobody holds: the CID check stops wrong bytes,
+but the read failed. So a read tries the next manifest it can open when one does not serve
+(fragments missing, a stripe or the CID not matching), up to ``MAX_CANDIDATES``, and the node
+ranks a manifest that failed last for its next reads (``FailedManifests``). A stream falls
+back only before its first stripe is out: after that it fails as before (a junk manifest whose
+first stripe is genuine needs a public file's plaintext, and is caught by the CID check).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterator
+import hashlib
+import logging
+from collections import OrderedDict, deque
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING
 
+from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, UnavailableError
 from storage.cid import CidHasher
 from storage.codec import NotEnoughFragmentsError
 from storage.crypto import STRIPE_OVERHEAD, CryptoError, DecryptionError, open_stripe
@@ -18,6 +32,12 @@ from storage.results import FILENAME_INDEX, IntegrityError
 
 if TYPE_CHECKING:                      # files.py builds Readers: import it only for the types
     from storage.files import FileStore
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 8
+# What makes a read try the next manifest: this one did not serve (not the user's fault).
+_DID_NOT_SERVE = (IntegrityError, NotEnoughFragmentsError, NotFoundError, UnavailableError)
 
 
 class Reader:
@@ -38,7 +58,7 @@ class Reader:
         parts = [s async for s in self.stripes()]
         return b"".join(parts)
 
-    async def stripes(self) -> AsyncIterator[bytes]:
+    async def stripes(self) -> AsyncGenerator[bytes, None]:
         """Plaintext stripes in order; the CID is checked before the last one is released."""
         body = self.manifest.body
         if body.inline:
@@ -112,3 +132,92 @@ def open_filename(manifest: Manifest, key: bytes) -> str:
         return raw.decode("utf-8", errors="replace")
     except CryptoError:
         return ""
+
+
+class FailedManifests:
+    """Manifests a read on this node could not use lately (bounded, least recent dropped)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._failed: OrderedDict[bytes, None] = OrderedDict()
+        self.fallbacks = 0      # reads that went on to another manifest (Status)
+
+    @staticmethod
+    def _slot(m: Manifest) -> bytes:
+        return hashlib.sha256(m.signed.body).digest()
+
+    def add(self, m: Manifest) -> None:
+        self.fallbacks += 1
+        self._failed[self._slot(m)] = None
+        self._failed.move_to_end(self._slot(m))
+        while len(self._failed) > self._size:
+            self._failed.popitem(last=False)
+
+    def discard(self, m: Manifest) -> None:
+        self._failed.pop(self._slot(m), None)
+
+    def has(self, m: Manifest) -> bool:
+        return self._slot(m) in self._failed
+
+
+def _size_error(m: Manifest, max_size: int) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{m.cid} has {m.body.size} bytes, more than unary Get "
+                                f"returns ({max_size}); use GetStream")
+
+
+async def read_first(readers: list[Reader], failed: FailedManifests,
+                     max_size: int | None = None) -> tuple[bytes, Reader]:
+    """The plaintext from the first of ``readers`` that serves it (module docstring); else
+    the first one's error. A manifest over ``max_size`` is not read (INVALID_ARGUMENT if none
+    under it served)."""
+    first: MeshError | None = None
+    for reader in readers:
+        m = reader.manifest
+        if max_size is not None and m.body.size > max_size:
+            first = first or _size_error(m, max_size)
+            continue
+        try:
+            data = await reader.read_all()
+        except _DID_NOT_SERVE as exc:
+            _note(failed, m, exc)
+            first = first or exc
+            continue
+        failed.discard(m)
+        return data, reader
+    assert first is not None, "readers is never empty"
+    raise first
+
+
+async def stream_first(readers: list[Reader], failed: FailedManifests
+                       ) -> tuple[Reader, AsyncIterator[bytes]]:
+    """The first of ``readers`` whose first stripe arrives (module docstring), with its
+    stripes; else the first one's error."""
+    first: MeshError | None = None
+    for reader in readers:
+        stripes = reader.stripes()
+        try:
+            head = [await anext(stripes)]
+        except StopAsyncIteration:           # an empty file: nothing to yield, CID checked
+            head = []
+        except _DID_NOT_SERVE as exc:
+            await stripes.aclose()
+            _note(failed, reader.manifest, exc)
+            first = first or exc
+            continue
+        failed.discard(reader.manifest)
+        return reader, _chain(head, stripes)
+    assert first is not None, "readers is never empty"
+    raise first
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for data in head:
+        yield data
+    async for data in rest:
+        yield data
+
+
+def _note(failed: FailedManifests, m: Manifest, exc: MeshError) -> None:
+    failed.add(m)
+    log.info("manifest of %s by %s did not serve (%s); trying the next one", m.cid,
+             m.body.owner_key.hex()[:16], exc)

@@ -134,12 +134,8 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
 
         async def work() -> taskworker_pb2.GetResponse:
             self._check_get(request)
-            reader = await self.files.open(request.file_id, self._reader(request))
-            if reader.manifest.body.size > UNARY_GET_MAX:
-                raise InvalidArgumentError(
-                    f"{reader.manifest.cid} has {reader.manifest.body.size} bytes, more than "
-                    f"unary Get returns ({UNARY_GET_MAX}); use GetStream")
-            data = await reader.read_all()
+            data, reader = await self.files.read(request.file_id, self._reader(request),
+                                                 max_size=UNARY_GET_MAX)
             return taskworker_pb2.GetResponse(file_data=data, cid=reader.manifest.cid,
                                               filename=reader.filename, size=len(data))
         return await _guard(context, work)
@@ -159,11 +155,11 @@ class FileServicer(taskworker_pb2_grpc.FileServiceServicer):
                     ref, version = target.cid, target.id.hex()
             else:
                 self._check_get(request)
-            reader = await self.files.open(ref, self._reader(request))
+            reader, stripes = await self.files.open_stream(ref, self._reader(request))
             body = reader.manifest.body
             yield taskworker_pb2.GetChunk(header=taskworker_pb2.GetResponse(
                 cid=body.cid, filename=reader.filename, size=body.size, version=version))
-            async for stripe in reader.stripes():
+            async for stripe in stripes:
                 yield taskworker_pb2.GetChunk(data=stripe)
         except (MeshError, ValueError, OSError, sqlite3.Error) as exc:
             await _abort(context, exc)

@@ -13,6 +13,7 @@ import nacl.signing
 
 from mesh.errors import FailedPreconditionError, InvalidArgumentError, MeshError, NotFoundError
 from proto import taskworker_pb2, versions_pb2
+from storage.servicer import UNARY_GET_MAX
 from storage.versions.local import LocalVersions
 from storage.versions.reads import LatestGuess, ReadAhead
 from storage.versions.records import parse_file_id
@@ -79,7 +80,7 @@ class VersionGetter:
                           self._reader_key(request.user_id) if latest else None)
         try:
             if guess is not None:
-                ahead.start(guess.id, guess.cid)
+                ahead.start(guess.id, guess.cid, guess.record.writer_key)
             target, conflicts = await self.resolve(request, ahead.offer if latest else None)
             t_sync = time.perf_counter()
             if conflicts:
@@ -92,7 +93,8 @@ class VersionGetter:
                 data, reader = await task
             else:
                 data, reader = await self.local.reads.read(
-                    target.cid, self.local.storage.keyring.user(request.user_id))
+                    target.cid, self.local.storage.keyring.user(request.user_id),
+                    target.record.writer_key)
         finally:
             await ahead.close()
             self.counters["read_ahead_dropped"] += ahead.dropped
@@ -113,8 +115,8 @@ class VersionGetter:
     async def _get_document(self, request: taskworker_pb2.GetRequest
                             ) -> taskworker_pb2.GetResponse:
         """A file with no version records: read what its document record names."""
-        reader = await self.local.storage.files.open(
-            request.file_id, self.local.storage.keyring.user(request.user_id))
-        data = await reader.read_all()
+        data, reader = await self.local.storage.files.read(
+            request.file_id, self.local.storage.keyring.user(request.user_id),
+            max_size=UNARY_GET_MAX)
         return taskworker_pb2.GetResponse(
             file_data=data, cid=reader.manifest.cid, filename=reader.filename, size=len(data))

@@ -81,8 +81,10 @@ class ContentReader:
                 self._keys.put(slot, key)
         return key
 
-    async def read(self, cid: str, user: nacl.signing.SigningKey) -> tuple[bytes, Reader]:
-        """The plaintext of ``cid`` as ``user`` reads it, and the reader that got it.
+    async def read(self, cid: str, user: nacl.signing.SigningKey, writer: bytes = b""
+                   ) -> tuple[bytes, Reader]:
+        """The plaintext of ``cid`` as ``user`` reads it, and the reader that got it;
+        ``writer``: the version's writer, whose manifest is tried first.
 
         Refuses (INVALID_ARGUMENT) a file larger than a unary Get returns, before reading it.
         """
@@ -103,9 +105,8 @@ class ContentReader:
                     self.files.counters["gets"] += 1
                     self.files.counters["bytes_out"] += len(data)
                     return data, reader
-        reader = await self.files.open(cid, user)
-        _check_size(reader.manifest)
-        data = await reader.read_all()
+        # the writer's manifest first; another one if it does not serve (storage/reader.py)
+        data, reader = await self.files.read(cid, user, max_size=UNARY_GET_MAX, prefer=writer)
         self.remember(reader.manifest)
         return data, reader
 
@@ -149,10 +150,10 @@ class ReadAhead:
         self.tasks: dict[bytes, asyncio.Task[tuple[bytes, Reader]]] = {}
         self.dropped = 0
 
-    def start(self, version_id: bytes, cid: str) -> None:
+    def start(self, version_id: bytes, cid: str, writer: bytes = b"") -> None:
         if self.user is None or version_id in self.tasks or len(self.tasks) >= self.MAX_READS:
             return
-        self.tasks[version_id] = asyncio.create_task(self.reader.read(cid, self.user))
+        self.tasks[version_id] = asyncio.create_task(self.reader.read(cid, self.user, writer))
 
     def offer(self, digest: versions_pb2.Digest) -> None:
         """A replica's Digest arrived: read its head too if it is a single one (with the
@@ -175,7 +176,7 @@ class ReadAhead:
                 continue                    # not the content its writer pushed
             if self.reader.cached(m.cid) is None:
                 self.reader.remember(m)
-        self.start(vid, record.cid)
+        self.start(vid, record.cid, record.writer_key)
 
     def take(self, version_id: bytes) -> asyncio.Task[tuple[bytes, Reader]] | None:
         return self.tasks.pop(version_id, None)

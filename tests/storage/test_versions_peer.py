@@ -106,7 +106,7 @@ async def test_digest_carries_head_records_and_read_ahead_is_bounded(tmp_path: P
     reads: list[str] = []
 
     class Reader:
-        async def read(self, cid: str, user: Any) -> tuple[bytes, Any]:
+        async def read(self, cid: str, user: Any, writer: bytes = b"") -> tuple[bytes, Any]:
             reads.append(cid)
             return cid.encode(), None
 
@@ -125,12 +125,14 @@ async def test_digest_carries_head_records_and_read_ahead_is_bounded(tmp_path: P
     assert nobody.tasks == {} and len(reads) == 2
 
 
-async def test_content_reader_refuses_more_than_a_unary_get_before_reading() -> None:
+async def test_a_unary_read_refuses_more_than_a_unary_get_before_reading() -> None:
+    """Every candidate manifest over the limit is skipped unread; with no other, the read is
+    INVALID_ARGUMENT (pointing to GetStream), not a fragment fetch of up to 64 MiB."""
     from types import SimpleNamespace
     from typing import Any
 
+    from storage.reader import FailedManifests, read_first
     from storage.servicer import UNARY_GET_MAX
-    from storage.versions.reads import ContentReader
 
     read: list[bool] = []
 
@@ -141,12 +143,9 @@ async def test_content_reader_refuses_more_than_a_unary_get_before_reading() -> 
             read.append(True)
             return b""
 
-    class Files:
-        async def open(self, cid: str, user: Any) -> Reader:
-            return Reader()
-
+    readers: list[Any] = [Reader(), Reader()]
     with pytest.raises(InvalidArgumentError, match="GetStream"):
-        await ContentReader(Files()).read("big", OWNER.signing_key)
+        await read_first(readers, FailedManifests(), UNARY_GET_MAX)
     assert read == []
 
 
@@ -206,7 +205,7 @@ async def test_digest_hands_a_reader_the_heads_manifest(tmp_path: Path) -> None:
         def remember(self, m: Manifest) -> None:
             self.kept[m.cid] = m
 
-        async def read(self, cid: str, user: Any) -> tuple[bytes, Any]:
+        async def read(self, cid: str, user: Any, writer: bytes = b"") -> tuple[bytes, Any]:
             return b"", None
 
     r = Reader()
@@ -278,7 +277,7 @@ async def test_a_content_manifest_is_kept_only_if_the_version_s_writer_signed_it
         def remember(self, m: Manifest) -> None:
             self.kept[m.cid] = m
 
-        async def read(self, cid: str, user: Any) -> tuple[bytes, Any]:
+        async def read(self, cid: str, user: Any, writer: bytes = b"") -> tuple[bytes, Any]:
             return b"", None
 
     r = Reader()
