@@ -1,39 +1,34 @@
 """Repair: manifest holders rebuild fragments that stay unreachable past a grace period.
 
 Every ``interval`` each storage node walks the manifests it keeps. For each file it ranks the
-m+1 live peers closest to ``manifest_key(cid)`` (the manifest holders); the first is the file's
-repair leader and only it rebuilds, so two repairers never rebuild the same fragment. Holder r
-takes over only when every holder ranked before it is down or has not checked the file for
-about two of its passes (asked with the sealed peer call ``repair.Progress``): a slow,
-rate-limited leader keeps its files; a dead or wedged one loses them.
+m+1 live peers closest to ``manifest_key(cid)`` (the manifest holders) and keeps the manifest
+on them; the first is the file's repair leader and only it rebuilds (a holder ranked after it
+takes over only from a slow or gone leader: storage/healing/takeover.py).
 
 The leader locates the fragments (storage/healing/locate.py). A fragment counts as missing when
-no live candidate has it. It is rebuilt when it has been missing for ``grace`` seconds -- or at
-once when every candidate answered (nothing is merely unreachable: the fragment is lost, e.g.
-dropped by the scrubber). Rebuild: fetch any k fragments of the stripe, decode the stripe
-ciphertext, re-encode, keep the missing indices (their hashes must equal the signed ones:
-repair needs no file key and cannot alter data) and store each on the closest live peer that
-holds nothing of that stripe yet. All repair bytes (fetched and stored) pass one token bucket.
+no live candidate has it. It is rebuilt (storage/healing/rebuild.py) when it has been missing
+for ``grace`` seconds -- or at once when every candidate answered (nothing is merely
+unreachable: the fragment is lost, e.g. dropped by the scrubber). With nothing to rebuild the
+leader rebalances the file (storage/healing/rebalance.py). All repair bytes (fetched and
+stored) pass one token bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from mesh.errors import MeshError
 from mesh.owned_task import OwnedTask
-from storage.crypto import STRIPE_OVERHEAD
-from storage.fetch import Fragment
-from storage.fraghash import matches
-from storage.healing.locate import Locations, locate, pick_target
+from storage.healing.counters import RepairCounters, manifest_id
+from storage.healing.locate import Locations, locate
 from storage.healing.ratelimit import TokenBucket
+from storage.healing.rebalance import rebalance
+from storage.healing.rebuild import Rebuilder
+from storage.healing.takeover import AskProgress, someone_ahead_is_on_it
 from storage.manifest import Manifest, ManifestStore, manifest_key, verify_manifest
 from storage.placement import Network
 
@@ -41,25 +36,6 @@ log = logging.getLogger(__name__)
 
 MAX_REPORTED = 200          # under-replicated files listed in status()
 CHECK_DEADLINE_S = 120.0    # one file's check never wedges the loop
-
-
-@dataclass
-class RepairCounters:
-    passes: int = 0
-    files_checked: int = 0
-    files_led: int = 0
-    stripes_rebuilt: int = 0
-    fragments_rebuilt: int = 0
-    fragments_moved: int = 0
-    bytes_fetched: int = 0
-    bytes_stored: int = 0
-    stripes_unrecoverable: int = 0
-    failures: int = 0
-    manifests_copied: int = 0
-
-
-def manifest_id(m: Manifest) -> bytes:
-    return hashlib.sha256(m.signed.body).digest()[:16]
 
 
 class Repairer:
@@ -88,7 +64,8 @@ class Repairer:
         self.checked_at: dict[str, float] = {}  # cid -> monotonic time of the last check
         self._pass_started = 0.0
         # (peer, cid) -> the peer's progress() document; set by the service (sealed channel)
-        self.ask_progress: Callable[[bytes, str], Awaitable[dict[str, Any]]] | None = None
+        self.ask_progress: AskProgress | None = None
+        self.rebuilder = Rebuilder(network, bucket, self.counters, self.missing_since)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -202,15 +179,16 @@ class Repairer:
             self._led += 1
         elif due:
             self.stage[key] = "ask leader"
-            if await self._someone_ahead_is_on_it(body.cid, holders[:rank]):
+            if await someone_ahead_is_on_it(self.ask_progress, body.cid, holders[:rank],
+                                            self.interval):
                 due = {}
         if due:
             for s, indices in sorted(due.items()):
                 self.stage[key] = f"rebuild {s}"
-                await self.rebuild(m, loc, s, indices)
+                await self.rebuilder.rebuild(m, loc, s, indices)
         if rank == 0 and not due:
             self.stage[key] = "rebalance"
-            await self.rebalance(m, loc)
+            await rebalance(self.rebuilder, m, loc)
         self.known[mid] = {si: list(ps) for si, ps in loc.held.items()}
         self.stage[key] = "report"
         worst = loc.min_healthy()
@@ -229,22 +207,6 @@ class Repairer:
         return {"age_s": None if checked is None else time.monotonic() - checked,
                 "busy": any(k.startswith(cid) for k in self.stage),
                 "pass_s": max(self.last_pass_s, running), "interval_s": self.interval}
-
-    async def _someone_ahead_is_on_it(self, cid: str, ahead: list[bytes]) -> bool:
-        """True if a manifest holder ranked before this node is up and checking the file."""
-        for peer in ahead:
-            if self.ask_progress is None:
-                return False
-            try:
-                doc = await asyncio.wait_for(self.ask_progress(peer, cid), 10.0)
-            except (MeshError, TimeoutError, ValueError):
-                continue
-            age = doc.get("age_s")
-            fresh = isinstance(age, int | float) and age < 2 * (
-                float(doc.get("interval_s", self.interval)) + float(doc.get("pass_s", 0))) + 5
-            if doc.get("busy") or fresh:
-                return True
-        return False
 
     async def _replicate_manifest(self, m: Manifest, holders: list[bytes]) -> None:
         """Keep the manifest on its m+1 closest peers as membership changes."""
@@ -266,150 +228,6 @@ class Repairer:
             except MeshError as exc:
                 log.info("manifest of %s not copied to %s: %s", m.cid, peer.hex()[:16], exc)
                 self._manifest_peers[key] = tuple(p for p in ranked if p != peer)  # retry
-
-    # -- rebuilding --------------------------------------------------------------------------
-    async def fetch_k(self, m: Manifest, loc: Locations, s: int) -> dict[int, Fragment]:
-        """Any k hash-verified fragments of stripe s (data fragments first)."""
-        body = m.body
-        size = m.codec().fragment_size(m.stripe_len(s) + STRIPE_OVERHEAD)
-        got: dict[int, Fragment] = {}
-        for i in range(loc.n):
-            if len(got) >= body.k:
-                break
-            for peer in loc.held.get((s, i), []):
-                try:
-                    await self.bucket.take(size)
-                    client = await self.network.client(peer)
-                    got[i] = await client.fetch_fragment(body.stripes[s].fragments[i].hash)
-                    self.counters.bytes_fetched += len(got[i])
-                    break
-                except MeshError as exc:
-                    log.info("repair fetch %s[%d.%d] from %s: %s", m.cid[:16], s, i,
-                             peer.hex()[:16], exc)
-        return got
-
-    async def rebuild(self, m: Manifest, loc: Locations, s: int, indices: list[int]) -> int:
-        body = m.body
-        got = await self.fetch_k(m, loc, s)
-        if len(got) < body.k:
-            self.counters.stripes_unrecoverable += 1
-            log.error("%s stripe %d: only %d of %d fragments reachable, cannot rebuild yet",
-                      body.cid, s, len(got), body.k)
-            return 0
-        codec = m.codec()
-        sealed_len = m.stripe_len(s) + STRIPE_OVERHEAD
-
-        def recode() -> dict[int, bytes]:
-            # rebuilt in place, re-encoded without copies; only the lost fragments leave
-            views = codec.encode_views(codec.decode_into(got, sealed_len))
-            return {i: bytes(views[i]) for i in indices}
-
-        frags = await asyncio.to_thread(recode)
-        placed = 0
-        taken: set[bytes] = set()
-        for i in indices:
-            want = bytes(body.stripes[s].fragments[i].hash)
-            if not matches(frags[i], want):
-                self.counters.failures += 1
-                log.error("%s stripe %d fragment %d re-encodes to other bytes than signed; "
-                          "not stored", body.cid, s, i)
-                continue
-            if await self._store(m, loc, s, i, frags[i], taken):
-                placed += 1
-        if placed:
-            self.counters.stripes_rebuilt += 1
-            self.counters.fragments_rebuilt += placed
-            log.info("repaired %s stripe %d: %d fragment(s) rebuilt", body.cid[:24], s, placed)
-        return placed
-
-    async def _store(self, m: Manifest, loc: Locations, s: int, i: int, data: Fragment,
-                     taken: set[bytes], avoid: tuple[bytes, ...] = ()) -> bytes | None:
-        body = m.body
-        tried: set[bytes] = set(avoid)
-        while True:
-            target = pick_target(loc, s, i, taken, avoid=tried)
-            if target is None:
-                log.warning("%s stripe %d fragment %d: no live peer to place it on",
-                            body.cid, s, i)
-                return None
-            try:
-                await self.bucket.take(len(data))
-                client = await self.network.client(target)
-                await client.store_fragment(body.file_id, s * 256 + i, data,
-                                            bytes(body.stripes[s].fragments[i].hash))
-            except MeshError as exc:
-                log.info("placing %s[%d.%d] on %s failed: %s", body.cid[:16], s, i,
-                         target.hex()[:16], exc)
-                tried.add(target)
-                continue
-            self.counters.bytes_stored += len(data)
-            taken.add(target)
-            loc.held.setdefault((s, i), []).append(target)
-            self.missing_since.pop((manifest_id(m), s, i), None)
-            return target
-
-    # -- rebalancing -------------------------------------------------------------------------
-    async def rebalance(self, m: Manifest, loc: Locations) -> int:
-        """Give every fragment of a stripe its own peer among the n closest live ones.
-
-        A fragment moves when none of its copies sits on a top-n peer that holds nothing else
-        of the stripe: after a join (a closer peer appeared) or when two fragments share a peer
-        (a repair raced a membership change). Equal fragments (the zero padding of a short last
-        stripe) are one blob and move together. A copy on the manifest's recorded holder stays
-        (readers look there first); other old copies are deleted once the new peer has one.
-        """
-        body = m.body
-        n = loc.n
-        top = [p for p in loc.ranked if p not in loc.unreachable][:n]
-        moved = 0
-        for s in range(len(body.stripes)):
-            groups: dict[bytes, list[int]] = {}
-            for i, f in enumerate(body.stripes[s].fragments):
-                groups.setdefault(bytes(f.hash), []).append(i)
-            taken: set[bytes] = set()
-            for h, indices in groups.items():
-                where = list(loc.held.get((s, indices[0]), []))
-                if not where:
-                    continue                               # missing: repair's job
-                others = {p for h2, ix in groups.items() if h2 != h
-                          for p in loc.held.get((s, ix[0]), [])}
-                if any(p in top and p not in others for p in where):
-                    continue
-                free = [p for p in top if p not in loc.holders_of_stripe(s) and p not in taken]
-                if not free:
-                    continue
-                data = None
-                for peer in where:
-                    try:
-                        data = await (await self.network.client(peer)).fetch_fragment(h)
-                        break
-                    except MeshError:
-                        continue
-                if data is None:
-                    continue
-                await self.bucket.take(len(data))
-                self.counters.bytes_fetched += len(data)
-                target = await self._store(m, loc, s, indices[0], data, taken,
-                                           avoid=tuple(p for p in loc.ranked if p not in free))
-                if target is None:
-                    continue
-                for i in indices[1:]:
-                    loc.held.setdefault((s, i), []).append(target)
-                moved += 1
-                recorded = {m.holder_of(s, i) for i in indices}
-                for peer in where:
-                    if peer in recorded or peer == target:
-                        continue
-                    try:
-                        await (await self.network.client(peer)).delete_fragment(
-                            h, body.file_id, m.signed)
-                    except MeshError:
-                        continue
-                    for i in indices:
-                        with contextlib.suppress(ValueError):
-                            loc.held[(s, i)].remove(peer)
-        self.counters.fragments_moved += moved
-        return moved
 
     def status(self) -> dict[str, Any]:
         c = self.counters

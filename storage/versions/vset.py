@@ -2,28 +2,18 @@
 
 Rules a record must pass to enter a set (each refusal is its own error class):
   * structure, file binding, signature, clock (records.verify_version);
-  * the writer is the owner, or holds a grant (owner-signed; per grantee the highest seq wins, a
-    revocation beats a grant of the same seq). A revoked writer's record is accepted only if its
-    vector is ≤ the revocation's vector (the owner's view when revoking: what the owner had
-    already seen stays valid, anything else is refused);
-  * a record with no parents is a genesis: only the owner, only its own vector entry;
+  * the writer is the owner, or holds a grant not revoked for this vector (grants.py);
+  * a genesis is the owner's, with only its own vector entry; every other version keeps the
+    other writers' counters at max(parents) and raises its own (lineage.py);
   * every parent is already a valid member (parents are sent before children);
-  * for every other writer w: vector[w] == max(parents)[w] (a writer may not raise, or drop,
-    another writer's counter) and vector[self] > max(parents)[self] (strictly newer than its
-    parents; the writer's own counter may skip values, so a writer basing a version on someone
-    else's older head never reuses its own counter);
   * the same record twice is a duplicate (same id), not a new version.
-
-Equivocation (one writer, one counter, two different records) cannot be refused without
-breaking convergence (replicas would keep whichever arrived first), so both are kept: their
-vectors are equal, neither dominates, both show as conflicting heads and ``equivocations()``
-names the writer. An honest writer never equivocates: its counter is persisted before it signs.
 
 Validity is a pure function of the union (grants + records): a record stays stored once
 accepted, but a later revocation makes it (and its descendants) invalid everywhere alike, so any
 two replicas with the same union show the same valid records and heads, whatever the order of
 arrival. Heads are the valid records whose vector no other valid record dominates; more than one
-head is a conflict; a record naming several heads as parents resolves it.
+head is a conflict; a record naming several heads as parents resolves it. Equivocations (one
+writer signing two records at one counter) are kept as conflicting heads (lineage.py).
 """
 
 from __future__ import annotations
@@ -32,25 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from proto import versions_pb2
-from storage.versions.errors import (
-    ClaimedCounterError,
-    MalformedRecordError,
-    MissingParentError,
-    NotNewerError,
-    RevokedWriterError,
-    UnauthorizedWriterError,
-    VersionError,
-)
+from storage.versions.batch import add_in_causal_order, decode_all
+from storage.versions.errors import MissingParentError, VersionError
+from storage.versions.grants import FileWriters
+from storage.versions.lineage import check_descends, check_genesis
 from storage.versions.records import (
     Vector,
-    decode_grant,
-    decode_version,
     dominates,
-    grant_id,
-    leq,
     record_id,
     vector_of,
-    verify_grant,
     verify_version,
     vmax,
     writer_id,
@@ -88,14 +68,12 @@ class AddResult:
     refused: list[tuple[bytes, VersionError]] = field(default_factory=list)
 
 
-class VersionSet:
-    """All verified records and grants of one file."""
+class VersionSet(FileWriters):
+    """All verified records and grants of one file (who may write it: FileWriters)."""
 
     def __init__(self, file_id: bytes) -> None:
-        self.file_id = file_id
-        self.binding: versions_pb2.FileBinding | None = None
+        super().__init__(file_id)
         self._records: dict[bytes, Version] = {}
-        self._grants: dict[bytes, versions_pb2.GrantRecord] = {}
         self._valid: set[bytes] | None = None
 
     # -- membership ------------------------------------------------------------------------
@@ -108,79 +86,19 @@ class VersionSet:
     def get(self, vid: bytes) -> Version | None:
         return self._records.get(vid)
 
-    @property
-    def owner_key(self) -> bytes | None:
-        return self.binding.owner_key if self.binding is not None else None
-
     def record_ids(self) -> set[bytes]:
         return set(self._records)
-
-    def grant_ids(self) -> set[bytes]:
-        return set(self._grants)
-
-    def grants(self) -> list[versions_pb2.GrantRecord]:
-        return sorted(self._grants.values(), key=lambda g: (g.seq, g.revoke, grant_id(g)))
 
     def records(self) -> list[Version]:
         """Every stored record, parents before children."""
         return sorted(self._records.values(), key=_causal_key)
 
-    # -- binding ---------------------------------------------------------------------------
-    def bind(self, binding: versions_pb2.FileBinding) -> None:
-        if binding.file_id != self.file_id:
-            raise MalformedRecordError("record belongs to another file")
-        if self.binding is None:
-            self.binding = versions_pb2.FileBinding()
-            self.binding.CopyFrom(binding)
-        elif (binding.owner_key, binding.nonce) != (self.binding.owner_key, self.binding.nonce):
-            raise MalformedRecordError("record names another owner for this file")
-
-    # -- grants ----------------------------------------------------------------------------
     def add_grant(self, grant: versions_pb2.GrantRecord) -> bool:
         """Verify and add an owner-signed grant or revocation; False if already known."""
-        gid = grant_id(grant)
-        if gid in self._grants:
+        if not super().add_grant(grant):
             return False
-        verify_grant(grant)
-        self.bind(grant.file)
-        self._grants[gid] = grant
         self._valid = None
         return True
-
-    def grant_state(self, grantee_key: bytes) -> versions_pb2.GrantRecord | None:
-        """The deciding grant/revocation for a writer: highest seq, revocation wins a tie."""
-        best: versions_pb2.GrantRecord | None = None
-        for g in self._grants.values():
-            if g.grantee_key != grantee_key:
-                continue
-            if best is None or (g.seq, g.revoke, grant_id(g)) > (best.seq, best.revoke,
-                                                                 grant_id(best)):
-                best = g
-        return best
-
-    def writers(self) -> list[bytes]:
-        """Public keys currently allowed to write (owner first)."""
-        out = [self.binding.owner_key] if self.binding is not None else []
-        seen = set(out)
-        for g in self.grants():
-            k = g.grantee_key
-            if k not in seen:
-                seen.add(k)
-                state = self.grant_state(k)
-                if state is not None and not state.revoke:
-                    out.append(k)
-        return out
-
-    def authorize(self, writer_key: bytes, vector: Vector) -> None:
-        """Raise unless ``writer_key`` may write a version with ``vector``."""
-        if self.binding is not None and writer_key == self.binding.owner_key:
-            return
-        state = self.grant_state(writer_key)
-        if state is None:
-            raise UnauthorizedWriterError("writer is not the owner and holds no grant")
-        if state.revoke and not leq(vector, vector_of(state.vector)):
-            raise RevokedWriterError("writer was revoked; this version is not dominated by the "
-                                     "revocation's vector")
 
     # -- records ---------------------------------------------------------------------------
     def add(self, record: versions_pb2.VersionRecord, *, at_ms: int | None = None,
@@ -202,27 +120,13 @@ class VersionSet:
         if not trusted:
             self.authorize(record.writer_key, vector)
         if not record.parents:
-            if self.binding is None or record.writer_key != self.binding.owner_key:
-                raise UnauthorizedWriterError("only the owner may write a version with no parent")
-            if set(vector) != {me}:
-                raise ClaimedCounterError("a first version may only carry its writer's entry")
+            check_genesis(record.writer_key, self.owner_key, vector, me)
         else:
             known = self._records if trusted else self.valid_ids()
             missing = [p for p in record.parents if p not in known]
             if missing:
                 raise MissingParentError(f"parent {missing[0].hex()[:16]} is not known here")
-            pv = vmax(self._records[p].vector for p in record.parents)
-            for w in set(pv) | set(vector):
-                if w == me:
-                    continue
-                if vector.get(w, 0) > pv.get(w, 0):
-                    raise ClaimedCounterError(
-                        f"vector raises writer {w.hex()[:16]}'s counter, which only it may do")
-                if vector.get(w, 0) < pv.get(w, 0):
-                    raise NotNewerError(f"vector drops writer {w.hex()[:16]}'s counter below "
-                                        "its parents'")
-            if vector.get(me, 0) <= pv.get(me, 0):
-                raise NotNewerError("vector does not strictly dominate its parents'")
+            check_descends(vector, me, (self._records[p].vector for p in record.parents))
         self._records[vid] = Version(vid, record, vector, me)
         self._valid = None
         return True
@@ -232,54 +136,14 @@ class VersionSet:
                  at_ms: int | None = None, trusted: bool = False) -> AddResult:
         """Add grants first, then records in causal order (retrying ones whose parents come later)."""
         result = AddResult()
-        for g in grants:
-            try:
-                if self.add_grant(g):
-                    result.accepted += 1
-                else:
-                    result.duplicate += 1
-            except VersionError as exc:
-                result.refused.append((grant_id(g), exc))
-        pending = sorted(records, key=lambda r: (sum(e.counter for e in r.vector), r.time_ms,
-                                                 record_id(r)))
-        last: VersionError = MissingParentError("parent never arrived")
-        while pending:
-            retry: list[versions_pb2.VersionRecord] = []
-            progressed = False
-            for r in pending:
-                try:
-                    if self.add(r, at_ms=at_ms, trusted=trusted):
-                        result.accepted += 1
-                        progressed = True
-                    else:
-                        result.duplicate += 1
-                except MissingParentError as exc:
-                    retry.append(r)
-                    last = exc
-                except VersionError as exc:
-                    result.refused.append((record_id(r), exc))
-            if not progressed:
-                result.refused.extend((record_id(r), last) for r in retry)
-                break
-            pending = retry
+        add_in_causal_order(self, grants, records, result, at_ms=at_ms, trusted=trusted)
         return result
 
     def add_bytes(self, grants: Iterable[bytes], records: Iterable[bytes], *,
                   at_ms: int | None = None) -> AddResult:
         """Like add_many, from serialized records; undecodable ones are refused."""
         result = AddResult()
-        good_grants: list[versions_pb2.GrantRecord] = []
-        good_records: list[versions_pb2.VersionRecord] = []
-        for data in grants:
-            try:
-                good_grants.append(decode_grant(data))
-            except VersionError as exc:
-                result.refused.append((b"", exc))
-        for data in records:
-            try:
-                good_records.append(decode_version(data))
-            except VersionError as exc:
-                result.refused.append((b"", exc))
+        good_grants, good_records = decode_all(grants, records, result.refused)
         inner = self.add_many(good_grants, good_records, at_ms=at_ms)
         result.accepted, result.duplicate = inner.accepted, inner.duplicate
         result.refused.extend(inner.refused)
