@@ -116,3 +116,29 @@ async def test_records_stored_at_new_keys_stay_within_a_node_s_budget(tmp_path: 
             assert code == 0, err
         finally:
             await rogue.stop()
+
+
+async def test_a_peer_is_reached_where_it_proved_its_id_not_where_its_record_points(
+        tmp_path: Path) -> None:
+    """Before, a member's peer record named any address it liked, and every node opened its
+    peer connections there: a service on the node's own loopback (here a listener standing in
+    for one), another host inside the node's network. Now the address a node uses is the one
+    the peer answered the IDENTIFY nonce from."""
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    lure = f"127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    try:
+        async with NodeCluster(tmp_path, 1) as cluster:
+            rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
+                               peer_record_factory=lambda: mesh_pb2.PeerRecord(
+                                   roles=["storage", "compute"], address=lure))
+            await rogue.start()
+            try:
+                host, port = cluster.nodes[0].peer.rsplit(":", 1)
+                assert await rogue.bootstrap([(host, int(port))]) == 1
+                peers = (await cluster.peers_of(0)).peers
+                (seen,) = [p for p in peers if p.node_id == rogue.node_id.hex()]
+                assert seen.address == f"127.0.0.1:{rogue.port}", seen.address
+            finally:
+                await rogue.stop()
+    finally:
+        listener.close()
