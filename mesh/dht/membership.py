@@ -239,6 +239,13 @@ class Membership(Liveness, Rejoin):
                 log.warning("refused %s at %s:%s: identity not proven",
                             short(node.id), node.ip, node.port)
             return False
+        where = f"{node.ip}:{node.port}"
+        if peer.address != where:
+            # The record's address is the node's own word; where it answered our nonce is
+            # proven. Peers connect to what the view says: never to an address it only named.
+            log.info("peer %s names address %r but proved its ID at %s: using %s",
+                     short(node.id), peer.address[:64], where, where)
+            peer.address = where
         self._up(node, peer)
         self.server.protocol.accept_contact(node)
         return True

@@ -5,6 +5,18 @@ function), newest per owner. Every record is verified on the way in, must live a
 ``record_key(kind, owner_key, name)``, may not be older than what is held for the same owner,
 and is dropped at its ``expires_ms``. The encoded set stays under ``MAX_SET_BYTES`` so that it
 fits one kademlia (rpcudp) datagram.
+
+Any key can sign a record (a fresh key costs nothing) and choose its expiry, so what a storing
+node keeps is bounded and first come, first served:
+
+* a key's space is never taken from a held record: a record that does not fit its key's set
+  is refused (before, the records expiring soonest were evicted, so records with a far expiry
+  pushed out a function name's owner claim or its providers);
+* a record may live at most ``MAX_TTL_S`` (the longest any record needs: deploys and secrets,
+  7 days), so whatever a flood left behind goes away;
+* all keys together hold at most ``MAX_STORED_BYTES`` of records; past it a new key (or a
+  growing set) is refused until records expire (before, each key named by a STORE took memory
+  for good).
 """
 
 from __future__ import annotations
@@ -21,6 +33,9 @@ from proto import mesh_pb2
 
 MAX_SET_BYTES = 7000
 MAX_RECORDS_PER_KEY = 32
+MAX_TTL_S = 8 * 86400.0              # deploy claims and secrets live 7 days; some slack
+MAX_STORED_BYTES = 32 * 2**20        # every key's records together (encoded)
+PURGE_INTERVAL_S = 1.0               # full sweeps for expired records, at most this often
 
 _Ident = tuple[bytes, str, bytes]
 
@@ -32,6 +47,8 @@ def _ident(record: mesh_pb2.SignedRecord) -> _Ident:
 def check_record(key: bytes, record: mesh_pb2.SignedRecord, *, at_ms: int | None = None) -> None:
     """Raise RecordError unless ``record`` verifies and belongs at DHT key ``key``."""
     verify_record(record, at_ms=at_ms)
+    if record.expires_ms > (now_ms() if at_ms is None else at_ms) + MAX_TTL_S * 1000:
+        raise RecordError(f"record claims a lifetime over {MAX_TTL_S / 86400:g} days")
     if record_key(record.kind, record.owner_key, record.name) != key:
         raise RecordError("record does not belong at this key")
 
@@ -72,12 +89,17 @@ def merge_verified(key: bytes, records: Iterable[mesh_pb2.SignedRecord]
 class RecordStorage(IStorage):  # type: ignore[misc]
     """In-memory record store keyed by 20-byte DHT keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_STORED_BYTES) -> None:
         self._data: dict[bytes, dict[_Ident, mesh_pb2.SignedRecord]] = {}
         self._stored_at: dict[bytes, float] = {}
+        self._sizes: dict[bytes, int] = {}       # encoded size of each key's set
+        self.max_bytes = max_bytes
+        self.stored_bytes = 0
+        self._purged = float("-inf")
 
     def put(self, key: bytes, record: mesh_pb2.SignedRecord) -> bool:
-        """Store one record; False when it is refused as stale or does not fit.
+        """Store one record; False when it is refused as stale or does not fit (its key's set,
+        or the store's budget: a held record is never evicted to make room).
 
         Raises RecordError when the record is forged, expired, at the wrong key or refused by
         its kind's store policy (``mesh.records.register_store_policy``).
@@ -92,12 +114,34 @@ class RecordStorage(IStorage):  # type: ignore[misc]
             if record.seq == old.seq:
                 return record.signature == old.signature
         held[_ident(record)] = record
-        self._fit(held)
-        if _ident(record) not in held:
+        size = len(encode_set(held.values()))
+        if len(held) > MAX_RECORDS_PER_KEY or size > MAX_SET_BYTES:
             return False
-        self._data[key] = held
+        grow = size - self._sizes.get(key, 0)
+        if grow > 0 and self.stored_bytes + grow > self.max_bytes and not self._room(grow):
+            return False
+        self._set(key, held, size)
         self._stored_at[key] = time.monotonic()
         return True
+
+    def _set(self, key: bytes, held: dict[_Ident, mesh_pb2.SignedRecord], size: int) -> None:
+        self.stored_bytes += size - self._sizes.get(key, 0)
+        if held:
+            self._data[key], self._sizes[key] = held, size
+        else:
+            self._data.pop(key, None)
+            self._sizes.pop(key, None)
+            self._stored_at.pop(key, None)
+
+    def _room(self, grow: int) -> bool:
+        """Drop expired records everywhere (at most every PURGE_INTERVAL_S) and say whether
+        ``grow`` more bytes now fit."""
+        now = time.monotonic()
+        if now - self._purged >= PURGE_INTERVAL_S:
+            self._purged = now
+            for key in list(self._data):
+                self._records(key)
+        return self.stored_bytes + grow <= self.max_bytes
 
     def put_set(self, key: bytes, data: object) -> bool:
         """Store every record of a RecordSet; True only when all were accepted."""
@@ -125,20 +169,9 @@ class RecordStorage(IStorage):  # type: ignore[misc]
             return {}
         at = now_ms()
         live = {i: r for i, r in held.items() if r.expires_ms > at}
-        if not live:
-            self._data.pop(key, None)
-            self._stored_at.pop(key, None)
-        elif len(live) != len(held):
-            self._data[key] = live
+        if len(live) != len(held):
+            self._set(key, live, len(encode_set(live.values())) if live else 0)
         return dict(live)
-
-    @staticmethod
-    def _fit(held: dict[_Ident, mesh_pb2.SignedRecord]) -> None:
-        """Evict the records expiring soonest until the set fits one datagram."""
-        while held and (len(held) > MAX_RECORDS_PER_KEY
-                        or len(encode_set(held.values())) > MAX_SET_BYTES):
-            victim = min(held, key=lambda i: held[i].expires_ms)
-            del held[victim]
 
     # --- kademlia IStorage interface: values are encoded RecordSets -------------------------
 

@@ -6,7 +6,15 @@ import time
 
 import pytest
 
-from mesh.dht.storage import MAX_SET_BYTES, RecordStorage, decode_set, encode_set
+from mesh.dht.storage import (
+    MAX_RECORDS_PER_KEY,
+    MAX_SET_BYTES,
+    MAX_TTL_S,
+    RecordStorage,
+    decode_set,
+    encode_set,
+    merge_verified,
+)
 from mesh.errors import RecordError
 from mesh.identity import Identity
 from mesh.records import record_key, sign_record
@@ -64,3 +72,54 @@ def test_set_stays_under_a_datagram() -> None:
     held = store[key]
     assert len(held) <= MAX_SET_BYTES
     assert len(decode_set(held)) >= 10
+
+
+def test_a_record_never_displaces_another_owner_s() -> None:
+    """Found in the DHT review: a full key evicted the records expiring soonest, so records
+    signed by fresh keys with a far expiry pushed a function's owner claim (or providers) out."""
+    store = RecordStorage()
+    key = key_for()
+    owner = Identity.generate()
+    assert store.put(key, sign_record(owner, "provider", b"mine", name=b"fn", ttl_s=30))
+    far = MAX_TTL_S - 60
+    stored = sum(store.put(key, sign_record(Identity.generate(), "provider", bytes(i % 300),
+                                            name=b"fn", ttl_s=far)) for i in range(80))
+    assert 0 < stored < MAX_RECORDS_PER_KEY
+    held = decode_set(store[key])
+    assert owner.public_key in {r.owner_key for r in held}
+    assert store.put(key, sign_record(owner, "provider", b"mine", name=b"fn", ttl_s=30))
+    assert b"mine" in {r.payload for r in decode_set(store[key])}
+
+
+def test_a_record_s_lifetime_is_capped() -> None:
+    store = RecordStorage()
+    key = key_for()
+    forever = sign_record(Identity.generate(), "provider", b"v", name=b"fn",
+                          ttl_s=MAX_TTL_S + 3600)
+    with pytest.raises(RecordError, match="lifetime"):
+        store.put(key, forever)
+    assert merge_verified(key, [forever]) == []
+    assert store.put(key, sign_record(Identity.generate(), "provider", b"v", name=b"fn",
+                                      ttl_s=7 * 86400))
+
+
+def test_all_keys_together_stay_within_the_budget() -> None:
+    """Found in the DHT review: every key a STORE named took memory until its records expired,
+    and a record chose its own expiry, so a member could grow a node without bound."""
+    store = RecordStorage(max_bytes=20_000)
+    signer = Identity.generate()
+    accepted = [store.put(record_key("junk", signer.public_key, b"%d" % i),
+                          sign_record(signer, "junk", bytes(900), name=b"%d" % i, ttl_s=0.3))
+                for i in range(60)]
+    assert accepted[0] and not accepted[-1]
+    assert store.stored_bytes <= 20_000
+    held_now = sum(len(v) for _, v in store)
+    assert store.stored_bytes == held_now
+    # Updates of a held key that do not grow it still go in; expired records make room.
+    owner = Identity.generate()
+    key = key_for()
+    time.sleep(0.35)
+    assert store.put(key, sign_record(owner, "provider", b"v", name=b"fn", seq=1))
+    assert store.put(key, sign_record(owner, "provider", b"w", name=b"fn", seq=2))
+    held_now = sum(len(v) for _, v in store)        # (reading drops the expired keys)
+    assert store.stored_bytes == held_now == len(store[key])
