@@ -5,7 +5,8 @@ codec parameters, the file key sealed to the owner and readers (or in clear for 
 the filename sealed with the file key, and per stripe the hash (storage/fraghash.py) and holder
 of every fragment.
 (The manifest's file_id is bound to the owner only through the document record; a replica
-keeps the first owner it saw for a (CID, file_id) and the newest manifest of that owner.)
+keeps the first owner it saw for a (CID, file_id) and the newest manifest of that owner, until
+the owner the document record names shows up: storage/record_handlers.py.)
 It is signed by the owner (domain-separated Ed25519) and kept on the m+1 XOR-closest peers to
 ``manifest_key(cid)``. Readers verify the signature and that the body names the CID they asked
 for before trusting anything in it. Several manifests may exist for one CID (one per owner and
@@ -147,6 +148,10 @@ def verify_manifest(signed: storage_pb2.SignedManifest, cid: str | None = None) 
     return manifest
 
 
+class OwnerConflict(PermissionDeniedError):
+    """The (CID, file_id) slot here holds a manifest signed by another key."""
+
+
 class ManifestStore:
     """Manifests on disk (DATA/storage/manifests.sqlite3, storage/records_db.py), the newest
     per (CID, file_id).
@@ -174,8 +179,12 @@ class ManifestStore:
                 self.put(storage_pb2.SignedManifest.FromString(path.read_bytes()))
         root.rename(root.with_name(f"manifests.imported-{int(time.time())}"))
 
-    def put(self, signed: storage_pb2.SignedManifest) -> Manifest:
-        """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid."""
+    def put(self, signed: storage_pb2.SignedManifest, *, owner_proven: bool = False
+            ) -> Manifest:
+        """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid,
+        OwnerConflict if another key's manifest holds its (CID, file_id) — unless
+        ``owner_proven`` (its signer is the key the file_id's document record names), which
+        replaces that one."""
         manifest = verify_manifest(signed)
         if not _FILE_ID.fullmatch(manifest.file_id):
             raise InvalidArgumentError("manifest has an invalid file_id")
@@ -184,9 +193,11 @@ class ManifestStore:
         with self.db.tx() as db:
             row = db.execute("SELECT owner, created, signed FROM manifests WHERE cid=? AND "
                              "file_id=?", (body.cid, body.file_id)).fetchone()
+            if row is not None and bytes(row[0]) != body.owner_key:
+                if not owner_proven:
+                    raise OwnerConflict(f"{body.file_id} belongs to another owner")
+                row = None                       # a squatter's: replaced below
             if row is not None:
-                if bytes(row[0]) != body.owner_key:
-                    raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
                 if int(row[1]) >= body.created_ms:
                     return _parsed(bytes(row[2]), manifest)
             (others,) = db.execute("SELECT COALESCE(SUM(LENGTH(signed)), 0) FROM manifests "

@@ -53,7 +53,7 @@ class StorageHandlers:
         self.calls = 0
         self._fragment_handlers = FragmentHandlers(fragments, self.deletes, self_id, capacity)
         frag = self._fragment_handlers
-        rec = RecordHandlers(manifests, documents, capacity)
+        rec = RecordHandlers(manifests, documents, capacity, owner_of=self.deletes.owner)
         # the _VIEWS methods take any buffer, the others bytes (dispatch hands each its kind)
         self._methods: dict[str, Callable[[Any], Awaitable[Body]]] = {
             "storage.StoreFragment": frag.store_fragment,

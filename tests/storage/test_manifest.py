@@ -72,6 +72,14 @@ def test_manifest_store_on_disk_drops_rot(tmp_path: Path) -> None:
     body.created_ms = 9
     with pytest.raises(PermissionDeniedError):
         store.put(sign_manifest(body, thief))
+    # ...unless the caller proved its signer owns the file_id (record_handlers.py): a squatter
+    # that came first is replaced, even by an older manifest
+    stolen = sign_manifest(body, thief)
+    store.put(newer, owner_proven=True)                     # the owner's, over no squatter
+    squat = ManifestStore(tmp_path / "squat")
+    squat.put(stolen)
+    squat.put(newer, owner_proven=True)
+    assert squat.get(cid_for(b"")) == [newer]
 
 
 def test_a_cid_s_manifests_stay_within_the_budget(tmp_path: Path,
