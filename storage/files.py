@@ -25,7 +25,7 @@ never silent.
 Modules: this façade (``FileStore``: resolve, open, grant, stat), storage/push.py (Push,
 ``Pusher``) with storage/push_stream.py (the streamed stripe pipeline), storage/push_manifest.py,
 storage/restripe.py and storage/upload.py (fragments and records to their peers),
-storage/fetch.py and storage/reader.py (Get), storage/known.py (the manifests this node wrote or
+storage/resolve.py (which manifests, best first), storage/fetch.py and storage/reader.py (Get), storage/known.py (the manifests this node wrote or
 read, for their owners' next reads), storage/stat.py, storage/results.py (options, results,
 IntegrityError). Everything callers import stays importable from here.
 """
@@ -40,14 +40,12 @@ import nacl.signing
 
 from mesh.errors import (
     InvalidArgumentError,
-    NotFoundError,
     PermissionDeniedError,
     UnavailableError,
 )
 from proto import storage_pb2
-from storage.cid import is_cid
 from storage.crypto import seal_key_to
-from storage.documents import Documents, is_file_id
+from storage.documents import Documents
 from storage.fetch import Fetcher
 from storage.inline import INLINE_MAX
 from storage.known import KnownManifests
@@ -56,6 +54,7 @@ from storage.manifest import Manifest, sign_manifest
 from storage.placement import Network
 from storage.push import Pusher
 from storage.reader import MAX_CANDIDATES, FailedManifests, Reader, read_first, stream_first
+from storage.resolve import ranked_manifests
 from storage.restripe import restripe
 from storage.results import (
     DEFAULT_K,
@@ -156,40 +155,7 @@ class FileStore:
 
     async def _ranked(self, ref: str, user: nacl.signing.SigningKey | None, *,
                       fresh: bool = False, prefer: bytes = b"") -> list[Manifest]:
-        """The manifests ``ref`` names, best first: none that failed a read here lately
-        (reader.py), this user's own, ``prefer``'s (a version's writer), public, newest."""
-        if is_cid(ref):
-            cid, want_id, want_owner = ref, None, None
-        elif is_file_id(ref):
-            doc = await self.documents.record(ref)
-            cid, want_id, want_owner = doc.cid, ref, doc.owner_key
-        else:
-            raise InvalidArgumentError(f"not a CID or file_id: {ref!r:.80}")
-        me = bytes(user.verify_key) if user is not None else b""
-
-        def enough(m: Manifest) -> bool:
-            return (want_id is None or m.file_id == want_id) and m.readable_by(me)
-
-        down: list[bytes] = []
-        manifests = [] if fresh else [m for m in self.known.readable(cid, me) if enough(m)]
-        if not manifests:          # not written or read here lately (storage/known.py)
-            # fresh: hear every replica, so a lagging one (it missed a grant while down)
-            # cannot hand back an older manifest that a new grant would then build on
-            manifests = await self.fetch_manifests(cid, None if fresh else enough, down)
-            for m in manifests:
-                self.known.remember(m)
-        if want_id is not None:
-            manifests = [m for m in manifests
-                         if m.file_id == want_id and m.body.owner_key == want_owner]
-        if not manifests:
-            raise NotFoundError(f"no manifest found for {ref} on the live peers closest to its "
-                                "manifest key" + (
-                f"; missing: {len(down)} manifest replica peer(s) unreachable ("
-                + ", ".join(p.hex()[:16] for p in down) + ")" if down else ""))
-        manifests.sort(key=lambda m: (self.failed.has(m), m.body.owner_key != me,
-                                      m.body.owner_key != prefer, not m.body.public_key,
-                                      -m.body.created_ms))
-        return manifests
+        return await ranked_manifests(self, ref, user, fresh=fresh, prefer=prefer)
 
     async def readers(self, ref: str, user: nacl.signing.SigningKey, *,
                       prefer: bytes = b"") -> list[Reader]:
