@@ -1,7 +1,7 @@
 """Routing a call: find the providers of a function, pick one, forward, retry elsewhere.
 
 * Providers come from the DHT (signed records, see registry.py), cached for ``cache_ttl``
-  seconds, and are cross-checked against ``membership.live_peers()`` on every call, so a dead
+  seconds (providers.py), and are cross-checked against ``membership.live_peers()`` on every call, so a dead
   peer's record stops being used as soon as membership notices (or the channel reports it).
 * Choice: power of two choices over a decaying latency estimate (balance.py). The local node
   has no network hop, so it is naturally preferred when it is not busier.
@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -36,7 +36,8 @@ from proto import compute_pb2, mesh_pb2
 
 from .balance import LatencyStats, pick
 from .peer import ComputePeer
-from .registry import Provider, current_generation, decode_providers, function_key
+from .providers import ProviderCache
+from .registry import Provider, current_generation
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,6 @@ class Outcome:
     node_id: bytes
 
 
-@dataclass
-class _Cached:
-    at: float
-    providers: list[Provider] = field(default_factory=list)
-
-
 class Router:
     def __init__(self, ctx: MeshContext, *,
                  run_local: Callable[[compute_pb2.CallRequest], Awaitable[compute_pb2.CallReply]],
@@ -83,71 +78,17 @@ class Router:
         self.me = ctx.identity.node_id          # (a property that hashes the key each time)
         self.run_local = run_local
         self.serves_locally = serves_locally
-        self.cache_ttl = cache_ttl
-        self.stale_ttl = stale_ttl
+        self.cache = ProviderCache(ctx, cache_ttl=cache_ttl, stale_ttl=stale_ttl)
         self.rng = rng or random.Random()
         self.stats: dict[bytes, LatencyStats] = {}
-        self._cache: dict[str, _Cached] = {}
-        self._lookups: dict[str, asyncio.Task[list[Provider]]] = {}
         self.calls = self.retries = self.failed = 0
-        # Name ownership (compute/owners.py): looked up beside the providers, it returns the
-        # filter that keeps only the records the name's owner allows.
-        self.owned: Callable[[str], Awaitable[Callable[[list[Provider]], list[Provider]]]] \
-            | None = None
 
-    # --- providers ---------------------------------------------------------------------------
-    def _cached(self, function: str) -> list[Provider] | None:
-        """The cached providers when fresh (or stale but usable: a refresh starts)."""
-        cached = self._cache.get(function)
-        if cached is None:
-            return None
-        age = time.monotonic() - cached.at
-        if age < self.cache_ttl:
-            return cached.providers
-        if age < self.stale_ttl and cached.providers:
-            self._lookup_task(function)
-            return cached.providers
-        return None
-
+    # --- providers (providers.py) -----------------------------------------------------------
     async def providers(self, function: str, *, fresh: bool = False) -> list[Provider]:
-        """Provider records of ``function``: cached for ``cache_ttl`` s; up to ``stale_ttl``
-        s a stale non-empty entry is returned at once while a lookup refreshes it in the
-        background (a DHT lookup can take an RPC timeout when peers just died)."""
-        if not fresh:
-            cached = self._cached(function)
-            if cached is not None:
-                return cached
-        return await asyncio.shield(self._lookup_task(function))
-
-    def _lookup_task(self, function: str) -> asyncio.Task[list[Provider]]:
-        task = self._lookups.get(function)
-        if task is None:
-            task = asyncio.create_task(self._lookup(function))
-            self._lookups[function] = task
-            task.add_done_callback(lambda t: self._lookup_done(function, t))
-        return task
-
-    def _lookup_done(self, function: str, task: asyncio.Task[list[Provider]]) -> None:
-        self._lookups.pop(function, None)
-        if not task.cancelled() and task.exception() is not None:
-            log.info("provider lookup for %s failed: %r", function, task.exception())
-
-    async def _lookup(self, function: str) -> list[Provider]:
-        if self.owned is None:
-            records = await self.ctx.membership.fetch(function_key(function))
-            providers = decode_providers(function, records)
-        else:
-            records, allowed = await asyncio.gather(
-                self.ctx.membership.fetch(function_key(function)), self.owned(function))
-            providers = allowed(decode_providers(function, records))
-        self._cache[function] = _Cached(time.monotonic(), providers)
-        if len(self._cache) > 4096:
-            oldest = min(self._cache, key=lambda k: self._cache[k].at)
-            self._cache.pop(oldest, None)
-        return providers
+        return await self.cache.providers(function, fresh=fresh)
 
     def invalidate(self, function: str) -> None:
-        self._cache.pop(function, None)
+        self.cache.invalidate(function)
 
     def targets(self, providers: list[Provider]) -> list[Target]:
         """Live places that can serve the current generation of a function."""
@@ -209,7 +150,7 @@ class Router:
             remaining = deadline - time.monotonic()
             if remaining <= 0.005:
                 break
-            cached = None if tried else self._cached(function)
+            cached = None if tried else self.cache.cached(function)
             if cached is not None:
                 providers = cached
             else:
@@ -331,4 +272,4 @@ class Router:
 
     def status(self) -> dict[str, int]:
         return {"routed": self.calls, "retries": self.retries, "failed": self.failed,
-                "cached_functions": len(self._cache)}
+                "cached_functions": len(self.cache)}

@@ -60,7 +60,7 @@ class ComputeService:
         self.router = Router(ctx, run_local=self.execute, serves_locally=self._serves,
                              cache_ttl=float(settings.get("compute_cache_s", 2.0)))
         self.names = NameOwners(ctx, ttl_s=self.deploy_ttl_s)   # who owns which name
-        self.router.owned = self.names.allowed
+        self.router.cache.owned = self.names.allowed
         self.publisher = ProviderPublisher(
             ctx, self.router, self.names, load=self.load, limits=self.limits,
             pool_size=self.pool_size, refresh_s=self.refresh_s, deploy_ttl_s=self.deploy_ttl_s)

@@ -252,7 +252,7 @@ async def test_stale_providers_answer_while_a_slow_lookup_refreshes_them() -> No
     for _ in range(5):                             # answered from the stale entry meanwhile
         out = await r.call("f", compute_pb2.CallRequest(function="f"), 5.0)
         assert out.reply.result.number_value == 9
-    assert len(r._lookups) == 1                    # one background refresh, not five
+    assert len(r.cache.lookups) == 1                    # one background refresh, not five
     mesh.gate.set()
     await asyncio.sleep(0)
-    await asyncio.gather(*r._lookups.values())
+    await asyncio.gather(*r.cache.lookups.values())
