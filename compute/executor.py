@@ -25,6 +25,7 @@ from . import values
 from .deploy import CodeStore, sandbox_source
 from .owners import trusted_deployer
 from .publisher import Deployment, LocalFunction
+from .registry import Provider
 from .router import Router
 
 
@@ -85,16 +86,24 @@ class Executor:
             self._prepared.popitem(last=False)
         return prepared
 
-    async def _deployer(self, request: compute_pb2.CallRequest) -> bytes:
-        """The deployer named by a deployed call, if the name's owner really deployed that
-        code (providers cached by the router, filtered by name ownership)."""
-        if not request.deployer:
-            return b""
-        try:
-            providers = await self.router.providers(request.function)
-        except (MeshError, TimeoutError):
-            return b""
-        return trusted_deployer(providers, request.code_cid, request.deployer)
+    async def _owner_deploy(self, request: compute_pb2.CallRequest
+                            ) -> tuple[Provider | None, bytes]:
+        """The deploy of ``request.function`` its owner published with ``request.code_cid``
+        (providers cached by the router, filtered by name ownership; looked up afresh once
+        when the cache does not show it: a redeploy this node has not seen yet), and the
+        deployer the call names if the owner really deployed that code. A peer's call names
+        function, code, entry and worker id freely: only a deploy found here gives the call
+        the function's identity (its secrets)."""
+        for fresh in (False, True):
+            try:
+                providers = await self.router.providers(request.function, fresh=fresh)
+            except (MeshError, TimeoutError):
+                return None, b""
+            found = next((p for p in providers
+                          if p.deployed and p.record.code_cid == request.code_cid), None)
+            if found is not None:
+                return found, trusted_deployer(providers, request.code_cid, request.deployer)
+        return None, b""
 
     async def execute(self, request: compute_pb2.CallRequest) -> compute_pb2.CallReply:
         """Run one call here, in the sandbox; every failure is described in the reply."""
@@ -107,20 +116,25 @@ class Executor:
             if request.code_cid:
                 source = self._prepared.get(request.code_cid) or self._prepare(
                     request.code_cid, await self.code.source(request.code_cid))
-                entry = request.entry or request.function
-                worker_id = request.worker_id or "deployed"
                 filename = f"{request.code_cid[:16]}.py"
                 limits = self.limits
-                deployer = await self._deployer(request)
-                self.served(Deployment(request.function, entry, request.code_cid,
-                                       request.deploy_seq, worker_id, deployer))
+                deploy, deployer = await self._owner_deploy(request)
+                if deploy is not None:        # the owner's code, as the owner published it
+                    entry = deploy.record.entry or request.function
+                    worker_id = identity = deploy.record.worker_id or "deployed"
+                    function = request.function
+                    self.served(Deployment(request.function, entry, request.code_cid,
+                                           deploy.record.deploy_seq, worker_id, deployer))
+                else:       # not (or no longer) the owner's deploy: runs as nobody
+                    entry = request.entry or request.function
+                    worker_id, identity, function = request.worker_id or "deployed", "", ""
             else:
                 fn = self.functions.get(request.function)
                 if fn is None:
                     raise _Fail(grpc.StatusCode.NOT_FOUND,
                                 f"function {request.function!r} is not registered on this node")
                 source, entry, worker_id = fn.source, fn.entry, fn.worker_id
-                deployer = me
+                identity, function, deployer = worker_id, request.function, me
                 filename, limits = fn.filename, fn.limits or self.limits
             reply.worker_id = worker_id
             args, kwargs = values.decode_call_args(request.args, request.kwargs)
@@ -128,8 +142,7 @@ class Executor:
                 limits = _with_wall(limits, request.timeout)
             started = time.perf_counter()
             result = await self.pool.run(source, entry, args, kwargs, limits=limits,
-                                         host=self.host_for(worker_id, request.function,
-                                                            deployer),
+                                         host=self.host_for(identity, function, deployer),
                                          filename=filename)
             self.latencies.append(time.perf_counter() - started)
             values.to_value(result, reply.result)

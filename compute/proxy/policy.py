@@ -97,7 +97,8 @@ class ProxyPolicy:
     def hosts_for(self, worker_id: str, function: str) -> list[str]:
         hosts: list[str] = []
         for principal in dict.fromkeys((worker_id, function, "*")):
-            hosts.extend(self.http_allow.get(principal, []))
+            if principal:               # a call without an identity gets the "*" entries
+                hosts.extend(self.http_allow.get(principal, []))
         return hosts
 
     def address_allowed(self, ip: IPAddress) -> str | None:

@@ -63,7 +63,9 @@ def allowed_for(allowed: list[str] | Any, worker_id: str, function: str,
     """An entry names a worker id, a function or WORKER/FUNCTION; ``NAME@NODE_ID_PREFIX``
     also requires the code to come from that node (deployer/registrar; names alone are
     whatever the deployer claims)."""
-    names = {worker_id, function, f"{worker_id}/{function}"} - {""}
+    names = {worker_id, function} - {""}
+    if worker_id and function:
+        names.add(f"{worker_id}/{function}")      # no identity ("", "") matches nothing
     for entry in allowed:
         name, at, prefix = str(entry).partition("@")
         if name not in names:
@@ -72,6 +74,16 @@ def allowed_for(allowed: list[str] | Any, worker_id: str, function: str,
                       deployer.hex().startswith(prefix.lower())):
             return True
     return False
+
+
+def binding(owner_key: bytes, name: str) -> bytes:
+    """What the sealed plaintext starts with: the owner's key and the secret's name. The
+    allow-list is signed, but by whoever signs the record, and the ciphertext and sealed keys
+    can be copied into anyone's envelope; only the holder of the data key (the owner) can
+    put its key inside the ciphertext, so a reader that finds another signer's key there
+    knows the envelope was copied."""
+    encoded = name.encode()
+    return b"tw-secret-1\0" + owner_key + bytes([len(encoded)]) + encoded
 
 
 def node_public_x25519(identity_key: bytes) -> nacl.public.PublicKey:
@@ -196,7 +208,8 @@ class SecretStore:
         async with self._lock:
             recipients = self._named_nodes(nodes) if nodes else self._compute_nodes()
             data_key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
-            ciphertext = bytes(nacl.secret.SecretBox(data_key).encrypt(value))
+            ciphertext = bytes(nacl.secret.SecretBox(data_key).encrypt(
+                binding(self.ctx.identity.public_key, name) + value))
             record = self._build(name, data_key, ciphertext, allowed, recipients, not nodes)
             acks = await self._publish(record)
             self.stats["sets"] += 1
@@ -340,7 +353,14 @@ class SecretStore:
             value = nacl.secret.SecretBox(data_key).decrypt(env.ciphertext)
         except nacl.exceptions.CryptoError:
             raise PermissionDeniedError(f"secret {name!r} does not decrypt") from None
-        return value.decode("utf-8", "replace")
+        bound = binding(record.owner_key, name) if record is not None else b""
+        if not value.startswith(bound):
+            self.stats["denied"] += 1
+            raise PermissionDeniedError(
+                f"secret {name!r}: the record's signer did not seal this value (an envelope "
+                "copied from another owner's record, or one set before owners were bound); "
+                "refused")
+        return value[len(bound):].decode("utf-8", "replace")
 
     def status(self) -> dict[str, Any]:
         return {**self.stats, "owned": len(self._own)}
