@@ -27,6 +27,7 @@ class FileWriters:
         self.file_id = file_id
         self.binding: versions_pb2.FileBinding | None = None
         self._grants: dict[bytes, versions_pb2.GrantRecord] = {}
+        self._deciding: dict[bytes, versions_pb2.GrantRecord] = {}   # grantee key -> grant_state
 
     @property
     def owner_key(self) -> bytes | None:
@@ -57,18 +58,17 @@ class FileWriters:
         verify_grant(grant)
         self.bind(grant.file)
         self._grants[gid] = grant
+        best = self._deciding.get(grant.grantee_key)
+        if best is None or (grant.seq, grant.revoke, gid) > (best.seq, best.revoke,
+                                                            grant_id(best)):
+            self._deciding[grant.grantee_key] = grant
         return True
 
     def grant_state(self, grantee_key: bytes) -> versions_pb2.GrantRecord | None:
-        """The deciding grant/revocation for a writer: highest seq, revocation wins a tie."""
-        best: versions_pb2.GrantRecord | None = None
-        for g in self._grants.values():
-            if g.grantee_key != grantee_key:
-                continue
-            if best is None or (g.seq, g.revoke, grant_id(g)) > (best.seq, best.revoke,
-                                                                 grant_id(best)):
-                best = g
-        return best
+        """The deciding grant/revocation for a writer: highest seq, revocation wins a tie
+        (kept per grantee as grants arrive: authorize runs for every record, and scanning
+        every grant there made a file's validity O(records x grants))."""
+        return self._deciding.get(grantee_key)
 
     def writers(self) -> list[bytes]:
         """Public keys currently allowed to write (owner first)."""

@@ -27,6 +27,7 @@ from storage.versions.errors import MissingParentError, VersionError
 from storage.versions.grants import FileWriters
 from storage.versions.lineage import check_descends, check_genesis
 from storage.versions.records import (
+    MAX_PARENTS,
     Vector,
     dominates,
     record_id,
@@ -35,6 +36,8 @@ from storage.versions.records import (
     vmax,
     writer_id,
 )
+
+MAX_HEADS = 4 * MAX_PARENTS    # leaves compared for heads (see VersionSet.heads)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class VersionSet(FileWriters):
         super().__init__(file_id)
         self._records: dict[bytes, Version] = {}
         self._valid: set[bytes] | None = None
+        self._heads: list[Version] | None = None
 
     # -- membership ------------------------------------------------------------------------
     def __contains__(self, vid: object) -> bool:
@@ -97,7 +101,7 @@ class VersionSet(FileWriters):
         """Verify and add an owner-signed grant or revocation; False if already known."""
         if not super().add_grant(grant):
             return False
-        self._valid = None
+        self._valid = self._heads = None
         return True
 
     # -- records ---------------------------------------------------------------------------
@@ -128,7 +132,11 @@ class VersionSet(FileWriters):
                 raise MissingParentError(f"parent {missing[0].hex()[:16]} is not known here")
             check_descends(vector, me, (self._records[p].vector for p in record.parents))
         self._records[vid] = Version(vid, record, vector, me)
-        self._valid = None
+        if trusted or self._valid is None:
+            self._valid = None
+        else:   # authorized under the grants now known, parents valid: valid, as valid_ids
+            self._valid.add(vid)    # would find (recomputing it per record made a push O(n^2))
+        self._heads = None
         return True
 
     def add_many(self, grants: Iterable[versions_pb2.GrantRecord],
@@ -180,13 +188,26 @@ class VersionSet(FileWriters):
         return [v for v in self.records() if v.id in ids]
 
     def heads(self) -> list[Version]:
-        """Valid records no other valid record dominates, oldest first."""
+        """Valid records no other valid record dominates, oldest first.
+
+        Only the MAX_HEADS heaviest leaves (records no valid record names as a parent) are
+        compared, and the answer is kept until the set changes: comparing h leaves is O(h^2),
+        every Digest a peer asks for reads the heads, and a file's writer can sign thousands
+        of concurrent leaves (3,000 took a replica 4-12 s per Digest). Still a function of
+        the union, so replicas agree; a dominating leaf is heavier than the one it dominates,
+        so the heads among those kept are exact, and an honest file never has that many (a
+        Revise merges at most MAX_PARENTS).
+        """
+        if self._heads is not None:
+            return list(self._heads)
         ids = self.valid_ids()
         referenced = {p for vid in ids for p in self._records[vid].record.parents}
-        candidates = [self._records[vid] for vid in ids if vid not in referenced]
-        heads = [c for c in candidates
-                 if not any(dominates(o.vector, c.vector) for o in candidates if o is not c)]
-        return sorted(heads, key=_causal_key)
+        leaves = sorted((self._records[vid] for vid in ids if vid not in referenced),
+                        key=_causal_key)[-MAX_HEADS:]
+        heads = [c for c in leaves
+                 if not any(dominates(o.vector, c.vector) for o in leaves if o is not c)]
+        self._heads = heads
+        return list(heads)
 
     @property
     def conflict(self) -> bool:

@@ -1,0 +1,57 @@
+"""A mesh member cannot freeze a storage node with the version history of a file of its own
+(storage/versions/vset.py, grants.py), on real node processes.
+
+Any key owns the files it makes and may sign any history for them; any storage node takes a
+versions.Push for any file and answers any versions.Digest, on its event loop. Before: each
+record of a push recomputed the file's whole valid set, so one ~1 MB Push of a 6,000-version
+chain held the node's event loop for tens of seconds (100,000 records, the per-push limit:
+hours), and each Digest of a file with thousands of concurrent leaves compared every pair of
+them again (seconds per Digest, as often as the member asked).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mesh.channel import ChannelPool
+from mesh.identity import Identity
+from proto import versions_pb2
+from storage.versions.records import encode
+from storage.versions.vset import MAX_HEADS
+from tests.support.nodes import NodeCluster
+from tests.support.version_floods import chain, leaves
+from tests.system.test_storage import _ids
+
+
+async def test_a_members_own_version_history_cannot_freeze_a_replica(tmp_path: Path) -> None:
+    async with NodeCluster(tmp_path, 2) as cluster:
+        ids = await _ids(cluster)
+        pool = ChannelPool(Identity.generate())
+        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer)
+        try:
+            binding, records = chain(Identity.generate(), 6000)
+            bundle = versions_pb2.Bundle(file_id=binding.file_id,
+                                         records=[encode(r) for r in records])
+            t = time.monotonic()
+            reply = versions_pb2.PushReply.FromString(await peer.unary(
+                "versions.Push", bundle.SerializeToString(), timeout=120))
+            took = time.monotonic() - t
+            assert reply.accepted == 6000 and not reply.refused
+            assert took < 6, f"a 6,000-record push held the replica {took:.1f} s"
+
+            binding, grants, records = leaves(Identity.generate(), 1500)
+            bundle = versions_pb2.Bundle(file_id=binding.file_id,
+                                         grants=[encode(g) for g in grants],
+                                         records=[encode(r) for r in records])
+            await peer.unary("versions.Push", bundle.SerializeToString(), timeout=120)
+            ask = versions_pb2.DigestRequest(file_id=binding.file_id).SerializeToString()
+            t = time.monotonic()
+            for _ in range(5):
+                d = versions_pb2.Digest.FromString(
+                    await peer.unary("versions.Digest", ask, timeout=120))
+                assert len(d.heads) == MAX_HEADS and len(d.record_ids) == 3000
+            took = time.monotonic() - t
+            assert took < 6, f"5 Digests of a file with 1,500 leaves took {took:.1f} s"
+        finally:
+            await pool.close()
