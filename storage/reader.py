@@ -204,17 +204,24 @@ async def stream_first(readers: list[Reader], failed: FailedManifests
             _note(failed, reader.manifest, exc)
             first = first or exc
             continue
+        except BaseException:
+            await stripes.aclose()               # its prefetches are cancelled now, not at GC
+            raise
         failed.discard(reader.manifest)
         return reader, _chain(head, stripes)
     assert first is not None, "readers is never empty"
     raise first
 
 
-async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    for data in head:
-        yield data
-    async for data in rest:
-        yield data
+async def _chain(head: list[bytes], rest: AsyncGenerator[bytes, None]
+                 ) -> AsyncIterator[bytes]:
+    try:
+        for data in head:
+            yield data
+        async for data in rest:
+            yield data
+    finally:
+        await rest.aclose()      # a stream abandoned midway cancels the stripes fetched ahead
 
 
 def _note(failed: FailedManifests, m: Manifest, exc: MeshError) -> None:
