@@ -160,7 +160,8 @@ class FailedManifests:
         return self._slot(m) in self._failed
 
 
-def _size_error(m: Manifest, max_size: int) -> InvalidArgumentError:
+def size_error(m: Manifest, max_size: int) -> InvalidArgumentError:
+    """The refusal of a unary read of ``m`` over ``max_size`` bytes."""
     return InvalidArgumentError(f"{m.cid} has {m.body.size} bytes, more than unary Get "
                                 f"returns ({max_size}); use GetStream")
 
@@ -174,7 +175,7 @@ async def read_first(readers: list[Reader], failed: FailedManifests,
     for reader in readers:
         m = reader.manifest
         if max_size is not None and m.body.size > max_size:
-            first = first or _size_error(m, max_size)
+            first = first or size_error(m, max_size)
             continue
         try:
             data = await reader.read_all()

@@ -29,10 +29,11 @@ from typing import Any
 import nacl.signing
 from google.protobuf.message import DecodeError
 
-from mesh.errors import InvalidArgumentError, MeshError
+from mesh.errors import MeshError
 from proto import storage_pb2, versions_pb2
 from storage.files import Reader
 from storage.manifest import Manifest, verify_manifest
+from storage.reader import size_error
 from storage.servicer import UNARY_GET_MAX
 from storage.versions.errors import VersionError
 from storage.versions.records import decode_version, record_id
@@ -113,8 +114,7 @@ class ContentReader:
 
 def _check_size(m: Manifest) -> None:
     if m.body.size > UNARY_GET_MAX:
-        raise InvalidArgumentError(f"{m.cid} has {m.body.size} bytes, more than unary Get "
-                                   f"returns ({UNARY_GET_MAX}); use GetStream")
+        raise size_error(m, UNARY_GET_MAX)
 
 
 class LatestGuess:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from mesh.errors import InvalidArgumentError, UnavailableError
 from mesh.identity import Identity
 from proto import storage_pb2, versions_pb2
 from storage.cid import cid_for
+from storage.manifest import Manifest
 from storage.versions.peer import HOOKS_ENV, HOOKS_FILE, FaultHooks, VersionHandlers
 from storage.versions.records import encode, new_binding, record_id, sign_grant
 from storage.versions.store import VersionStore
@@ -91,7 +93,6 @@ async def test_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_digest_carries_head_records_and_read_ahead_is_bounded(tmp_path: Path) -> None:
     """A Digest shows the heads' records; a Get-latest reads a replica's single head ahead, but
     a lying replica's junk is ignored and no Get starts more than two reads."""
-    from typing import Any
 
     from storage.versions.reads import ReadAhead
 
@@ -129,7 +130,6 @@ async def test_a_unary_read_refuses_more_than_a_unary_get_before_reading() -> No
     """Every candidate manifest over the limit is skipped unread; with no other, the read is
     INVALID_ARGUMENT (pointing to GetStream), not a fragment fetch of up to 64 MiB."""
     from types import SimpleNamespace
-    from typing import Any
 
     from storage.reader import FailedManifests, read_first
     from storage.servicer import UNARY_GET_MAX
@@ -152,7 +152,6 @@ async def test_a_unary_read_refuses_more_than_a_unary_get_before_reading() -> No
 async def test_pushed_manifests_reach_the_sink_only_when_valid_and_pushed(tmp_path: Path) -> None:
     """A Revise's push carries its content's manifest: a replica keeps it (in memory) only if
     its signature verifies and it is the content of a record of that push it accepted."""
-    from storage.manifest import Manifest
 
     src = VersionStore(tmp_path / "src", durable=False)
     b = new_binding(OWNER.public_key)
@@ -178,12 +177,27 @@ async def test_pushed_manifests_reach_the_sink_only_when_valid_and_pushed(tmp_pa
     assert len(got) == 1 and record_id(other) in h.store.get(b.file_id).valid_ids()
 
 
+class KeepingReader:
+    """A ContentReader stand-in for ReadAhead: keeps what it is handed, reads nothing."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, Manifest] = {}
+
+    def cached(self, cid: str) -> Manifest | None:
+        return self.kept.get(cid)
+
+    def remember(self, m: Manifest) -> None:
+        self.kept[m.cid] = m
+
+    async def read(self, cid: str, user: Any, writer: bytes = b"") -> tuple[bytes, Any]:
+        return b"", None
+
+
 async def test_digest_hands_a_reader_the_heads_manifest(tmp_path: Path) -> None:
     """A replica holding the manifest of a head's content sends it in its Digest; a reader
     reading that head ahead keeps it if it verifies for that CID (else it fetches its own)."""
-    from typing import Any
 
-    from storage.manifest import Manifest, verify_manifest
+    from storage.manifest import verify_manifest
     from storage.versions.reads import ReadAhead
 
     h = handlers(tmp_path)
@@ -195,27 +209,14 @@ async def test_digest_hands_a_reader_the_heads_manifest(tmp_path: Path) -> None:
         versions_pb2.DigestRequest(file_id=b.file_id).SerializeToString()))
     assert list(d.head_manifests) == [good.signed.SerializeToString()]
 
-    class Reader:
-        def __init__(self) -> None:
-            self.kept: dict[str, Manifest] = {}
-
-        def cached(self, cid: str) -> Manifest | None:
-            return self.kept.get(cid)
-
-        def remember(self, m: Manifest) -> None:
-            self.kept[m.cid] = m
-
-        async def read(self, cid: str, user: Any, writer: bytes = b"") -> tuple[bytes, Any]:
-            return b"", None
-
-    r = Reader()
+    r = KeepingReader()
     ahead = ReadAhead(r, OWNER.signing_key)  # type: ignore[arg-type]
     ahead.offer(d)
     assert list(r.kept) == [cid_for(b"")] and record_id(head) in ahead.tasks
     await ahead.close()
     # a manifest for some other content is not taken for the head's
     lie = versions_pb2.Digest(head_records=d.head_records, head_manifests=[manifest(b"other")])
-    r2 = Reader()
+    r2 = KeepingReader()
     ahead = ReadAhead(r2, OWNER.signing_key)  # type: ignore[arg-type]
     ahead.offer(lie)
     assert r2.kept == {} and record_id(head) in ahead.tasks
@@ -248,9 +249,7 @@ async def test_a_content_manifest_is_kept_only_if_the_version_s_writer_signed_it
     it first: one declaring a size over the unary Get limit failed that Get outright
     (INVALID_ARGUMENT, before any fallback). Now a pushed or digested manifest is kept only if
     signed by the writer of the version whose content it is."""
-    from typing import Any
 
-    from storage.manifest import Manifest
     from storage.servicer import UNARY_GET_MAX
     from storage.versions.reads import ReadAhead
 
@@ -267,20 +266,7 @@ async def test_a_content_manifest_is_kept_only_if_the_version_s_writer_signed_it
                                      manifests=[manifest(b"")]).SerializeToString())
     assert [m.body.owner_key for m in got] == [OWNER.public_key]
 
-    class Reader:
-        def __init__(self) -> None:
-            self.kept: dict[str, Manifest] = {}
-
-        def cached(self, cid: str) -> Manifest | None:
-            return self.kept.get(cid)
-
-        def remember(self, m: Manifest) -> None:
-            self.kept[m.cid] = m
-
-        async def read(self, cid: str, user: Any, writer: bytes = b"") -> tuple[bytes, Any]:
-            return b"", None
-
-    r = Reader()
+    r = KeepingReader()
     ahead = ReadAhead(r, OWNER.signing_key)  # type: ignore[arg-type]
     ahead.offer(versions_pb2.Digest(head_records=[encode(g)],
                                     head_manifests=[stranger_manifest(b"")]))
