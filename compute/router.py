@@ -41,7 +41,7 @@ from .balance import MAX_STATS, LatencyStats, pick, prune
 from .peer import ComputePeer
 from .providers import ProviderCache
 from .registry import Provider
-from .targets import Target, fallback_targets, live_targets
+from .targets import Target, live_targets, record_targets
 
 __all__ = ["Outcome", "Router", "Target"]
 
@@ -88,7 +88,7 @@ class Router:
         return live_targets(self.ctx, self.me, providers, serves_locally=self.serves_locally)
 
     def fallback_targets(self, providers: list[Provider]) -> list[Target]:
-        return fallback_targets(self.me, providers)
+        return record_targets(self.me, providers)
 
     # --- calls -------------------------------------------------------------------------------
     async def call(self, function: str, request: compute_pb2.CallRequest, timeout: float

@@ -65,7 +65,7 @@ def live_targets(ctx: MeshContext, me: bytes, providers: list[Provider], *,
     return out
 
 
-def fallback_targets(me: bytes, providers: list[Provider]) -> list[Target]:
+def record_targets(me: bytes, providers: list[Provider]) -> list[Target]:
     """Last resort when no provider is on a live peer: the addresses the records give.
     Membership can wrongly drop an overloaded peer (its pings time out); a dead one
     refuses the connection at once."""
