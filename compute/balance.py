@@ -16,12 +16,17 @@ balancer in two ways:
 
 A retryable failure counts as ``FAILURE_PENALTY_S`` of latency, so a provider that answers
 quickly with errors does not attract calls for being quick.
+
+A long-running caller sees providers come and go: ``prune`` drops what it measured of the ones
+it no longer has records of once they have been idle ``STATS_IDLE_S`` (by then the estimate has
+decayed 2^-12, to nothing), and keeps at most ``MAX_STATS`` entries.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -30,6 +35,8 @@ SMOOTHING = 0.2                 # weight of a new sample in the moving average
 UNKNOWN_IDLE_S = 1e-6           # an unheard-of provider: beats any measured one, load still ranks
 UNKNOWN_BUSY_S = 0.002          # ... and once we have calls in flight to it
 FAILURE_PENALTY_S = 0.1
+STATS_IDLE_S = 60.0
+MAX_STATS = 4096
 
 
 class Candidate(Protocol):
@@ -90,3 +97,18 @@ def pick(targets: list[T], stats: dict[bytes, LatencyStats], rng: random.Random,
         return stats.get(t.node_id, none).score(t.load, now)
 
     return a if score(a) <= score(b) else b
+
+
+def prune(stats: dict[bytes, LatencyStats], keep: Container[bytes], now: float, *,
+          idle_s: float = STATS_IDLE_S, limit: int = MAX_STATS) -> int:
+    """Drop the entries of providers not in ``keep`` idle over ``idle_s``, then the longest
+    idle ones over ``limit``; never one with a call in flight. Returns how many went."""
+    before = len(stats)
+    for node_id in [k for k, s in stats.items()
+                    if not s.inflight and k not in keep and now - s.at > idle_s]:
+        del stats[node_id]
+    if len(stats) > limit:
+        idle = sorted((k for k, s in stats.items() if not s.inflight), key=lambda k: stats[k].at)
+        for node_id in idle[:len(stats) - limit]:
+            del stats[node_id]
+    return before - len(stats)

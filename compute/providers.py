@@ -68,6 +68,10 @@ class ProviderCache:
     def invalidate(self, function: str) -> None:
         self._cache.pop(function, None)
 
+    def node_ids(self) -> set[bytes]:
+        """Every node some cached list (fresh or not) names: the router keeps their stats."""
+        return {p.node_id for cached in self._cache.values() for p in cached.providers}
+
     def _lookup_task(self, function: str) -> asyncio.Task[list[Provider]]:
         task = self.lookups.get(function)
         if task is None:

@@ -3,8 +3,11 @@
 * Providers come from the DHT (signed records, see registry.py), cached for ``cache_ttl``
   seconds (providers.py), and are cross-checked against ``membership.live_peers()`` on every call, so a dead
   peer's record stops being used as soon as membership notices (or the channel reports it).
+* Targets: the live places that serve the function's current generation (targets.py).
 * Choice: power of two choices over a decaying latency estimate (balance.py). The local node
-  has no network hop, so it is naturally preferred when it is not busier.
+  has no network hop, so it is naturally preferred when it is not busier. The estimates of
+  providers no cached list names any more are dropped once idle (``balance.prune``, checked
+  every ``PRUNE_EVERY_S``), so a long-running node does not keep one per provider ever seen.
 * A call that fails for a reason another provider may not share (peer unreachable, channel
   error, attempt timeout, provider overloaded, provider lost the function, worker crash) is
   retried on another provider until the caller's deadline. User errors, bad arguments and
@@ -34,32 +37,20 @@ from mesh.errors import (
 )
 from proto import compute_pb2, mesh_pb2
 
-from .balance import LatencyStats, pick
+from .balance import MAX_STATS, LatencyStats, pick, prune
 from .peer import ComputePeer
 from .providers import ProviderCache
-from .registry import Provider, current_generation
+from .registry import Provider
+from .targets import Target, live_targets, record_targets
+
+__all__ = ["Outcome", "Router", "Target"]
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = {status_value(c) for c in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)}
 NOT_FOUND = status_value(grpc.StatusCode.NOT_FOUND)
 ATTEMPT_SLACK_S = 1.0          # network + queueing beyond the function's own wall limit
-
-
-@dataclass
-class Target:
-    """One place a call can run: a node, and what to ask it."""
-
-    node_id: bytes
-    address: str
-    load: int
-    code_cid: str = ""
-    entry: str = ""
-    worker_id: str = ""
-    peer: mesh_pb2.PeerRecord | None = None
-    deploy_seq: int = 0
-    deployer: bytes = b""
-    wall_time_s: float = 0.0
+PRUNE_EVERY_S = 10.0
 
 
 @dataclass
@@ -73,14 +64,17 @@ class Router:
     def __init__(self, ctx: MeshContext, *,
                  run_local: Callable[[compute_pb2.CallRequest], Awaitable[compute_pb2.CallReply]],
                  serves_locally: Callable[[], bool], cache_ttl: float = 2.0,
-                 stale_ttl: float = 30.0, rng: random.Random | None = None) -> None:
+                 stale_ttl: float = 30.0, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self.me = ctx.identity.node_id          # (a property that hashes the key each time)
         self.run_local = run_local
         self.serves_locally = serves_locally
         self.cache = ProviderCache(ctx, cache_ttl=cache_ttl, stale_ttl=stale_ttl)
         self.rng = rng or random.Random()
+        self.clock = clock                      # of the latency stats (tests inject one)
         self.stats: dict[bytes, LatencyStats] = {}
+        self._next_prune = 0.0
         self.calls = self.retries = self.failed = 0
 
     # --- providers (providers.py) -----------------------------------------------------------
@@ -91,47 +85,10 @@ class Router:
         self.cache.invalidate(function)
 
     def targets(self, providers: list[Provider]) -> list[Target]:
-        """Live places that can serve the current generation of a function."""
-        me = self.me
-        live = {v.node_id: v for v in self.ctx.membership.live_peers()}
-        chosen = current_generation(providers)
-        out: list[Target] = []
-        if chosen and chosen[0].deployed:
-            deploy = max(chosen, key=lambda p: (p.record.deploy_seq, p.seq)).record
-            cid, entry = deploy.code_cid, deploy.entry or deploy.function
-            seq, by, wall = deploy.deploy_seq, deploy.node_id, deploy.wall_time_s
-            if self.serves_locally():
-                out.append(Target(me, self.ctx.address, 0, cid, entry, deploy.worker_id,
-                                  deploy_seq=seq, deployer=by, wall_time_s=wall))
-            for view in live.values():
-                if "compute" in view.roles:
-                    out.append(Target(view.node_id, view.address, view.record.load, cid,
-                                      entry, deploy.worker_id, peer=view.record,
-                                      deploy_seq=seq, deployer=by, wall_time_s=wall))
-            return out
-        for p in chosen:
-            if p.node_id == me:
-                out.append(Target(me, self.ctx.address, p.record.load,
-                                  worker_id=p.record.worker_id,
-                                  wall_time_s=p.record.wall_time_s))
-            elif p.node_id in live:
-                view = live[p.node_id]
-                out.append(Target(p.node_id, view.address, p.record.load,
-                                  worker_id=p.record.worker_id, peer=view.record,
-                                  wall_time_s=p.record.wall_time_s))
-        return out
+        return live_targets(self.ctx, self.me, providers, serves_locally=self.serves_locally)
 
     def fallback_targets(self, providers: list[Provider]) -> list[Target]:
-        """Last resort when no provider is on a live peer: the addresses the records give.
-        Membership can wrongly drop an overloaded peer (its pings time out); a dead one
-        refuses the connection at once."""
-        out = []
-        for p in current_generation(providers):
-            if p.record.address and p.node_id != self.me:
-                out.append(Target(p.node_id, p.record.address, p.record.load, p.record.code_cid,
-                                  p.record.entry or p.record.function, p.record.worker_id,
-                                  deploy_seq=p.record.deploy_seq, deployer=p.record.node_id))
-        return out
+        return record_targets(self.me, providers)
 
     # --- calls -------------------------------------------------------------------------------
     async def call(self, function: str, request: compute_pb2.CallRequest, timeout: float
@@ -139,6 +96,7 @@ class Router:
         """Run ``request`` on some provider within ``timeout`` seconds (the request is the
         router's for the call: each attempt sets its timeout and code fields in it)."""
         self.calls += 1
+        self._prune_stats()
         deadline = time.monotonic() + timeout
         tried: set[bytes] = set()
         attempts = 0
@@ -172,7 +130,7 @@ class Router:
                     return self._error(grpc.StatusCode.NOT_FOUND,
                                        f"no provider offers function {function!r}", attempts)
                 break
-            target = pick(targets, self.stats, self.rng, time.monotonic())
+            target = pick(targets, self.stats, self.rng, self.clock())
             tried.add(target.node_id)
             attempts += 1
             if attempts > 1:
@@ -194,7 +152,7 @@ class Router:
                         self.failed += 1
                     return outcome
                 last = outcome
-                self.stats[target.node_id].penalize(time.monotonic())
+                self.stats[target.node_id].penalize(self.clock())
                 last_error = outcome.reply.error.message
             else:
                 last_error = error
@@ -231,7 +189,7 @@ class Router:
             req.worker_id, req.deploy_seq, req.deployer = "", 0, b""
         stats = self.stats.setdefault(target.node_id, LatencyStats())
         stats.inflight += 1
-        started = time.monotonic()
+        started = self.clock()
         try:
             async with asyncio.timeout(budget):
                 if target.node_id == self.me:
@@ -245,25 +203,31 @@ class Router:
             if task is not None and task.cancelling():
                 raise                        # our caller gave up: stop
             # The channel was closed under the call (membership saw the peer die).
-            stats.penalize(time.monotonic())
+            stats.penalize(self.clock())
             return None, "call cancelled: the channel to the peer closed"
         except (TimeoutError, DeadlineExceededError):
-            stats.penalize(time.monotonic())
+            stats.penalize(self.clock())
             return None, f"no answer within {budget:.2f}s"
         except (UnavailableError, ChannelError) as exc:
-            stats.penalize(time.monotonic())
+            stats.penalize(self.clock())
             return None, str(exc)
         except PeerCallError as exc:
-            stats.penalize(time.monotonic())
+            stats.penalize(self.clock())
             return None, f"{exc.code.name}: {exc}"
         except MeshError as exc:
-            stats.penalize(time.monotonic())
+            stats.penalize(self.clock())
             return None, str(exc)
         finally:
             stats.inflight -= 1
-        now = time.monotonic()
+        now = self.clock()
         stats.observe(now - started, now)
         return Outcome(reply, attempts, target.node_id), ""
+
+    def _prune_stats(self) -> None:
+        now = self.clock()
+        if now >= self._next_prune or len(self.stats) > MAX_STATS:
+            self._next_prune = now + PRUNE_EVERY_S
+            prune(self.stats, self.cache.node_ids(), now, limit=MAX_STATS)
 
     def _error(self, code: grpc.StatusCode, message: str, attempts: int) -> Outcome:
         reply = compute_pb2.CallReply(failed=True, error=compute_pb2.CallError(

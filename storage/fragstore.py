@@ -5,7 +5,7 @@ Layout under DATA/fragments/: ``ab/abcdef…`` holds the fragment whose hex dige
 extended attribute ``user.tw-refs`` (or, where the filesystem has no user
 xattrs, a side file ``ab/abcdef….refs``) lists the (file, index) references to it as JSON, so
 the index can be rebuilt from the files alone; ``index.sqlite3`` is the index. Only validated
-hex digests ever become paths. Blobs are written temp -> fsync -> rename -> fsync(dir), so a
+hex digests ever become paths (the index: fragindex.py). Blobs are written temp -> fsync -> rename -> fsync(dir), so a
 crash leaves either the whole fragment or none; the temp file is a spare made ahead of time
 (storage/spares.py: creating a file is the costliest step of a write on this filesystem). Every read re-hashes the bytes: a truncated or rotted file is
 counted, removed and reported as missing, and the caller fetches or repairs it elsewhere.
@@ -22,27 +22,19 @@ import errno
 import json
 import os
 import re
-import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from storage import direct_io
-from storage.durable import fsync_dir, open_sqlite, sqlite_tx, write_atomic
+from storage.durable import fsync_dir, write_atomic
 from storage.fraghash import fragment_digest, matches
+from storage.fragindex import FragmentIndex
 from storage.spares import SparePool
 
 _HEX = re.compile(r"[0-9a-f]{64}")
 _REFS_XATTR = "user.tw-refs"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS blobs (hash TEXT PRIMARY KEY, size INTEGER NOT NULL,
-                                  created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS refs (hash TEXT NOT NULL, file TEXT NOT NULL, idx INTEGER NOT NULL,
-                                 PRIMARY KEY (hash, file, idx));
-CREATE INDEX IF NOT EXISTS refs_file ON refs (file);
-"""
 
 
 class FragmentMismatch(ValueError):
@@ -83,21 +75,14 @@ class FragmentStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "index.sqlite3"
         self.corrupt_count = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # of corrupt_count (the index has its own)
         for tmp in self.root.glob("*/.tmp-*"):  # debris of a crash mid-write
             tmp.unlink(missing_ok=True)
         self._make_shards()
         self.spares = SparePool(self.root / ".spare")
         self._xattrs = True  # until the filesystem refuses one
-        fresh = not self.db_path.exists()
-        try:
-            self._db = self._open_db()
-        except sqlite3.DatabaseError:
-            self.db_path.replace(self.db_path.with_name(f"index.corrupt-{int(time.time())}"))
-            for side in ("-wal", "-shm"):
-                Path(str(self.db_path) + side).unlink(missing_ok=True)
-            self._db, fresh = self._open_db(), True
-        if fresh:
+        self.index = FragmentIndex(self.db_path)
+        if self.index.fresh:
             self.rebuild_index()
 
     def _make_shards(self) -> None:
@@ -112,29 +97,16 @@ class FragmentStore:
         if made:
             fsync_dir(self.root)
 
-    def _open_db(self) -> sqlite3.Connection:
-        # NORMAL: the index can be rebuilt from the fragment files
-        return open_sqlite(self.db_path, _SCHEMA, synchronous="NORMAL")
-
     def close(self) -> None:
         self.spares.close()
-        with self._lock:
-            self._db.close()
+        self.index.close()
 
     def _path(self, h: str) -> Path:
         return self.root / h[:2] / h
 
-    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return sqlite_tx(self._db, self._lock)
-
-    def _refs(self, h: str) -> list[tuple[str, int]]:
-        with self._lock:
-            rows = self._db.execute("SELECT file, idx FROM refs WHERE hash=? ORDER BY 1, 2", (h,))
-            return [(str(f), int(i)) for f, i in rows]
-
     def _write_refs(self, h: str) -> None:
         """Mirror the refs of h on its blob, for rebuild_index (not fsynced: hints only)."""
-        refs = json.dumps(self._refs(h)).encode()
+        refs = json.dumps(self.index.refs(h)).encode()
         path = self._path(h)
         if self._xattrs:
             try:
@@ -184,19 +156,15 @@ class FragmentStore:
             except FileNotFoundError:          # its shard directory was removed under us
                 path.parent.mkdir(exist_ok=True)
                 write_atomic(path, data, durable=True)
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)", (h, size, time.time()))
-            added = db.execute("INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", (h, file, index))
-        if file and added.rowcount:
+        added = self.index.add(h, size, file, index)
+        if file and added:
             self._write_refs(h)
         return h
 
     def has(self, h: str) -> bool:
         """Indexed and present on disk (not re-hashed; get() does that)."""
         _check(h)
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM blobs WHERE hash=?", (h,)).fetchone()
-        return row is not None and self._path(h).is_file()
+        return self.index.has(h) and self._path(h).is_file()
 
     def get(self, h: str) -> bytes | None:
         """The fragment's bytes, or None if absent, truncated or corrupt (then it is dropped)."""
@@ -217,9 +185,7 @@ class FragmentStore:
             self.corrupt_count += 1
 
     def _forget(self, h: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM blobs WHERE hash=?", (h,))
-            db.execute("DELETE FROM refs WHERE hash=?", (h,))
+        self.index.forget(h)
 
     def delete(self, h: str, file: str | None = None, index: int | None = None) -> bool:
         """Drop a fragment, or just one file's reference to it (the blob goes with its last ref).
@@ -230,11 +196,7 @@ class FragmentStore:
         """
         _check(h)
         if file is not None:
-            where = "hash=? AND file=?" + ("" if index is None else " AND idx=?")
-            args = (h, file) if index is None else (h, file, index)
-            with self._tx() as db:
-                dropped = db.execute(f"DELETE FROM refs WHERE {where}", args).rowcount
-                left = db.execute("SELECT 1 FROM refs WHERE hash=?", (h,)).fetchone()
+            dropped, left = self.index.drop_refs(h, file, index)
             if not dropped:
                 return False
             if left:
@@ -250,25 +212,12 @@ class FragmentStore:
 
     def list(self, file: str | None = None) -> list[FragmentInfo]:
         """Indexed fragments, optionally only those referenced by `file`."""
-        with self._lock:
-            if file is None:
-                blobs = self._db.execute("SELECT hash, size, created FROM blobs ORDER BY hash")
-            else:
-                blobs = self._db.execute(
-                    "SELECT DISTINCT b.hash, b.size, b.created FROM blobs b JOIN refs r "
-                    "ON r.hash = b.hash WHERE r.file=? ORDER BY b.hash",
-                    (file,),
-                )
-            rows = blobs.fetchall()
-        return [FragmentInfo(h, s, c, tuple(self._refs(h))) for h, s, c in rows]
+        return [FragmentInfo(h, s, c, tuple(self.index.refs(h)))
+                for h, s, c in self.index.blobs(file)]
 
     def stats(self) -> tuple[int, int]:
         """(number of fragments, total bytes) according to the index."""
-        with self._lock:
-            n, total = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs"
-            ).fetchone()
-        return int(n), int(total)
+        return self.index.stats()
 
     def scrub(self) -> builtins.list[str]:
         """Re-hash every fragment; drop and return the bad ones; index orphaned good files."""
@@ -296,14 +245,6 @@ class FragmentStore:
                 p.unlink(missing_ok=True)
                 p.with_suffix(".refs").unlink(missing_ok=True)
                 continue
-            refs = self._read_refs(p)
-            with self._tx() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)",
-                    (h, len(data), p.stat().st_mtime),
-                )
-                db.executemany(
-                    "INSERT OR IGNORE INTO refs VALUES (?, ?, ?)", [(h, f, i) for f, i in refs]
-                )
+            self.index.index_blob(h, len(data), p.stat().st_mtime, self._read_refs(p))
             count += 1
         return count

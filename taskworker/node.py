@@ -11,29 +11,35 @@ import importlib
 import json
 import logging
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from mesh.channel import Caller, ChannelPool, ChannelServer
-from mesh.channel.links import MAX_MESSAGE_BYTES
 from mesh.channel.tcp_server import TcpListener
 from mesh.context import MeshContext, MeshService
 from mesh.dht import DEFAULT_MESH, Membership
-from mesh.errors import MeshError
 from mesh.grpc_guard import MalformedRequestInterceptor
 from mesh.identity import Identity, load_or_create
-from proto import mesh_pb2, taskworker_pb2
+from proto import mesh_pb2
 from taskworker.api import NodeServicer
 from taskworker.api_auth import ApiTokenInterceptor
 from taskworker.api_runtime import remove_runtime_file, write_runtime_file
 from taskworker.api_token import TOKEN_FILE, TokenError, UserTokens, load_or_create_token
+from taskworker.node_startup import (
+    SERVER_OPTIONS,
+    StartupError,
+    add_health_and_reflection,
+    bind_api_port,
+    bind_peer_port,
+    is_loopback,
+    join,
+)
+
+__all__ = ["SERVICE_MODULES", "VERSION", "Node", "NodeConfig", "StartupError"]
 
 log = logging.getLogger("tw-mesh")
 
@@ -41,17 +47,6 @@ VERSION = "0.1.0"
 # Optional capability modules; each exposes ``create(ctx) -> MeshService``.
 SERVICE_MODULES = ("storage.service", "storage.versions.service", "storage.healing",
                    "compute.service", "compute.proxy.service", "taskworker.monitor")
-# Protos whose services are served on the local API besides taskworker.proto's.
-API_EXTRA_PROTOS = ("proto.compute_pb2", "proto.proxy_pb2")
-SERVER_OPTIONS = [
-    ("grpc.so_reuseport", 0),     # a second node on a busy port must fail, not share it
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
-
-
-class StartupError(MeshError):
-    """The node could not start (port in use, bootstrap unreachable, ...)."""
 
 
 @dataclass
@@ -68,18 +63,6 @@ class NodeConfig:
     mesh: str = DEFAULT_MESH
     tcp_channel: bool = True          # serve the peer channel over plain TCP too (tcp_server.py)
     channel_port: int = 0             # its TCP port (0: any free one; the peer record says)
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def _free_port(host: str) -> int:
-    """A port free for UDP (the caller then binds TCP on the same number)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Node:
@@ -110,21 +93,7 @@ class Node:
         self.shutdown = asyncio.Event()      # set by SIGINT/SIGTERM or NodeService.Leave
         self._watch: asyncio.Task[None] | None = None
 
-    # -- wiring ------------------------------------------------------------------------------
-    def _bind_peer_port(self) -> int:
-        host, port = self.config.listen
-        for _ in range(20):
-            candidate = port or _free_port(host)
-            try:
-                bound = self.peer_server.add_insecure_port(f"{host}:{candidate}")
-            except RuntimeError:
-                bound = 0
-            if bound:
-                return bound
-            if port:
-                break
-        raise StartupError(f"cannot listen on {host}:{port or 'any port'} (TCP): address in use?")
-
+    # -- wiring (opening ports, joining: node_startup.py) ------------------------------------
     def _peer_record(self) -> mesh_pb2.PeerRecord:
         usage = shutil.disk_usage(self.config.data_dir)
         storage = self.ctx.registry.get("storage") if self.ctx is not None else None
@@ -135,14 +104,6 @@ class Node:
             load=sum(s.load() for s in self.services), version=VERSION,
             channel_port=self.channel_port,
             reserved_bytes=getattr(capacity, "reserved", 0))
-
-    def _foreign_bootstrap(self) -> None:
-        """Name the other mesh when the bootstrap peers answered but belong to it."""
-        assert self.membership is not None
-        for (ip, port), other in self.membership.foreign.items():
-            raise StartupError(f"the bootstrap peer at {ip}:{port} belongs to mesh {other!r}, "
-                               f"this node to {self.config.mesh!r} (pass --mesh {other} to join "
-                               "that mesh)")
 
     def _unreachable(self, node_id: bytes) -> None:
         if self.membership is not None:
@@ -188,10 +149,10 @@ class Node:
     async def start(self) -> None:
         cfg = self.config
         api_host, api_port = cfg.api
-        if not _is_loopback(api_host) and not cfg.allow_remote_api:
+        if not is_loopback(api_host) and not cfg.allow_remote_api:
             raise StartupError(f"the local API must listen on loopback, not {api_host} "
                                "(pass --allow-remote-api to expose it)")
-        self.port = self._bind_peer_port()
+        self.port = bind_peer_port(self.peer_server, *cfg.listen)
         self.channel_server.add_to(self.peer_server)
         if self.tcp_listener is not None:
             try:
@@ -213,14 +174,8 @@ class Node:
         NodeServicer(self).add_to(self.api_server)
         for service in self.services:
             service.attach(self.api_server)
-        self._add_health_and_reflection()
-        try:
-            self.api_port = self.api_server.add_insecure_port(f"{api_host}:{api_port}")
-        except RuntimeError:
-            self.api_port = 0
-        if not self.api_port:
-            raise StartupError(f"cannot serve the local API on {api_host}:{api_port}: "
-                               "address in use? (pass --api HOST:PORT)")
+        add_health_and_reflection(self.api_server)
+        self.api_port = bind_api_port(self.api_server, api_host, api_port)
         await self.peer_server.start()
         try:
             await self.membership.start()
@@ -230,18 +185,7 @@ class Node:
                  self.identity.node_id_hex[:16], cfg.listen[0], self.port,
                  f"TCP port {self.channel_port}" if self.channel_port else "over gRPC only")
         self._watch = asyncio.create_task(self._log_membership(), name="membership-log")
-        if cfg.bootstrap:
-            reached = await self.membership.bootstrap(cfg.bootstrap)
-            if reached == 0:
-                self._foreign_bootstrap()
-                targets = ", ".join(f"{h}:{p}" for h, p in cfg.bootstrap)
-                raise StartupError(f"no bootstrap peer answered ({targets})")
-            log.info("joined the mesh through %d bootstrap address(es); %d peers live",
-                     len(cfg.bootstrap), reached)
-        else:
-            log.info("no --bootstrap given: this node starts a new mesh; other nodes join with "
-                     "`tw-mesh join --bootstrap %s:%d --listen HOST:PORT --api HOST:PORT "
-                     "--data-dir DIR`", cfg.listen[0], self.port)
+        await join(self.membership, cfg.bootstrap, cfg.mesh, cfg.listen[0], self.port)
         for service in self.services:
             await service.start()
         await self.api_server.start()
@@ -260,24 +204,6 @@ class Node:
                         "--api-token-file %s", exc, self.api_token_file.resolve())
             return
         self._api_auth.set_where(f"{self.api_runtime_file} or {self.api_token_file.resolve()}")
-
-    def _add_health_and_reflection(self) -> None:
-        servicer = health.HealthServicer()
-        for name in ("", "taskworker.FileService", "taskworker.RPCService",
-                     "taskworker.DNSService", "taskworker.NodeService"):
-            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, self.api_server)
-        names = [s.full_name for s in taskworker_pb2.DESCRIPTOR.services_by_name.values()]
-        for module in API_EXTRA_PROTOS:       # capability-specific local-API services
-            try:
-                descriptor = importlib.import_module(module).DESCRIPTOR
-            except ModuleNotFoundError:
-                continue
-            names += [s.full_name for s in descriptor.services_by_name.values()]
-        for name in names:
-            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME,
-                                             reflection.SERVICE_NAME], self.api_server)
 
     async def _log_membership(self) -> None:
         assert self.membership is not None

@@ -29,105 +29,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
-import logging
 import os
 import signal
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import grpc
 
-from compute.deploy import sandbox_source
 from mesh.channel import allocator
-from proto import taskworker_pb2, taskworker_pb2_grpc
+from proto import taskworker_pb2_grpc
+from taskworker.worker_capture import TaskWorkerError, capture
+from taskworker.worker_storage import FileStorage
 
-log = logging.getLogger("taskworker")
+__all__ = ["FileStorage", "TaskWorker", "TaskWorkerError", "capture"]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-class TaskWorkerError(Exception):
-    """A TaskWorker could not do what was asked (bad registration, not started, ...)."""
-
-
-# --- capturing a function's source for the sandbox ----------------------------------------
-
-def capture(func: Callable[..., Any]) -> tuple[str, str, str]:
-    """(source, entry, filename) with which the sandbox runs ``func``."""
-    if not callable(func) or not hasattr(func, "__code__"):
-        raise TaskWorkerError(f"{func!r} is not a Python function")
-    entry = func.__name__
-    if not entry.isidentifier() or entry == "<lambda>":
-        raise TaskWorkerError("lambdas cannot be registered: define the function with def")
-    module = inspect.getmodule(func)
-    filename = os.path.basename(getattr(module, "__file__", None) or "<taskworker>")
-    try:
-        # (at decoration time the module is still executing: its global is not bound yet)
-        if module is not None and "." not in func.__qualname__ and \
-                func.__qualname__ == entry:
-            return sandbox_source(inspect.getsource(module)), entry, filename
-        return sandbox_source(textwrap.dedent(inspect.getsource(func))), entry, filename
-    except (OSError, TypeError) as exc:
-        raise TaskWorkerError(
-            f"cannot read the source of {entry!r} ({exc}); functions must be defined in a "
-            "file so they can run in the sandbox") from None
-
-
-# --- storage -----------------------------------------------------------------------------
-
-class FileStorage:
-    """The seed's storage API, through the local node's FileService."""
-
-    def __init__(self, worker: TaskWorker) -> None:
-        self._worker = worker
-
-    def _stub(self) -> taskworker_pb2_grpc.FileServiceStub:
-        stub = self._worker._file_stub
-        if stub is None:
-            raise TaskWorkerError("storage needs a running node: await start_server() first")
-        return stub
-
-    def _ensure_user(self, user_id: str) -> None:
-        """The embedded node's keyring belongs to this worker: a user it writes as is
-        created on first use (as the seed's examples expect of ``user_id="user123"``)."""
-        if not user_id:
-            return
-        try:
-            from storage.keyring import Keyring
-
-            Keyring(self._worker.data_dir).get_or_create(user_id)
-        except Exception as exc:  # a bad name etc.: the node answers with the real error
-            log.debug("keyring user %r not created: %s", user_id, exc)
-
-    async def Push(self, request: taskworker_pb2.PushRequest, context: Any = None
-                   ) -> taskworker_pb2.PushResponse:
-        stub = self._stub()
-        self._ensure_user(request.user_id)
-        response: taskworker_pb2.PushResponse = await stub.Push(request)
-        return response
-
-    async def Get(self, request: taskworker_pb2.GetRequest, context: Any = None
-                  ) -> taskworker_pb2.GetResponse:
-        response: taskworker_pb2.GetResponse = await self._stub().Get(request)
-        return response
-
-    async def Revise(self, request: taskworker_pb2.ReviseRequest, context: Any = None
-                     ) -> taskworker_pb2.ReviseResponse:
-        stub = self._stub()
-        self._ensure_user(request.user_id)
-        response: taskworker_pb2.ReviseResponse = await stub.Revise(request)
-        return response
-
-    async def Synchronous(self, request: taskworker_pb2.SynchronousRequest, context: Any = None
-                          ) -> taskworker_pb2.SynchronousResponse:
-        response: taskworker_pb2.SynchronousResponse = await self._stub().Synchronous(request)
-        return response
-
-
-# --- the worker --------------------------------------------------------------------------
 
 class TaskWorker:
     def __init__(self, worker_id: str, node_pool_address: str | None = None, *,
