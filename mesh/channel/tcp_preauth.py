@@ -47,7 +47,7 @@ def largest_handshake_request() -> int:
 HANDSHAKE_MARGIN = 256      # room for fields a later protocol version may add
 PRE_AUTH_MAX_PAYLOAD = largest_handshake_request() + HANDSHAKE_MARGIN     # 191 + 256 bytes
 PRE_AUTH_DEADLINE_S = 10.0  # an honest client handshakes within one round trip of connecting
-MAX_PENDING = 64            # pending connections; each holds at most ~0.5 MiB (docs/channel.md)
+MAX_PENDING = 64            # pending connections; each holds at most ~0.6 MiB (docs/channel.md)
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,6 @@ class PendingConnections:
         if timer is not None:
             timer.cancel()
 
-    def is_pending(self, conn: Connection) -> bool:
-        return conn in self._pending
-
     def close(self) -> None:
         for conn in list(self._pending):
             self._close(conn)
@@ -107,9 +104,9 @@ class PendingConnections:
             self.authenticated(conn)
         elif size > self.policy.max_payload:
             self.refused += 1
-            what = "handshake" if kind == HANDSHAKE else "message"
-            raise PreAuthRefused(f"unknown or expired session: a {what} of {size} bytes before "
-                                 f"authentication (limit {self.policy.max_payload})")
+            what = "a handshake" if kind == HANDSHAKE else "unknown or expired session: a frame"
+            raise PreAuthRefused(f"{what} of {size} bytes before authentication "
+                                 f"(limit {self.policy.max_payload})")
 
     def _expire(self, conn: Connection) -> None:
         if conn in self._pending:
