@@ -207,6 +207,12 @@ class ChannelServer:
                 reply = _reply(grpc.StatusCode.INTERNAL, f"{method} failed on the peer")
         yield session.seal(call_id, out, True, reply)
 
+    def knows_session(self, session_id: bytes) -> bool:
+        """A live session has this id (tcp_preauth.py: 16 random bytes only its two ends and
+        whoever sees their traffic know)."""
+        session = self._sessions.get(session_id)
+        return session is not None and not session.expired()
+
     # -- helpers ---------------------------------------------------------------------------
     def _session_for(self, frame: Frame) -> Session:
         session = self._sessions.get(frame.session_id)

@@ -28,6 +28,7 @@ class Connection(MessageReceiver):
         self._lost = False
         self._lost_exc: Exception | None = None
         self._drainers: list[asyncio.Future[None]] = []
+        self._gone: asyncio.Future[None] | None = None
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -46,6 +47,8 @@ class Connection(MessageReceiver):
         super().connection_lost(exc)
         self._lost, self._lost_exc = True, exc
         self._wake_drainers()
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -70,6 +73,12 @@ class Connection(MessageReceiver):
                 self._drainers.remove(waiter)
         if self._lost:
             raise self._lost_exc or ConnectionResetError("Connection lost")
+
+    async def wait_lost(self) -> None:
+        """Until the connection is gone (a refused one lingers: tcp_server.py)."""
+        if not self._lost:
+            self._gone = asyncio.get_running_loop().create_future()
+            await self._gone
 
     def close(self) -> None:
         self.transport.close()

@@ -21,6 +21,11 @@ ms of CPU per MiB against 0.17 with StreamReader; in 64 MiB Pushes over 5 nodes 
 pairs) memmove left the holders' main thread (under 0.3% of its samples), whose CPU per Push
 went from 16.7 to 13.9 ms, and a 64 MiB Get cost the reading node 122 ms of CPU against 133.
 
+Before a connection has proved anything (tcp_preauth.py) the server sets a ``gate``: called
+with each message's kind, size and first ``GATE_PEEK`` payload bytes (a frame's session id)
+before any buffer is given to it, it raises FrameError to refuse the message unread. Without
+a gate (the client, an authenticated connection) parsing is as before.
+
 Complete messages wait in a queue for the connection's one reader; beyond ``QUEUE_BYTES`` or
 ``QUEUE_MESSAGES`` unread, the transport stops reading until the reader is down to half that.
 Errors match ``tcp_wire.read_message`` (the reference reader, which tests' peers use):
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
+from collections.abc import Callable
 from typing import cast
 
 from nacl._sodium import ffi  # type: ignore[import-not-found]
@@ -46,6 +52,10 @@ OWN_BUFFER_ABOVE = 16 * 1024    # larger payloads get their own buffer, so a par
 _MIN_RECV = 16 * 1024           # in staging is small; moved down when less room than this is left
 QUEUE_BYTES = 4 * 2**20         # unread payload bytes before pause_reading (StreamReader's limit)
 QUEUE_MESSAGES = 1024           # ... or unread messages (many tiny ones)
+GATE_PEEK = 16                  # payload bytes a gate sees: a frame's session id (frames.py)
+
+# (kind, size, the payload's first min(size, GATE_PEEK) bytes); raises FrameError to refuse
+Gate = Callable[[int, int, bytes], None]
 
 # An uninitialised bytes object, as session.py makes its outputs: recv_into fills it before
 # anyone else sees it, and the reader gets an immutable bytes (Frame.decode's type) for free.
@@ -75,6 +85,8 @@ class MessageReceiver(asyncio.BufferedProtocol):
         self._paused = False
         self._ended: BaseException | None = None   # raised once _messages is empty
         self._waiter: asyncio.Future[None] | None = None
+        self.gate: Gate | None = None
+        self._gated = False                 # the message at _start passed the gate
 
     # -- the transport's side -------------------------------------------------------------
 
@@ -104,8 +116,9 @@ class MessageReceiver(asyncio.BufferedProtocol):
         self._parse()
 
     def eof_received(self) -> bool:
-        if self._ended is None:
-            self._end_with(self._incomplete())
+        if self._ended is not None:                  # refused earlier: nothing left to answer
+            return False
+        self._end_with(self._incomplete())
         return True                                  # half-closed: we may still answer
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -155,18 +168,28 @@ class MessageReceiver(asyncio.BufferedProtocol):
                                       "limit"))
                 return
             body = self._start + HEADER.size
+            if self.gate is not None and not self._gated:
+                peek = min(size, GATE_PEEK)
+                if self._end - body < peek:
+                    return
+                try:
+                    self.gate(kind, size, bytes(view[body:body + peek]))
+                except FrameError as exc:
+                    self._fail(exc)
+                    return
+                self._gated = True
             if size > OWN_BUFFER_ABOVE:              # received in place from here on
                 have = min(self._end - body, size)
                 self._big, self._big_view = _writable_bytes(size)
                 self._big_view[:have] = view[body:body + have]
                 self._big_kind, self._big_have = kind, have
-                self._start = body + have
+                self._start, self._gated = body + have, False
                 if have < size:                      # staging is empty: the rest goes there
                     self._start = self._end = 0
                     return
                 self._finish_big()
             elif self._end - body >= size:
-                self._start = body + size
+                self._start, self._gated = body + size, False
                 self._deliver(kind, bytes(view[body:self._start]))
             else:
                 return

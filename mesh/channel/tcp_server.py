@@ -4,7 +4,8 @@ Why a second transport: a unary round trip over grpc.aio costs ~0.33 ms on this 
 (0.56 ms with idle gaps) against ~0.07 ms (0.10 ms) for the same bytes on a plain asyncio TCP
 connection (docs/channel.md, "Transports"); node-to-node calls are most of a forwarded function
 call and of a small Push. Keys, frames and handlers are the gRPC transport's; only the framing
-differs, and nothing read here is trusted before a frame authenticates.
+differs, and nothing read here is trusted before a frame authenticates. Until a connection
+has authenticated it is held to tcp_preauth.py's limits.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from google.protobuf.message import DecodeError
 from mesh.channel.frames import Frame
 from mesh.channel.server import Abort, ChannelServer
 from mesh.channel.tcp_conn import Connection, start_server
+from mesh.channel.tcp_preauth import PendingConnections, PreAuthPolicy, PreAuthRefused
 from mesh.channel.tcp_wire import ABORT, CALL, HANDSHAKE, STREAM, encode_abort, write_message
 from mesh.errors import FrameError, status_value
 from proto import peer_pb2
@@ -29,16 +31,19 @@ log = logging.getLogger(__name__)
 IDLE_TIMEOUT_S = 300.0
 MAX_CONNECTIONS = 1024      # beyond this a new connection is closed at once (file descriptors)
 DATA_LOSS = status_value(grpc.StatusCode.DATA_LOSS)
+UNAUTHENTICATED = status_value(grpc.StatusCode.UNAUTHENTICATED)
 
 
 class TcpListener:
     """Serves one ChannelServer on a TCP port."""
 
     def __init__(self, server: ChannelServer, *, idle_timeout: float = IDLE_TIMEOUT_S,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS,
+                 pre_auth: PreAuthPolicy | None = None) -> None:
         self._server = server
         self._idle = idle_timeout
         self._max_connections = max_connections
+        self.pending = PendingConnections(pre_auth or PreAuthPolicy(), server.knows_session)
         self.accepted = 0
         self.refused_connections = 0
         self._listener: asyncio.Server | None = None
@@ -54,6 +59,7 @@ class TcpListener:
         if self._listener is None:
             return
         self._listener.close()
+        self.pending.close()
         for conn in list(self._connections):
             conn.transport.abort()            # handlers see the connection go and return
         handlers = list(self._handlers)
@@ -73,6 +79,7 @@ class TcpListener:
             conn.transport.abort()
             return
         self._connections.add(conn)
+        self.pending.add(conn)
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._handlers.add(task)
         task.add_done_callback(lambda done: self._served(conn, done))
@@ -80,6 +87,7 @@ class TcpListener:
     def _served(self, conn: Connection, task: asyncio.Task[None]) -> None:
         """The handler ended (or was cancelled before it started): close its connection."""
         self._connections.discard(conn)
+        self.pending.discard(conn)
         self._handlers.discard(task)
         conn.transport.abort()
         if not task.cancelled() and (exc := task.exception()) is not None:
@@ -92,6 +100,12 @@ class TcpListener:
                 await conn.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass                          # the client went away, or idled too long
+        except PreAuthRefused as exc:     # answered unread; the rest is discarded as it comes
+            log.warning("refused message from %s: %s", peer, exc)
+            with contextlib.suppress(ConnectionError):
+                write_message(conn, ABORT, encode_abort(UNAUTHENTICATED, str(exc)))
+                conn.transport.write_eof()
+                await conn.wait_lost()    # the client's EOF, or the pending deadline
         except FrameError as exc:         # malformed message: say why, then hang up
             self._server.refused_frames += 1
             log.warning("refused message from %s: %s", peer, exc)
@@ -106,8 +120,9 @@ class TcpListener:
         try:
             if kind == HANDSHAKE:
                 request = _parse_handshake(payload)
-                write_message(conn, HANDSHAKE, self._server.respond(request, peer)
-                              .SerializeToString())
+                response = self._server.respond(request, peer)
+                self.pending.authenticated(conn)
+                write_message(conn, HANDSHAKE, response.SerializeToString())
             elif kind == CALL:
                 reply = await self._server.serve_call(Frame.decode(payload))
                 write_message(conn, CALL, reply.encode())

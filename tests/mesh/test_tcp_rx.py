@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl._sodium import ffi
 
-from mesh.channel.tcp_rx import OWN_BUFFER_ABOVE, QUEUE_BYTES, QUEUE_MESSAGES, MessageReceiver
+from mesh.channel.tcp_rx import (
+    GATE_PEEK,
+    OWN_BUFFER_ABOVE,
+    QUEUE_BYTES,
+    QUEUE_MESSAGES,
+    MessageReceiver,
+)
 from mesh.channel.tcp_wire import (
     ABORT,
     CALL,
@@ -272,3 +278,49 @@ def test_any_cut_of_any_stream_reads_as_the_reference_reader_does(
     want, want_end = asyncio.run(reference(data))
     assert got == want
     same_end(end, want_end)
+
+
+class GateLog:
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, bytes]] = []
+
+    def __call__(self, kind: int, size: int, head: bytes) -> None:
+        self.seen.append((kind, size, head))
+
+
+def test_a_gate_sees_each_header_once_with_its_first_bytes_however_cut() -> None:
+    """The gate (tcp_preauth.py) runs once per message, before the message is buffered, with
+    the payload's first GATE_PEEK bytes; cut anywhere, the messages read the same."""
+    data = wire(*MIXED)
+    expected = [(kind, len(p), p[:GATE_PEEK]) for kind, p in MIXED]
+    for cut in range(len(data) + 1):
+        rx, _ = receiver()
+        gate = GateLog()
+        rx.gate = gate
+        feed(rx, data, [cut])
+        assert gate.seen == expected, cut
+        assert [read_now(rx) for _ in MIXED] == MIXED
+
+
+def test_a_gate_refusal_ends_the_connection_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused at its header: no payload buffer is allocated, the bytes after it are dropped,
+    and the peer's EOF then closes the transport (nothing is left to answer)."""
+    allocated: list[int] = []
+
+    def no_buffer(size: int) -> tuple[bytes, memoryview]:
+        allocated.append(size)
+        raise AssertionError("a payload buffer was allocated")
+    monkeypatch.setattr("mesh.channel.tcp_rx._writable_bytes", no_buffer)
+
+    def gate(kind: int, size: int, head: bytes) -> None:
+        if size > 1000:
+            raise FrameError("too large before authentication")
+    rx, _ = receiver()
+    rx.gate = gate
+    feed(rx, wire((CALL, b"small")) + HEADER.pack(64 * 2**20, CALL) + os.urandom(GATE_PEEK))
+    feed(rx, os.urandom(100_000))
+    assert read_now(rx) == (CALL, b"small")
+    with pytest.raises(FrameError, match="too large"):
+        read_now(rx)
+    assert allocated == []
+    assert rx.eof_received() is False
