@@ -21,6 +21,7 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,16 @@ class OwnerConflict(PermissionDeniedError):
     """The (CID, file_id) slot here holds a manifest signed by another key."""
 
 
+class BudgetFull(ResourceExhaustedError):
+    """No room in the CID's budget here: ``others`` are the kept manifests (file_id, signer,
+    bytes), ``excess`` how many bytes would have to go (record_handlers.py makes room)."""
+
+    def __init__(self, message: str, others: list[tuple[str, bytes, int]], excess: int) -> None:
+        super().__init__(message)
+        self.others = others
+        self.excess = excess
+
+
 class ManifestStore:
     """Manifests on disk (DATA/storage/manifests.sqlite3, storage/records_db.py), the newest
     per (CID, file_id).
@@ -179,12 +190,14 @@ class ManifestStore:
                 self.put(storage_pb2.SignedManifest.FromString(path.read_bytes()))
         root.rename(root.with_name(f"manifests.imported-{int(time.time())}"))
 
-    def put(self, signed: storage_pb2.SignedManifest, *, owner_proven: bool = False
-            ) -> Manifest:
+    def put(self, signed: storage_pb2.SignedManifest, *, owner_proven: bool = False,
+            evict: Collection[tuple[str, bytes]] = ()) -> Manifest:
         """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid,
         OwnerConflict if another key's manifest holds its (CID, file_id) — unless
         ``owner_proven`` (its signer is the key the file_id's document record names), which
-        replaces that one."""
+        replaces that one; BudgetFull past CID_BUDGET. ``evict``: (file_id, signer) of this
+        CID's kept manifests to drop first (only with ``owner_proven``; signers the caller
+        found not to own their file_ids)."""
         manifest = verify_manifest(signed)
         if not _FILE_ID.fullmatch(manifest.file_id):
             raise InvalidArgumentError("manifest has an invalid file_id")
@@ -200,12 +213,18 @@ class ManifestStore:
             if row is not None:
                 if int(row[1]) >= body.created_ms:
                     return _parsed(bytes(row[2]), manifest)
-            (others,) = db.execute("SELECT COALESCE(SUM(LENGTH(signed)), 0) FROM manifests "
-                                   "WHERE cid=? AND file_id<>?",
-                                   (body.cid, body.file_id)).fetchone()
-            if int(others) + len(raw) > CID_BUDGET:
-                raise ResourceExhaustedError(f"{body.cid} has {others} bytes of manifests here: "
-                                             f"no room for {len(raw)} more")
+            if owner_proven:
+                db.executemany("DELETE FROM manifests WHERE cid=? AND file_id=? AND owner=? "
+                               "AND file_id<>?", [(body.cid, f, o, body.file_id)
+                                                  for f, o in evict])
+            where = ("FROM manifests WHERE cid=? AND file_id<>?", (body.cid, body.file_id))
+            (held,) = db.execute("SELECT COALESCE(SUM(LENGTH(signed)), 0) " + where[0],
+                                 where[1]).fetchone()
+            if int(held) + len(raw) > CID_BUDGET:
+                others = [(str(f), bytes(o), int(n)) for f, o, n in db.execute(
+                    "SELECT file_id, owner, LENGTH(signed) " + where[0], where[1])]
+                raise BudgetFull(f"{body.cid} has {held} bytes of manifests here: no room for "
+                                 f"{len(raw)} more", others, int(held) + len(raw) - CID_BUDGET)
             db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
                        (body.cid, body.file_id, body.owner_key, body.created_ms, raw))
         return manifest
