@@ -9,7 +9,7 @@ until a round adds nothing. Undecodable bytes are refused one by one, never the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from proto import versions_pb2
@@ -22,11 +22,13 @@ if TYPE_CHECKING:
 
 def add_in_causal_order(vs: VersionSet, grants: Iterable[versions_pb2.GrantRecord],
                         records: Iterable[versions_pb2.VersionRecord], result: AddResult, *,
-                        at_ms: int | None, trusted: bool) -> None:
-    """Add grants, then records (retrying ones whose parents come later); count in ``result``."""
+                        at_ms: int | None, trusted: bool,
+                        checked: Mapping[bytes, VersionError | None] | None = None) -> None:
+    """Add grants, then records (retrying ones whose parents come later); count in ``result``.
+    ``checked``: verdicts of the stand-alone checks, run already (precheck.py)."""
     for g in grants:
         try:
-            if vs.add_grant(g):
+            if vs.add_grant(g, checked):
                 result.accepted += 1
             else:
                 result.duplicate += 1
@@ -40,7 +42,7 @@ def add_in_causal_order(vs: VersionSet, grants: Iterable[versions_pb2.GrantRecor
         progressed = False
         for r in pending:
             try:
-                if vs.add(r, at_ms=at_ms, trusted=trusted):
+                if vs.add(r, at_ms=at_ms, trusted=trusted, checked=checked):
                     result.accepted += 1
                     progressed = True
                 else:

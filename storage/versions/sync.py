@@ -34,6 +34,7 @@ from mesh.errors import MeshError
 from proto import mesh_pb2, versions_pb2
 from storage.tail import Suspects, read_tail
 from storage.versions.peer import VersionHandlers, parse
+from storage.versions.precheck import prepare
 from storage.versions.records import file_id_text, leq, vmax
 from storage.versions.replica_push import ReplicaPush
 from storage.versions.replicas import ReplicaPeers
@@ -188,10 +189,11 @@ class ReplicaSync:
         grants = [g for b in bundles if b is not None for g in b.grants]
         records = [r for b in bundles if b is not None for r in b.records]
         if grants or records:
+            batch = await prepare(grants, records)          # signatures: off the loop
             if persist:
-                res = self.store.ingest_bytes(fid, grants, records)
+                res = self.store.ingest_prepared(fid, batch)
             else:
-                res = work.add_bytes(grants, records)
+                res = work.add_prepared(batch)
             self.counters["records_pulled"] += res.accepted
             self.counters["refused_from_peers"] += len(res.refused)
         # push each replica what it lacks (valid records only, parents first)
