@@ -170,7 +170,7 @@ class VersionHandlers:
         finally:
             self.verifying -= 1
         try:
-            result = self.store.ingest_prepared(fid, batch)
+            result = await self.store.ingest_stepwise(fid, batch)
         except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: the pusher counts it
             raise ResourceExhaustedError(f"cannot store the records here: {exc}") from exc
         self.refused += len(result.refused)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proto import versions_pb2
-from storage.versions.batch import decode_all
+from storage.versions.batch import causal_order, decode_all
 from storage.versions.errors import VersionError
 from storage.versions.records import (
     grant_id,
@@ -44,6 +44,7 @@ class Prepared:
     refused: list[tuple[bytes, VersionError]] = field(default_factory=list)   # undecodable
     checked: Verdicts = field(default_factory=dict)
     at_ms: int = 0
+    ordered: bool = False       # records are in batch.causal_order
 
 
 def check_chunk(grants: Sequence[bytes], records: Sequence[bytes], at_ms: int
@@ -90,4 +91,6 @@ async def prepare(grants: Sequence[bytes], records: Sequence[bytes],
         out.records += part.records
         out.refused += part.refused
         out.checked.update(part.checked)
+    out.records = await asyncio.to_thread(causal_order, out.records)
+    out.ordered = True
     return out

@@ -39,7 +39,7 @@ from storage.versions.records import file_id_text, leq, vmax
 from storage.versions.replica_push import ReplicaPush
 from storage.versions.replicas import ReplicaPeers
 from storage.versions.store import VersionStore
-from storage.versions.vset import VersionSet
+from storage.versions.vset import AddResult, VersionSet
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,11 @@ class ReplicaSync:
         if grants or records:
             batch = await prepare(grants, records)          # signatures: off the loop
             if persist:
-                res = self.store.ingest_prepared(fid, batch)
+                res = await self.store.ingest_stepwise(fid, batch)
             else:
-                res = work.add_prepared(batch)
+                res = AddResult()
+                for _ in work.add_steps(batch, res):          # a turn for the loop between
+                    await asyncio.sleep(0)
             self.counters["records_pulled"] += res.accepted
             self.counters["refused_from_peers"] += len(res.refused)
         # push each replica what it lacks (valid records only, parents first)

@@ -18,11 +18,11 @@ writer signing two records at one counter) are kept as conflicting heads (lineag
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from proto import versions_pb2
-from storage.versions.batch import add_in_causal_order
+from storage.versions.batch import Added, add_in_causal_order, causal_steps
 from storage.versions.errors import MissingParentError, VersionError
 from storage.versions.grants import FileWriters
 from storage.versions.lineage import check_descends, check_genesis
@@ -161,10 +161,16 @@ class VersionSet(FileWriters):
 
     def add_prepared(self, batch: Prepared) -> AddResult:
         """``add_bytes`` of a batch decoded (and perhaps checked) by precheck.py."""
-        result = AddResult(refused=list(batch.refused))
-        add_in_causal_order(self, batch.grants, batch.records, result, at_ms=batch.at_ms,
-                            trusted=False, checked=batch.checked)
+        result = AddResult()
+        for _ in self.add_steps(batch, result):
+            pass
         return result
+
+    def add_steps(self, batch: Prepared, result: AddResult) -> Iterator[Added]:
+        """``add_prepared`` into ``result``, pausing every batch.STEP items (causal_steps)."""
+        result.refused.extend(batch.refused)
+        return causal_steps(self, batch.grants, batch.records, result, at_ms=batch.at_ms,
+                            trusted=False, checked=batch.checked, ordered=batch.ordered)
 
     def merge(self, other: VersionSet) -> AddResult:
         """Add everything ``other`` holds (commutative, associative, idempotent on valid())."""

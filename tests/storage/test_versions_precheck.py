@@ -4,7 +4,9 @@ refused records (ids, errors, order), same valid records and heads."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from mesh.identity import Identity
 from proto import versions_pb2
 from storage.cid import cid_for
+from storage.versions import batch as batch_mod
 from storage.versions import precheck
 from storage.versions import records as records_mod
 from storage.versions import vset as vset_mod
@@ -23,6 +26,7 @@ from storage.versions.records import (
     sign_version,
     writer_id,
 )
+from storage.versions.store import VersionStore
 from storage.versions.vset import AddResult, VersionSet
 from tests.support.version_floods import chain
 
@@ -96,3 +100,37 @@ async def test_a_large_batch_is_verified_off_the_loop_a_small_one_inline(
     assert small.add_prepared(batch).accepted == 1
     assert (on_loop[0], off_loop[0]) == (1, 600)
     assert vset_mod.verify_version is records_mod.verify_version
+
+
+async def test_a_stepwise_ingest_stores_what_an_inline_one_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """store.ingest_stepwise (a peer's Push) gives the loop turns between steps and ends with
+    the set and the disk of an inline ingest."""
+    fid, grants, records = _mixed()
+    at = now_ms()
+    inline = VersionStore(tmp_path / "inline", durable=False)
+    want = _summary(inline.get(fid), inline.ingest_prepared(
+        fid, precheck.prepare_now(grants, records, at)))
+    stepped = VersionStore(tmp_path / "stepped", durable=False)
+    batch = await precheck.prepare(grants, records, at)
+    turns = [0]
+    done = asyncio.Event()
+
+    async def other() -> None:               # another coroutine on the same loop
+        while not done.is_set():
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(other())
+        monkeypatch.setattr(batch_mod, "STEP", 3)
+        res = await stepped.ingest_stepwise(fid, batch)
+        done.set()
+    assert _summary(stepped.get(fid), res) == want
+    assert turns[0] >= len(records) // 3 - 1
+    for store in (inline, stepped):
+        store.close()
+    reopened = [VersionStore(tmp_path / n, durable=False) for n in ("inline", "stepped")]
+    assert reopened[0].get(fid).fingerprint() == reopened[1].get(fid).fingerprint()
+    for store in reopened:
+        store.close()
