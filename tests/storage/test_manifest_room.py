@@ -5,7 +5,9 @@ on real nodes."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 import pytest
@@ -15,7 +17,7 @@ from proto import storage_pb2
 from storage import manifest as manifest_mod
 from storage import record_handlers as handlers_mod
 from storage.documents import DocumentStore
-from storage.manifest import ManifestStore, sign_manifest, verify_manifest
+from storage.manifest import ManifestStore, sign_manifest, verify_answer, verify_manifest
 from storage.record_handlers import RecordHandlers
 from tests.storage.test_manifest import _body
 
@@ -103,3 +105,32 @@ async def test_owner_lookups_per_store_are_capped(handlers: tuple[RecordHandlers
     with pytest.raises(ResourceExhaustedError):
         await _store(h, mine)
     assert len(owners.asked) == 1 + 3                 # its own owner, then at most 3 others
+
+
+async def test_many_manifests_are_verified_off_the_event_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CID's budget holds thousands of small manifests (~70 µs of Ed25519 each): the
+    replica's FetchManifests and the reader's check of the answer verify them on worker
+    threads (counted by thread), a CID's usual one or two on the loop."""
+    loop_thread = threading.get_ident()
+    on_loop, off_loop = [0], [0]
+    real = manifest_mod.verify_signature
+
+    def counted(*args: Any) -> bool:
+        (on_loop if threading.get_ident() == loop_thread else off_loop)[0] += 1
+        return bool(real(*args))
+
+    store = ManifestStore(tmp_path)
+    h = RecordHandlers(store, DocumentStore(tmp_path), None)
+    key = Key.generate()
+    for _ in range(200):
+        store.put(_signed(key, 10))
+    monkeypatch.setattr(manifest_mod, "verify_signature", counted)
+    cid = _body(key).cid
+    answer = storage_pb2.FetchManifestsReply.FromString(await h.fetch_manifests(
+        storage_pb2.FetchManifestsRequest(cid=cid).SerializeToString())).manifests
+    assert len(answer) == 200 and (on_loop[0], off_loop[0]) == (0, 200)
+    assert all(m is not None for m in await verify_answer(list(answer), cid))
+    assert (on_loop[0], off_loop[0]) == (0, 400)
+    assert len(await verify_answer(list(answer[:2]), cid)) == 2       # small: inline
+    assert (on_loop[0], off_loop[0]) == (2, 400)
