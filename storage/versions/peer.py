@@ -108,6 +108,7 @@ class VersionHandlers:
     async def digest(self, body: bytes) -> bytes:
         self.calls += 1
         req = parse(versions_pb2.DigestRequest, body)
+        await self.store.load(_check_file(req.file_id))   # off the loop, if not loaded
         vs = self.visible(_check_file(req.file_id))
         heads = vs.heads()
         source = self.manifest_source
@@ -146,6 +147,7 @@ class VersionHandlers:
     async def pull(self, body: bytes) -> bytes:
         self.calls += 1
         req = parse(versions_pb2.PullRequest, body)
+        await self.store.load(_check_file(req.file_id))   # off the loop, if not loaded
         vs = self.visible(_check_file(req.file_id))
         if len(req.record_ids) + len(req.grant_ids) > MAX_IDS:
             raise ResourceExhaustedError("too many ids in one pull")
@@ -164,6 +166,7 @@ class VersionHandlers:
         fid = _check_file(req.file_id)
         if len(req.records) + len(req.grants) > MAX_IDS:
             raise ResourceExhaustedError("too many records in one push")
+        await self.store.load(fid)
         self.verifying += 1
         try:
             batch = await prepare(req.grants, req.records)     # signatures: off the loop

@@ -148,10 +148,12 @@ class VersionSet(FileWriters):
 
     def add_many(self, grants: Iterable[versions_pb2.GrantRecord],
                  records: Iterable[versions_pb2.VersionRecord], *,
-                 at_ms: int | None = None, trusted: bool = False) -> AddResult:
+                 at_ms: int | None = None, trusted: bool = False,
+                 checked: Mapping[bytes, VersionError | None] | None = None) -> AddResult:
         """Add grants first, then records in causal order (retrying ones whose parents come later)."""
         result = AddResult()
-        add_in_causal_order(self, grants, records, result, at_ms=at_ms, trusted=trusted)
+        add_in_causal_order(self, grants, records, result, at_ms=at_ms, trusted=trusted,
+                            checked=checked)
         return result
 
     def add_bytes(self, grants: Iterable[bytes], records: Iterable[bytes], *,

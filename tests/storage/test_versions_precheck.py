@@ -134,3 +134,30 @@ async def test_a_stepwise_ingest_stores_what_an_inline_one_does(
     assert reopened[0].get(fid).fingerprint() == reopened[1].get(fid).fingerprint()
     for store in reopened:
         store.close()
+
+
+async def test_a_file_s_first_load_is_verified_off_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart, the first peer call naming a file loads its set from disk: its
+    records' signatures are checked on worker threads (counted), and the set is get()'s."""
+    fid, grants, records = _mixed()
+    store = VersionStore(tmp_path, durable=False)
+    store.ingest_bytes(fid, grants, records)
+    store.close()
+    loop_thread = threading.get_ident()
+    on_loop = [0]
+    real = records_mod.verify_signature
+
+    def counted(*args: Any) -> bool:
+        on_loop[0] += threading.get_ident() == loop_thread
+        return bool(real(*args))
+
+    monkeypatch.setattr(records_mod, "verify_signature", counted)
+    loaded, fresh = VersionStore(tmp_path, durable=False), VersionStore(tmp_path, durable=False)
+    await loaded.load(fid)
+    assert on_loop[0] == 0
+    assert loaded.get(fid).fingerprint() == fresh.get(fid).fingerprint()
+    assert on_loop[0] > 0                     # get()'s own load checks them inline
+    assert [h.id for h in loaded.get(fid).heads()] == [h.id for h in fresh.get(fid).heads()]
+    loaded.close()
+    fresh.close()
