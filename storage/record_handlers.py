@@ -25,6 +25,7 @@ never changes; "no record" is kept for a minute) and at most MAX_LOOKUPS run per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections import OrderedDict
@@ -38,7 +39,7 @@ from mesh.errors import (
 )
 from proto import storage_pb2
 from storage.capacity import Capacity
-from storage.documents import DocumentStore
+from storage.documents import DocumentStore, verify_document
 from storage.manifest import (
     MAX_MANIFEST_BYTES,
     BudgetFull,
@@ -89,14 +90,14 @@ class RecordHandlers:
             try:
                 doc = await asyncio.to_thread(put)
             except OwnerConflict:
-                await self._check_owner(req.manifest)   # the document's owner, or refused
+                await self._check_owner(req)   # the document's owner, or refused
                 try:
                     doc = await asyncio.to_thread(put, True)
                 except BudgetFull as full:
                     doc = await asyncio.to_thread(put, True, await self._unproven(full))
             except BudgetFull as full:
                 try:
-                    await self._check_owner(req.manifest)
+                    await self._check_owner(req)
                 except PermissionDeniedError:
                     raise full from None          # not the owner's: first come, as before
                 doc = await asyncio.to_thread(put, True, await self._unproven(full))
@@ -123,10 +124,15 @@ class RecordHandlers:
             self._owners.popitem(last=False)
         return owner
 
-    async def _check_owner(self, signed: storage_pb2.SignedManifest) -> None:
-        """PERMISSION_DENIED unless ``signed``'s signer owns its file_id (module docstring);
-        ``signed`` was verified by the store that refused it."""
-        body = storage_pb2.ManifestBody.FromString(signed.body)
+    async def _check_owner(self, req: storage_pb2.StoreManifestRequest) -> None:
+        """PERMISSION_DENIED unless the manifest's signer owns its file_id (module docstring):
+        the document record sent with it proves that (a new upload's), else a lookup. The
+        manifest was verified by the store that refused it."""
+        body = storage_pb2.ManifestBody.FromString(req.manifest.body)
+        if req.HasField("document"):
+            with contextlib.suppress(InvalidArgumentError):
+                doc = verify_document(req.document, body.file_id)
+                self._owners[body.file_id] = (bytes(doc.owner_key), 0.0)
         if await self._owner(body.file_id) != body.owner_key:
             raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
 

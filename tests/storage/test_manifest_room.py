@@ -16,7 +16,7 @@ from mesh.errors import NotFoundError, ResourceExhaustedError
 from proto import storage_pb2
 from storage import manifest as manifest_mod
 from storage import record_handlers as handlers_mod
-from storage.documents import DocumentStore
+from storage.documents import DocumentStore, new_file_id, sign_document
 from storage.manifest import ManifestStore, sign_manifest, verify_answer, verify_manifest
 from storage.record_handlers import RecordHandlers
 from tests.storage.test_manifest import _body
@@ -134,3 +134,27 @@ async def test_many_manifests_are_verified_off_the_event_loop(
     assert (on_loop[0], off_loop[0]) == (0, 400)
     assert len(await verify_answer(list(answer[:2]), cid)) == 2       # small: inline
     assert (on_loop[0], off_loop[0]) == (2, 400)
+
+
+async def test_a_new_upload_s_document_record_proves_its_owner(
+        handlers: tuple[RecordHandlers, Owners]) -> None:
+    """A Push stores the manifest with its document record in one call, before the document
+    replicas may have it: the record sent along (owner-signed, binding the file_id) proves
+    the owner without a lookup."""
+    h, owners = handlers
+    junk = _signed(Key.generate(), 9000)                       # a member's junk fills it
+    await _store(h, junk)
+    owner = Key.generate()
+    body = _body(owner)
+    body.filename_sealed = bytes(2000)
+    file_id, nonce = new_file_id(bytes(owner.verify_key))
+    body.file_id = file_id
+    req = storage_pb2.StoreManifestRequest(
+        manifest=sign_manifest(body, owner),
+        document=sign_document(file_id, nonce, body.cid, owner))
+    owners.asked.clear()
+    reply = storage_pb2.StoreManifestReply.FromString(
+        await h.store_manifest(req.SerializeToString()))
+    assert reply.stored and reply.document_stored
+    assert _kept(h) == {file_id}
+    assert owners.asked == [verify_manifest(junk).file_id]    # only the junk's owner
