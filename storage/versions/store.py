@@ -13,7 +13,6 @@ directly for these small writes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -22,8 +21,7 @@ from pathlib import Path
 
 from mesh.identity import Identity
 from proto import versions_pb2
-from storage.versions.batch import Added
-from storage.versions.precheck import Prepared, prepare, prepare_now
+from storage.versions.precheck import Prepared, prepare_now
 from storage.versions.records import (
     Vector,
     encode,
@@ -33,6 +31,7 @@ from storage.versions.records import (
     vector_of,
     writer_id,
 )
+from storage.versions.store_async import PeerIngest
 from storage.versions.vset import AddResult, VersionSet
 
 DB_NAME = "versions.sqlite3"
@@ -47,7 +46,7 @@ CREATE TABLE IF NOT EXISTS seen (file_id BLOB PRIMARY KEY, vector BLOB NOT NULL)
 """
 
 
-class VersionStore:
+class VersionStore(PeerIngest):
     """Persistent VersionSets of every file this node replicates (or writes)."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
@@ -94,30 +93,6 @@ class VersionStore:
                 self._sets[file_id] = vs
             return vs
 
-    async def load(self, file_id: bytes) -> None:
-        """``get``'s first load with the records' signatures checked on worker threads
-        (precheck.py): a peer naming a file of a long history after a restart froze the loop
-        for its whole re-verification (100,000 records: ~7 s)."""
-        if file_id in self._sets:
-            return
-        grants, records = await asyncio.to_thread(self._rows, file_id)
-        if not grants and not records:
-            return
-        batch = await prepare(grants, records, at_ms=2**62)
-        with self._lock:
-            if file_id not in self._sets:
-                vs = VersionSet(file_id)
-                vs.add_many(batch.grants, batch.records, at_ms=2**62, trusted=True,
-                            checked=batch.checked)
-                self._sets[file_id] = vs
-
-    def _rows(self, file_id: bytes) -> tuple[list[bytes], list[bytes]]:
-        with self._lock:
-            return ([bytes(r[0]) for r in self._db.execute(
-                        "SELECT body FROM grants WHERE file_id=?", (file_id,))],
-                    [bytes(r[0]) for r in self._db.execute(
-                        "SELECT body FROM records WHERE file_id=?", (file_id,))])
-
     def _persist_new(self, vs: VersionSet, before_records: set[bytes],
                      before_grants: set[bytes]) -> None:
         rows_r = [(vs.file_id, vid, encode(vs.get(vid).record))  # type: ignore[union-attr]
@@ -156,42 +131,6 @@ class VersionStore:
             if vs.record_ids() or vs.grant_ids():
                 self._sets.setdefault(file_id, vs)
             return result
-
-    async def ingest_stepwise(self, file_id: bytes, batch: Prepared) -> AddResult:
-        """``ingest_prepared`` giving the event loop a turn every batch.STEP records (a peer's
-        large push: ~15-20 µs a record even with its signatures checked already), each
-        step's new records written as it ends. The set is shared from the start, so
-        concurrent ingests of a new file meet in one set; each step holds the lock (reserve
-        runs on a thread)."""
-        with self._lock:
-            vs = self._sets.setdefault(file_id, self.get(file_id, keep=False))
-        result = AddResult()
-        steps = vs.add_steps(batch, result)
-        try:
-            while True:
-                with self._lock:
-                    new = next(steps, None)
-                    if new is None:
-                        break
-                    self._write(file_id, new)
-                await asyncio.sleep(0)
-        finally:
-            with self._lock:
-                if not vs.record_ids() and not vs.grant_ids() \
-                        and self._sets.get(file_id) is vs:
-                    del self._sets[file_id]         # all refused: not kept (as ingest_bytes)
-        return result
-
-    def _write(self, file_id: bytes, new: Added) -> None:
-        rows_r = [(file_id, record_id(m), encode(m)) for m in new
-                  if isinstance(m, versions_pb2.VersionRecord)]
-        rows_g = [(file_id, grant_id(m), encode(m)) for m in new
-                  if isinstance(m, versions_pb2.GrantRecord)]
-        if rows_r or rows_g:
-            with self._db:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR IGNORE INTO records VALUES (?,?,?)", rows_r)
-                self._db.executemany("INSERT OR IGNORE INTO grants VALUES (?,?,?)", rows_g)
 
     def add(self, record: versions_pb2.VersionRecord) -> bool:
         """Add one record (raises the rule it breaks); True if new."""
