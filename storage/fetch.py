@@ -8,9 +8,9 @@ import hashlib
 import logging
 from collections.abc import Callable
 
-from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, UnavailableError
+from mesh.errors import MeshError, NotFoundError, UnavailableError
 from proto import storage_pb2
-from storage.manifest import Manifest, manifest_key, verify_manifest
+from storage.manifest import Manifest, manifest_key, verify_answer
 from storage.placement import Network, assign
 from storage.results import PushOptions
 from storage.tail import read_tail
@@ -78,12 +78,10 @@ class Fetcher:
                     unreachable.append(node_id)
                 return []
 
-        def keep(answer: list[storage_pb2.SignedManifest]) -> bool:
+        async def keep(answer: list[storage_pb2.SignedManifest]) -> bool:
             hit = False
-            for signed in answer:
-                try:
-                    m = verify_manifest(signed, cid)
-                except InvalidArgumentError:
+            for signed, m in zip(answer, await verify_answer(answer, cid), strict=True):
+                if m is None:
                     continue
                 found.setdefault(hashlib.sha256(signed.body).digest(), m)
                 hit = hit or (enough is not None and enough(m))
@@ -96,7 +94,7 @@ class Fetcher:
             me = self.network.self_id
             if me in peers:            # a replica here: no channel, and no remote work if enough
                 peers.remove(me)
-                if keep(await one(me)):
+                if await keep(await one(me)):
                     return list(found.values())
             # The first round is hedged: the closest replica alone, then the others if it has
             # not answered within HEDGE_S or answered without enough. Waking one peer instead
@@ -110,7 +108,7 @@ class Fetcher:
                     done, pending = await asyncio.wait(
                         pending, timeout=HEDGE_S if waiting else None,
                         return_when=asyncio.FIRST_COMPLETED)
-                    if sum(keep(task.result()) for task in done):
+                    if sum([await keep(task.result()) for task in done]):
                         return list(found.values())
                     if waiting:           # no answer in time, or not enough: ask the rest
                         pending |= {asyncio.create_task(one(p)) for p in waiting}

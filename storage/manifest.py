@@ -15,12 +15,14 @@ upload); the store keeps the newest per file_id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
 import re
 import sqlite3
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ NO_HOLDER = 0xFFFFFFFF
 MAX_MANIFEST_BYTES = 32 * 2**20
 CID_BUDGET = 48 * 2**20     # manifests kept per CID, all of them: one FetchManifests reply
 INLINE_LIMIT = 65536       # largest inline file a reader accepts (pushers inline far less)
+INLINE_VERIFY = 8          # manifests (of at most 1 MiB together) verified on the event loop
 _DOMAIN = b"tw-mesh/manifest/v1\x00"
 _FILE_ID = re.compile(r"f[0-9a-f]{32}")
 
@@ -148,8 +151,42 @@ def verify_manifest(signed: storage_pb2.SignedManifest, cid: str | None = None) 
     return manifest
 
 
+def _verify_some(answer: Sequence[storage_pb2.SignedManifest], cid: str | None
+                 ) -> list[Manifest | None]:
+    out: list[Manifest | None] = []
+    for signed in answer:
+        try:
+            out.append(verify_manifest(signed, cid))
+        except InvalidArgumentError:
+            out.append(None)
+    return out
+
+
+async def verify_answer(answer: Sequence[storage_pb2.SignedManifest], cid: str | None = None
+                        ) -> list[Manifest | None]:
+    """``verify_manifest`` of each (None: it does not verify), on worker threads, 64 per hop,
+    unless the answer is small: a FetchManifests answer may hold a CID's whole budget (48 MiB:
+    ~200,000 small manifests, ~70 µs of Ed25519 each), which froze the reader's loop."""
+    if len(answer) <= INLINE_VERIFY and sum(len(s.body) for s in answer) <= 2**20:
+        return _verify_some(answer, cid)
+    out: list[Manifest | None] = []
+    for i in range(0, len(answer), 64):
+        out += await asyncio.to_thread(_verify_some, answer[i:i + 64], cid)
+    return out
+
+
 class OwnerConflict(PermissionDeniedError):
     """The (CID, file_id) slot here holds a manifest signed by another key."""
+
+
+class BudgetFull(ResourceExhaustedError):
+    """No room in the CID's budget here: ``others`` are the kept manifests (file_id, signer,
+    bytes), ``excess`` how many bytes would have to go (record_handlers.py makes room)."""
+
+    def __init__(self, message: str, others: list[tuple[str, bytes, int]], excess: int) -> None:
+        super().__init__(message)
+        self.others = others
+        self.excess = excess
 
 
 class ManifestStore:
@@ -179,12 +216,14 @@ class ManifestStore:
                 self.put(storage_pb2.SignedManifest.FromString(path.read_bytes()))
         root.rename(root.with_name(f"manifests.imported-{int(time.time())}"))
 
-    def put(self, signed: storage_pb2.SignedManifest, *, owner_proven: bool = False
-            ) -> Manifest:
+    def put(self, signed: storage_pb2.SignedManifest, *, owner_proven: bool = False,
+            evict: Collection[tuple[str, bytes]] = ()) -> Manifest:
         """Verify and keep a manifest (idempotent); InvalidArgumentError if it is not valid,
         OwnerConflict if another key's manifest holds its (CID, file_id) — unless
         ``owner_proven`` (its signer is the key the file_id's document record names), which
-        replaces that one."""
+        replaces that one; BudgetFull past CID_BUDGET. ``evict``: (file_id, signer) of this
+        CID's kept manifests to drop first (only with ``owner_proven``; signers the caller
+        found not to own their file_ids)."""
         manifest = verify_manifest(signed)
         if not _FILE_ID.fullmatch(manifest.file_id):
             raise InvalidArgumentError("manifest has an invalid file_id")
@@ -200,12 +239,18 @@ class ManifestStore:
             if row is not None:
                 if int(row[1]) >= body.created_ms:
                     return _parsed(bytes(row[2]), manifest)
-            (others,) = db.execute("SELECT COALESCE(SUM(LENGTH(signed)), 0) FROM manifests "
-                                   "WHERE cid=? AND file_id<>?",
-                                   (body.cid, body.file_id)).fetchone()
-            if int(others) + len(raw) > CID_BUDGET:
-                raise ResourceExhaustedError(f"{body.cid} has {others} bytes of manifests here: "
-                                             f"no room for {len(raw)} more")
+            if owner_proven:
+                db.executemany("DELETE FROM manifests WHERE cid=? AND file_id=? AND owner=? "
+                               "AND file_id<>?", [(body.cid, f, o, body.file_id)
+                                                  for f, o in evict])
+            where = ("FROM manifests WHERE cid=? AND file_id<>?", (body.cid, body.file_id))
+            (held,) = db.execute("SELECT COALESCE(SUM(LENGTH(signed)), 0) " + where[0],
+                                 where[1]).fetchone()
+            if int(held) + len(raw) > CID_BUDGET:
+                others = [(str(f), bytes(o), int(n)) for f, o, n in db.execute(
+                    "SELECT file_id, owner, LENGTH(signed) " + where[0], where[1])]
+                raise BudgetFull(f"{body.cid} has {held} bytes of manifests here: no room for "
+                                 f"{len(raw)} more", others, int(held) + len(raw) - CID_BUDGET)
             db.execute("INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
                        (body.cid, body.file_id, body.owner_key, body.created_ms, raw))
         return manifest
@@ -221,11 +266,14 @@ class ManifestStore:
         return out
 
     def get_now(self, cid: str) -> list[storage_pb2.SignedManifest] | None:
-        """``get`` without waiting: None if the database is busy (call ``get`` on a thread)."""
+        """``get`` without waiting: None if the database is busy or the answer is large (call
+        ``get`` on a thread)."""
         if not is_cid(cid):
             raise InvalidArgumentError(f"not a CID: {cid!r:.80}")
         rows = self.db.query_now(self._GET, (cid,))
-        return None if rows is None else self._verified(cid, rows, drop_rotted=False)
+        if rows is None or len(rows) > INLINE_VERIFY or sum(len(r[1]) for r in rows) > 2**20:
+            return None      # busy, or too many signatures to check on the event loop
+        return self._verified(cid, rows, drop_rotted=False)
 
     def _verified(self, cid: str, rows: list[tuple[Any, ...]], drop_rotted: bool = True
                   ) -> list[storage_pb2.SignedManifest] | None:

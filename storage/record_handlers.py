@@ -13,12 +13,22 @@ churn), and the owner's was refused there for good. Now, on such a conflict only
 the normal path), the replica asks who owns the file_id (its document record: this node's,
 else the document replicas', storage/delete_check.py ``DeleteGuard.owner``) and lets the
 owner's manifest replace the squatter's.
+
+A CID's manifest budget (storage/manifest.py) was first come in the same way: a member could
+fill it with manifests of its own on such a replica, which then refused the owner's. Now, when
+the budget is full, a manifest whose signer owns its file_id makes room by dropping kept ones
+whose signers do not own theirs (no document record names them), largest first; an
+owner-proven manifest is never dropped. The owner lookups are cached (ownership of a file_id
+never changes; "no record" is kept for a minute) and at most MAX_LOOKUPS run per store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from mesh.errors import (
@@ -29,9 +39,18 @@ from mesh.errors import (
 )
 from proto import storage_pb2
 from storage.capacity import Capacity
-from storage.documents import DocumentStore
-from storage.manifest import MAX_MANIFEST_BYTES, ManifestStore, OwnerConflict, verify_manifest
+from storage.documents import DocumentStore, verify_document
+from storage.manifest import (
+    MAX_MANIFEST_BYTES,
+    BudgetFull,
+    ManifestStore,
+    OwnerConflict,
+)
 from storage.peer_wire import _parse
+
+MAX_LOOKUPS = 16          # owner lookups one store may cause when the budget is full
+_CACHED = 4096            # file_ids whose owner lookups are remembered
+_NO_RECORD_S = 60.0       # how long "no document record found" is believed
 
 
 class RecordHandlers:
@@ -44,6 +63,8 @@ class RecordHandlers:
         self.documents = documents
         self.capacity = capacity     # None: no reserve (tests of the handlers alone)
         self.owner_of = owner_of     # file_id -> its owner's key (None: conflicts are refused)
+        self._owners: OrderedDict[str, tuple[bytes | None, float]] = OrderedDict()
+        self.lookups = 0             # owner lookups made (not answered from the cache)
 
     def _make_room(self, size: int) -> None:
         """StorageFull if ``size`` new bytes would eat into the reserve (storage/capacity.py)."""
@@ -53,9 +74,10 @@ class RecordHandlers:
     async def store_manifest(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.StoreManifestRequest, body, MAX_MANIFEST_BYTES + 8192)
 
-        def put(owner_proven: bool = False) -> bool:
+        def put(owner_proven: bool = False, evict: list[tuple[str, bytes]] | None = None
+                ) -> bool:
             self._make_room(len(body))
-            self.manifests.put(req.manifest, owner_proven=owner_proven)
+            self.manifests.put(req.manifest, owner_proven=owner_proven, evict=evict or ())
             if not req.HasField("document"):
                 return False
             try:
@@ -68,24 +90,66 @@ class RecordHandlers:
             try:
                 doc = await asyncio.to_thread(put)
             except OwnerConflict:
-                await self._check_owner(req.manifest)   # the document's owner, or refused
-                doc = await asyncio.to_thread(put, True)
+                await self._check_owner(req)   # the document's owner, or refused
+                try:
+                    doc = await asyncio.to_thread(put, True)
+                except BudgetFull as full:
+                    doc = await asyncio.to_thread(put, True, await self._unproven(full))
+            except BudgetFull as full:
+                try:
+                    await self._check_owner(req)
+                except PermissionDeniedError:
+                    raise full from None          # not the owner's: first come, as before
+                doc = await asyncio.to_thread(put, True, await self._unproven(full))
         except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: answer; the pusher counts it
             raise ResourceExhaustedError(f"cannot store the manifest here: {exc}") from exc
         return storage_pb2.StoreManifestReply(stored=True, document_stored=doc).SerializeToString()
 
-    async def _check_owner(self, signed: storage_pb2.SignedManifest) -> None:
-        """PERMISSION_DENIED unless ``signed``'s signer owns its file_id (module docstring)."""
-        body = verify_manifest(signed).body
-        refused = PermissionDeniedError(f"{body.file_id} belongs to another owner")
+    async def _owner(self, file_id: str) -> bytes | None:
+        """The key ``file_id`` is bound to (None: no document record found), cached."""
+        now = time.monotonic()
+        hit = self._owners.get(file_id)
+        if hit is not None and (hit[0] is not None or now < hit[1]):
+            self._owners.move_to_end(file_id)
+            return hit[0]
         if self.owner_of is None:
-            raise refused
+            return None
+        self.lookups += 1
         try:
-            owner = await self.owner_of(body.file_id)
-        except MeshError as exc:                  # no document record found: first come stays
-            raise refused from exc
-        if owner != body.owner_key:
-            raise refused
+            owner: bytes | None = await self.owner_of(file_id)
+        except MeshError:
+            owner = None
+        self._owners[file_id] = (owner, now + _NO_RECORD_S)
+        while len(self._owners) > _CACHED:
+            self._owners.popitem(last=False)
+        return owner
+
+    async def _check_owner(self, req: storage_pb2.StoreManifestRequest) -> None:
+        """PERMISSION_DENIED unless the manifest's signer owns its file_id (module docstring):
+        the document record sent with it proves that (a new upload's), else a lookup. The
+        manifest was verified by the store that refused it."""
+        body = storage_pb2.ManifestBody.FromString(req.manifest.body)
+        if req.HasField("document"):
+            with contextlib.suppress(InvalidArgumentError):
+                doc = verify_document(req.document, body.file_id)
+                self._owners[body.file_id] = (bytes(doc.owner_key), 0.0)
+        if await self._owner(body.file_id) != body.owner_key:
+            raise PermissionDeniedError(f"{body.file_id} belongs to another owner")
+
+    async def _unproven(self, full: BudgetFull) -> list[tuple[str, bytes]]:
+        """Kept manifests whose signers do not own their file_ids, largest first, enough to
+        make room; ``full`` itself if they are not enough (module docstring)."""
+        evict: list[tuple[str, bytes]] = []
+        freed, before = 0, self.lookups
+        for file_id, signer, size in sorted(full.others, key=lambda o: (-o[2], o[0])):
+            if freed >= full.excess or self.lookups - before >= MAX_LOOKUPS:
+                break
+            if await self._owner(file_id) != signer:
+                evict.append((file_id, signer))
+                freed += size
+        if freed >= full.excess:
+            return evict
+        raise full
 
     async def fetch_manifests(self, body: bytes) -> bytes:
         req = _parse(storage_pb2.FetchManifestsRequest, body, 1024)

@@ -11,11 +11,14 @@ the grants change, so a later revocation invalidates a record everywhere alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from proto import versions_pb2
 from storage.versions.errors import (
     MalformedRecordError,
     RevokedWriterError,
     UnauthorizedWriterError,
+    VersionError,
 )
 from storage.versions.records import Vector, grant_id, leq, vector_of, verify_grant
 
@@ -50,12 +53,17 @@ class FileWriters:
             raise MalformedRecordError("record names another owner for this file")
 
     # -- grants ----------------------------------------------------------------------------
-    def add_grant(self, grant: versions_pb2.GrantRecord) -> bool:
-        """Verify and add an owner-signed grant or revocation; False if already known."""
+    def add_grant(self, grant: versions_pb2.GrantRecord,
+                  checked: Mapping[bytes, VersionError | None] | None = None) -> bool:
+        """Verify and add an owner-signed grant or revocation; False if already known.
+        ``checked``: verify_grant's verdicts by grant id, run already (precheck.py)."""
         gid = grant_id(grant)
         if gid in self._grants:
             return False
-        verify_grant(grant)
+        if checked is None or gid not in checked:
+            verify_grant(grant)
+        elif (verdict := checked[gid]) is not None:
+            raise verdict
         self.bind(grant.file)
         self._grants[gid] = grant
         best = self._deciding.get(grant.grantee_key)

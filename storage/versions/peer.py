@@ -34,6 +34,7 @@ from mesh.wire import parse_message
 from proto import storage_pb2, versions_pb2
 from storage.manifest import Manifest, verify_manifest
 from storage.versions.errors import VersionError
+from storage.versions.precheck import prepare
 from storage.versions.records import FILE_ID_BYTES, decode_version, encode, record_id
 from storage.versions.store import VersionStore
 from storage.versions.vset import VersionSet
@@ -88,6 +89,7 @@ class VersionHandlers:
         self.hooks = hooks
         self.refused = 0
         self.calls = 0
+        self.verifying = 0        # Pushes whose records are being checked now (precheck.py)
         self.manifest_sink: Callable[[Manifest], None] | None = None
         self.manifest_source: Callable[[str], Manifest | None] | None = None
 
@@ -106,6 +108,7 @@ class VersionHandlers:
     async def digest(self, body: bytes) -> bytes:
         self.calls += 1
         req = parse(versions_pb2.DigestRequest, body)
+        await self.store.load(_check_file(req.file_id))   # off the loop, if not loaded
         vs = self.visible(_check_file(req.file_id))
         heads = vs.heads()
         source = self.manifest_source
@@ -144,6 +147,7 @@ class VersionHandlers:
     async def pull(self, body: bytes) -> bytes:
         self.calls += 1
         req = parse(versions_pb2.PullRequest, body)
+        await self.store.load(_check_file(req.file_id))   # off the loop, if not loaded
         vs = self.visible(_check_file(req.file_id))
         if len(req.record_ids) + len(req.grant_ids) > MAX_IDS:
             raise ResourceExhaustedError("too many ids in one pull")
@@ -162,8 +166,14 @@ class VersionHandlers:
         fid = _check_file(req.file_id)
         if len(req.records) + len(req.grants) > MAX_IDS:
             raise ResourceExhaustedError("too many records in one push")
+        await self.store.load(fid)
+        self.verifying += 1
         try:
-            result = self.store.ingest_bytes(fid, list(req.grants), list(req.records))
+            batch = await prepare(req.grants, req.records)     # signatures: off the loop
+        finally:
+            self.verifying -= 1
+        try:
+            result = await self.store.ingest_stepwise(fid, batch)
         except (OSError, sqlite3.Error) as exc:  # disk full, I/O error: the pusher counts it
             raise ResourceExhaustedError(f"cannot store the records here: {exc}") from exc
         self.refused += len(result.refused)

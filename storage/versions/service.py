@@ -91,6 +91,7 @@ class VersionService(VersionApi):
         return {**self.counters, "files": len(self.store.files()), "replicas": self.replicas,
                 "sync_interval_s": self.sync_interval, "peer_calls": self.handlers.calls,
                 "refused_records": self.handlers.refused,
+                "pushes_verifying": self.handlers.verifying,
                 "manifest_cache_hits": self.local.manifest_cache_hits,
                 "last_revise_ms": self.writer.last_revise_ms,
                 "last_get_ms": self.getter.last_get_ms}

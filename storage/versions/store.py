@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mesh.identity import Identity
 from proto import versions_pb2
+from storage.versions.precheck import Prepared, prepare_now
 from storage.versions.records import (
     Vector,
     encode,
@@ -30,6 +31,7 @@ from storage.versions.records import (
     vector_of,
     writer_id,
 )
+from storage.versions.store_async import PeerIngest
 from storage.versions.vset import AddResult, VersionSet
 
 DB_NAME = "versions.sqlite3"
@@ -44,7 +46,7 @@ CREATE TABLE IF NOT EXISTS seen (file_id BLOB PRIMARY KEY, vector BLOB NOT NULL)
 """
 
 
-class VersionStore:
+class VersionStore(PeerIngest):
     """Persistent VersionSets of every file this node replicates (or writes)."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
@@ -117,10 +119,14 @@ class VersionStore:
     def ingest_bytes(self, file_id: bytes, grants: list[bytes], records: list[bytes]
                      ) -> AddResult:
         """``ingest`` for a peer's push: a set that stays empty (all refused) is not kept."""
+        return self.ingest_prepared(file_id, prepare_now(grants, records))
+
+    def ingest_prepared(self, file_id: bytes, batch: Prepared) -> AddResult:
+        """``ingest_bytes`` of a batch precheck.py decoded (and checked, if large)."""
         with self._lock:
             vs = self.get(file_id, keep=False)
             before_r, before_g = vs.record_ids(), vs.grant_ids()
-            result = vs.add_bytes(grants, records)
+            result = vs.add_prepared(batch)
             self._persist_new(vs, before_r, before_g)
             if vs.record_ids() or vs.grant_ids():
                 self._sets.setdefault(file_id, vs)

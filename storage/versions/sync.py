@@ -34,11 +34,12 @@ from mesh.errors import MeshError
 from proto import mesh_pb2, versions_pb2
 from storage.tail import Suspects, read_tail
 from storage.versions.peer import VersionHandlers, parse
+from storage.versions.precheck import prepare
 from storage.versions.records import file_id_text, leq, vmax
 from storage.versions.replica_push import ReplicaPush
 from storage.versions.replicas import ReplicaPeers
 from storage.versions.store import VersionStore
-from storage.versions.vset import VersionSet
+from storage.versions.vset import AddResult, VersionSet
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +189,13 @@ class ReplicaSync:
         grants = [g for b in bundles if b is not None for g in b.grants]
         records = [r for b in bundles if b is not None for r in b.records]
         if grants or records:
+            batch = await prepare(grants, records)          # signatures: off the loop
             if persist:
-                res = self.store.ingest_bytes(fid, grants, records)
+                res = await self.store.ingest_stepwise(fid, batch)
             else:
-                res = work.add_bytes(grants, records)
+                res = AddResult()
+                for _ in work.add_steps(batch, res):          # a turn for the loop between
+                    await asyncio.sleep(0)
             self.counters["records_pulled"] += res.accepted
             self.counters["refused_from_peers"] += len(res.refused)
         # push each replica what it lacks (valid records only, parents first)

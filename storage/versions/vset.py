@@ -18,14 +18,15 @@ writer signing two records at one counter) are kept as conflicting heads (lineag
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from proto import versions_pb2
-from storage.versions.batch import add_in_causal_order, decode_all
+from storage.versions.batch import Added, add_in_causal_order, causal_steps
 from storage.versions.errors import MissingParentError, VersionError
 from storage.versions.grants import FileWriters
 from storage.versions.lineage import check_descends, check_genesis
+from storage.versions.precheck import Prepared, prepare_now
 from storage.versions.records import (
     MAX_PARENTS,
     Vector,
@@ -97,17 +98,20 @@ class VersionSet(FileWriters):
         """Every stored record, parents before children."""
         return sorted(self._records.values(), key=_causal_key)
 
-    def add_grant(self, grant: versions_pb2.GrantRecord) -> bool:
+    def add_grant(self, grant: versions_pb2.GrantRecord,
+                  checked: Mapping[bytes, VersionError | None] | None = None) -> bool:
         """Verify and add an owner-signed grant or revocation; False if already known."""
-        if not super().add_grant(grant):
+        if not super().add_grant(grant, checked):
             return False
         self._valid = self._heads = None
         return True
 
     # -- records ---------------------------------------------------------------------------
     def add(self, record: versions_pb2.VersionRecord, *, at_ms: int | None = None,
-            trusted: bool = False) -> bool:
+            trusted: bool = False,
+            checked: Mapping[bytes, VersionError | None] | None = None) -> bool:
         """Verify ``record`` against every rule and add it; False if it is a duplicate.
+        ``checked``: verify_version's verdicts by record id, run already (precheck.py).
 
         ``trusted`` (records this replica accepted before, read back from its disk): the
         signature and structure are checked again, but not the writer's current authorization,
@@ -117,7 +121,10 @@ class VersionSet(FileWriters):
         vid = record_id(record)
         if vid in self._records:        # the same signed bytes: verified when first added
             return False
-        verify_version(record, at_ms=at_ms)
+        if checked is None or vid not in checked:
+            verify_version(record, at_ms=at_ms)
+        elif (verdict := checked[vid]) is not None:
+            raise verdict
         self.bind(record.file)
         vector = vector_of(record.vector)
         me = writer_id(record.writer_key)
@@ -141,21 +148,31 @@ class VersionSet(FileWriters):
 
     def add_many(self, grants: Iterable[versions_pb2.GrantRecord],
                  records: Iterable[versions_pb2.VersionRecord], *,
-                 at_ms: int | None = None, trusted: bool = False) -> AddResult:
+                 at_ms: int | None = None, trusted: bool = False,
+                 checked: Mapping[bytes, VersionError | None] | None = None) -> AddResult:
         """Add grants first, then records in causal order (retrying ones whose parents come later)."""
         result = AddResult()
-        add_in_causal_order(self, grants, records, result, at_ms=at_ms, trusted=trusted)
+        add_in_causal_order(self, grants, records, result, at_ms=at_ms, trusted=trusted,
+                            checked=checked)
         return result
 
     def add_bytes(self, grants: Iterable[bytes], records: Iterable[bytes], *,
                   at_ms: int | None = None) -> AddResult:
         """Like add_many, from serialized records; undecodable ones are refused."""
+        return self.add_prepared(prepare_now(list(grants), list(records), at_ms))
+
+    def add_prepared(self, batch: Prepared) -> AddResult:
+        """``add_bytes`` of a batch decoded (and perhaps checked) by precheck.py."""
         result = AddResult()
-        good_grants, good_records = decode_all(grants, records, result.refused)
-        inner = self.add_many(good_grants, good_records, at_ms=at_ms)
-        result.accepted, result.duplicate = inner.accepted, inner.duplicate
-        result.refused.extend(inner.refused)
+        for _ in self.add_steps(batch, result):
+            pass
         return result
+
+    def add_steps(self, batch: Prepared, result: AddResult) -> Iterator[Added]:
+        """``add_prepared`` into ``result``, pausing every batch.STEP items (causal_steps)."""
+        result.refused.extend(batch.refused)
+        return causal_steps(self, batch.grants, batch.records, result, at_ms=batch.at_ms,
+                            trusted=False, checked=batch.checked, ordered=batch.ordered)
 
     def merge(self, other: VersionSet) -> AddResult:
         """Add everything ``other`` holds (commutative, associative, idempotent on valid())."""

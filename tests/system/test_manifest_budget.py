@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from mesh.channel import ChannelPool
 from mesh.channel.links import MAX_MESSAGE_BYTES
 from mesh.errors import ResourceExhaustedError
@@ -84,3 +86,64 @@ async def test_manifests_piled_on_a_cid_cannot_hide_its_owner_s_manifest(
 
 def test_the_budget_holds_the_largest_manifest_and_fits_one_frame() -> None:
     assert MAX_MANIFEST_BYTES <= CID_BUDGET < MAX_MESSAGE_BYTES - 2**20
+
+
+def _junk(victim: storage_pb2.ManifestBody, attacker: Identity, size: int
+          ) -> storage_pb2.SignedManifest:
+    """A manifest of the attacker's own (a fresh file_id, no document record) under the
+    victim's CID, ``size`` bytes signed (give or take the length prefix's bytes)."""
+    body = storage_pb2.ManifestBody()
+    body.CopyFrom(victim)
+    body.owner_key = attacker.public_key
+    body.file_id = new_file_id(attacker.public_key)[0]
+    body.filename_sealed = b""
+    bare = len(sign_manifest(body, attacker.signing_key).SerializeToString())
+    body.filename_sealed = os.urandom(max(0, size - bare - 8))
+    return sign_manifest(body, attacker.signing_key)
+
+
+async def test_the_owner_s_manifest_makes_room_in_a_budget_a_member_filled(
+        tmp_path: Path) -> None:
+    """The budget is no longer first come: a node that is not yet one of the CID's manifest
+    replicas (as after churn) has its CID budget filled by a member; the owner's manifest
+    (as repair copies it) still lands there, dropping the member's, and the file reads."""
+    async with NodeCluster(tmp_path, 6, extra=["--sweep-interval", "600"]) as cluster:
+        ids = await _ids(cluster)
+        data = os.urandom(200_000)
+        r = await cluster.stub(0, Stub).Push(
+            taskworker_pb2.PushRequest(file_data=data, public=True), timeout=60)
+        attacker = Identity.generate()
+        pool = ChannelPool(attacker)
+
+        def client(i: int) -> StorageClient:
+            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer),
+                                        timeout=120)
+
+        try:
+            ranked = _ranked(ids, manifest_key(r.cid))
+            genuine = next(m for m in (verify_manifest(s, r.cid) for s in
+                                       await client(ranked[0]).fetch_manifests(r.cid))
+                           if m.file_id == r.file_id)
+            spare = -1
+            for i in ranked[3:]:
+                if i != 0 and not await client(i).fetch_manifests(r.cid):
+                    spare = i
+                    break
+            assert spare >= 0
+            size = len(genuine.signed.SerializeToString())
+            held = 0
+            while held < CID_BUDGET - size:          # fill it: no room for the owner's one
+                junk = _junk(genuine.body, attacker, min(JUNK, CID_BUDGET - held - 16))
+                await client(spare).store_manifest(junk)
+                held += len(junk.SerializeToString())
+            assert held <= CID_BUDGET
+            with pytest.raises(ResourceExhaustedError):     # a member cannot evict
+                await client(spare).store_manifest(_junk(genuine.body, attacker, 2 * size))
+
+            await client(spare).store_manifest(genuine.signed)
+            kept = [verify_manifest(s, r.cid) for s in await client(spare).fetch_manifests(r.cid)]
+            assert genuine.signed in [m.signed for m in kept]
+            assert sum(len(m.signed.SerializeToString()) for m in kept) <= CID_BUDGET
+            assert (await _get_stream(cluster.stub(spare, Stub), r.file_id))[1] == data
+        finally:
+            await pool.close()

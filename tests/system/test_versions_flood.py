@@ -11,12 +11,14 @@ them again (seconds per Digest, as often as the member asked).
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
 from mesh.channel import ChannelPool
 from mesh.identity import Identity
-from proto import versions_pb2
+from proto import mesh_pb2, versions_pb2
 from storage.versions.records import encode
 from storage.versions.vset import MAX_HEADS
 from tests.support.nodes import NodeCluster
@@ -53,5 +55,35 @@ async def test_a_members_own_version_history_cannot_freeze_a_replica(tmp_path: P
                 assert len(d.heads) == MAX_HEADS and len(d.record_ids) == 3000
             took = time.monotonic() - t
             assert took < 6, f"5 Digests of a file with 1,500 leaves took {took:.1f} s"
+        finally:
+            await pool.close()
+
+
+async def test_a_node_answers_calls_while_it_checks_a_large_push(tmp_path: Path) -> None:
+    """A Push's signatures are checked off the node's event loop (storage/versions/
+    precheck.py): while one of 10,000 records is being checked, the same node answers
+    mesh.Status calls (which count the Pushes being checked). Before, the whole Push was
+    checked on the loop (~50-70 µs a record; 100,000 records, the limit: seconds), and no
+    call could be answered in between: no Status could ever see a Push being checked."""
+    async with NodeCluster(tmp_path, 2) as cluster:
+        ids = await _ids(cluster)
+        pool = ChannelPool(Identity.generate())
+        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer)
+        try:
+            binding, records = chain(Identity.generate(), 10_000)
+            bundle = versions_pb2.Bundle(file_id=binding.file_id,
+                                         records=[encode(r) for r in records])
+            during = answered = 0
+            async with asyncio.TaskGroup() as tg:
+                push = tg.create_task(peer.unary("versions.Push", bundle.SerializeToString(),
+                                                 timeout=300))
+                while not push.done():
+                    status = json.loads(mesh_pb2.StatusReply.FromString(
+                        await peer.unary("mesh.Status", b"", timeout=300)).json)
+                    answered += 1
+                    during += status["services"]["versions"]["pushes_verifying"] > 0
+            reply = versions_pb2.PushReply.FromString(push.result())
+            assert reply.accepted == 10_000 and not reply.refused
+            assert during > 0, f"{answered} Status calls, none while the Push was checked"
         finally:
             await pool.close()
