@@ -30,6 +30,7 @@ from taskworker.api_auth import ApiTokenInterceptor
 from taskworker.api_runtime import remove_runtime_file, write_runtime_file
 from taskworker.api_token import TOKEN_FILE, TokenError, UserTokens, load_or_create_token
 from taskworker.node_startup import (
+    PEER_OPTIONS_BESIDE_TCP,
     SERVER_OPTIONS,
     StartupError,
     add_health_and_reflection,
@@ -76,7 +77,9 @@ class Node:
         self.channel_port = 0
         self.channels = ChannelPool(self.identity, on_unreachable=self._unreachable)
         guard = MalformedRequestInterceptor()
-        self.peer_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[guard])
+        self.peer_server = grpc.aio.server(
+            options=PEER_OPTIONS_BESIDE_TCP if config.tcp_channel else SERVER_OPTIONS,
+            interceptors=[guard])
         # the local API: every call but health/reflection needs DATA_DIR/api.token (api_auth.py)
         self.api_token = load_or_create_token(config.data_dir)
         self.api_token_file = config.data_dir / TOKEN_FILE

@@ -29,6 +29,17 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+# The peer gRPC port of a node that also serves the channel over TCP. Peers reach a node on the
+# transport its record advertises (ChannelPool.peer), so no honest peer sends this port more
+# than nothing; but grpc reads a unary request whole before any handler (or handshake) runs and
+# its limits are per server, so at 64 MiB anyone could park 64 MiB per stream here unread.
+PEER_GRPC_BESIDE_TCP_BYTES = 4096     # a handshake request is at most 191 bytes
+PEER_OPTIONS_BESIDE_TCP = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", PEER_GRPC_BESIDE_TCP_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_concurrent_streams", 16),
+]
 
 
 class StartupError(MeshError):

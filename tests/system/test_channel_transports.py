@@ -7,6 +7,9 @@ import json
 import os
 from pathlib import Path
 
+import grpc
+import pytest
+
 from proto import taskworker_pb2 as pb
 from proto import taskworker_pb2_grpc as pbg
 from tests.support.nodes import NodeCluster
@@ -36,3 +39,23 @@ async def test_grpc_only_and_tcp_nodes_interoperate(tmp_path: Path) -> None:
                 assert got.file_data == data
         stat = await cluster.stub(2, pbg.FileServiceStub).Stat(pb.StatRequest(file_id=pushed.cid))
         assert stat.health == "healthy"
+
+
+async def test_the_grpc_peer_port_beside_tcp_takes_no_large_message(tmp_path: Path) -> None:
+    """A node serving the channel over TCP gets nothing large on its gRPC peer port (members
+    use the TCP port its record names), so an unauthenticated client cannot park 64 MiB
+    messages there; a gRPC-only node still takes them (its peers' fragments come that way)."""
+    big = b"\x0a" + b"\xff" * 3 + b"\x7f" + os.urandom(2**20)  # a field announcing ~1 MiB
+    async with NodeCluster(tmp_path, 1) as cluster:
+        await cluster.add(1, extra=["--no-tcp-channel"])
+        codes = []
+        for node in cluster.nodes:
+            async with grpc.aio.insecure_channel(node.peer) as channel:
+                for method in ("Handshake", "Call"):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await channel.unary_unary(f"/twmesh.peer.PeerChannel/{method}")(
+                            big, timeout=30)
+                    codes.append(info.value.code())
+        beside_tcp, grpc_only = codes[:2], codes[2:]
+        assert beside_tcp == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED not in grpc_only, grpc_only
