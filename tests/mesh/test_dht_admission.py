@@ -13,8 +13,11 @@ from mesh.dht import Membership
 from mesh.dht.storage import encode_set
 from mesh.identity import Identity
 from mesh.records import record_key, sign_record
-from tests.mesh.test_membership import MakeNode, make_node, mesh  # noqa: F401 (fixture)
+from tests.mesh import test_membership
+from tests.mesh.test_membership import MakeNode, mesh, wait_for
 from tests.support.rawudp import RawPeer
+
+make_node = test_membership.make_node     # the fixture
 
 BIG = 4000                   # payload bytes of a record too large to reflect
 
@@ -73,8 +76,7 @@ async def test_lookup_answers_to_an_unproven_address_are_small(make_node: MakeNo
     assert await writer.publish(sign_record(writer.identity, "note", bytes(BIG),
                                             name=b"big")) >= 1
     assert target.server.storage.get(key) is not None
-    while len(target.server.protocol.router.all_nodes()) < 11:
-        await asyncio.sleep(0.05)
+    await wait_for(lambda: len(target.server.protocol.router.all_nodes()) == 11, 10)
     raw, other = await RawPeer.open(), await RawPeer.open()
     addr = ("127.0.0.1", target.port)
     try:
