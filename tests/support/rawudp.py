@@ -30,10 +30,6 @@ class RawPeer(asyncio.DatagramProtocol):
         peer.transport = transport
         return peer
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
-
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if data[:1] == b"\x00":
             self.requests.append(str(umsgpack.unpackb(data[21:])[0]))
