@@ -129,7 +129,10 @@ class RecordStorage(IStorage):  # type: ignore[misc]
         if len(held) > MAX_RECORDS_PER_KEY or size > MAX_SET_BYTES:
             return False
         if account is not None:
-            reason = self.ledger.check(key, ident, account, record.ByteSize(), self.max_bytes)
+            charge = (key, ident, account, record.ByteSize(), self.max_bytes)
+            reason = self.ledger.check(*charge)
+            if reason is not None and self._purge():    # its expired records may still count
+                reason = self.ledger.check(*charge)
             if reason is not None:
                 raise RecordError(reason)
         grow = size - self._sizes.get(key, 0)
@@ -151,14 +154,19 @@ class RecordStorage(IStorage):  # type: ignore[misc]
             self._stored_at.pop(key, None)
 
     def _room(self, grow: int) -> bool:
-        """Drop expired records everywhere (at most every PURGE_INTERVAL_S) and say whether
-        ``grow`` more bytes now fit."""
-        now = time.monotonic()
-        if now - self._purged >= PURGE_INTERVAL_S:
-            self._purged = now
-            for key in list(self._data):
-                self._records(key)
+        """Drop expired records everywhere and say whether ``grow`` more bytes now fit."""
+        self._purge()
         return self.stored_bytes + grow <= self.max_bytes
+
+    def _purge(self) -> bool:
+        """Drop expired records everywhere, at most every PURGE_INTERVAL_S (True if it ran)."""
+        now = time.monotonic()
+        if now - self._purged < PURGE_INTERVAL_S:
+            return False
+        self._purged = now
+        for key in list(self._data):
+            self._records(key)
+        return True
 
     def put_set(self, key: bytes, data: object, sender: bytes | None = None) -> bool:
         """Store every record of a RecordSet (from ``sender``, see ``put``); True only when
