@@ -28,8 +28,11 @@ GIVE_UP_MIN_S = 0.5
 
 
 def parse_nodes(answer: Any) -> list[Node]:
-    """Contacts from a FIND_NODE answer; malformed entries are dropped."""
+    """Contacts from a FIND_NODE answer (a list, or a short one under ``"nodes"``);
+    malformed entries are dropped."""
     nodes: list[Node] = []
+    if isinstance(answer, dict):
+        answer = answer.get("nodes")
     if not isinstance(answer, list):
         return nodes
     for entry in answer:
@@ -115,10 +118,9 @@ class Lookup:
             return
         self._answered.append(time.monotonic() - started)
         self.responded.add(node.id)
-        if isinstance(answer, dict):
-            value = answer.get("value")
-            if isinstance(value, bytes):
-                self.values.append(value)
+        value = answer.get("value") if isinstance(answer, dict) else None
+        if isinstance(value, bytes):
+            self.values.append(value)
         else:
             self._add(parse_nodes(answer))
 

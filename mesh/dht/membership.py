@@ -87,6 +87,8 @@ class Membership(Liveness, Rejoin):
         proto.gate = self._gate
         proto.on_failure = self._on_failure
         proto.identify_answer = self._identify_answer
+        proto.admitted, proto.admit = self._admitted, self.admit   # STOREs, large answers
+        self.server.storage.is_peer = self._peers.__contains__     # quotas (quota.py)
         self._refresh_own()
         proto.spawn(self._sweep_loop())
         proto.spawn(self._rejoin_loop())
@@ -181,6 +183,10 @@ class Membership(Liveness, Rejoin):
         return [self._own.SerializeToString(), signature]
 
     # --- admission -------------------------------------------------------------------------
+
+    def _admitted(self, node: Node) -> bool:
+        known = self._nodes.get(node.id)
+        return known is not None and known.same_home_as(node)
 
     def _gate(self, node: Node) -> bool:
         known = self._nodes.get(node.id)

@@ -10,7 +10,12 @@ Section numbers refer to Maymounkov & Mazières 2002. Changes from 2.2.3:
 * Defect 6 (section 2.2): replacement-list nodes are known contacts (see routing.py).
 * Defect 5: a contact that fails to answer is buried (see routing.py).
 * ``rpc_store`` accepts only signed records at their own key (see storage.py) and answers
-  False on refusal, so the writer can count real acknowledgements.
+  False on refusal, so the writer can count real acknowledgements. It stores only for a peer
+  this node admitted (a sender being admitted is answered once that ends: a joining node's
+  first STOREs land), and charges what it stores to that peer's quota (quota.py).
+* FIND_NODE and FIND_VALUE answer in full only a sender whose address is proven (admitted
+  there, or it returned an address token): others get a small answer and a token
+  (cookies.py), so the node cannot be used to reflect large answers onto a spoofed address.
 * ``rpc_identify`` lets a node prove that it holds the key behind its node ID.
 """
 
@@ -19,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from rpcudp.protocol import RPCProtocol
 
+from mesh.dht.cookies import AddressTokens
 from mesh.dht.routing import MeshRoutingTable
 from mesh.dht.rpc import TrackedDatagrams
 from mesh.dht.storage import RecordStorage
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 
 RpcResult = tuple[bool, Any]
 DEFAULT_RPC_TIMEOUT_S = 1.0
+UNVERIFIED_CONTACTS = 8       # FIND_NODE contacts for a sender whose address is unproven
+MAX_DEFERRED_STORES = 64      # STOREs waiting for their sender's admission
+Contacts = list[tuple[bytes, str, int]]
 
 
 def valid_id(value: object) -> bool:
@@ -55,10 +64,16 @@ class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
         self.reply_size = 2 * ksize  # FIND_NODE answers: see rpc_find_node
         self.closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Hooks set by Membership: admission gate, failure report, identify answer.
+        self.tokens = AddressTokens()
+        self._deferred = 0
+        # Hooks set by Membership: admission gate, failure report, identify answer, whether a
+        # sender is admitted at its address, and admission itself. Without them (the bare
+        # kademlia layers) every sender counts as admitted.
         self.gate: Callable[[Node], bool] | None = None
         self.on_failure: Callable[[Node], None] | None = None
         self.identify_answer: Callable[[bytes, bytes], list[bytes] | None] | None = None
+        self.admitted: Callable[[Node], bool] | None = None
+        self.admit: Callable[[Node], Awaitable[bool]] | None = None
 
     # --- inbound RPCs (section 2.3) ----------------------------------------------------------
 
@@ -75,40 +90,74 @@ class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
         node_id: bytes = self.source_node.id
         return node_id
 
+    def _verified(self, source: Node, token: object) -> bool:
+        """Whether ``source`` receives at its address: admitted there, or it sent our token."""
+        return (self.admitted is None or self.admitted(source)
+                or self.tokens.valid(token, (source.ip, source.port)))
+
     def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object,
-                  value: object) -> bool:
-        """STORE: accept only verified, current signed records at their own key."""
-        self._sender(sender, nodeid)
+                  value: object) -> bool | Coroutine[Any, Any, bool]:
+        """STORE: accept only verified, current signed records at their own key, from an
+        admitted peer (one being admitted is answered when its admission ends)."""
+        source = self._sender(sender, nodeid)
         if not valid_id(key):
             return False
         assert isinstance(key, bytes)
+        if self.admitted is None:
+            return self._store(None, key, value)
+        if self.admitted(source):
+            return self._store(source, key, value)
+        if self.admit is None or self._deferred >= MAX_DEFERRED_STORES:
+            return False
+        return self._store_once_admitted(source, key, value)
+
+    async def _store_once_admitted(self, source: Node, key: bytes, value: object) -> bool:
+        assert self.admit is not None
+        self._deferred += 1
         try:
-            return self.storage.put_set(key, value)
+            admitted = await self.admit(source)
+        finally:
+            self._deferred -= 1
+        if not admitted:
+            log.debug("refused store at %s from %s:%s: not an admitted peer",
+                      key.hex()[:8], source.ip, source.port)
+        return admitted and self._store(source, key, value)
+
+    def _store(self, source: Node | None, key: bytes, value: object) -> bool:
+        try:
+            return self.storage.put_set(key, value, None if source is None else source.id)
         except RecordError as exc:
-            log.debug("refused store at %s from %s:%s: %s", key.hex()[:8], *sender[:2], exc)
+            log.debug("refused store at %s from %s: %s", key.hex()[:8], source, exc)
             return False
 
-    def rpc_find_node(self, sender: tuple[str, int], nodeid: object,
-                      key: object) -> list[tuple[bytes, str, int]]:
-        source = self._sender(sender, nodeid)
+    def _contacts(self, source: Node, key: object, token: object) -> Contacts | dict[str, Any]:
         if not valid_id(key):
             raise ValueError("key must be 20 bytes")
+        assert isinstance(key, bytes)
         # Up to 2k contacts, not k: right after many nodes crash, a responder's k closest can be
         # mostly dead, and the live ones just beyond them must still reach the asker.
         neighbors = self.router.find_neighbors(Node(key), k=self.reply_size, exclude=source)
-        return [(n.id, n.ip, n.port) for n in neighbors]
+        contacts = [(n.id, n.ip, n.port) for n in neighbors]
+        if self._verified(source, token):
+            return contacts
+        return {"nodes": contacts[:UNVERIFIED_CONTACTS],
+                "token": self.tokens.issue((source.ip, source.port))}
 
-    def rpc_find_value(self, sender: tuple[str, int], nodeid: object,
-                       key: object) -> list[tuple[bytes, str, int]] | dict[str, bytes]:
-        """FIND_VALUE: the RecordSet held at ``key`` or, failing that, the closest contacts."""
-        if not valid_id(key):
-            raise ValueError("key must be 20 bytes")
-        assert isinstance(key, bytes)
-        value = self.storage.get(key)
+    def rpc_find_node(self, sender: tuple[str, int], nodeid: object, key: object,
+                      token: object = None) -> Contacts | dict[str, Any]:
+        return self._contacts(self._sender(sender, nodeid), key, token)
+
+    def rpc_find_value(self, sender: tuple[str, int], nodeid: object, key: object,
+                       token: object = None) -> Contacts | dict[str, Any]:
+        """FIND_VALUE: the RecordSet held at ``key`` (to a proven address; others get a token
+        to ask again with) or, failing that, the closest contacts."""
+        source = self._sender(sender, nodeid)
+        value = self.storage.get(key) if isinstance(key, bytes) and valid_id(key) else None
         if value is None:
-            return self.rpc_find_node(sender, nodeid, key)
-        self._sender(sender, nodeid)
-        return {"value": value}
+            return self._contacts(source, key, token)
+        if self._verified(source, token):
+            return {"value": value}
+        return {"token": self.tokens.issue((source.ip, source.port))}
 
     def rpc_identify(self, sender: tuple[str, int], nodeid: object,
                      nonce: object) -> list[bytes] | None:
@@ -141,12 +190,26 @@ class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
         return self.handle_call_response(result, node_to_ask)
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
-        result = await self._call("find_node", node_to_ask, node_to_find.id)
+        result = await self._ask("find_node", node_to_ask, node_to_find.id)
         return self.handle_call_response(result, node_to_ask)
 
     async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
-        result = await self._call("find_value", node_to_ask, node_to_find.id)
+        result = await self._ask("find_value", node_to_ask, node_to_find.id)
         return self.handle_call_response(result, node_to_ask)
+
+    async def _ask(self, name: str, node: Node, key: bytes) -> RpcResult:
+        """A lookup RPC carrying the token ``node`` gave this node, if any. An answer with a
+        new token (our address was not proven there) is asked again once with it."""
+        addr = (node.ip, node.port)
+        token = self.tokens.received(addr)
+        first = await self._call(name, node, key, *(() if token is None else (token,)))
+        ok, answer = first
+        fresh = answer.get("token") if ok and isinstance(answer, dict) else None
+        if not isinstance(fresh, bytes) or fresh == token:
+            return first
+        self.tokens.remember(addr, fresh)
+        again = await self._call(name, node, key, fresh)
+        return again if again[0] else first
 
     async def call_identify(self, node_to_ask: Node, nonce: bytes) -> RpcResult:
         """Raw identify call: the caller decides what the answer means. Admission is not

@@ -9,6 +9,7 @@ inline, background work goes through ``spawn`` and is cancelled by ``aclose``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 from collections.abc import Coroutine
@@ -94,13 +95,23 @@ class TrackedDatagrams:
             return
         try:
             response = func(address, *args)
-            packed = umsgpack.packb(response)
         except (TypeError, ValueError) as exc:
             log.debug("bad %s request from %s:%s: %s", funcname, address[0], address[1], exc)
             return
         except Exception:  # never let one request break the datagram endpoint
             log.exception("rpc_%s from %s:%s failed", funcname, address[0], address[1])
             return
+        if inspect.iscoroutine(response):   # a handler that must wait (a STORE whose sender
+            self.spawn(self._answer_later(msg_id, response, address))   # is being admitted)
+        else:
+            self._reply(msg_id, response, address)
+
+    async def _answer_later(self, msg_id: bytes, pending: Coroutine[Any, Any, Any],
+                            address: tuple[str, int]) -> None:
+        self._reply(msg_id, await pending, address)
+
+    def _reply(self, msg_id: bytes, response: Any, address: tuple[str, int]) -> None:
+        packed = umsgpack.packb(response)
         if self.transport is not None and not self.closed:
             self.transport.sendto(b"\x01" + msg_id + packed, address)
 

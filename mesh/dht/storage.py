@@ -16,17 +16,20 @@ node keeps is bounded and first come, first served:
   7 days), so whatever a flood left behind goes away;
 * all keys together hold at most ``MAX_STORED_BYTES`` of records; past it a new key (or a
   growing set) is refused until records expire (before, each key named by a STORE took memory
-  for good).
+  for good);
+* a STORE from a peer is charged to an account (quota.py): one account holds at most 4 records
+  of a key and 1/8 of the budget, so a key's slots or the budget need many admitted peers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from google.protobuf.message import DecodeError
 from kademlia.storage import IStorage
 
+from mesh.dht.quota import Ledger, account_for
 from mesh.errors import RecordError
 from mesh.records import check_store, now_ms, record_key, verify_record
 from proto import mesh_pb2
@@ -96,36 +99,53 @@ class RecordStorage(IStorage):  # type: ignore[misc]
         self.max_bytes = max_bytes
         self.stored_bytes = 0
         self._purged = float("-inf")
+        self.ledger = Ledger()
+        # Set by Membership: whether a node ID is a live peer this node admitted.
+        self.is_peer: Callable[[bytes], bool] = lambda _node_id: False
 
-    def put(self, key: bytes, record: mesh_pb2.SignedRecord) -> bool:
+    def put(self, key: bytes, record: mesh_pb2.SignedRecord, sender: bytes | None = None
+            ) -> bool:
         """Store one record; False when it is refused as stale or does not fit (its key's set,
         or the store's budget: a held record is never evicted to make room).
 
-        Raises RecordError when the record is forged, expired, at the wrong key or refused by
-        its kind's store policy (``mesh.records.register_store_policy``).
+        ``sender``: the admitted peer whose STORE brought it (None: this node itself).
+        Raises RecordError when the record is forged, expired, at the wrong key, refused by
+        its kind's store policy (``mesh.records.register_store_policy``) or over its
+        account's quota (quota.py).
         """
         check_record(key, record)
         held = self._records(key)
         check_store(record, list(held.values()))
-        old = held.get(_ident(record))
+        account = None if sender is None else account_for(record, sender, self.is_peer)
+        ident = _ident(record)
+        old = held.get(ident)
         if old is not None:
             if record.seq < old.seq:
                 return False
             if record.seq == old.seq:
                 return record.signature == old.signature
-        held[_ident(record)] = record
+        held[ident] = record
         size = len(encode_set(held.values()))
         if len(held) > MAX_RECORDS_PER_KEY or size > MAX_SET_BYTES:
             return False
+        if account is not None:
+            charge = (key, ident, account, record.ByteSize(), self.max_bytes)
+            reason = self.ledger.check(*charge)
+            if reason is not None and self._purge():    # its expired records may still count
+                reason = self.ledger.check(*charge)
+            if reason is not None:
+                raise RecordError(reason)
         grow = size - self._sizes.get(key, 0)
         if grow > 0 and self.stored_bytes + grow > self.max_bytes and not self._room(grow):
             return False
         self._set(key, held, size)
+        self.ledger.charge(key, ident, account, record.ByteSize())
         self._stored_at[key] = time.monotonic()
         return True
 
     def _set(self, key: bytes, held: dict[_Ident, mesh_pb2.SignedRecord], size: int) -> None:
         self.stored_bytes += size - self._sizes.get(key, 0)
+        self.ledger.keep(key, held)
         if held:
             self._data[key], self._sizes[key] = held, size
         else:
@@ -134,24 +154,30 @@ class RecordStorage(IStorage):  # type: ignore[misc]
             self._stored_at.pop(key, None)
 
     def _room(self, grow: int) -> bool:
-        """Drop expired records everywhere (at most every PURGE_INTERVAL_S) and say whether
-        ``grow`` more bytes now fit."""
-        now = time.monotonic()
-        if now - self._purged >= PURGE_INTERVAL_S:
-            self._purged = now
-            for key in list(self._data):
-                self._records(key)
+        """Drop expired records everywhere and say whether ``grow`` more bytes now fit."""
+        self._purge()
         return self.stored_bytes + grow <= self.max_bytes
 
-    def put_set(self, key: bytes, data: object) -> bool:
-        """Store every record of a RecordSet; True only when all were accepted."""
+    def _purge(self) -> bool:
+        """Drop expired records everywhere, at most every PURGE_INTERVAL_S (True if it ran)."""
+        now = time.monotonic()
+        if now - self._purged < PURGE_INTERVAL_S:
+            return False
+        self._purged = now
+        for key in list(self._data):
+            self._records(key)
+        return True
+
+    def put_set(self, key: bytes, data: object, sender: bytes | None = None) -> bool:
+        """Store every record of a RecordSet (from ``sender``, see ``put``); True only when
+        all were accepted."""
         records = decode_set(data)
         if not records:
             raise RecordError("empty RecordSet")
         accepted = True
         for record in records:
             try:
-                accepted = self.put(key, record) and accepted
+                accepted = self.put(key, record, sender) and accepted
             except RecordError:
                 accepted = False
         return accepted

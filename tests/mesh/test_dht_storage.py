@@ -123,3 +123,46 @@ def test_all_keys_together_stay_within_the_budget() -> None:
     assert store.put(key, sign_record(owner, "provider", b"w", name=b"fn", seq=2))
     held_now = sum(len(v) for _, v in store)        # (reading drops the expired keys)
     assert store.stored_bytes == held_now == len(store[key])
+
+
+def test_a_sender_is_charged_for_what_it_brings_until_its_signer_stores_it() -> None:
+    """quota.py: records of signers that are not live peers count against their sender (4 of
+    a key, 1/8 of the budget); the signer's own newer record moves the charge; expiry frees
+    it; this node's own puts are charged to nobody."""
+    store = RecordStorage(max_bytes=80_000)
+    sender, live = Identity.generate(), Identity.generate()
+    store.is_peer = {live.node_id}.__contains__
+    key = record_key("note", b"", b"k")
+    strangers = [Identity.generate() for _ in range(5)]
+    kept = []
+    for who in strangers:
+        try:
+            kept.append(store.put(key, sign_record(who, "note", b"x", name=b"k", ttl_s=0.3),
+                                  sender.node_id))
+        except RecordError:
+            kept.append(False)
+    assert kept == [True] * 4 + [False]
+    assert store.put(key, sign_record(live, "note", b"x", name=b"k"), sender.node_id)
+    # The first stranger stores its own newer record: the sender is charged one fewer.
+    assert store.put(key, sign_record(strangers[0], "note", b"y", name=b"k", seq=2**62),
+                     strangers[0].node_id)
+    assert store.put(key, sign_record(strangers[4], "note", b"x", name=b"k"), sender.node_id)
+    with pytest.raises(RecordError, match="provider"):
+        store.put(record_key("provider", b"", b"fn"),
+                  sign_record(strangers[1], "provider", b"p", name=b"fn"), sender.node_id)
+    # Budget: 1/8 of 80 KB per account; this node's own puts are not charged.
+    big = [sign_record(sender, "note", bytes(3500), name=b"%d" % i, ttl_s=0.3)
+           for i in range(6)]
+    stored = []
+    for record in big:
+        try:
+            stored.append(store.put(record_key("note", b"", record.name), record,
+                                    sender.node_id))
+        except RecordError:
+            stored.append(False)
+    assert stored == [True, True, False, False, False, False]     # 10 KB: ~0.7 KB in `key`, 2 more
+    assert all(store.put(record_key("note", b"", r.name), r) for r in big[2:])
+    time.sleep(1.05)    # expiry frees the charges (a purge, at most once a second, when an
+    # account looks full)
+    assert store.put(record_key("note", b"", b"again"), sign_record(
+        sender, "note", bytes(3500), name=b"again"), sender.node_id)

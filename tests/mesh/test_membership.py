@@ -195,10 +195,10 @@ async def test_verify_peer_callback_gates_membership(make_node: MakeNode) -> Non
 
 async def test_bad_records_get_a_false_answer_not_a_timeout(make_node: MakeNode) -> None:
     target = await make_node()
-    client = MeshServer(rpc_timeout=1.0)
-    await client.listen(0, "127.0.0.1")
+    client = await make_node()
+    assert await client.bootstrap([("127.0.0.1", target.port)]) == 1
     node = Node(target.node_id, "127.0.0.1", target.port)
-    owner = Identity.generate()
+    owner = client.identity
     key = record_key("provider", owner.public_key, b"f")
     good = sign_record(owner, "provider", b"v2", name=b"f", seq=10)
     stale = sign_record(owner, "provider", b"v1", name=b"f", seq=5)
@@ -206,22 +206,20 @@ async def test_bad_records_get_a_false_answer_not_a_timeout(make_node: MakeNode)
     unsigned.signature = b""
     forged = sign_record(owner, "provider", b"v", name=b"f", seq=12)
     forged.payload = b"tampered"
-    try:
-        assert await client.protocol._call("store", node, key, encode_set([good])) == (True, True)
-        for bad_key, value in [(key, encode_set([stale])), (key, encode_set([unsigned])),
-                               (key, encode_set([forged])), (bytes(20), encode_set([good])),
-                               (key, b"\xff not a record set"), (key, 42)]:
-            # (True, False): an answer arrived and it is a refusal (a timeout is (False, None))
-            assert await client.protocol._call("store", node, bad_key, value) == (True, False)
-        assert await target.fetch(key) == [good]
-    finally:
-        await client.aclose()
+    call = client.server.protocol._call
+    assert await call("store", node, key, encode_set([good])) == (True, True)
+    for bad_key, value in [(key, encode_set([stale])), (key, encode_set([unsigned])),
+                           (key, encode_set([forged])), (bytes(20), encode_set([good])),
+                           (key, b"\xff not a record set"), (key, 42)]:
+        # (True, False): an answer arrived and it is a refusal (a timeout is (False, None))
+        assert await call("store", node, bad_key, value) == (True, False)
+    assert await target.fetch(key) == [good]
 
 
 async def test_publish_fetch_merges_owners(make_node: MakeNode) -> None:
     nodes = await mesh(make_node, 6)
     await wait_for(lambda: full(nodes), 5)
-    owners = [Identity.generate() for _ in range(3)]
+    owners = [node.identity for node in nodes[:3]]     # provider records: live peers' own
     key = record_key("provider", owners[0].public_key, b"fn")
     for i, owner in enumerate(owners):
         assert await nodes[i].publish(sign_record(owner, "provider", b"v1", name=b"fn", seq=1)) >= 5

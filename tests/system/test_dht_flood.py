@@ -21,14 +21,15 @@ from pathlib import Path
 
 from kademlia.node import Node
 
-from compute.names import sign_claim
+from compute.names import claim_key, sign_claim
 from mesh.dht import Membership
-from mesh.dht.storage import encode_set
+from mesh.dht.storage import decode_set, encode_set
 from mesh.identity import Identity
 from mesh.records import record_key, sign_record
 from proto import compute_pb2, mesh_pb2
 from tests.compute.test_deploy_ownership import EVIL, SHOP, cli, node_id, version_at, wait_version
 from tests.support.nodes import NodeCluster
+from tests.support.rawudp import RawPeer
 
 TEN_YEARS_S = 10 * 365 * 86400.0
 BUDGET = 32 * 2**20          # mesh.dht.storage.MAX_STORED_BYTES
@@ -142,3 +143,69 @@ async def test_a_peer_is_reached_where_it_proved_its_id_not_where_its_record_poi
                 await rogue.stop()
     finally:
         listener.close()
+
+
+async def test_claims_piled_before_a_deploy_take_only_one_member_s_share(
+        tmp_path: Path) -> None:
+    """Before, a key's free slots went to whoever came first: one member's 40 transferee
+    claims (fresh keys, "competing with no one") filled a name's 32 claim slots on every node
+    before its first deploy, which then failed (no node stored the claim). Now one admitted
+    member holds at most 4 records of a key."""
+    (tmp_path / "shop.py").write_text(f"VERSION = 1\n{SHOP}")
+    async with NodeCluster(tmp_path, 2) as cluster:
+        rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
+                           peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
+        await rogue.start()
+        try:
+            host, port = cluster.nodes[1].peer.rsplit(":", 1)
+            assert await rogue.bootstrap([(host, int(port))]) == 2
+            now = int(time.time() * 1000)
+            for _ in range(40):
+                junk = compute_pb2.NameClaim(function="price", claimed_ms=now,
+                                             inherited_from=Identity.generate().public_key)
+                await rogue.publish(sign_claim(Identity.generate(), junk, ttl_s=3600))
+            for index in range(2):                  # what each node holds at the key
+                host, port = cluster.nodes[index].peer.rsplit(":", 1)
+                node = Node(bytes.fromhex(await node_id(cluster, index)), host, int(port))
+                ok, held = await rogue.server.protocol.call_find_value(node, Node(claim_key("price")))
+                assert ok and len(decode_set(held["value"])) == 4, index
+            code, _, err = await cli("deploy", str(tmp_path / "shop.py"),
+                                     api=cluster.nodes[0].api)
+            assert code == 0, err
+            owner = await node_id(cluster, 0)
+            for index in range(2):
+                code, out, err = await cli("name", "price", "--json",
+                                           api=cluster.nodes[index].api)
+                assert code == 0, err
+                assert json.loads(out)["owner_id"] == owner, (index, out)
+                await wait_version(cluster, index, 1)
+        finally:
+            await rogue.stop()
+
+
+async def test_a_never_admitted_sender_stores_nothing_and_draws_no_large_answer(
+        tmp_path: Path) -> None:
+    """A bare UDP sender that never answers IDENTIFY: before, its STORE was kept (True) and
+    a ~90-byte FIND_VALUE drew a ~4 KB RecordSet to whatever address it named."""
+    async with NodeCluster(tmp_path, 1) as cluster:
+        host, port = cluster.nodes[0].peer.rsplit(":", 1)
+        addr = (host, int(port))
+        member = Membership(Identity.generate(), host="127.0.0.1", port=0,
+                            peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
+        await member.start()
+        raw = await RawPeer.open()
+        try:
+            assert await member.bootstrap([addr]) == 1
+            big = sign_record(member.identity, "note", bytes(4000), name=b"big")
+            assert await member.publish(big) == 2
+            squat = sign_record(Identity.generate(), "note", b"x", name=b"squat")
+            squat_key = record_key("note", b"", b"squat")
+            _, _, answer = await raw.ask(addr, "store", squat_key, encode_set([squat]))
+            assert answer is False and "identify" in raw.requests
+            assert await member.fetch(squat_key) == []
+            sent, size, answer = await raw.ask(addr, "find_value", record_key("note", b"", b"big"))
+            assert set(answer) == {"token"} and size <= sent, (sent, size, answer)
+            assert [len(r.payload) for r in await member.fetch(record_key("note", b"", b"big"))] == [4000]
+        finally:
+            raw.close()
+            await member.stop()
