@@ -128,6 +128,40 @@ def test_suffix_patterns() -> None:
         ipaddress.ip_address("127.0.0.1")) is None
 
 
+SIX_TO_FOUR = {      # 2002:AABB:CCDD::/48 is the 6to4 prefix of IPv4 A.B.C.D
+    "2002:7f00:1::": "loopback", "2002:7F00:0001:0000:0000:0000:0000:0001": "loopback",
+    "2002:7f00:1:ffff::1": "loopback", "2002:7f01:203::": "loopback",
+    "2002:a00:1::1": "private", "2002:c0a8:101::": "private", "2002:ac10:fe01::": "private",
+    "2002:a9fe:a9fe::": "link-local", "2002::": "private", "2002:0:0:0:0:0:0:1": "private",
+    "2002:e000:1::": "multicast", "2002:6440:1::": "shared (CGNAT)",
+    "2002:ffff:ffff::": "private", "2002:c000:201::": "private"}   # 255.255.255.255, TEST-NET
+
+
+@pytest.mark.parametrize(("address", "reason"), SIX_TO_FOUR.items())
+def test_6to4_addresses_embedding_a_forbidden_ipv4_address_are_refused(
+        address: str, reason: str) -> None:
+    """Python's ipaddress calls 2002::/16 global; through a 6to4 relay it reaches the IPv4
+    address it embeds, so that address decides (an allowed IPv4 network does not extend to
+    its 6to4 spelling)."""
+    ip = ipaddress.ip_address(address)
+    assert ProxyPolicy().address_allowed(ip) == f"6to4-embedded {reason}", address
+    assert ProxyPolicy(allow_networks=LOOPBACK).address_allowed(ip) is not None, address
+
+
+def test_6to4_of_a_public_ipv4_address_is_allowed() -> None:
+    assert ProxyPolicy().address_allowed(ipaddress.ip_address("2002:5db8:d822::1")) is None
+    assert ProxyPolicy(allow_networks=[ipaddress.ip_network("2002:7f00:1::/48")]).\
+        address_allowed(ipaddress.ip_address("2002:7f00:1::")) is None      # named: allowed
+
+
+async def test_a_6to4_literal_is_refused_before_any_connection(proxy: HttpProxy) -> None:
+    before = proxy.connections_attempted
+    for address in ("2002:7f00:1::", "2002:c0a8:101::1"):
+        with pytest.raises(PermissionDeniedError, match="6to4-embedded"):
+            await proxy.fetch(req(f"http://[{address}]:80/", allowed_hosts=["*"]))
+    assert proxy.connections_attempted == before
+
+
 # ---------------------------------------------------------------- DNS against dnsmasq
 @pytest.fixture
 async def resolver(dnsmasq: Dnsmasq) -> AsyncIterator[Resolver]:
