@@ -31,6 +31,7 @@ from .envelope import (
 )
 
 log = logging.getLogger("tw-mesh.proxy")
+Opened = tuple[mesh_pb2.SignedRecord, proxy_pb2.SecretEnvelope]
 
 
 class SecretReader:
@@ -42,7 +43,7 @@ class SecretReader:
         self.trusted_owners = [t.lower() for t in trusted_owners or []]
         self._box = nacl.public.SealedBox(ctx.identity.signing_key.to_curve25519_private_key())
         self._own: dict[str, mesh_pb2.SignedRecord] = {}     # this node's (owner side)
-        self._cache: dict[str, tuple[float, mesh_pb2.SignedRecord | None]] = {}
+        self._cache: dict[str, tuple[float, dict[bytes, Opened]]] = {}
         self.stats = {"reads": 0, "denied": 0}
 
     def _open_key(self, env: proxy_pb2.SecretEnvelope) -> bytes | None:
@@ -54,7 +55,9 @@ class SecretReader:
         else:
             self._cache.pop(name, None)
 
-    async def _current(self, name: str) -> mesh_pb2.SignedRecord | None:
+    async def _by_owner(self, name: str) -> dict[bytes, Opened]:
+        """Node id -> (newest record, envelope) of every key that published ``name`` (from
+        ``--secret-owner`` owners only, when given; this node always)."""
         hit = self._cache.get(name)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.cache_s:
@@ -66,22 +69,37 @@ class SecretReader:
             records = []
         if name in self._own:
             records.append(self._own[name])
-        best: mesh_pb2.SignedRecord | None = None
+        owners: dict[bytes, Opened] = {}
         for record in records:
             if record.kind != KIND or record.name != name.encode():
                 continue
+            owner = node_id_for(record.owner_key)
             if self.trusted_owners and record.owner_key != self.ctx.identity.public_key and \
-                    not node_id_for(record.owner_key).hex().startswith(
-                        tuple(self.trusted_owners)):
+                    not owner.hex().startswith(tuple(self.trusted_owners)):
+                continue
+            if owner in owners and owners[owner][0].seq >= record.seq:
                 continue
             try:
                 verify_record(record)
+                owners[owner] = (record, decode_envelope(record))
             except RecordError:
                 continue
-            if best is None or record.seq > best.seq:
-                best = record
-        self._cache[name] = (now, best)
-        return best
+        self._cache[name] = (now, owners)
+        return owners
+
+    async def _current(self, name: str, deployer: bytes | None) -> Opened | None:
+        """The record a call believes: its owner's (the deployer of the code, else this node:
+        a TaskWorker's), whatever sequence other keys published the name at; failing that,
+        the only other key's. Any key may publish a genuine secret under any name (the DHT
+        key depends on the name only), so when several others did, none is the call's and
+        the read is refused rather than handed a value an outsider chose."""
+        owners = await self._by_owner(name)
+        mine = owners.get(deployer or self.ctx.identity.node_id)
+        if mine is not None or len(owners) <= 1:
+            return mine or next(iter(owners.values()), None)
+        raise PermissionDeniedError(
+            f"secret {name!r} is published by {len(owners)} keys and none is this function's "
+            "owner; a node accepts the one it should trust with --secret-owner NODE_ID")
 
     async def get(self, name: str, worker_id: str, function: str,
                   deployer: bytes | None = None) -> str:
@@ -92,10 +110,16 @@ class SecretReader:
         if not NAME_RE.match(name):
             self.stats["denied"] += 1
             raise denied
-        record = await self._current(name)
-        env = decode_envelope(record) if record is not None else None
-        if env is None or env.revoked or not allowed_for(list(env.allowed), worker_id,
-                                                           function, deployer):
+        try:
+            current = await self._current(name, deployer)
+        except PermissionDeniedError:
+            self.stats["denied"] += 1
+            raise
+        if current is None:
+            self.stats["denied"] += 1
+            raise denied
+        record, env = current
+        if env.revoked or not allowed_for(list(env.allowed), worker_id, function, deployer):
             self.stats["denied"] += 1
             raise denied
         data_key = self._open_key(env)
@@ -104,7 +128,6 @@ class SecretReader:
             raise PermissionDeniedError(
                 f"secret {name!r} is not sealed to this node; the owner must set it again "
                 "with this node among the recipients")
-        assert record is not None and env is not None
         try:
             return open_value(record, env, data_key)
         except PermissionDeniedError:

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nacl.utils
 import pytest
 
 from compute.proxy.dns import Resolver
+from compute.proxy.envelope import encrypt_value, seal_record
 from compute.proxy.http import HttpProxy, Request
 from compute.proxy.policy import ProxyPolicy, suffix_match
 from compute.proxy.secrets import SecretStore
@@ -418,18 +420,28 @@ async def test_secret_rotation_revocation_and_restart(tmp_path: Path) -> None:
     await asyncio.sleep(0.25)
     with pytest.raises(PermissionDeniedError):
         await s_server.get("token", "w", "fn")
-    # another member publishes the same name: accepted by default, not with --secret-owner
+    # another key publishes a genuine secret of its own under the name, at a sequence the
+    # owner can never pass: the owner's code still reads the owner's record (here revoked)
     intruder = FakeCtx("intruder", dht, tmp_path)
     link(owner, server, intruder)
-    await store(intruder).set("token", b"forged-value", ["fn"], [])
+    data_key = nacl.utils.random(32)
+    await intruder.membership.publish(seal_record(
+        intruder.identity, "token", 2**63, data_key,
+        encrypt_value(intruder.identity.public_key, "token", b"forged-value", data_key),
+        ["fn"], {server.identity.node_id: server.identity.public_key}, True))
+    owner_id, intruder_id = owner.identity.node_id, intruder.identity.node_id
     s_server.invalidate("token")
-    assert await s_server.get("token", "w", "fn") == "forged-value"
+    with pytest.raises(PermissionDeniedError, match="no secret"):
+        await s_server.get("token", "w", "fn", owner_id)
+    with pytest.raises(PermissionDeniedError, match="published by 2 keys"):
+        await s_server.get("token", "w", "fn")          # no owner of its own: refused
+    assert await s_server.get("token", "w", "fn", intruder_id) == "forged-value"  # its code
+    await s_owner.set("token", b"v3-cccc", ["fn"], [])
+    s_server.invalidate("token")
+    assert await s_server.get("token", "w", "fn", owner_id) == "v3-cccc"
     pinned = SecretStore(server, cache_s=0.0,  # type: ignore[arg-type]
                          trusted_owners=[owner.identity.node_id_hex[:12]])
-    with pytest.raises(PermissionDeniedError):          # owner's record is the revoked one
-        await pinned.get("token", "w", "fn")
-    await s_owner.set("token", b"v3-cccc", ["fn"], [])
-    assert await pinned.get("token", "w", "fn") == "v3-cccc"
+    assert await pinned.get("token", "w", "fn") == "v3-cccc"       # --secret-owner: that one
     # named recipients: sealed to this node and the owner only
     record, _ = await s_owner.set("narrow", b"n-secret", ["fn"], [owner.identity.node_id_hex[:8]])
     with pytest.raises(PermissionDeniedError, match="not sealed"):
