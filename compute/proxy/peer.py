@@ -123,20 +123,25 @@ class PeerProxy:
         ).SerializeToString()
 
     # -- client side ---------------------------------------------------------------------------
-    def _candidates(self, topic: str) -> list[mesh_pb2.PeerRecord]:
-        """Live compute peers, nearest (XOR) to a hash of the topic first, so one name tends
-        to be served by the same peer (its cache stays warm)."""
+    def _candidates(self, topic: str, only: frozenset[bytes] | None = None
+                    ) -> list[mesh_pb2.PeerRecord]:
+        """Live compute peers (of ``only``, when given), nearest (XOR) to a hash of the topic
+        first, so one name tends to be served by the same peer (its cache stays warm)."""
         key = int.from_bytes(hashlib.blake2b(topic.encode(), digest_size=20).digest(), "big")
         me = self.service.ctx.identity.node_id
-        peers = [p.record for p in self.service.ctx.membership.live_peers() if p.node_id != me]
+        peers = [p.record for p in self.service.ctx.membership.live_peers()
+                 if p.node_id != me and (only is None or p.node_id in only)]
         peers.sort(key=lambda p: int.from_bytes(p.node_id, "big") ^ key)
         return peers
 
-    async def _call(self, topic: str, method: str, body: bytes, timeout: float
-                    ) -> tuple[bytes, bytes]:
-        last: MeshError = UnavailableError("no peer of the pool serves proxy requests")
+    async def _call(self, topic: str, method: str, body: bytes, timeout: float,
+                    only: frozenset[bytes] | None = None) -> tuple[bytes, bytes]:
+        last: MeshError = UnavailableError(
+            "no peer of the pool serves proxy requests" if only is None else
+            "no live peer the request's header secrets are sealed to serves proxy requests "
+            "(secrets set with --node reach no other node)")
         tried = 0
-        for record in self._candidates(topic):
+        for record in self._candidates(topic, only):
             if tried >= MAX_PEER_TRIES:
                 break
             tried += 1
@@ -152,7 +157,8 @@ class PeerProxy:
                 raise
             except MeshError as exc:   # channel failures: try the next peer
                 last = UnavailableError(f"peer {node_id.hex()[:16]}: {exc}")
-        raise UnavailableError(f"no peer could serve the request: {last}")
+        scope = "" if only is None else " (only nodes its header secrets are sealed to may)"
+        raise UnavailableError(f"no peer could serve the request{scope}: {last}")
 
     async def resolve(self, domain: str, record_type: str, worker: str) -> Answer:
         body = proxy_pb2.ResolveRequest(domain=domain, record_type=record_type,
@@ -185,7 +191,7 @@ class PeerProxy:
         timeout = req.timeout if 0 < req.timeout <= self.service.policy.max_timeout_s \
             else self.service.policy.max_timeout_s
         node_id, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(),
-                                        timeout + 5.0)
+                                        timeout + 5.0, req.peers)
         peer = node_id.hex()[:16]
         reply = proxy_pb2.HttpReply()
         try:

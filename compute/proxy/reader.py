@@ -105,6 +105,11 @@ class SecretReader:
                   deployer: bytes | None = None) -> str:
         """The secret's value for a call of ``function`` in ``worker_id``, or
         PermissionDeniedError (the same message whether it exists or not)."""
+        return (await self.read(name, worker_id, function, deployer))[0]
+
+    async def read(self, name: str, worker_id: str, function: str,
+                   deployer: bytes | None = None) -> tuple[str, frozenset[bytes]]:
+        """``get``'s value and the nodes it is sealed to (no other node is to see it)."""
         self.stats["reads"] += 1
         denied = PermissionDeniedError(f"no secret {name!r} is available to this function")
         if not NAME_RE.match(name):
@@ -129,7 +134,7 @@ class SecretReader:
                 f"secret {name!r} is not sealed to this node; the owner must set it again "
                 "with this node among the recipients")
         try:
-            return open_value(record, env, data_key)
+            return open_value(record, env, data_key), frozenset(r.node_id for r in env.recipients)
         except PermissionDeniedError:
             self.stats["denied"] += 1
             raise

@@ -100,15 +100,17 @@ class WorkerHost:
         secrets: list[str] = []
         secret_headers: set[str] = set()
         clear: dict[str, str] = {}
+        sealed_to: frozenset[bytes] | None = None
         try:
             values: dict[str, str] = {}
             for key, value in (headers or {}).items():
                 names = PLACEHOLDER.findall(value)
                 for name in names:
                     if name not in values:
-                        values[name] = await self.proxy.secrets.get(
+                        values[name], nodes = await self.proxy.secrets.read(
                             name, self.worker_id, self.function, self.deployer)
                         secrets.append(values[name])
+                        sealed_to = nodes if sealed_to is None else sealed_to & nodes
                 if names:
                     secret_headers.add(key.lower())
                     value = PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
@@ -121,7 +123,7 @@ class WorkerHost:
                           timeout=float(timeout),
                           allowed_hosts=policy.hosts_for(self.worker_id, self.function),
                           max_bytes=policy.max_response_bytes, secret_headers=secret_headers,
-                          secrets=secrets)
+                          secrets=secrets, peers=sealed_to)
             if not req.allowed_hosts:
                 raise PermissionDeniedError("this function may not call external APIs "
                                             "(no --http-allow entry for it)")

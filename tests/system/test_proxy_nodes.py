@@ -222,6 +222,33 @@ async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
     assert resp["status"] == 200 and len(resp["body"]) == cap
 
 
+async def test_a_header_secret_goes_out_only_through_a_peer_it_is_sealed_to(
+        nodes: list[Node], http_server: HttpServer) -> None:
+    """A secret set with --node is sealed to those nodes (and its owner) only; before, node 2
+    (--proxy-via-peers) substituted it into a header and sent the request to whichever peer
+    serves, so a node the owner kept it from saw it in clear."""
+    owner, other, far = (proxy_of(n) for n in nodes)
+    await owner.secrets.set("narrow", SECRET.encode(), ["weather"],
+                            [nodes[2].identity.node_id_hex[:16]])      # + the owner, node 0
+    host = far.host_for("weather", "forecast")
+    url = f"http://api.test:{http_server.port}/echo"
+    auth = {"Authorization": "Bearer {{secret:narrow}}"}
+    hits, served = len(http_server.hits), other.peers.stats["served_http"]
+    owner.policy.serve_peers = False          # the one recipient that could carry it refuses
+    try:
+        with pytest.raises(RuntimeError, match="sealed to"):
+            await host.call_external_api(url, "GET", auth, None, 5.0)
+    finally:
+        owner.policy.serve_peers = True
+    assert other.peers.stats["served_http"] == served and len(http_server.hits) == hits
+    resp = await host.call_external_api(url, "GET", auth, None, 5.0)   # through node 0
+    assert resp["status"] == 200 and SECRET not in json.dumps(resp)
+    assert http_server.hits[hits][2]["Authorization"] == f"Bearer {SECRET}"
+    assert other.peers.stats["served_http"] == served
+    resp = await host.call_external_api(url, "GET", None, None, 5.0)   # no secret: any peer
+    assert resp["status"] == 200
+
+
 async def test_function_names_resolve_to_providers(nodes: list[Node]) -> None:
     from mesh.records import sign_record
 
