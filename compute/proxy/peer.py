@@ -33,10 +33,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tw-mesh.proxy")
 MAX_PEER_TRIES = 3
-# What the origin accepts from a serving peer beside the body (h11, which reads responses on
-# the local path, refuses a header block over 16 KiB; a peer's may not be larger).
-MAX_REPLY_HEADERS = 128
-MAX_REPLY_HEADER_BYTES = 16 * 1024
+# What the origin accepts from a serving peer beside the body: the header block its own
+# fetch takes (httpcore's h11 refuses one over 100 KiB), in at most this many headers.
+MAX_REPLY_HEADERS = 1000
+MAX_REPLY_HEADER_BYTES = 100 * 1024
 MAX_REPLY_URL_CHARS = 8 * 1024
 MAX_RESOLVE_RECORDS = 256
 MAX_RECORD_VALUE_CHARS = 4 * 1024
@@ -195,7 +195,8 @@ class PeerProxy:
         peer = node_id.hex()[:16]
         reply = proxy_pb2.HttpReply()
         try:
-            if len(raw) > max_bytes + MAX_REPLY_HEADER_BYTES + MAX_REPLY_URL_CHARS + 4096:
+            if len(raw) > (max_bytes + MAX_REPLY_HEADER_BYTES + MAX_REPLY_URL_CHARS
+                           + 16 * MAX_REPLY_HEADERS + 4096):     # + protobuf framing
                 raise ResourceExhaustedError(      # not even parsed
                     f"peer {peer} answered with {len(raw)} bytes, over this node's cap of "
                     f"{max_bytes} for a body; refused")

@@ -189,8 +189,8 @@ async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
                              "over this node's cap of 1048576"),
         "5,000 headers": (proxy_pb2.HttpReply(status=200, url=url, headers=[
             header(name=f"x-{i}", value="v") for i in range(5000)]), "5000 headers"),
-        "a 64 KiB header": (proxy_pb2.HttpReply(status=200, url=url, headers=[
-            header(name="x-big", value="v" * 2**16)]), "bytes of headers"),
+        "a 128 KiB header": (proxy_pb2.HttpReply(status=200, url=url, headers=[
+            header(name="x-big", value="v" * 2**17)]), "bytes of headers"),
         "status 0": (proxy_pb2.HttpReply(status=0, url=url), "HTTP status 0"),
         "status 70000": (proxy_pb2.HttpReply(status=70000, url=url), "HTTP status 70000"),
         "a file: URL": (proxy_pb2.HttpReply(status=200, url="file:///etc/passwd"),
