@@ -1,8 +1,8 @@
 """The node's secret store: the secrets it owns (set, revoke, re-seal, republish, kept on disk
-as signed encrypted records) and reads of anyone's it is a recipient of, for allowed workers
-only (envelope.py holds the record format, sealing and opening). Plaintext is never written
-anywhere: the node keeps the signed (encrypted) record and decrypts on each read. See
-docs/proxy.md.
+as signed encrypted records), on top of the reader side every compute node runs (reader.py:
+which record of a name to believe, reads for allowed workers only); envelope.py holds the
+record format, sealing and opening. Plaintext is never written anywhere: the node keeps the
+signed (encrypted) record and decrypts on each read. See docs/proxy.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import nacl.public
 import nacl.secret
 import nacl.utils
 from google.protobuf.message import DecodeError
