@@ -64,6 +64,9 @@ class Request:
     max_bytes: int = 2**20
     secret_headers: set[str] = field(default_factory=set)   # lower-case names
     secrets: list[str] = field(default_factory=list)         # values to redact
+    # --proxy-via-peers: the only peers that may carry it (those its header secrets are sealed
+    # to, when it has any; None: any serving peer)
+    peers: frozenset[bytes] | None = None
 
 
 @dataclass

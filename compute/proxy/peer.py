@@ -12,7 +12,7 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from mesh.channel import Caller
 from mesh.errors import (
@@ -20,6 +20,7 @@ from mesh.errors import (
     InvalidArgumentError,
     MeshError,
     PeerCallError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from proto import mesh_pb2, proxy_pb2
@@ -32,12 +33,50 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tw-mesh.proxy")
 MAX_PEER_TRIES = 3
+# What the origin accepts from a serving peer beside the body: the header block its own
+# fetch takes (httpcore's h11 refuses one over 100 KiB), in at most this many headers.
+MAX_REPLY_HEADERS = 1000
+MAX_REPLY_HEADER_BYTES = 100 * 1024
+MAX_REPLY_URL_CHARS = 8 * 1024
+MAX_RESOLVE_RECORDS = 256
+MAX_RECORD_VALUE_CHARS = 4 * 1024
+
+
+def check_http_reply(reply: proxy_pb2.HttpReply, max_bytes: int, peer: str) -> None:
+    """Refuse a peer's answer that this node's own fetch would have refused (or that no
+    HTTP server sends), naming the peer, so the function gets a reason and not the body."""
+    if len(reply.body) > max_bytes:
+        raise ResourceExhaustedError(
+            f"peer {peer} answered with a body of {len(reply.body)} bytes, over this node's "
+            f"cap of {max_bytes}; refused")
+    if len(reply.headers) > MAX_REPLY_HEADERS:
+        raise ResourceExhaustedError(
+            f"peer {peer} answered with {len(reply.headers)} headers (at most "
+            f"{MAX_REPLY_HEADERS}); refused")
+    header_bytes = sum(len(h.name) + len(h.value) for h in reply.headers)
+    if header_bytes > MAX_REPLY_HEADER_BYTES:
+        raise ResourceExhaustedError(
+            f"peer {peer} answered with {header_bytes} bytes of headers (at most "
+            f"{MAX_REPLY_HEADER_BYTES}); refused")
+    if not 100 <= reply.status <= 999:                  # HTTP's three digits
+        raise UnavailableError(f"peer {peer} answered with HTTP status {reply.status}; refused")
+    if len(reply.url) > MAX_REPLY_URL_CHARS or not reply.url.startswith(("http://",
+                                                                         "https://")):
+        raise UnavailableError(f"peer {peer} answered with a malformed URL; refused")
+
+
+def _parse(message: Message, raw: bytes, peer: str) -> None:
+    try:
+        message.ParseFromString(raw)
+    except DecodeError:
+        raise UnavailableError(f"peer {peer} sent a malformed reply") from None
 
 
 class PeerProxy:
     def __init__(self, service: ProxyService) -> None:
         self.service = service
-        self.stats = {"served_resolve": 0, "served_http": 0, "forwarded": 0}
+        self.stats = {"served_resolve": 0, "served_http": 0, "forwarded": 0,
+                      "refused_answers": 0}
 
     # -- server side ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -84,20 +123,25 @@ class PeerProxy:
         ).SerializeToString()
 
     # -- client side ---------------------------------------------------------------------------
-    def _candidates(self, topic: str) -> list[mesh_pb2.PeerRecord]:
-        """Live compute peers, nearest (XOR) to a hash of the topic first, so one name tends
-        to be served by the same peer (its cache stays warm)."""
+    def _candidates(self, topic: str, only: frozenset[bytes] | None = None
+                    ) -> list[mesh_pb2.PeerRecord]:
+        """Live compute peers (of ``only``, when given), nearest (XOR) to a hash of the topic
+        first, so one name tends to be served by the same peer (its cache stays warm)."""
         key = int.from_bytes(hashlib.blake2b(topic.encode(), digest_size=20).digest(), "big")
         me = self.service.ctx.identity.node_id
-        peers = [p.record for p in self.service.ctx.membership.live_peers() if p.node_id != me]
+        peers = [p.record for p in self.service.ctx.membership.live_peers()
+                 if p.node_id != me and (only is None or p.node_id in only)]
         peers.sort(key=lambda p: int.from_bytes(p.node_id, "big") ^ key)
         return peers
 
-    async def _call(self, topic: str, method: str, body: bytes, timeout: float
-                    ) -> tuple[bytes, bytes]:
-        last: MeshError = UnavailableError("no peer of the pool serves proxy requests")
+    async def _call(self, topic: str, method: str, body: bytes, timeout: float,
+                    only: frozenset[bytes] | None = None) -> tuple[bytes, bytes]:
+        last: MeshError = UnavailableError(
+            "no peer of the pool serves proxy requests" if only is None else
+            "no live peer the request's header secrets are sealed to serves proxy requests "
+            "(secrets set with --node reach no other node)")
         tried = 0
-        for record in self._candidates(topic):
+        for record in self._candidates(topic, only):
             if tried >= MAX_PEER_TRIES:
                 break
             tried += 1
@@ -113,28 +157,53 @@ class PeerProxy:
                 raise
             except MeshError as exc:   # channel failures: try the next peer
                 last = UnavailableError(f"peer {node_id.hex()[:16]}: {exc}")
-        raise UnavailableError(f"no peer could serve the request: {last}")
+        scope = "" if only is None else " (only nodes its header secrets are sealed to may)"
+        raise UnavailableError(f"no peer could serve the request{scope}: {last}")
 
     async def resolve(self, domain: str, record_type: str, worker: str) -> Answer:
         body = proxy_pb2.ResolveRequest(domain=domain, record_type=record_type,
                                         worker=worker).SerializeToString()
         node_id, raw = await self._call(domain, "proxy.Resolve", body, 10.0)
+        peer = node_id.hex()[:16]
         reply = proxy_pb2.ResolveReply()
-        reply.ParseFromString(raw)
+        try:
+            _parse(reply, raw, peer)
+            if len(reply.records) > MAX_RESOLVE_RECORDS or any(
+                    len(r.value) > MAX_RECORD_VALUE_CHARS for r in reply.records):
+                raise ResourceExhaustedError(
+                    f"peer {peer} answered with more or longer DNS records than this node "
+                    f"takes ({MAX_RESOLVE_RECORDS} of ≤ {MAX_RECORD_VALUE_CHARS} characters); "
+                    "refused")
+        except (ResourceExhaustedError, UnavailableError):
+            self.stats["refused_answers"] += 1
+            raise
         return Answer([Record(r.type, r.value, r.ttl) for r in reply.records], reply.cached,
-                      f"peer:{node_id.hex()[:16]}")
+                      f"peer:{peer}")
 
     async def http(self, req: Request, worker: str) -> Response:
+        max_bytes = min(req.max_bytes, self.service.policy.max_response_bytes)
         msg = proxy_pb2.HttpRequest(
             url=req.url, method=req.method, body=req.body or b"", has_body=req.body is not None,
-            timeout=req.timeout, max_bytes=req.max_bytes, allowed_hosts=req.allowed_hosts,
+            timeout=req.timeout, max_bytes=max_bytes, allowed_hosts=req.allowed_hosts,
             worker=worker, headers=[proxy_pb2.Header(name=k, value=v)
                                     for k, v in req.headers.items()])
         topic = req.url.split("/")[2] if req.url.count("/") >= 2 else req.url
         timeout = req.timeout if 0 < req.timeout <= self.service.policy.max_timeout_s \
             else self.service.policy.max_timeout_s
-        _, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(), timeout + 5.0)
+        node_id, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(),
+                                        timeout + 5.0, req.peers)
+        peer = node_id.hex()[:16]
         reply = proxy_pb2.HttpReply()
-        reply.ParseFromString(raw)
+        try:
+            if len(raw) > (max_bytes + MAX_REPLY_HEADER_BYTES + MAX_REPLY_URL_CHARS
+                           + 16 * MAX_REPLY_HEADERS + 4096):     # + protobuf framing
+                raise ResourceExhaustedError(      # not even parsed
+                    f"peer {peer} answered with {len(raw)} bytes, over this node's cap of "
+                    f"{max_bytes} for a body; refused")
+            _parse(reply, raw, peer)
+            check_http_reply(reply, max_bytes, peer)
+        except (ResourceExhaustedError, UnavailableError):
+            self.stats["refused_answers"] += 1
+            raise
         return Response(reply.status, [(h.name, h.value) for h in reply.headers], reply.body,
                         reply.url)

@@ -35,6 +35,11 @@ def forbidden_reason(ip: IPAddress) -> str | None:
     """Why an address is refused by default (None: a public address)."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return forbidden_reason(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None:
+        # ipaddress calls 2002::/16 global, but a 6to4 relay delivers to the IPv4 address it
+        # embeds (NAT64, IPv4-compatible and Teredo forms are already reserved or private)
+        inner = forbidden_reason(ip.sixtofour)
+        return None if inner is None else f"6to4-embedded {inner}"
     checks = (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
               ("private", ip.is_private), ("multicast", ip.is_multicast),
               ("unspecified", ip.is_unspecified), ("reserved", ip.is_reserved))

@@ -1,7 +1,8 @@
 """The node-pool proxy capability: secrets, DNS and outbound HTTP for sandboxed functions.
 
 ``create(ctx)`` registers the service as ``ctx.registry["proxy"]``; the compute service asks
-``host_for(worker_id, function)`` for the HostServices object of one call. See docs/proxy.md.
+``host_for(worker_id, function)`` for the HostServices object of one call (host.py). See
+docs/proxy.md.
 """
 
 from __future__ import annotations
@@ -10,31 +11,25 @@ import asyncio
 import importlib
 import ipaddress
 import logging
-import re
 from typing import Any
 
 import grpc
 
 from mesh.context import MeshContext
-from mesh.errors import (
-    InvalidArgumentError,
-    MeshError,
-    NotFoundError,
-    PermissionDeniedError,
-)
+from mesh.errors import InvalidArgumentError, NotFoundError
 from mesh.identity import node_id_for
 from mesh.records import record_key
 from proto import mesh_pb2
 
 from .dns import Answer, Record, Resolver
-from .http import HttpProxy, Request, Response, redact
+from .host import WorkerHost
+from .http import HttpProxy, Request, Response
 from .peer import PeerProxy
 from .policy import ProxyPolicy
 from .secrets import REPUBLISH_S, SecretStore
 
 log = logging.getLogger("tw-mesh.proxy")
 
-PLACEHOLDER = re.compile(r"\{\{\s*secret:([A-Za-z0-9_.-]{1,64})\s*\}\}")
 MESH_TTL = 30
 
 
@@ -72,76 +67,6 @@ def _live_providers(function: str, records: list[mesh_pb2.SignedRecord]
         return records
     live = {p.owner_id for p in registry.decode_providers(function, records)}
     return [r for r in records if node_id_for(r.owner_key) in live]
-
-
-class WorkerHost:
-    """HostServices for one call of ``function`` in ``worker_id`` (compute.sandbox protocol)."""
-
-    def __init__(self, proxy: ProxyService, worker_id: str, function: str,
-                 deployer: bytes | None = None) -> None:
-        self.proxy = proxy
-        self.worker_id = worker_id
-        self.function = function
-        self.deployer = deployer
-
-    @property
-    def principal(self) -> str:
-        return f"{self.worker_id}/{self.function}"
-
-    async def get_secret(self, name: str) -> str:
-        try:
-            return await self.proxy.secrets.get(name, self.worker_id, self.function,
-                                                self.deployer)
-        except PermissionDeniedError as exc:
-            raise PermissionError(str(exc)) from None
-
-    async def call_external_api(self, url: str, method: str, headers: dict[str, str] | None,
-                                body: str | bytes | None, timeout: float) -> dict[str, Any]:
-        secrets: list[str] = []
-        secret_headers: set[str] = set()
-        clear: dict[str, str] = {}
-        try:
-            values: dict[str, str] = {}
-            for key, value in (headers or {}).items():
-                names = PLACEHOLDER.findall(value)
-                for name in names:
-                    if name not in values:
-                        values[name] = await self.proxy.secrets.get(
-                            name, self.worker_id, self.function, self.deployer)
-                        secrets.append(values[name])
-                if names:
-                    secret_headers.add(key.lower())
-                    value = PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
-                if "\r" in value or "\n" in value:
-                    raise InvalidArgumentError(f"header {key[:40]!r} contains a line break")
-                clear[key] = value
-            policy = self.proxy.policy
-            req = Request(url=url, method=method, headers=clear,
-                          body=body.encode() if isinstance(body, str) else body,
-                          timeout=float(timeout),
-                          allowed_hosts=policy.hosts_for(self.worker_id, self.function),
-                          max_bytes=policy.max_response_bytes, secret_headers=secret_headers,
-                          secrets=secrets)
-            if not req.allowed_hosts:
-                raise PermissionDeniedError("this function may not call external APIs "
-                                            "(no --http-allow entry for it)")
-            response = await self.proxy.fetch(req, self.principal)
-            return response.to_sandbox(secrets)
-        except PermissionDeniedError as exc:
-            raise PermissionError(redact(str(exc), secrets)) from None
-        except MeshError as exc:
-            raise RuntimeError(redact(str(exc), secrets)) from None
-
-    async def resolve(self, domain: str, record_type: str) -> list[dict[str, Any]]:
-        try:
-            answer = await self.proxy.resolve(domain, record_type, self.principal)
-        except PermissionDeniedError as exc:
-            raise PermissionError(str(exc)) from None
-        except NotFoundError:
-            return []
-        except MeshError as exc:
-            raise RuntimeError(str(exc)) from None
-        return [r.to_dict() for r in answer.records]
 
 
 class ProxyService:

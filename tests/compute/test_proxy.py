@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nacl.utils
 import pytest
 
 from compute.proxy.dns import Resolver
+from compute.proxy.envelope import encrypt_value, seal_record
 from compute.proxy.http import HttpProxy, Request
 from compute.proxy.policy import ProxyPolicy, suffix_match
 from compute.proxy.secrets import SecretStore
@@ -126,6 +128,40 @@ def test_suffix_patterns() -> None:
     assert ProxyPolicy().address_allowed(ipaddress.ip_address("93.184.216.34")) is None
     assert ProxyPolicy(allow_networks=LOOPBACK).address_allowed(
         ipaddress.ip_address("127.0.0.1")) is None
+
+
+SIX_TO_FOUR = {      # 2002:AABB:CCDD::/48 is the 6to4 prefix of IPv4 A.B.C.D
+    "2002:7f00:1::": "loopback", "2002:7F00:0001:0000:0000:0000:0000:0001": "loopback",
+    "2002:7f00:1:ffff::1": "loopback", "2002:7f01:203::": "loopback",
+    "2002:a00:1::1": "private", "2002:c0a8:101::": "private", "2002:ac10:fe01::": "private",
+    "2002:a9fe:a9fe::": "link-local", "2002::": "private", "2002:0:0:0:0:0:0:1": "private",
+    "2002:e000:1::": "multicast", "2002:6440:1::": "shared (CGNAT)",
+    "2002:ffff:ffff::": "private", "2002:c000:201::": "private"}   # 255.255.255.255, TEST-NET
+
+
+@pytest.mark.parametrize(("address", "reason"), SIX_TO_FOUR.items())
+def test_6to4_addresses_embedding_a_forbidden_ipv4_address_are_refused(
+        address: str, reason: str) -> None:
+    """Python's ipaddress calls 2002::/16 global; through a 6to4 relay it reaches the IPv4
+    address it embeds, so that address decides (an allowed IPv4 network does not extend to
+    its 6to4 spelling)."""
+    ip = ipaddress.ip_address(address)
+    assert ProxyPolicy().address_allowed(ip) == f"6to4-embedded {reason}", address
+    assert ProxyPolicy(allow_networks=LOOPBACK).address_allowed(ip) is not None, address
+
+
+def test_6to4_of_a_public_ipv4_address_is_allowed() -> None:
+    assert ProxyPolicy().address_allowed(ipaddress.ip_address("2002:5db8:d822::1")) is None
+    assert ProxyPolicy(allow_networks=[ipaddress.ip_network("2002:7f00:1::/48")]).\
+        address_allowed(ipaddress.ip_address("2002:7f00:1::")) is None      # named: allowed
+
+
+async def test_a_6to4_literal_is_refused_before_any_connection(proxy: HttpProxy) -> None:
+    before = proxy.connections_attempted
+    for address in ("2002:7f00:1::", "2002:c0a8:101::1"):
+        with pytest.raises(PermissionDeniedError, match="6to4-embedded"):
+            await proxy.fetch(req(f"http://[{address}]:80/", allowed_hosts=["*"]))
+    assert proxy.connections_attempted == before
 
 
 # ---------------------------------------------------------------- DNS against dnsmasq
@@ -384,18 +420,28 @@ async def test_secret_rotation_revocation_and_restart(tmp_path: Path) -> None:
     await asyncio.sleep(0.25)
     with pytest.raises(PermissionDeniedError):
         await s_server.get("token", "w", "fn")
-    # another member publishes the same name: accepted by default, not with --secret-owner
+    # another key publishes a genuine secret of its own under the name, at a sequence the
+    # owner can never pass: the owner's code still reads the owner's record (here revoked)
     intruder = FakeCtx("intruder", dht, tmp_path)
     link(owner, server, intruder)
-    await store(intruder).set("token", b"forged-value", ["fn"], [])
+    data_key = nacl.utils.random(32)
+    await intruder.membership.publish(seal_record(
+        intruder.identity, "token", 2**63, data_key,
+        encrypt_value(intruder.identity.public_key, "token", b"forged-value", data_key),
+        ["fn"], {server.identity.node_id: server.identity.public_key}, True))
+    owner_id, intruder_id = owner.identity.node_id, intruder.identity.node_id
     s_server.invalidate("token")
-    assert await s_server.get("token", "w", "fn") == "forged-value"
+    with pytest.raises(PermissionDeniedError, match="no secret"):
+        await s_server.get("token", "w", "fn", owner_id)
+    with pytest.raises(PermissionDeniedError, match="published by 2 keys"):
+        await s_server.get("token", "w", "fn")          # no owner of its own: refused
+    assert await s_server.get("token", "w", "fn", intruder_id) == "forged-value"  # its code
+    await s_owner.set("token", b"v3-cccc", ["fn"], [])
+    s_server.invalidate("token")
+    assert await s_server.get("token", "w", "fn", owner_id) == "v3-cccc"
     pinned = SecretStore(server, cache_s=0.0,  # type: ignore[arg-type]
                          trusted_owners=[owner.identity.node_id_hex[:12]])
-    with pytest.raises(PermissionDeniedError):          # owner's record is the revoked one
-        await pinned.get("token", "w", "fn")
-    await s_owner.set("token", b"v3-cccc", ["fn"], [])
-    assert await pinned.get("token", "w", "fn") == "v3-cccc"
+    assert await pinned.get("token", "w", "fn") == "v3-cccc"       # --secret-owner: that one
     # named recipients: sealed to this node and the owner only
     record, _ = await s_owner.set("narrow", b"n-secret", ["fn"], [owner.identity.node_id_hex[:8]])
     with pytest.raises(PermissionDeniedError, match="not sealed"):

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from compute.proxy.service import ProxyService
+from mesh.channel import Caller
 from mesh.errors import NotFoundError
 from proto import proxy_pb2, proxy_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 from taskworker.api_auth import aio_channel
@@ -168,6 +169,84 @@ async def test_secret_read_on_another_node_and_http_through_a_peer(
     with pytest.raises(PermissionError, match="private"):     # 10.1.2.3, refused by the peer
         await far.call_external_api("http://internal.test/", "GET", None, None, 5.0)
     assert len(http_server.hits) == hits + 2
+
+
+async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
+        nodes: list[Node]) -> None:
+    """Nodes 0 and 1 serve ``proxy.Http`` for node 2 (--proxy-via-peers); both are made
+    hostile in process (their handler replaced by one that answers what the test says).
+    Before, node 2 handed the function whatever a peer answered, up to the channel's 64 MiB
+    frame, whatever its own cap; now each bad answer is a clear error and nothing of it."""
+    far = proxy_of(nodes[2])
+    cap = far.policy.max_response_bytes
+    url = "http://api.test/echo"
+    header = proxy_pb2.Header
+    bad = {
+        "a body of 1 MiB + 1 byte": (proxy_pb2.HttpReply(status=200, url=url,
+                                                          body=b"x" * (cap + 1)),
+                                      "body of 1048577 bytes, over this node's cap"),
+        "a body of 16 MiB": (proxy_pb2.HttpReply(status=200, url=url, body=b"y" * 2**24),
+                             "over this node's cap of 1048576"),
+        "5,000 headers": (proxy_pb2.HttpReply(status=200, url=url, headers=[
+            header(name=f"x-{i}", value="v") for i in range(5000)]), "5000 headers"),
+        "a 128 KiB header": (proxy_pb2.HttpReply(status=200, url=url, headers=[
+            header(name="x-big", value="v" * 2**17)]), "bytes of headers"),
+        "status 0": (proxy_pb2.HttpReply(status=0, url=url), "HTTP status 0"),
+        "status 70000": (proxy_pb2.HttpReply(status=70000, url=url), "HTTP status 70000"),
+        "a file: URL": (proxy_pb2.HttpReply(status=200, url="file:///etc/passwd"),
+                        "malformed URL"),
+        "bytes that are no HttpReply": (b"\xff\xff\xff\xff", "malformed reply"),
+    }
+    answer: list[bytes] = []
+    served: list[bytes] = []
+
+    async def hostile(caller: Caller, body: bytes) -> bytes:
+        served.append(caller.node_id)
+        return answer[0]
+
+    for node in nodes[:2]:
+        assert node.ctx is not None
+        node.ctx.channel_server.handle("proxy.Http", hostile)
+    host = far.host_for("weather", "forecast")
+    for what, (reply, reason) in bad.items():
+        answer[:] = [reply if isinstance(reply, bytes) else reply.SerializeToString()]
+        with pytest.raises(RuntimeError, match=reason) as info:
+            await host.call_external_api(url, "GET", None, None, 5.0)
+        assert len(str(info.value)) < 300, what                # a reason, not the answer
+        assert str(info.value).startswith("peer "), what       # naming the peer
+    assert len(served) == len(bad)          # one peer asked per call: a refusal, not a retry
+    assert far.peers.stats["refused_answers"] == len(bad)
+    answer[:] = [proxy_pb2.HttpReply(status=200, url=url, body=b"x" * cap, headers=[
+        header(name="content-type", value="text/plain")]).SerializeToString()]
+    resp = await host.call_external_api(url, "GET", None, None, 5.0)   # at the cap: handed
+    assert resp["status"] == 200 and len(resp["body"]) == cap
+
+
+async def test_a_header_secret_goes_out_only_through_a_peer_it_is_sealed_to(
+        nodes: list[Node], http_server: HttpServer) -> None:
+    """A secret set with --node is sealed to those nodes (and its owner) only; before, node 2
+    (--proxy-via-peers) substituted it into a header and sent the request to whichever peer
+    serves, so a node the owner kept it from saw it in clear."""
+    owner, other, far = (proxy_of(n) for n in nodes)
+    await owner.secrets.set("narrow", SECRET.encode(), ["weather"],
+                            [nodes[2].identity.node_id_hex[:16]])      # + the owner, node 0
+    host = far.host_for("weather", "forecast")
+    url = f"http://api.test:{http_server.port}/echo"
+    auth = {"Authorization": "Bearer {{secret:narrow}}"}
+    hits, served = len(http_server.hits), other.peers.stats["served_http"]
+    owner.policy.serve_peers = False          # the one recipient that could carry it refuses
+    try:
+        with pytest.raises(RuntimeError, match="sealed to"):
+            await host.call_external_api(url, "GET", auth, None, 5.0)
+    finally:
+        owner.policy.serve_peers = True
+    assert other.peers.stats["served_http"] == served and len(http_server.hits) == hits
+    resp = await host.call_external_api(url, "GET", auth, None, 5.0)   # through node 0
+    assert resp["status"] == 200 and SECRET not in json.dumps(resp)
+    assert http_server.hits[hits][2]["Authorization"] == f"Bearer {SECRET}"
+    assert other.peers.stats["served_http"] == served
+    resp = await host.call_external_api(url, "GET", None, None, 5.0)   # no secret: any peer
+    assert resp["status"] == 200
 
 
 async def test_function_names_resolve_to_providers(nodes: list[Node]) -> None:

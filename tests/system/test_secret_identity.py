@@ -25,14 +25,17 @@ import json
 import time
 from pathlib import Path
 
+import nacl.utils
+
 from compute import values
 from compute.peer import ComputePeer
+from compute.proxy.envelope import encrypt_value, seal_record
 from compute.proxy.secrets import KIND, RECORD_TTL_S, dht_key
 from mesh.channel import ChannelPool
 from mesh.dht import Membership
-from mesh.identity import Identity
+from mesh.identity import Identity, load_or_create
 from mesh.records import sign_record
-from proto import compute_pb2, mesh_pb2, proxy_pb2
+from proto import compute_pb2, mesh_pb2, proxy_pb2, taskworker_pb2, taskworker_pb2_grpc
 from storage.cid import cid_for
 from tests.compute.test_deploy_ownership import cli, node_id
 from tests.support.nodes import NodeCluster, run_cli
@@ -83,7 +86,11 @@ async def test_a_copied_secret_envelope_does_not_open_for_another_signer(
             del env.allowed[:]
             env.allowed.append("steal")                 # the attacker's own function
             env.version = victim.seq + 1
-            forged = sign_record(rogue.identity, KIND, env.SerializeToString(),
+            # signed with user 2's node key, the deployer of "steal", so that the reads of its
+            # function believe this record (another key's copy is refused before the binding
+            # check: the name is then published by two keys, neither the function's owner)
+            attacker = load_or_create(cluster.nodes[1].data_dir)
+            forged = sign_record(attacker, KIND, env.SerializeToString(),
                                  name=b"api_key", seq=victim.seq + 1, ttl_s=RECORD_TTL_S)
             assert await rogue.publish(forged) > 0
 
@@ -149,3 +156,80 @@ async def test_a_forged_call_does_not_run_with_a_deployed_function_s_identity(
             await pool.close()
         code, out, err = await cli("call", "price", api=api[1])     # the owner's still works
         assert code == 0 and json.loads(out) == want, err
+
+
+READ = '''
+def read_key():
+    return worker.get_secret("api_key")
+'''
+OTHER = '''
+def other_read():
+    try:
+        return worker.get_secret("api_key")
+    except PermissionError as exc:
+        return "refused: " + str(exc)
+'''
+
+
+async def test_a_secret_published_under_the_owner_s_name_does_not_shadow_it(
+        tmp_path: Path) -> None:
+    """The attacker's record is genuine (its own value, sealed to every node, allowed to the
+    owner's function) at sequence 2^63: the owner's function still reads the owner's value
+    on every node. A function whose owner published no such secret, deployed by another
+    node, is refused (two keys publish the name) instead of getting either; that refusal is
+    also how the test knows the node running it sees the attacker's record."""
+    (tmp_path / "read.py").write_text(READ)
+    (tmp_path / "other.py").write_text(OTHER)
+    async with NodeCluster(tmp_path, 3, extra=["--sweep-interval", "0.5"]) as cluster:
+        api = [n.api for n in cluster.nodes]
+        proc = run_cli("secret", "set", "api_key", "--for", "read_key", "--for", "other_read",
+                       api=api[0], input_data=SECRET.encode())
+        assert proc.returncode == 0, proc.stderr
+        code, _, err = await cli("deploy", str(tmp_path / "read.py"), api=api[0])   # owner
+        assert code == 0, err
+        code, _, err = await cli("deploy", str(tmp_path / "other.py"), api=api[1])  # user 2
+        assert code == 0, err
+        ids = [bytes.fromhex(await node_id(cluster, i)) for i in range(3)]
+
+        rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
+                           peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
+        await rogue.start()
+        try:
+            host, port = cluster.nodes[2].peer.rsplit(":", 1)
+            await rogue.bootstrap([(host, int(port))])
+            keys: dict[bytes, bytes] = {}
+            for nid in ids:
+                peer = await rogue.fetch_peer(nid)
+                assert peer is not None and len(peer.identity_key) == 32
+                keys[nid] = bytes(peer.identity_key)
+            data_key = nacl.utils.random(32)
+            shadow = seal_record(
+                rogue.identity, "api_key", 2**63, data_key,
+                encrypt_value(rogue.identity.public_key, "api_key", b"attacker-value", data_key),
+                ["read_key"], keys, True)
+            assert await rogue.publish(shadow) > 0
+
+            # until every node was seen refusing other_read for the two keys, each call of
+            # the owner's function (through every node's API) must return the owner's value
+            sees_both: set[str] = set()
+            confirmed: set[str] = set()
+            deadline = time.monotonic() + 60            # "not hung" bound, not a timing claim
+            turn = 0
+            while confirmed != {i.hex() for i in ids}:
+                assert time.monotonic() < deadline, (sees_both, confirmed)
+                rpc = cluster.stub(turn % 3, taskworker_pb2_grpc.RPCServiceStub)
+                turn += 1
+                for function in ("other_read", "read_key"):
+                    resp = await rpc.CallFunction(taskworker_pb2.FunctionCallRequest(
+                        function_name=function, timeout=20), timeout=25)
+                    value = values.from_value(resp.result)
+                    if function == "read_key":
+                        assert value == SECRET, f"node {resp.node_id[:16]} read {value!r}"
+                        if resp.node_id in sees_both:
+                            confirmed.add(resp.node_id)
+                    elif "published by 2 keys" in str(value):
+                        sees_both.add(resp.node_id)
+                    else:
+                        assert value == SECRET or "refused" in str(value), value
+        finally:
+            await rogue.stop()
