@@ -96,10 +96,22 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+# What grpc says when the call never reached a node (or lost it); any other UNAVAILABLE is the
+# node's own answer (e.g. "no DHT node stored the claim") and is shown as it is.
+_TRANSPORT_FAILURES = ("failed to connect", "connection refused", "socket closed",
+                       "connection reset", "dns resolution failed", "broken pipe")
+
+
+def _unreachable(details: str) -> bool:
+    lowered = details.lower()
+    return any(marker in lowered for marker in _TRANSPORT_FAILURES)
+
+
 def describe_rpc_error(exc: grpc.RpcError, args: argparse.Namespace | None = None) -> str:
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-    if code == grpc.StatusCode.UNAVAILABLE and args is not None and hasattr(args, "api"):
+    if (code == grpc.StatusCode.UNAVAILABLE and args is not None and hasattr(args, "api")
+            and _unreachable(details or "")):
         host, port = args.api
         return (f"no node answers at {host}:{port} (start one with `tw-mesh join`, "
                 f"or pass --api / set {API_ENV})")
