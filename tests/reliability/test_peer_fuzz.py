@@ -12,7 +12,6 @@ would leave loopback (its policy is tested in tests/compute/test_proxy*.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -84,15 +83,6 @@ def cluster(driver: ClusterInThread) -> NodeCluster:
 
 
 @pytest.fixture(scope="module")
-def channel_port(cluster: NodeCluster) -> int:
-    """The fuzzed node's TCP channel port: members reach it on the transport it advertises."""
-    with cluster.nodes[0].sync_channel() as ch:
-        status = taskworker_pb2_grpc.NodeServiceStub(ch).Status(taskworker_pb2.StatusRequest())
-    port: int = json.loads(status.json)["channel_port"]
-    return port
-
-
-@pytest.fixture(scope="module")
 def known(cluster: NodeCluster) -> dict[str, tuple[str | bytes, ...]]:
     """Ids of a real file on the fuzzed node, by the request field that takes them."""
     with cluster.nodes[0].sync_channel() as ch:
@@ -119,8 +109,7 @@ def _bodies(method: str, known: dict[str, tuple[str | bytes, ...]]
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_peer_method_survives_fuzzing_behind_the_handshake(
-        driver: ClusterInThread, known: dict[str, tuple[str | bytes, ...]], channel_port: int,
-        method: str) -> None:
+        driver: ClusterInThread, known: dict[str, tuple[str | bytes, ...]], method: str) -> None:
     cluster = driver.cluster
     target = cluster.nodes[0]
     node_id = bytes.fromhex(str(known["node"][0]))
@@ -131,7 +120,7 @@ def test_peer_method_survives_fuzzing_behind_the_handshake(
 
     async def new_peer() -> tuple[ChannelPool, PeerChannel]:
         pool = ChannelPool(Identity.generate())  # a newcomer with its own key: any member could
-        return pool, pool.peer(node_id, target.peer, channel_port)
+        return pool, target.member(pool, node_id)
 
     pool, peer = on_loop(new_peer())
     try:

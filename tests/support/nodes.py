@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mesh.channel import allocator
+from mesh.channel import ChannelPool, allocator
+from mesh.channel.client import PeerChannel
 from proto import taskworker_pb2, taskworker_pb2_grpc
 from taskworker.api_auth import aio_channel, sync_channel
 from taskworker.api_token import TOKEN_FILE
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _PEER = re.compile(r"started; peer address ([\d.]+):(\d+)")
 _API = re.compile(r"local API on ([\d.]+):(\d+)")
 _ID = re.compile(r"node ([0-9a-f]{16}) started")
+_CHANNEL = re.compile(r"started; peer address [\d.]+:\d+, channel (?:TCP port (\d+)|over gRPC only)")
 T = TypeVar("T")
 
 
@@ -48,6 +50,7 @@ class NodeProc:
         self.peer = ""
         self.api = ""
         self.node_id_prefix = ""
+        self.channel_port = 0       # its TCP channel port (0: gRPC only), what its record says
 
     def start(self, bootstrap: list[str], listen: str = "127.0.0.1:0") -> None:
         args = [sys.executable, "-m", "taskworker.cli", "join", "--listen", listen,
@@ -69,10 +72,12 @@ class NodeProc:
         while time.monotonic() < deadline:
             text = self._new_log_text()
             peer, api, ident = _PEER.findall(text), _API.findall(text), _ID.findall(text)
-            if peer and api and ident:
+            channel = _CHANNEL.findall(text)
+            if peer and api and ident and channel:
                 self.peer = f"{peer[-1][0]}:{peer[-1][1]}"
                 self.api = f"{api[-1][0]}:{api[-1][1]}"
                 self.node_id_prefix = ident[-1]
+                self.channel_port = int(channel[-1] or 0)
                 return
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}:\n{text[-3000:]}")
@@ -114,6 +119,11 @@ class NodeProc:
         return aio_channel(self.api, self.token, options=[
             ("grpc.max_receive_message_length", 256 * 2**20),
             ("grpc.max_send_message_length", 256 * 2**20)])
+
+    def member(self, pool: ChannelPool, node_id: bytes) -> PeerChannel:
+        """A mesh member's channel to this node (``pool``'s key), over the transport its record
+        advertises, as members reach it."""
+        return pool.peer(node_id, self.peer, self.channel_port)
 
     def sync_channel(self, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
         """A synchronous channel to the local API, sending the node's token."""

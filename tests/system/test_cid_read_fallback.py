@@ -51,7 +51,7 @@ async def test_a_member_s_junk_manifest_does_not_make_a_cid_unreadable(tmp_path:
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer))
+            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])))
 
         try:
             for cid, file_id in ((r.cid, r.file_id), (rev.cid, None)):

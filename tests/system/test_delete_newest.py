@@ -81,7 +81,7 @@ async def test_an_early_manifest_cannot_delete_the_spare_s_recorded_fragment(
         pool = ChannelPool(Identity.generate())      # the attacker: any key may open a channel
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer))
+            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])))
 
         try:
             warm = await stub.Push(taskworker_pb2.PushRequest(file_data=os.urandom(300_000)),

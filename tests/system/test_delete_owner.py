@@ -42,7 +42,7 @@ async def test_a_manifest_signed_by_another_key_cannot_delete_the_owner_s_fragme
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer))
+            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])))
 
         try:
             seen = [verify_manifest(s, r.cid) for i in range(6)

@@ -50,7 +50,7 @@ async def test_manifests_piled_on_a_cid_cannot_hide_its_owner_s_manifest(
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer),
+            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])),
                                         timeout=120)
 
         replicas = _ranked(ids, manifest_key(r.cid))[:3]
@@ -116,7 +116,7 @@ async def test_the_owner_s_manifest_makes_room_in_a_budget_a_member_filled(
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer),
+            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])),
                                         timeout=120)
 
         try:

@@ -41,7 +41,7 @@ async def test_the_owner_s_manifest_replaces_a_member_s_in_a_squatted_slot(
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(pool.peer(bytes.fromhex(ids[i]), cluster.nodes[i].peer))
+            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])))
 
         try:
             replicas = _ranked(ids, manifest_key(r.cid))

@@ -130,7 +130,7 @@ async def test_a_forged_call_does_not_run_with_a_deployed_function_s_identity(
         attacker = Identity.generate()
         pool = ChannelPool(attacker)
         try:
-            peer = ComputePeer(pool.peer(target, cluster.nodes[1].peer))
+            peer = ComputePeer(cluster.nodes[1].member(pool, target))
             evil = STEAL.encode()
             evil_cid = cid_for(evil)
             assert await peer.store_code(evil_cid, evil)

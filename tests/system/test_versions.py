@@ -215,7 +215,7 @@ async def _peer_push(cluster: NodeCluster, i: int, bundle: versions_pb2.Bundle
     ident = (await cluster.peers_of(i)).self_id
     pool = ChannelPool(Identity.generate(), timeouts=SLOW)
     try:
-        body = await pool.peer(bytes.fromhex(ident), cluster.nodes[i].peer).unary(
+        body = await cluster.nodes[i].member(pool, bytes.fromhex(ident)).unary(
             "versions.Push", bundle.SerializeToString())
     finally:
         await pool.close()
@@ -242,7 +242,7 @@ async def test_attacks_refused_and_never_spread(tmp_path: Path) -> None:
         # fetch the real records to build attacks from
         ident = (await cluster.peers_of(0)).self_id
         pool = ChannelPool(Identity.generate(), timeouts=SLOW)
-        raw = await pool.peer(bytes.fromhex(ident), cluster.nodes[0].peer).unary(
+        raw = await cluster.nodes[0].member(pool, bytes.fromhex(ident)).unary(
             "versions.Pull", versions_pb2.PullRequest(file_id=parse_file_id(fid),
                                                       all=True).SerializeToString())
         await pool.close()

@@ -30,7 +30,7 @@ async def test_a_members_own_version_history_cannot_freeze_a_replica(tmp_path: P
     async with NodeCluster(tmp_path, 2) as cluster:
         ids = await _ids(cluster)
         pool = ChannelPool(Identity.generate())
-        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer)
+        peer = cluster.nodes[0].member(pool, bytes.fromhex(ids[0]))
         try:
             binding, records = chain(Identity.generate(), 6000)
             bundle = versions_pb2.Bundle(file_id=binding.file_id,
@@ -68,7 +68,7 @@ async def test_a_node_answers_calls_while_it_checks_a_large_push(tmp_path: Path)
     async with NodeCluster(tmp_path, 2) as cluster:
         ids = await _ids(cluster)
         pool = ChannelPool(Identity.generate())
-        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer)
+        peer = cluster.nodes[0].member(pool, bytes.fromhex(ids[0]))
         try:
             binding, records = chain(Identity.generate(), 10_000)
             bundle = versions_pb2.Bundle(file_id=binding.file_id,
