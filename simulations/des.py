@@ -33,13 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from simulations.des_population import NodeSlots, Population
-from simulations.des_repair import charge_repair, repair_done, tilt_window
+from simulations.des_repair import BoolArray, charge_repair, repair_done, tilt_window
 from simulations.model import SECONDS_PER_MONTH, Code, LossModel, Repair
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-__all__ = ["FloatArray", "IntArray", "Population", "Result", "simulate"]
+__all__ = ["BoolArray", "FloatArray", "IntArray", "Population", "Result", "simulate"]
 
 
 @dataclass
