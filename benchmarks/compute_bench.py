@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,38 +26,13 @@ from typing import Any
 
 import grpc
 
+from benchmarks.compute_procs import ROOT, SERVER, api_channel, start_node
+from benchmarks.compute_table import percentile, table
 from benchmarks.cpu import self_cpu, tree_cpu
 from compute import values
 from proto import taskworker_pb2, taskworker_pb2_grpc
-from taskworker.api_auth import aio_channel
-from taskworker.api_token import TOKEN_FILE
 
-ROOT = Path(__file__).resolve().parents[1]
 MODULE = "def add(a, b):\n    return a + b\n"
-
-SERVER = '''
-import asyncio, sys
-import grpc
-from proto import taskworker_pb2, taskworker_pb2_grpc
-
-class Servicer(taskworker_pb2_grpc.RPCServiceServicer):
-    async def CallFunction(self, request, context):
-        a, b = request.args.values
-        resp = taskworker_pb2.FunctionCallResponse(worker_id="direct")
-        resp.result.number_value = a.number_value + b.number_value
-        return resp
-
-async def main():
-    server = grpc.aio.server()
-    taskworker_pb2_grpc.add_RPCServiceServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(port, flush=True)
-    await server.wait_for_termination()
-
-asyncio.run(main())
-'''
-
 
 CPU_PER_CALL: list[float] = []   # per concurrent row: CPU s per call, all processes
 CPU_SPLIT: list[str] = []        # per concurrent row: the same CPU, process by process
@@ -86,11 +60,6 @@ def _cpu() -> float:
     """This process and all its descendants: the servers and nodes (started by us), their
     zygotes and sandbox workers, and an in-process SandboxPool's."""
     return tree_cpu(os.getpid())
-
-
-def _pct(data: list[float], q: float) -> float:
-    data = sorted(data)
-    return data[min(len(data) - 1, int(q * len(data)))]
 
 
 def _request(i: int) -> taskworker_pb2.FunctionCallRequest:
@@ -126,37 +95,6 @@ def _record_split(before: dict[str, float], n: int) -> None:
     per = {name: (after[name] - before[name]) / n * 1000 for name in after}
     parts = [f"{name} {ms:.2f}" for name, ms in per.items() if ms >= 0.005]
     CPU_SPLIT.append(" · ".join(parts))
-
-
-TOKENS: dict[str, str] = {}   # a node's API address -> its API token (DATA_DIR/api.token)
-
-
-def _channel(addr: str) -> grpc.aio.Channel:
-    """A node's local API sends its token (as the CLI and TaskWorker do); the plain server not."""
-    return aio_channel(addr, TOKENS[addr]) if addr in TOKENS else grpc.aio.insecure_channel(addr)
-
-
-def _start_node(tmp: Path, name: str, boot: str | None, roles: list[str]) -> tuple[Any, str, str]:
-    log = tmp / f"{name}.log"
-    args = [sys.executable, "-m", "taskworker.cli", "join", "--listen", "127.0.0.1:0",
-            "--api", "127.0.0.1:0", "--data-dir", str(tmp / name), "--log-level", "INFO",
-            *[f"--role={r}" for r in roles], *([f"--bootstrap={boot}"] if boot else [])]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=open(log, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.monotonic() + 60
-    import re
-
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        peer = re.search(r"peer address ([\d.]+:\d+)", text)
-        api = re.search(r"local API on ([\d.]+:\d+)", text)
-        if peer and api:
-            TOKENS[api.group(1)] = (tmp / name / TOKEN_FILE).read_text().strip()
-            return proc, peer.group(1), api.group(1)
-        if proc.poll() is not None:
-            raise RuntimeError(text[-2000:])
-        time.sleep(0.05)
-    raise TimeoutError(log.read_text()[-2000:])
 
 
 async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] | None, float]]:
@@ -195,7 +133,7 @@ async def _sandbox_rows(ns: argparse.Namespace) -> list[tuple[str, list[float] |
 async def _in_node(addr: str, label: str) -> str:
     """The serving node's own p50 of SandboxPool.run over its last 1,000 calls (NodeService
     Status): the rest of the row's p50 is gRPC, the node's call path and scheduling."""
-    async with _channel(addr) as ch:
+    async with api_channel(addr) as ch:
         reply = await taskworker_pb2_grpc.NodeServiceStub(ch).Status(
             taskworker_pb2.StatusRequest(), timeout=10)
     compute = json.loads(reply.json).get("services", {}).get("compute", {})
@@ -210,7 +148,7 @@ async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
         if addr == "sandbox":
             rows += await _sandbox_rows(ns)
             continue
-        async with _channel(addr) as ch:
+        async with api_channel(addr) as ch:
             stub = taskworker_pb2_grpc.RPCServiceStub(ch)
             deadline = time.monotonic() + 30
             while True:                     # wait for the provider to be found
@@ -224,7 +162,7 @@ async def _measure(targets: list[tuple[str, str]], ns: argparse.Namespace
             await _sequential(stub, 100)    # warm up
             seq = await _sequential(stub, ns.n)
             rows.append((label, seq, ns.n / sum(seq)))
-            print(label, f"p50 {_pct(seq, 0.5) * 1000:.2f} ms", file=sys.stderr)
+            print(label, f"p50 {percentile(seq, 0.5) * 1000:.2f} ms", file=sys.stderr)
             if "serving node" in label:
                 NOTES.append(await _in_node(addr, label))
             rate = await _concurrent(stub, ns.concurrent, ns.width)
@@ -252,10 +190,10 @@ def main() -> None:
             PIDS["plain server"] = server.pid
             assert server.stdout is not None
             port = int(server.stdout.readline())
-            compute, peer, compute_api = _start_node(tmp, "compute", None, ["compute"])
+            compute, peer, compute_api = start_node(tmp, "compute", None, ["compute"])
             procs.append(compute)
             PIDS["serving node"] = compute.pid
-            router, _, router_api = _start_node(tmp, "router", peer, ["storage"])
+            router, _, router_api = start_node(tmp, "router", peer, ["storage"])
             procs.append(router)
             PIDS["forwarder"] = router.pid
             (tmp / "add.py").write_text(MODULE)
@@ -276,36 +214,7 @@ def main() -> None:
                     p.wait(10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-    base = next(r for r in rows if r[1] is not None)
-    base_p50 = _pct(base[1] or [], 0.5)
-    base_rate = rows[1][2]
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    load = os.getloadavg()[0]
-    lines = [f"### Remote function calls, {stamp}",
-             f"`{platform.machine()}`, nproc {os.cpu_count()}, Python {platform.python_version()}, "
-             f"{ns.n} sequential calls per row, {ns.concurrent} calls by {ns.width} concurrent "
-             f"callers, load average {load:.1f} (shared machine); trivial `add(a, b)`; "
-             "ratio = p50 (or calls/s) relative to the direct plain gRPC row of the same run.",
-             "CPU/call = CPU seconds of every process involved (bench client, servers, nodes, "
-             "zygote, sandbox workers) over the concurrent row, per call; 2 cores / CPU per "
-             "call = the calls/s ceiling on an otherwise idle machine.",
-             "CPU split = the same CPU per call (ms) process by process (a node: its own "
-             "process; sandbox procs: the zygote and workers).",
-             "", "| path | p50 | p99 | calls/s | × direct | CPU/call | ceiling on 2 idle cores "
-             "| CPU split |", "|---|---|---|---|---|---|---|---|"]
-    cpu, split = iter(CPU_PER_CALL), iter(CPU_SPLIT)
-    for label, seq, rate in rows:
-        if seq is not None:
-            p50 = _pct(seq, 0.5)
-            lines.append(f"| {label} | {p50 * 1000:.2f} ms | {_pct(seq, 0.99) * 1000:.2f} ms | "
-                         f"{rate:.0f} | {p50 / base_p50:.1f}× latency | | | |")
-        else:
-            per = next(cpu, 0.0)
-            lines.append(f"| {label} | | | {rate:.0f} | {rate / base_rate:.2f}× throughput | "
-                         f"{per * 1000:.2f} ms | {2 / per if per else 0:.0f}/s | "
-                         f"{next(split, '')} |")
-    lines += ["", *NOTES] if NOTES else []
-    text = "\n".join(lines) + "\n"
+    text = table(rows, ns, CPU_PER_CALL, CPU_SPLIT, NOTES)
     print(text)
     if ns.write:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as fh:

@@ -19,222 +19,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import random
-import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulations.swarm_coordinator import Member, Swarm
 from simulations.swarm_nodes import mesh_fingerprint
-from simulations.swarm_worker import WorkerHandle, raise_fd_limit
+from simulations.swarm_phases import Lookup, Phase, Stats, table
+from simulations.swarm_worker import raise_fd_limit
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
-
-@dataclass
-class Lookup:
-    latency_s: float
-    rpcs: int
-    accuracy: float
-    dead_returned: int
-    returned: int
-
-
-@dataclass
-class Phase:
-    name: str
-    live: int
-    lookups: list[Lookup] = field(default_factory=list)
-    joins_s: list[float] = field(default_factory=list)
-    join_rpcs: list[int] = field(default_factory=list)
-    join_known: list[int] = field(default_factory=list)  # peers known right after joining
-    late: int = 0
-    refused: int = 0
-    timeouts: int = 0  # joins or lookups that had not returned after --op-timeout
-    cpu: float = 0.0  # worker CPU seconds per wall second, summed over workers
-    known: float = 0.0  # live peers a node knows, mean over nodes, after the phase
-
-    def row(self, k: int = 20) -> dict[str, str]:
-        lat = sorted(x.latency_s for x in self.lookups)
-        acc = [x.accuracy for x in self.lookups]
-        joins = sorted(self.joins_s)
-        dash = "–"
-        return {
-            "phase": self.name,
-            "live": str(self.live),
-            "join ms median / p95": (
-                f"{1e3 * statistics.median(joins):.0f} / {1e3 * _q(joins, 0.95):.0f}"
-                if joins
-                else dash
-            ),
-            "join RPCs": f"{statistics.median(self.join_rpcs):.0f}" if self.join_rpcs else dash,
-            "joins with < k peers": (
-                str(sum(1 for x in self.join_known if x < k)) if self.join_known else dash
-            ),
-            "lookup ms median / p95 / max": (
-                f"{1e3 * _q(lat, 0.5):.0f} / {1e3 * _q(lat, 0.95):.0f} / {1e3 * lat[-1]:.0f}"
-                if lat
-                else dash
-            ),
-            "RPCs / lookup": (
-                f"{statistics.median(x.rpcs for x in self.lookups):.0f}" if self.lookups else dash
-            ),
-            "accuracy mean / min": (
-                f"{100 * statistics.fmean(acc):.1f}% / {100 * min(acc):.0f}%" if acc else dash
-            ),
-            "exact top-k": f"{100 * sum(a == 1.0 for a in acc) / len(acc):.0f}%" if acc else dash,
-            "dead returned": (
-                f"{statistics.fmean(x.dead_returned for x in self.lookups):.2f}"
-                if self.lookups
-                else dash
-            ),
-            "peers known": f"{self.known:.0f}",
-            "timed out": str(self.timeouts),
-            "late answers": str(self.late),
-            "refused": str(self.refused),
-            "worker CPU": f"{100 * self.cpu:.0f}%",
-        }
-
-
-def _q(xs: list[float], f: float) -> float:
-    return xs[min(len(xs) - 1, int(f * len(xs)))] if xs else float("nan")
-
-
-@dataclass(frozen=True)
-class Stats:
-    late: int
-    refused: int
-    cpu_s: float
-    known: float
-    wall_s: float
-
-    def cpu_share(self, earlier: Stats) -> float:
-        return (self.cpu_s - earlier.cpu_s) / max(self.wall_s - earlier.wall_s, 1e-9)
-
-
-@dataclass
-class Member:
-    index: int
-    node_id: bytes
-    port: int
-    worker: WorkerHandle
-
-
-class Swarm:
-    """The coordinator's view: which nodes are live, where they run; brute-force truth."""
-
-    def __init__(self, ns: argparse.Namespace) -> None:
-        self.ns = ns
-        self.rng = random.Random(ns.seed)
-        config = {
-            "backend": ns.backend,
-            "seed": ns.seed,
-            "rpc_timeout": ns.rpc_timeout,
-            "sweep_interval": ns.sweep_interval,
-            "op_timeout": ns.op_timeout,
-            "fds": 2 * ns.nodes // ns.procs + 200,
-        }
-        self.workers = [WorkerHandle(config) for _ in range(ns.procs)]
-        self.next_index = 0
-        self.live: dict[bytes, Member] = {}
-        self.joined: list[Member] = []
-        self.label = ""
-        self.includes_self = True
-
-    async def join(self, count: int, phase: Phase) -> None:
-        """Start `count` nodes and join each through a random node already in the swarm."""
-        sem = asyncio.Semaphore(self.ns.join_concurrency)
-
-        async def one(index: int) -> None:
-            async with sem:
-                worker = self.workers[index % len(self.workers)]
-                node_id, port, self.label = await worker.call("start", index)
-                self.includes_self = "FALLBACK" not in self.label
-                member = Member(index, node_id, port, worker)
-                if self.joined:
-                    via = self.rng.choice(sorted(self.joined, key=lambda m: m.index))
-                    dt, rpcs, known = await worker.call("bootstrap", index, via.port)
-                    if dt < 0:
-                        phase.timeouts += 1
-                    else:
-                        phase.joins_s.append(dt)
-                    phase.join_rpcs.append(rpcs)
-                    phase.join_known.append(known)
-                self.live[node_id] = member
-                self.joined.append(member)
-
-        indices = list(range(self.next_index, self.next_index + count))
-        self.next_index += count
-        if not self.joined:  # the very first node must be up before anyone can join
-            await one(indices.pop(0))
-        await asyncio.gather(*(one(i) for i in indices))
-
-    def truth(self, key: bytes, k: int, querier: Member) -> set[bytes]:
-        k_int = int.from_bytes(key, "big")
-        ids = [i for i in self.live if self.includes_self or i != querier.node_id]
-        return set(sorted(ids, key=lambda i: int.from_bytes(i, "big") ^ k_int)[:k])
-
-    async def measure(self, phase: Phase) -> None:
-        k = self.ns.k
-        ids = sorted(self.live)
-        stats0 = await self.stats()
-
-        async def one(querier: Member, key: bytes) -> Lookup:
-            truth = self.truth(key, k, querier)
-            dt, rpcs, got = await querier.worker.call("closest", querier.index, key, k)
-            if dt < 0:
-                phase.timeouts += 1
-                dt = self.ns.op_timeout
-            return Lookup(
-                latency_s=dt,
-                rpcs=rpcs,
-                accuracy=len(truth & set(got)) / len(truth),
-                dead_returned=sum(1 for g in got if g not in self.live),
-                returned=len(got),
-            )
-
-        # Distinct queriers (while there are enough), so RPC counts of concurrent lookups
-        # never mix; a sliding window of --lookup-concurrency lookups in flight.
-        count = self.ns.lookups
-        queriers = [self.live[i] for i in self.rng.sample(ids, min(count, len(ids)))]
-        queriers += [self.live[self.rng.choice(ids)] for _ in range(count - len(queriers))]
-        keys = [self.rng.randbytes(20) for _ in range(count)]
-        sem = asyncio.Semaphore(self.ns.lookup_concurrency)
-
-        async def windowed(q: Member, key: bytes) -> Lookup:
-            async with sem:
-                return await one(q, key)
-
-        phase.lookups += await asyncio.gather(
-            *(windowed(q, key) for q, key in zip(queriers, keys, strict=True))
-        )
-        stats1 = await self.stats()
-        phase.late = stats1.late - stats0.late
-        phase.refused = stats1.refused - stats0.refused
-        phase.cpu = stats1.cpu_share(stats0)
-        phase.known = stats1.known
-
-    async def stats(self) -> Stats:
-        """Counters summed over workers, and the wall clock."""
-        got = await asyncio.gather(*(w.call("stats") for w in self.workers))
-        return Stats(
-            late=sum(g[0] for g in got),
-            refused=sum(g[1] for g in got),
-            cpu_s=sum(g[2] for g in got),
-            known=statistics.fmean(g[3] for g in got),
-            wall_s=time.perf_counter(),
-        )
-
-    async def crash(self, count: int) -> None:
-        """Stop `count` random live nodes at once: sockets closed, no goodbye."""
-        members = [self.live.pop(v) for v in self.rng.sample(sorted(self.live), count)]
-        for m in members:
-            self.joined.remove(m)
-        await asyncio.gather(*(m.worker.call("stop", m.index) for m in members))
-
-    async def close(self) -> None:
-        await asyncio.gather(*(w.close() for w in self.workers))
+__all__ = ["Lookup", "Member", "Phase", "Stats", "Swarm", "main", "parse_args", "run", "table"]
 
 
 async def run(ns: argparse.Namespace) -> tuple[str, list[Phase]]:
@@ -282,14 +78,6 @@ async def _scenario(swarm: Swarm, ns: argparse.Namespace) -> tuple[str, list[Pha
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def table(phases: list[Phase], k: int = 20) -> str:
-    rows = [p.row(k) for p in phases]
-    head = list(rows[0])
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(r[h] for h in head) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

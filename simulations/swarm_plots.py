@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from simulations.plots import save
 
 if TYPE_CHECKING:
-    from simulations.swarm import Phase
+    from simulations.swarm_phases import Phase
 
 
 def plot(phases: list[Phase], label: str, out: Path) -> list[Path]:

@@ -6,7 +6,7 @@ allowed). The connection then goes to the checked address itself (the URL carrie
 Host header and TLS SNI/verification carry the name), so a second DNS answer cannot swap in
 another address (DNS rebinding). Responses are streamed and capped; the whole exchange,
 redirects included, has one deadline. Secret values substituted into headers are removed from
-every error and from the response handed back.
+every error and from the response handed back (exchange.py: the request and response).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import math
 import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ from mesh.errors import (
     UnavailableError,
 )
 
+from .exchange import Request, Response, redact
 from .policy import IPAddress, ProxyPolicy, host_allowed
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -45,50 +45,8 @@ ResolveIPs = Callable[[str], Awaitable[list[str]]]
 # httpx logs every request URL at INFO; a function may put a secret it read in a query string.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
-
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "[REDACTED]")
-    return text
-
-
-@dataclass
-class Request:
-    url: str
-    method: str = "GET"
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    timeout: float = 10.0
-    allowed_hosts: list[str] = field(default_factory=list)
-    max_bytes: int = 2**20
-    secret_headers: set[str] = field(default_factory=set)   # lower-case names
-    secrets: list[str] = field(default_factory=list)         # values to redact
-    # --proxy-via-peers: the only peers that may carry it (those its header secrets are sealed
-    # to, when it has any; None: any serving peer)
-    peers: frozenset[bytes] | None = None
-
-
-@dataclass
-class Response:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    url: str
-
-    def to_sandbox(self, secrets: list[str]) -> dict[str, Any]:
-        headers: dict[str, str] = {}
-        for k, v in self.headers:
-            headers[k.lower()] = redact(v, secrets)
-        out: dict[str, Any] = {"status": self.status, "headers": headers,
-                               "url": redact(self.url, secrets)}
-        try:
-            out["body"] = redact(self.body.decode("utf-8"), secrets)
-        except UnicodeDecodeError:
-            import base64
-
-            out["body_b64"] = base64.b64encode(self.body).decode()
-        return out
+__all__ = ["CREDENTIAL_HEADERS", "HOP_HEADERS", "METHODS", "REDIRECTS", "HttpProxy", "Request",
+           "ResolveIPs", "Response", "redact"]
 
 
 class HttpProxy:

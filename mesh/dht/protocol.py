@@ -17,13 +17,14 @@ Section numbers refer to Maymounkov & Mazières 2002. Changes from 2.2.3:
   there, or it returned an address token): others get a small answer and a token
   (cookies.py), so the node cannot be used to reflect large answers onto a spoofed address.
 * ``rpc_identify`` lets a node prove that it holds the key behind its node ID.
+
+The outbound calls (call_*, with their address tokens) are in calls.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -31,15 +32,17 @@ from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 from rpcudp.protocol import RPCProtocol
 
+from mesh.dht.calls import OutboundRpcs, RpcResult
 from mesh.dht.cookies import AddressTokens
 from mesh.dht.routing import MeshRoutingTable
-from mesh.dht.rpc import TrackedDatagrams
 from mesh.dht.storage import RecordStorage
 from mesh.errors import RecordError
 
 log = logging.getLogger(__name__)
 
-RpcResult = tuple[bool, Any]
+__all__ = ["DEFAULT_RPC_TIMEOUT_S", "MAX_DEFERRED_STORES", "UNVERIFIED_CONTACTS", "Contacts",
+           "MeshProtocol", "RpcResult", "valid_id"]
+
 DEFAULT_RPC_TIMEOUT_S = 1.0
 UNVERIFIED_CONTACTS = 8       # FIND_NODE contacts for a sender whose address is unproven
 MAX_DEFERRED_STORES = 64      # STOREs waiting for their sender's admission
@@ -50,7 +53,7 @@ def valid_id(value: object) -> bool:
     return isinstance(value, bytes) and len(value) == 20
 
 
-class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
+class MeshProtocol(OutboundRpcs, KademliaProtocol):  # type: ignore[misc]
     """UDP RPC endpoint of one node: PING, STORE, FIND_NODE, FIND_VALUE (section 2.3), IDENTIFY."""
 
     def __init__(self, source_node: Node, storage: RecordStorage, ksize: int, *,
@@ -166,55 +169,6 @@ class MeshProtocol(TrackedDatagrams, KademliaProtocol):  # type: ignore[misc]
         if self.identify_answer is None or not isinstance(nonce, bytes) or len(nonce) > 64:
             return None
         return self.identify_answer(nonce, source.id)
-
-    # --- outbound RPCs ---------------------------------------------------------------------
-
-    async def _call(self, name: str, node: Node, *args: Any,
-                    timeout: float | None = None) -> RpcResult:
-        self.rpc_count += 1
-        if self.closed or self.transport is None:
-            return (False, None)
-        start = time.monotonic()
-        result: RpcResult = await self.send_request(
-            (node.ip, node.port), name, (self.source_node.id, *args),
-            self._wait_timeout if timeout is None else timeout)
-        if result[0]:
-            self.rtt += 0.125 * (time.monotonic() - start - self.rtt)  # RFC 6298 smoothing
-        return result
-
-    async def call_ping(self, node_to_ask: Node) -> RpcResult:
-        return self.handle_call_response(await self._call("ping", node_to_ask), node_to_ask)
-
-    async def call_store(self, node_to_ask: Node, key: bytes, value: bytes) -> RpcResult:
-        result = await self._call("store", node_to_ask, key, value)
-        return self.handle_call_response(result, node_to_ask)
-
-    async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
-        result = await self._ask("find_node", node_to_ask, node_to_find.id)
-        return self.handle_call_response(result, node_to_ask)
-
-    async def call_find_value(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
-        result = await self._ask("find_value", node_to_ask, node_to_find.id)
-        return self.handle_call_response(result, node_to_ask)
-
-    async def _ask(self, name: str, node: Node, key: bytes) -> RpcResult:
-        """A lookup RPC carrying the token ``node`` gave this node, if any. An answer with a
-        new token (our address was not proven there) is asked again once with it."""
-        addr = (node.ip, node.port)
-        token = self.tokens.received(addr)
-        first = await self._call(name, node, key, *(() if token is None else (token,)))
-        ok, answer = first
-        fresh = answer.get("token") if ok and isinstance(answer, dict) else None
-        if not isinstance(fresh, bytes) or fresh == token:
-            return first
-        self.tokens.remember(addr, fresh)
-        again = await self._call(name, node, key, fresh)
-        return again if again[0] else first
-
-    async def call_identify(self, node_to_ask: Node, nonce: bytes) -> RpcResult:
-        """Raw identify call: the caller decides what the answer means. Admission is not
-        latency-critical, so it waits five RPC timeouts (a loaded peer still gets in)."""
-        return await self._call("identify", node_to_ask, nonce, timeout=5 * self._wait_timeout)
 
     # --- contacts --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 
 from mesh.errors import InvalidArgumentError, PermissionDeniedError, ResourceExhaustedError
 from proto import storage_pb2
-from storage import manifest as manifest_mod
+from storage import manifest_store
 from storage.cid import cid_for
 from storage.documents import DocumentStore, new_file_id, sign_document, verify_document
 from storage.keyring import Keyring
@@ -86,7 +86,7 @@ def test_a_cid_s_manifests_stay_within_the_budget(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Manifests of one CID total at most CID_BUDGET bytes here (they all go back in one
     FetchManifests reply); a newer manifest replacing a kept one counts only once."""
-    monkeypatch.setattr(manifest_mod, "CID_BUDGET", 10_000)
+    monkeypatch.setattr(manifest_store, "CID_BUDGET", 10_000)
     store = ManifestStore(tmp_path)
     owner, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
     mine = _body(owner)

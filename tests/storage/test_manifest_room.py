@@ -14,7 +14,7 @@ import pytest
 
 from mesh.errors import NotFoundError, ResourceExhaustedError
 from proto import storage_pb2
-from storage import manifest as manifest_mod
+from storage import manifest_signed, manifest_store
 from storage import record_handlers as handlers_mod
 from storage.documents import DocumentStore, new_file_id, sign_document
 from storage.manifest import ManifestStore, sign_manifest, verify_answer, verify_manifest
@@ -56,7 +56,7 @@ def _kept(h: RecordHandlers) -> set[str]:
 
 @pytest.fixture
 def handlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RecordHandlers, Owners]:
-    monkeypatch.setattr(manifest_mod, "CID_BUDGET", 10_000)
+    monkeypatch.setattr(manifest_store, "CID_BUDGET", 10_000)
     owners = Owners()
     return RecordHandlers(ManifestStore(tmp_path), DocumentStore(tmp_path), None,
                           owner_of=owners), owners
@@ -114,7 +114,7 @@ async def test_many_manifests_are_verified_off_the_event_loop(
     threads (counted by thread), a CID's usual one or two on the loop."""
     loop_thread = threading.get_ident()
     on_loop, off_loop = [0], [0]
-    real = manifest_mod.verify_signature
+    real = manifest_signed.verify_signature
 
     def counted(*args: Any) -> bool:
         (on_loop if threading.get_ident() == loop_thread else off_loop)[0] += 1
@@ -125,7 +125,7 @@ async def test_many_manifests_are_verified_off_the_event_loop(
     key = Key.generate()
     for _ in range(200):
         store.put(_signed(key, 10))
-    monkeypatch.setattr(manifest_mod, "verify_signature", counted)
+    monkeypatch.setattr(manifest_signed, "verify_signature", counted)
     cid = _body(key).cid
     answer = storage_pb2.FetchManifestsReply.FromString(await h.fetch_manifests(
         storage_pb2.FetchManifestsRequest(cid=cid).SerializeToString())).manifests
