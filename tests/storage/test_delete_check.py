@@ -26,7 +26,6 @@ from mesh.errors import (
 )
 from proto import storage_pb2
 from storage import push as push_mod
-from storage import tail as tail_mod
 from storage.cid import cid_for
 from storage.delete_check import DeleteGuard, check_newest
 from storage.documents import DocumentStore, new_file_id, sign_document
@@ -170,8 +169,6 @@ async def test_an_early_push_manifest_cannot_drop_the_spare_s_fragment(
     the pusher, a replica or the late-storing holder keeps), DeleteFragment at the spare is
     refused and the file stays whole; the late copy on the thawed holder goes with the
     corrected one (the late-copies collector's delete)."""
-    monkeypatch.setattr(tail_mod, "STORE_SPARE_S", 0.2)
-    monkeypatch.setattr(tail_mod, "_RECHECK_S", 0.01)
     signed: list[storage_pb2.SignedManifest] = []
 
     def sign(body: storage_pb2.ManifestBody,
@@ -184,13 +181,14 @@ async def test_an_early_push_manifest_cannot_drop_the_spare_s_fragment(
     files = FileStore(net)
     alice = nacl.signing.SigningKey.generate()
     data = os.urandom(180_000)
-    net.frozen = (await net.closest(placement_key("cid", cid_for(data)), 6))[1]
+    net.freeze((await net.closest(placement_key("cid", cid_for(data)), 6))[1], monkeypatch)
     try:
         r = await files.push_bytes(data, alice, PushOptions())
     finally:
         net.thawed.set()
         await asyncio.gather(*net.served, return_exceptions=True)   # the late stores land
     assert r.manifest is not None and len(signed) == 2
+    assert files.counters["store_spares"] == 1 and net.suspected == [net.frozen]
     early, corrected = (verify_manifest(s) for s in signed)
     assert corrected.body.created_ms > early.body.created_ms
     i = next(i for i in range(6) if early.holder_of(0, i) == net.frozen)

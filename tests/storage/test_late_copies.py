@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import nacl.signing
 import pytest
 
 from mesh.errors import InvalidArgumentError, PermissionDeniedError, UnavailableError
 from proto import storage_pb2
+from storage import push as push_mod
 from storage import tail as tail_mod
 from storage.cid import cid_for
 from storage.files import FileStore, PushOptions
@@ -32,6 +34,7 @@ P, Q, R, S = (bytes([i]) * 20 for i in range(1, 5))
 H1, H2, H3 = (bytes([i]) * 32 for i in range(1, 4))
 T = Timings(first=10.0, retry=10.0, max_retry=40.0, max_age=300.0, misses=3)
 OWNER = nacl.signing.SigningKey.generate()
+Reply = TypeVar("Reply")
 
 
 def _manifest(holders: list[bytes], slots: list[int], hashes: list[bytes],
@@ -219,18 +222,44 @@ async def test_the_running_collector_is_woken_by_a_submit_and_stops_cleanly() ->
 
 class FrozenNetwork(FakeNetwork):
     """One peer frozen like a SIGSTOPped process: a call waits for ``thaw`` and then runs to
-    the end even if the caller gave it up (the channel server runs the handler through)."""
+    the end even if the caller gave it up (the channel server runs the handler through).
+
+    Only the frozen peer may be given up (``freeze``): the tests here follow its fragment to
+    the spare. A process stall used to break that: a full-suite run left all six holders
+    unanswered past the tail delay, all were given up, the frozen one's fragment doubled up on
+    another holder and, rightly, no late copy was queued. So the other peers answer only once
+    a call to the frozen one was given up (``given_up``), as late as a stall makes them, in
+    every run, and the Push's tail waits for them as it does for a store with no spare."""
 
     def __init__(self, root: Path, n: int) -> None:
         super().__init__(root, n)
         self.frozen = b""
         self.thawed = asyncio.Event()
+        self.given_up = asyncio.Event()
         self.served: list[asyncio.Task[bytes]] = []   # owned here: awaited by the test
 
+    def freeze(self, node_id: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Freeze ``node_id``: a short tail delay, and Pushes give up no other peer."""
+        monkeypatch.setattr(tail_mod, "STORE_SPARE_S", 0.2)
+        monkeypatch.setattr(tail_mod, "_RECHECK_S", 0.01)
+        self.frozen = node_id
+
+        class FrozenOnly(tail_mod.Tail):
+            async def call(self, peer: bytes, store: Callable[[], Awaitable[Reply]],
+                           give_up: bool = True) -> Reply:
+                return await super().call(peer, store, give_up and peer == node_id)
+
+        monkeypatch.setattr(push_mod, "Tail", FrozenOnly)
+
     async def client(self, node_id: bytes) -> StorageClient:
-        if node_id != self.frozen:
+        if node_id not in self.handlers or node_id in self.down:
             return await super().client(node_id)
         handlers = self.handlers[node_id]
+        if node_id != self.frozen:
+            async def late(method: str, body: bytes) -> bytes:
+                await self.given_up.wait()
+                return await handlers.dispatch(method, body)
+            return StorageClient(node_id, late)
 
         async def serve(method: str, body: bytes) -> bytes:
             await self.thawed.wait()
@@ -238,7 +267,11 @@ class FrozenNetwork(FakeNetwork):
 
         async def call(method: str, body: bytes) -> bytes:
             self.served.append(asyncio.ensure_future(serve(method, body)))
-            return await asyncio.shield(self.served[-1])
+            try:
+                return await asyncio.shield(self.served[-1])
+            except asyncio.CancelledError:
+                self.given_up.set()
+                raise
 
         return StorageClient(node_id, call)
 
@@ -249,16 +282,13 @@ async def test_a_push_queues_the_late_copy_of_a_frozen_holder_and_it_is_deleted(
     """7 nodes, (4,2): a frozen holder's store is given up, its fragment goes to the spare;
     once the holder resumes the store lands, and the collector deletes that copy (one-stripe
     StoreBatch path, and the streamed per-fragment path of three stripes)."""
-    # short, but well above an in-process store: a busy machine must not give others up too
-    monkeypatch.setattr(tail_mod, "STORE_SPARE_S", 0.2)
-    monkeypatch.setattr(tail_mod, "_RECHECK_S", 0.01)
     net = FrozenNetwork(tmp_path, 7)
     clock = Clock()
     copies = LateCopies(net.client, T, clock=clock)
     files = FileStore(net, late_copies=copies)
     alice = nacl.signing.SigningKey.generate()
     data = os.urandom(180_000)
-    net.frozen = (await net.closest(placement_key("cid", cid_for(data)), 6))[1]
+    net.freeze((await net.closest(placement_key("cid", cid_for(data)), 6))[1], monkeypatch)
     try:
         if streamed:
             async def source() -> AsyncIterator[bytes]:
@@ -274,6 +304,7 @@ async def test_a_push_queues_the_late_copy_of_a_frozen_holder_and_it_is_deleted(
     m = r.manifest
     assert net.frozen not in {m.holder_of(s, i) for s in range(len(m.body.stripes))
                               for i in range(6)}
+    assert files.counters["store_spares"] == 1 and net.suspected == [net.frozen]
     frozen = net.handlers[net.frozen].fragments
     late = frozen.list(r.file_id)
     assert late, "the given-up store should have landed once the holder resumed"
