@@ -46,6 +46,7 @@ STORE_SPARE_S = 3.0
 # the read for the whole call deadline (10-30 s). See read_tail for suspects.
 READ_TAIL_S = 1.0
 _RECHECK_S = 0.5      # the delay shrinks once other stores answer: re-read it this often
+_STALL_S = 0.05       # a wake-up later than this past its timeout: this process stalled
 SKIPPED = "replicas_skipped"     # counter: suspects a read did not wait for
 
 
@@ -122,8 +123,12 @@ class Tail:
                 waits: list[asyncio.Future[Any]] = [task]
                 if self._suspected is not None:    # re-check as soon as another call ends
                     waits.append(self._waker(loop))
-                await asyncio.wait(waits, timeout=min(left, _RECHECK_S),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                timeout, began = min(left, _RECHECK_S), loop.time()
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                # Woken this late, this process stalled (GC, a blocking call, a starved CPU):
+                # the peer's answer may be unread in the socket. The stall is ours, not the
+                # peer's, so it does not count; else one stall gives every holder up at once.
+                start += max(0.0, loop.time() - began - timeout - _STALL_S)
                 if task.done():
                     result = task.result()             # a failure raises its own error
                     took = loop.time() - start

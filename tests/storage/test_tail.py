@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -359,3 +360,26 @@ async def test_a_suspect_is_waited_for_when_no_other_replica_answered() -> None:
     assert await asyncio.wait_for(a, 30) == "a"
     assert not t.stuck and net.suspected == [B]
 
+
+
+async def test_a_stall_of_this_process_is_not_charged_to_the_peer() -> None:
+    """The pushing process itself stalls (here: a blocking sleep on its loop) past the delay
+    while the peer's answer is due: the answer is taken and nobody is given up. Before, one
+    such stall gave every holder of a Push up at once (a full-suite flake of
+    tests/storage/test_late_copies.py)."""
+    t = Tail(floor=0.05)                      # 0.1 s before any answer
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    loop.call_later(0.02, answer.set_result, "ok")
+
+    async def store() -> str:
+        return await answer
+
+    async def stall() -> None:
+        await asyncio.sleep(0.005)
+        time.sleep(0.5)                       # noqa: ASYNC251 - the stall under test
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(stall())
+        result = await t.call(A, store)
+    assert result == "ok" and not t.stuck and not t.warning()
