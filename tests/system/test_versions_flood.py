@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mesh.channel import ChannelPool
 from mesh.identity import Identity
-from proto import mesh_pb2, versions_pb2
+from proto import mesh_pb2, taskworker_pb2, taskworker_pb2_grpc, versions_pb2
 from storage.versions.records import encode
 from storage.versions.vset import MAX_HEADS
 from tests.support.nodes import NodeCluster
@@ -26,11 +26,21 @@ from tests.support.version_floods import chain, leaves
 from tests.system.test_storage import _ids
 
 
+async def channel_port(cluster: NodeCluster) -> int:
+    """Node 0's TCP channel port: members reach it on the transport it advertises (its gRPC
+    peer port takes no message over 4 KiB beside it)."""
+    status = await cluster.stub(0, taskworker_pb2_grpc.NodeServiceStub).Status(
+        taskworker_pb2.StatusRequest())
+    port: int = json.loads(status.json)["channel_port"]
+    return port
+
+
 async def test_a_members_own_version_history_cannot_freeze_a_replica(tmp_path: Path) -> None:
     async with NodeCluster(tmp_path, 2) as cluster:
         ids = await _ids(cluster)
         pool = ChannelPool(Identity.generate())
-        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer)
+        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer,
+                         await channel_port(cluster))
         try:
             binding, records = chain(Identity.generate(), 6000)
             bundle = versions_pb2.Bundle(file_id=binding.file_id,
@@ -68,7 +78,8 @@ async def test_a_node_answers_calls_while_it_checks_a_large_push(tmp_path: Path)
     async with NodeCluster(tmp_path, 2) as cluster:
         ids = await _ids(cluster)
         pool = ChannelPool(Identity.generate())
-        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer)
+        peer = pool.peer(bytes.fromhex(ids[0]), cluster.nodes[0].peer,
+                         await channel_port(cluster))
         try:
             binding, records = chain(Identity.generate(), 10_000)
             bundle = versions_pb2.Bundle(file_id=binding.file_id,
