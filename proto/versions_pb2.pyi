@@ -47,7 +47,7 @@ class VersionRecord(_message.Message):
     def __init__(self, file: _Optional[_Union[FileBinding, _Mapping]] = ..., cid: _Optional[str] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., parents: _Optional[_Iterable[bytes]] = ..., writer_key: _Optional[bytes] = ..., time_ms: _Optional[int] = ..., size: _Optional[int] = ..., content_ref: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class GrantRecord(_message.Message):
-    __slots__ = ("file", "grantee_key", "revoke", "seq", "vector", "time_ms", "signature")
+    __slots__ = ("file", "grantee_key", "revoke", "seq", "vector", "time_ms", "signature", "kept", "kept_floor")
     FILE_FIELD_NUMBER: _ClassVar[int]
     GRANTEE_KEY_FIELD_NUMBER: _ClassVar[int]
     REVOKE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class GrantRecord(_message.Message):
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FLOOR_FIELD_NUMBER: _ClassVar[int]
     file: FileBinding
     grantee_key: bytes
     revoke: bool
@@ -62,7 +64,9 @@ class GrantRecord(_message.Message):
     vector: _containers.RepeatedCompositeFieldContainer[VectorEntry]
     time_ms: int
     signature: bytes
-    def __init__(self, file: _Optional[_Union[FileBinding, _Mapping]] = ..., grantee_key: _Optional[bytes] = ..., revoke: _Optional[bool] = ..., seq: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., time_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    kept: _containers.RepeatedScalarFieldContainer[bytes]
+    kept_floor: int
+    def __init__(self, file: _Optional[_Union[FileBinding, _Mapping]] = ..., grantee_key: _Optional[bytes] = ..., revoke: _Optional[bool] = ..., seq: _Optional[int] = ..., vector: _Optional[_Iterable[_Union[VectorEntry, _Mapping]]] = ..., time_ms: _Optional[int] = ..., signature: _Optional[bytes] = ..., kept: _Optional[_Iterable[bytes]] = ..., kept_floor: _Optional[int] = ...) -> None: ...
 
 class Bundle(_message.Message):
     __slots__ = ("file_id", "grants", "records", "manifests")

@@ -43,6 +43,8 @@ WRITER_ID_BYTES = 20
 NONCE_BYTES = 16
 VERSION_ID_BYTES = 32
 MAX_RECORD_BYTES = 16 * 1024
+MAX_KEPT = 4096                     # record ids a revocation lists (GrantRecord.kept)
+MAX_GRANT_BYTES = MAX_RECORD_BYTES + (2 + VERSION_ID_BYTES) * MAX_KEPT     # 152 KiB
 MAX_PARENTS = 64
 MAX_WRITERS = 256
 CLOCK_SKEW_MS = 120_000
@@ -174,11 +176,17 @@ def sign_version(identity: Identity, binding: versions_pb2.FileBinding, cid: str
 
 def sign_grant(owner: Identity, binding: versions_pb2.FileBinding, grantee_key: bytes, *,
                revoke: bool = False, seq: int | None = None,
-               vector: Mapping[bytes, int] | None = None) -> versions_pb2.GrantRecord:
+               vector: Mapping[bytes, int] | None = None, kept: Iterable[bytes] | None = None,
+               kept_floor: int = 0) -> versions_pb2.GrantRecord:
+    """A grant, or with ``revoke`` a revocation; ``kept`` (revocations only; None: a
+    revocation as signed before the list, vector rule only) see grants.py."""
     ts = now_ms()
     grant = versions_pb2.GrantRecord(
         grantee_key=grantee_key, revoke=revoke, seq=ts if seq is None else seq,
         vector=vector_entries(vector or {}), time_ms=ts)
+    if kept is not None:
+        grant.kept.extend(sorted(set(kept)))
+        grant.kept_floor = kept_floor
     grant.file.CopyFrom(binding)
     grant.signature = owner.sign(_signed_bytes(GRANT_DOMAIN, grant))
     return grant
@@ -222,6 +230,13 @@ def verify_grant(grant: versions_pb2.GrantRecord) -> None:
     if len(grant.grantee_key) != 32 or len(grant.signature) != 64:
         raise MalformedRecordError("grant has no valid grantee key or signature")
     _check_entries(grant.vector, "grant vector")
+    if (grant.kept or grant.HasField("kept_floor")) and not grant.revoke:
+        raise MalformedRecordError("only a revocation lists kept records")
+    if len(grant.kept) > MAX_KEPT:
+        raise MalformedRecordError(f"a revocation lists at most {MAX_KEPT} records")
+    if any(len(k) != VERSION_ID_BYTES or k <= p for p, k in zip([b""] + list(grant.kept),
+                                                                 grant.kept, strict=False)):
+        raise MalformedRecordError("kept records must be 32-byte ids, sorted and unique")
     if not verify_signature(grant.file.owner_key, _signed_bytes(GRANT_DOMAIN, grant),
                             grant.signature):
         raise ForgedSignatureError("grant is not signed by the file's owner")
@@ -239,7 +254,7 @@ def decode_version(data: bytes) -> versions_pb2.VersionRecord:
 
 
 def decode_grant(data: bytes) -> versions_pb2.GrantRecord:
-    if len(data) > MAX_RECORD_BYTES:
+    if len(data) > MAX_GRANT_BYTES:
         raise MalformedRecordError(f"grant of {len(data)} bytes is too large")
     grant = versions_pb2.GrantRecord()
     try:

@@ -129,7 +129,7 @@ class VersionSet(FileWriters):
         vector = vector_of(record.vector)
         me = writer_id(record.writer_key)
         if not trusted:
-            self.authorize(record.writer_key, vector)
+            self.authorize(record.writer_key, vector, vid)
         if not record.parents:
             check_genesis(record.writer_key, self.owner_key, vector, me)
         else:
@@ -192,7 +192,7 @@ class VersionSet(FileWriters):
             valid: set[bytes] = set()
             for v in self.records():
                 try:
-                    self.authorize(v.record.writer_key, v.vector)
+                    self.authorize(v.record.writer_key, v.vector, v.id)
                 except VersionError:
                     continue
                 if all(p in valid for p in v.record.parents):

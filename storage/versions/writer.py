@@ -23,6 +23,7 @@ from mesh.errors import (
 )
 from mesh.identity import Identity
 from proto import versions_pb2
+from storage.versions.grants import sign_revocation
 from storage.versions.local import LocalVersions
 from storage.versions.reads import cancel
 from storage.versions.records import (
@@ -200,8 +201,8 @@ class VersionWriter:
             if vs.binding is None or vs.binding.owner_key != owner.public_key:
                 raise PermissionDeniedError(f"only the owner of {file_id} grants or revokes")
             seq = max((g.seq for g in vs.grants()), default=0) + 1
-            grant = sign_grant(owner, vs.binding, grantee, revoke=revoke, seq=seq,
-                               vector=vs.vector() if revoke else None)
+            grant = (sign_revocation(owner, vs, grantee, seq) if revoke
+                     else sign_grant(owner, vs.binding, grantee, seq=seq))
             self.store.add_grant(grant)
             self._readers.pop(fid, None)
             await self.local.push_records(fid, result)

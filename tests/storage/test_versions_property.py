@@ -5,12 +5,17 @@ node. Operations: a writer revises at its replica (on all heads, or on one head 
 conflicts); a one-way or two-way sync between two replicas (a sync may be cut short after a
 prefix of the records, like a dropped connection), sending only valid records as replicas do; a
 crash (the replica reopens from disk); the owner revokes or re-grants a writer (the revocation
-carries the owner's vector); an attacker pushes a record with a bad signature.
+lists the writer's records the owner's replica holds, grants.sign_revocation); a writer re-signs
+one of its old records (same parents and vector, new content: an equivocation at an old
+counter) and pushes it to a replica, revoked or not, before or after the revocation reaches
+it; an attacker pushes a record with a bad signature.
 
 Oracle: one VersionSet built from every grant and every record ever created. After a final full
 sync, all replicas hold exactly its valid records (nothing lost, nothing extra: a record from a
 revoked writer that the owner had not seen is invalid everywhere alike), its grants and heads; no
-forged record is anywhere; no honest writer equivocated, even across crashes.
+forged record is anywhere; a record a writer signed while its revocation was the owner's last
+word on it, and still is, is valid nowhere; no equivocation but the re-signed ones, even across
+crashes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from mesh.errors import PeerCallError
 from mesh.identity import Identity
 from proto import versions_pb2
 from storage.cid import cid_for
-from storage.versions.records import new_binding, record_id, sign_grant
+from storage.versions.grants import sign_revocation
+from storage.versions.records import new_binding, record_id, sign_grant, sign_version, vector_of
 from storage.versions.store import VersionStore
 from storage.versions.vset import VersionSet
 
@@ -39,6 +45,7 @@ op = st.one_of(
     st.tuples(st.just("crash"), st.integers(0, 2)),
     st.tuples(st.just("forge"), st.integers(0, 2)),
     st.tuples(st.just("revoke"), st.integers(1, 2), st.booleans()),
+    st.tuples(st.just("resign"), st.integers(1, 2), st.integers(0, 2), st.integers(0, 3)),
 )
 
 
@@ -56,6 +63,12 @@ def push(src: VersionStore, dst: VersionStore, file_id: bytes, limit: int | None
 # found by this test: a revoked writer's record, invalid at a crash, came back after a re-grant
 @example(ops=[("revise", 2, False), ("revoke", 2, True), ("sync", 0, 2, False, 0), ("crash", 2),
               ("revoke", 2, False)])
+# a revoked writer re-signs a record the owner saw, at the owner's replica, at one that has not
+# heard of the revocation yet, and then is granted again
+@example(ops=[("revise", 1, True), ("sync", 1, 0, False, 20), ("revoke", 1, True),
+              ("resign", 1, 0, 0), ("resign", 1, 2, 0), ("sync", 2, 1, True, 20)])
+@example(ops=[("revise", 1, True), ("sync", 1, 0, True, 20), ("revoke", 1, True),
+              ("resign", 1, 1, 0), ("sync", 1, 2, True, 20), ("revoke", 1, False)])
 def test_replicas_converge(tmp_path: Path, ops: list[tuple[object, ...]]) -> None:
     # one fresh folder per example under tmp_path (removing folders is slow on some disks)
     tmp = tempfile.mkdtemp(dir=tmp_path)
@@ -75,6 +88,8 @@ def test_replicas_converge(tmp_path: Path, ops: list[tuple[object, ...]]) -> Non
     for s in stores[1:]:
         push(stores[0], s, fid)
     forged: set[bytes] = set()
+    revoked_by: dict[int, int | None] = {1: None, 2: None}    # writer -> seq of its revocation
+    resigned: list[tuple[bytes, int, int | None]] = []        # (id, writer, revoked_by then)
     n = 0
     for o in ops:
         kind = o[0]
@@ -101,10 +116,24 @@ def test_replicas_converge(tmp_path: Path, ops: list[tuple[object, ...]]) -> Non
         elif kind == "revoke":
             w, revoke = int(o[1]), bool(o[2])  # type: ignore[call-overload]
             seq += 1
-            g = sign_grant(owner, binding, WRITERS[w].public_key, revoke=revoke, seq=seq,
-                           vector=stores[0].get(fid).vector() if revoke else None)
+            g = (sign_revocation(owner, stores[0].get(fid), WRITERS[w].public_key, seq)
+                 if revoke else sign_grant(owner, binding, WRITERS[w].public_key, seq=seq))
             all_grants.append(g)
             stores[0].add_grant(g)
+            revoked_by[w] = seq if revoke else None
+        elif kind == "resign":
+            w, i, k = int(o[1]), int(o[2]), int(o[3])  # type: ignore[call-overload]
+            own = [r for r in all_records if r.writer_key == WRITERS[w].public_key]
+            if not own:
+                continue
+            base = own[-1 - k % len(own)]
+            n += 1
+            again = sign_version(WRITERS[w], binding, cid_for(b"%d" % n), vector_of(base.vector),
+                                 base.parents)
+            stores[i].ingest(fid, [], [again])
+            if record_id(again) in stores[i].get(fid):      # else refused: never anywhere
+                all_records.append(again)
+                resigned.append((record_id(again), w, revoked_by[w]))
         else:
             i = int(o[1])  # type: ignore[call-overload]
             good = all_records[-1]
@@ -128,7 +157,10 @@ def test_replicas_converge(tmp_path: Path, ops: list[tuple[object, ...]]) -> Non
         assert vs.fingerprint() == oracle.fingerprint()
         assert [h.id for h in vs.heads()] == [h.id for h in oracle.heads()]
         assert not (forged & vs.record_ids())
-        assert not vs.equivocations()          # honest writers, even across crashes
+        twins = {vid for vid, _, _ in resigned}
+        assert all(twins & set(ids) for _, _, ids in vs.equivocations())
+        for vid, w, rev in resigned:               # signed while revoked, still revoked
+            assert not (rev is not None and rev == revoked_by[w] and vid in vs.valid_ids())
     # the owner's merge revise resolves any conflict everywhere
     stores[0].revise(owner, binding, cid_for(b"merge"))
     for b in (1, 2):
