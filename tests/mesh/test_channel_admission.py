@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from mesh import identity
 from mesh.channel import Caller, ChannelPool, ChannelServer, handshake
 from mesh.channel.admission import AdmissionPolicy, HandshakeBudget, grpc_peer_host, source_of
 from mesh.channel.handshake import ClientHandshake
@@ -56,7 +57,7 @@ def verified(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The keys whose handshake signature was checked (the server's costly step; an honest
     client in the test process checks the server's too)."""
     keys: list[bytes] = []
-    real = handshake.verify_signature
+    real = identity.verify_signature
 
     def spy(key: bytes, message: bytes, signature: bytes) -> bool:
         keys.append(key)
@@ -170,6 +171,38 @@ async def test_a_session_flood_from_one_address_does_not_evict_a_peer_on_another
         assert await peer.unary("test.Echo", b"after") == b"after"
         assert server.channel.handshakes == 51                  # no re-key
         raw[1].close()
+
+
+async def test_the_grpc_transport_charges_the_address_grpc_reports(
+        verified: list[bytes]) -> None:
+    """The same budget on the gRPC transport (context.peer() parsed to the address): past a
+    burst of 2, a third client's handshake is refused RESOURCE_EXHAUSTED with no signature
+    check; the first two clients' sessions keep working."""
+    me = Identity.generate()
+    channel = ChannelServer(me, admission=AdmissionPolicy(handshake_burst=2,
+                                                                handshake_rate=NO_REFILL))
+    channel.handle("test.Echo", lambda caller, body: _echoed(body))
+    server = grpc.aio.server()
+    channel.add_to(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    pools = [ChannelPool(Identity.generate()) for _ in range(3)]
+    try:
+        peers = [p.peer(me.node_id, f"127.0.0.1:{port}") for p in pools]
+        assert [await p.unary("test.Echo", b"hi") for p in peers[:2]] == [b"hi", b"hi"]
+        with pytest.raises(ResourceExhaustedError, match="too many handshakes from 127.0.0.1"):
+            await peers[2].unary("test.Echo", b"hi")
+        assert channel.gate.budget.refused == 1 and channel.handshakes == 2
+        assert pools[2].identity.public_key not in verified
+        assert await peers[0].unary("test.Echo", b"again") == b"again"
+    finally:
+        for p in pools:
+            await p.close()
+        await server.stop(None)
+
+
+async def _echoed(body: bytes) -> bytes:
+    return body
 
 
 def test_the_budget_refills_at_its_rate_and_forgets_the_least_recent_source() -> None:
