@@ -6,6 +6,7 @@ are counted on the real handshake code, not timed."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,7 +15,9 @@ import pytest
 from mesh import identity
 from mesh.channel import Caller, ChannelPool, ChannelServer, handshake
 from mesh.channel.admission import AdmissionPolicy, HandshakeBudget, grpc_peer_host, source_of
-from mesh.channel.handshake import ClientHandshake
+from mesh.channel.handshake import ClientHandshake, SessionKeys
+from mesh.channel.session import Session
+from mesh.channel.sessions import SessionCache
 from mesh.channel.tcp_server import TcpListener
 from mesh.channel.tcp_wire import ABORT, HANDSHAKE, HEADER, decode_abort
 from mesh.errors import ResourceExhaustedError
@@ -225,3 +228,41 @@ def test_sources() -> None:
     assert grpc_peer_host("ipv4:127.0.0.1:5000") == "127.0.0.1"
     assert grpc_peer_host("ipv6:[::1]:5000") == "::1"
     assert grpc_peer_host("ipv6:%5B::1%5D:5000") == "::1"
+
+
+def test_a_full_cache_always_evicts_from_a_largest_source() -> None:
+    """Random adds, uses and drops against a model: every eviction takes the least recently
+    used session of a source holding the most, and the counts stay exact."""
+    rng = random.Random(7)
+    cache = SessionCache(max_sessions=20)
+    model: dict[str, list[bytes]] = {}          # per source, least recently used first
+    for _ in range(5000):
+        roll = rng.random()
+        if roll < 0.6:
+            source = rng.choice("abcdefg"[:rng.randint(1, 7)])
+            sid = rng.randbytes(16)
+            full = sum(map(len, model.values())) == 20
+            cache.add(Session(SessionKeys(sid, bytes(16), bytes(16), bytes(32), bytes(20)),
+                              is_client=False), source)
+            model.setdefault(source, []).append(sid)
+            if full:
+                most = max(map(len, model.values()))
+                gone = [(s, v[0]) for s, v in model.items() if v[0] not in cache]
+                assert len(gone) == 1 and len(model[gone[0][0]]) == most
+                assert gone[0][1] != sid and sid in cache
+                model[gone[0][0]].remove(gone[0][1])
+        elif roll < 0.8 and model:
+            source = rng.choice(sorted(model))
+            if model[source]:
+                sid = rng.choice(model[source])
+                cache.touch(sid)
+                model[source].remove(sid)
+                model[source].append(sid)
+        elif model:
+            source = rng.choice(sorted(model))
+            if model[source]:
+                sid = model[source].pop(rng.randrange(len(model[source])))
+                cache.pop(sid)
+        model = {s: v for s, v in model.items() if v}
+        assert len(cache) == sum(map(len, model.values()))
+        assert all(cache.sessions_of(s) == len(v) for s, v in model.items())
