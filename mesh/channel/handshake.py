@@ -101,9 +101,15 @@ class ClientHandshake:
         return SessionKeys(resp.session_id, c2s, s2c, resp.server_key, self._server_id)
 
 
-def server_respond(identity: Identity, req: peer_pb2.HandshakeRequest,
-                   *, now: float | None = None) -> tuple[peer_pb2.HandshakeResponse, SessionKeys]:
-    """Server side: check the request, answer it, and derive this side's keys."""
+def request_digest(req: peer_pb2.HandshakeRequest) -> bytes:
+    """What makes a request unique: everything the client signed (the server's replay cache
+    keys on it, so a copy with another signature is still the same request)."""
+    return hashlib.blake2b(_t1(req), digest_size=16).digest()
+
+
+def check_request(identity: Identity, req: peer_pb2.HandshakeRequest,
+                  *, now: float | None = None) -> None:
+    """The checks that cost no signature operation: run before a request is charged."""
     if req.version != VERSION:
         raise HandshakeError(f"unsupported handshake version {req.version}")
     if len(req.client_key) != 32 or len(req.client_ephemeral) != 32 or len(req.nonce) != 16:
@@ -113,6 +119,12 @@ def server_respond(identity: Identity, req: peer_pb2.HandshakeRequest,
     t = time.time() if now is None else now
     if abs(req.timestamp_ms / 1000 - t) > MAX_CLOCK_SKEW_S:
         raise HandshakeError("handshake timestamp outside the allowed clock skew")
+
+
+def server_respond(identity: Identity, req: peer_pb2.HandshakeRequest,
+                   *, now: float | None = None) -> tuple[peer_pb2.HandshakeResponse, SessionKeys]:
+    """Server side: check the request, answer it, and derive this side's keys."""
+    check_request(identity, req, now=now)
     if not verify_signature(req.client_key, _t1(req), req.signature):
         raise HandshakeError("client's handshake signature does not verify")
     eph = nacl.public.PrivateKey.generate()

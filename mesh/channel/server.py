@@ -10,7 +10,6 @@ gathers them into the reply frame with one copy (frames.py).
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +17,11 @@ from typing import Any
 import grpc
 
 from mesh.channel import allocator
+from mesh.channel.admission import AdmissionPolicy, HandshakeGate, Throttled, grpc_peer_host
 from mesh.channel.frames import Body, Buffer, Frame, decode_envelope, encode_reply
 from mesh.channel.handshake import server_respond
 from mesh.channel.session import Session, SessionPolicy
+from mesh.channel.sessions import SessionCache
 from mesh.errors import FrameError, HandshakeError, PeerCallError, status_value
 from mesh.identity import Identity
 from proto import peer_pb2
@@ -66,12 +67,14 @@ class ChannelServer:
     """Accepts handshakes and dispatches sealed calls to registered handlers."""
 
     def __init__(self, identity: Identity, *, policy: SessionPolicy | None = None,
-                 max_sessions: int = 4096) -> None:
+                 admission: AdmissionPolicy | None = None) -> None:
         allocator.tune()
         self._identity = identity
         self._policy = policy or SessionPolicy()
-        self._max_sessions = max_sessions
-        self._sessions: OrderedDict[bytes, Session] = OrderedDict()
+        self.admission = admission or AdmissionPolicy()
+        self.gate = HandshakeGate(self.admission)
+        self._sessions = SessionCache(self.admission.max_sessions)
+        self.handshakes = 0     # answered (each cost the signature work)
         self._unary: dict[str, UnaryHandler] = {}
         self._views: dict[str, ViewHandler] = {}
         self._stream: dict[str, StreamHandler] = {}
@@ -104,7 +107,8 @@ class ChannelServer:
     async def Handshake(self, request: peer_pb2.HandshakeRequest,
                         context: Context) -> peer_pb2.HandshakeResponse:
         try:
-            return self.respond(request, context.peer())
+            peer = context.peer()
+            return self.respond(request, peer, grpc_peer_host(peer))
         except Abort as exc:
             await context.abort(exc.code, exc.message)
             raise  # unreachable: abort raises
@@ -129,16 +133,22 @@ class ChannelServer:
             await context.abort(exc.code, exc.message)
 
     # -- transport-neutral core (the gRPC methods above and tcp_server.py) -------------------
-    def respond(self, request: peer_pb2.HandshakeRequest, peer: str) -> peer_pb2.HandshakeResponse:
-        """Answer a handshake and remember the session it opens."""
+    def respond(self, request: peer_pb2.HandshakeRequest, peer: str,
+                host: str) -> peer_pb2.HandshakeResponse:
+        """Answer a handshake from ``host`` and remember the session it opens. The request is
+        charged to the host's budget, then checked against the replay cache, before any
+        signature work (admission.py)."""
         try:
+            source, digest = self.gate.admit(self._identity, request, host)
             response, keys = server_respond(self._identity, request)
+        except Throttled as exc:
+            raise Abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
         except HandshakeError as exc:
             log.warning("refused handshake from %s: %s", peer, exc)
             raise Abort(grpc.StatusCode.UNAUTHENTICATED, f"handshake refused: {exc}") from exc
-        self._sessions[keys.session_id] = Session(keys, is_client=False, policy=self._policy)
-        while len(self._sessions) > self._max_sessions:
-            self._sessions.popitem(last=False)
+        self.handshakes += 1
+        self.gate.answered(digest, request)
+        self._sessions.add(Session(keys, is_client=False, policy=self._policy), source)
         return response
 
     async def serve_call(self, request: Frame) -> Frame:
@@ -217,9 +227,9 @@ class ChannelServer:
     def _session_for(self, frame: Frame) -> Session:
         session = self._sessions.get(frame.session_id)
         if session is None or session.expired():
-            self._sessions.pop(frame.session_id, None)
+            self._sessions.pop(frame.session_id)
             raise Abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or expired session")
-        self._sessions.move_to_end(frame.session_id)
+        self._sessions.touch(frame.session_id)
         return session
 
     def _open_header(self, session: Session, frame: Frame,

@@ -94,9 +94,10 @@ class TcpListener:
             log.error("TCP channel handler failed", exc_info=exc)
 
     async def _serve(self, conn: Connection) -> None:
-        peer = str(conn.get_extra_info("peername"))
+        address = conn.get_extra_info("peername")
+        peer, host = str(address), str(address[0]) if address else ""
         try:
-            while await self._one_call(conn, peer):
+            while await self._one_call(conn, peer, host):
                 await conn.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass                          # the client went away, or idled too long
@@ -113,14 +114,14 @@ class TcpListener:
                 write_message(conn, ABORT, encode_abort(DATA_LOSS, f"message refused: {exc}"))
                 await conn.drain()
 
-    async def _one_call(self, conn: Connection, peer: str) -> bool:
+    async def _one_call(self, conn: Connection, peer: str, host: str) -> bool:
         """Serve the next call; False when the connection must close."""
         async with asyncio.timeout(self._idle):
             kind, payload = await conn.read()
         try:
             if kind == HANDSHAKE:
                 request = _parse_handshake(payload)
-                response = self._server.respond(request, peer)
+                response = self._server.respond(request, peer, host)
                 self.pending.authenticated(conn)
                 write_message(conn, HANDSHAKE, response.SerializeToString())
             elif kind == CALL:

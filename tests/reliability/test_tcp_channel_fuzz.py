@@ -497,10 +497,11 @@ async def test_mutated_replays_of_captured_messages(server: FuzzServer, pool: Ch
                     assert out.closed
                     assert set(out.abort_codes()) <= {grpc.StatusCode.DATA_LOSS,
                                                       grpc.StatusCode.UNAUTHENTICATED}, (how, out)
-            # a replayed handshake opens a session nobody can use; no handler runs for it
+            # a replayed handshake is refused at the replay cache: no second session for it
             for hs in rng.sample(handshakes, min(2, len(handshakes))):
                 out = await exchange(server.port, message(HANDSHAKE, hs))
-                assert out.kinds() == [HANDSHAKE]
+                assert out.kinds() == [ABORT]
+                assert out.abort_codes() == [grpc.StatusCode.UNAUTHENTICATED]
                 counts["handshake-replay"] = counts.get("handshake-replay", 0) + 1
             await legit.check(f"replay-{batch}")
             # the captured peer's own session still works through the relay too
