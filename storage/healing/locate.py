@@ -36,6 +36,7 @@ class Locations:
     held: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)
     unreachable: set[bytes] = field(default_factory=set)  # asked but down
     answered: set[bytes] = field(default_factory=set)     # asked and answered
+    avoid: set[bytes] = field(default_factory=set)        # failed an audit: place nothing there
 
     @property
     def n(self) -> int:
@@ -120,9 +121,11 @@ async def locate(network: Network, manifest: Manifest, *,
 def pick_target(loc: Locations, s: int, i: int, taken: set[bytes],
                 avoid: Iterable[bytes] = ()) -> bytes | None:
     """The live peer that should get fragment (s, i): the closest one holding nothing of stripe
-    s yet (and not ``avoid``); with fewer peers than n, any up peer not holding index i."""
-    busy = loc.holders_of_stripe(s) | taken | set(avoid)
-    up = [p for p in loc.ranked if p not in loc.unreachable and p not in set(avoid)]
+    s yet (and not ``avoid`` or ``loc.avoid``); with fewer peers than n, any up peer not
+    holding index i."""
+    skip = set(avoid) | loc.avoid
+    busy = loc.holders_of_stripe(s) | taken | skip
+    up = [p for p in loc.ranked if p not in loc.unreachable and p not in skip]
     for p in up:
         if p not in busy:
             return p

@@ -29,7 +29,7 @@ async def rebalance(rebuilder: Rebuilder, m: Manifest, loc: Locations) -> int:
     network = rebuilder.network
     body = m.body
     n = loc.n
-    top = [p for p in loc.ranked if p not in loc.unreachable][:n]
+    top = [p for p in loc.ranked if p not in loc.unreachable and p not in loc.avoid][:n]
     moved = 0
     for s in range(len(body.stripes)):
         groups: dict[bytes, list[int]] = {}
