@@ -34,8 +34,9 @@ from storage.placement import Network
 
 log = logging.getLogger("storage.healing.repair")
 
-AUDIT_RATE_BPS = 64 * 1024       # default budget: ~5.4 GB a day per leader
+AUDIT_RATE_BPS = 64 * 1024       # default budget: ~5.7 GB a day per leader
 AUDIT_TIMEOUT_S = 30.0
+AUDIT_FILE_S = 60.0              # no new fetch after this long on one file (slow holders)
 DISTRUST_S = 3600.0              # a holder that failed an audit gets no repaired fragments
 MAX_TRACKED = 1024               # holders remembered (failures, distrust)
 
@@ -69,8 +70,11 @@ class Auditor:
         self.failed_by: dict[bytes, int] = {}
         self.distrusted: dict[bytes, float] = {}   # node id -> until (monotonic)
 
-    def begin_pass(self) -> None:
-        """Refill the budget; set the sampling probability from the last pass's total."""
+    def begin_pass(self, manifests: list[Manifest] | None = None) -> None:
+        """Refill the budget; set the sampling probability from the last pass's total; shuffle
+        the pass's ``manifests`` so the budget favours no file."""
+        if manifests:
+            self.rng.shuffle(manifests)
         now = self.clock()
         self.tokens = min(self.cap, self.tokens + (now - self._stamp) * self.rate)
         self._stamp = now
@@ -105,12 +109,18 @@ class Auditor:
         self.rng.shuffle(out)
         return out
 
+    async def check(self, m: Manifest, loc: Locations, *, lead: bool) -> int:
+        """Mark the distrusted holders in ``loc``; the file's leader (``lead``) also audits."""
+        loc.avoid |= self.avoid()
+        return await self.audit(m, loc) if lead else 0
+
     async def audit(self, m: Manifest, loc: Locations) -> int:
         """Audit a sample of ``loc``'s pairs; drop failed copies from it. Returns failures."""
         failed = 0
         slow: set[bytes] = set()
+        deadline = self.clock() + AUDIT_FILE_S
         for s, h, peer in self.sample(m, loc):
-            if self.tokens <= 0:
+            if self.tokens <= 0 or self.clock() > deadline:
                 break
             if peer in slow:                 # one timeout per holder and file is enough
                 continue

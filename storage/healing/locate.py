@@ -5,8 +5,9 @@ re-sign it. So relocated fragments are found, not recorded: repair, drain and re
 ever put a fragment on one of the ``n + spare`` peers XOR-closest to the manifest's placement
 key, and anyone (a repairer, a reader) finds it by asking those peers and the recorded holders
 ``HasFragments``. Fragments are content-addressed ciphertext checked against the signed hashes,
-so a lying peer can only waste a call, never substitute data. No placement state is signed or
-stored besides the manifest itself.
+so a lying peer can only waste a call, never substitute data; one claiming a fragment it
+dropped is caught by the leader's audits (storage/healing/audit.py). No placement state is
+signed or stored besides the manifest itself.
 """
 
 from __future__ import annotations

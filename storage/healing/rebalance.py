@@ -24,7 +24,8 @@ async def rebalance(rebuilder: Rebuilder, m: Manifest, loc: Locations) -> int:
     of the stripe: after a join (a closer peer appeared) or when two fragments share a peer
     (a repair raced a membership change). Equal fragments (the zero padding of a short last
     stripe) are one blob and move together. A copy on the manifest's recorded holder stays
-    (readers look there first); other old copies are deleted once the new peer has one.
+    (readers look there first); other old copies are deleted once the new peer has one. A
+    peer that failed an audit lately (``loc.avoid``) is not a top-n peer: nothing moves there.
     """
     network = rebuilder.network
     body = m.body

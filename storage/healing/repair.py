@@ -9,9 +9,9 @@ The leader locates the fragments (storage/healing/locate.py). A fragment counts 
 no live candidate has it. It is rebuilt (storage/healing/rebuild.py) when it has been missing
 for ``grace`` seconds -- or at once when every candidate answered (nothing is merely
 unreachable: the fragment is lost, e.g. dropped by the scrubber). With nothing to rebuild the
-leader rebalances the file (storage/healing/rebalance.py). Before that the leader audits a
-sample of the copies holders reported by fetching them (storage/healing/audit.py): a copy that
-fails is missing too. All repair bytes (fetched and stored) pass one token bucket.
+leader rebalances the file (storage/healing/rebalance.py). Copies holders report are audited
+by fetching a sample (storage/healing/audit.py); one not served is missing too. All repair
+bytes (fetched and stored) pass one token bucket.
 """
 
 from __future__ import annotations
@@ -111,8 +111,7 @@ class Repairer:
         started = self._pass_started = time.monotonic()
         rebalance, self.rebalance_pending = self.rebalance_pending, False
         manifests = await asyncio.to_thread(self._local_manifests)
-        self.auditor.begin_pass()
-        self.auditor.rng.shuffle(manifests)      # the audit budget favours no file
+        self.auditor.begin_pass(manifests)
         seen: set[str] = set()
         self._led = 0
 
@@ -166,10 +165,8 @@ class Repairer:
         self.stage[key] = "locate"
         loc = await asyncio.wait_for(locate(self.network, m, expected=self.known.get(mid), live=live),
                                      CHECK_DEADLINE_S)
-        loc.avoid |= self.auditor.avoid()
-        if rank == 0:
-            self.stage[key] = "audit"
-            await self.auditor.audit(m, loc)         # a copy that fails counts as missing
+        self.stage[key] = "audit"
+        await self.auditor.check(m, loc, lead=rank == 0)   # a copy not served is missing
         now = time.time()
         due: dict[int, list[int]] = {}
         oldest = now

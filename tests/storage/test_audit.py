@@ -92,6 +92,10 @@ async def test_a_copy_that_is_not_served_is_missing_and_its_holder_gets_no_repai
                                                   PEERS[3].hex()[:16]: 2}
     # repair's target for the lost copy is neither liar, though neither holds the stripe now
     assert pick_target(loc, 0, 2, set()) == PEERS[6]
+    # a holder ranked after the leader audits nothing but avoids the liars too
+    _, other, _ = setup(1)
+    assert await a.check(m, other, lead=False) == 0 and a.audits == 11
+    assert other.avoid == {PEERS[2], PEERS[3]}
 
 
 async def test_a_failed_blob_is_missing_in_every_slot_it_serves() -> None:
