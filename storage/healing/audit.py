@@ -5,8 +5,8 @@ fragment it dropped kept repair from ever rebuilding that copy. Each pass the fi
 leader (rank 0 only: one auditor per file) therefore fetches a random sample of the (fragment,
 holder) pairs HasFragments reported and checks the bytes against the signed hash, as Storj's
 audits do. NOT_FOUND or other bytes fail the audit: that copy counts as missing (repair
-rebuilds it elsewhere like any lost copy) and the holder is not given repaired fragments for
-``DISTRUST_S``. A timeout or an unreachable holder is counted, not failed: it may be slow.
+rebuilds it elsewhere like any lost copy) and for ``DISTRUST_S`` the holder is the last choice
+for repaired fragments and gets no rebalanced ones. A timeout or an unreachable holder is counted, not failed: it may be slow.
 
 Cost: fragments are per stripe, so an audit reads one fragment (stripe/k bytes plus parity
 overhead). Audit bytes pass the repair token bucket and an audit budget of ``rate`` bytes/s
@@ -37,7 +37,7 @@ log = logging.getLogger("storage.healing.repair")
 AUDIT_RATE_BPS = 64 * 1024       # default budget: ~5.7 GB a day per leader
 AUDIT_TIMEOUT_S = 30.0
 AUDIT_FILE_S = 60.0              # no new fetch after this long on one file (slow holders)
-DISTRUST_S = 3600.0              # a holder that failed an audit gets no repaired fragments
+DISTRUST_S = 3600.0              # a holder that failed an audit is placed on last
 MAX_TRACKED = 1024               # holders remembered (failures, distrust)
 
 
@@ -85,7 +85,7 @@ class Auditor:
         self.probability = min(1.0, budget / self._seen_last) if self._seen_last else 1.0
 
     def avoid(self) -> set[bytes]:
-        """Holders that failed an audit lately: repair places nothing on them."""
+        """Holders that failed an audit lately: repair places on them last."""
         now = self.clock()
         for peer in [p for p, until in self.distrusted.items() if until <= now]:
             del self.distrusted[peer]

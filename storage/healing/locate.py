@@ -122,11 +122,13 @@ async def locate(network: Network, manifest: Manifest, *,
 def pick_target(loc: Locations, s: int, i: int, taken: set[bytes],
                 avoid: Iterable[bytes] = ()) -> bytes | None:
     """The live peer that should get fragment (s, i): the closest one holding nothing of stripe
-    s yet (and not ``avoid`` or ``loc.avoid``); with fewer peers than n, any up peer not
-    holding index i."""
-    skip = set(avoid) | loc.avoid
+    s yet (and not ``avoid``); with fewer peers than n, any up peer not holding index i. Peers
+    that failed an audit lately (``loc.avoid``) come last: an honest one whose disk rotted is
+    still where a small mesh must put the copy."""
+    skip = set(avoid)
     busy = loc.holders_of_stripe(s) | taken | skip
     up = [p for p in loc.ranked if p not in loc.unreachable and p not in skip]
+    up.sort(key=lambda p: p in loc.avoid)        # stable: closeness order otherwise
     for p in up:
         if p not in busy:
             return p

@@ -25,12 +25,12 @@ async def rebalance(rebuilder: Rebuilder, m: Manifest, loc: Locations) -> int:
     (a repair raced a membership change). Equal fragments (the zero padding of a short last
     stripe) are one blob and move together. A copy on the manifest's recorded holder stays
     (readers look there first); other old copies are deleted once the new peer has one. A
-    peer that failed an audit lately (``loc.avoid``) is not a top-n peer: nothing moves there.
+    peer that failed an audit lately (``loc.avoid``) gets no moved fragment.
     """
     network = rebuilder.network
     body = m.body
     n = loc.n
-    top = [p for p in loc.ranked if p not in loc.unreachable and p not in loc.avoid][:n]
+    top = [p for p in loc.ranked if p not in loc.unreachable][:n]
     moved = 0
     for s in range(len(body.stripes)):
         groups: dict[bytes, list[int]] = {}
@@ -45,7 +45,8 @@ async def rebalance(rebuilder: Rebuilder, m: Manifest, loc: Locations) -> int:
                       for p in loc.held.get((s, ix[0]), [])}
             if any(p in top and p not in others for p in where):
                 continue
-            free = [p for p in top if p not in loc.holders_of_stripe(s) and p not in taken]
+            free = [p for p in top if p not in loc.holders_of_stripe(s) and p not in taken
+                    and p not in loc.avoid]
             if not free:
                 continue
             data = None

@@ -92,6 +92,10 @@ async def test_a_copy_that_is_not_served_is_missing_and_its_holder_gets_no_repai
                                                   PEERS[3].hex()[:16]: 2}
     # repair's target for the lost copy is neither liar, though neither holds the stripe now
     assert pick_target(loc, 0, 2, set()) == PEERS[6]
+    # ... unless no other peer is free of the stripe: then a liar (it may have been bit rot)
+    # rather than a second fragment of the stripe on one peer
+    small = Locations(m, PEERS[:6], held=loc.held, avoid=loc.avoid)
+    assert pick_target(small, 0, 2, set()) == PEERS[2]
     # a holder ranked after the leader audits nothing but avoids the liars too
     _, other, _ = setup(1)
     assert await a.check(m, other, lead=False) == 0 and a.audits == 11
