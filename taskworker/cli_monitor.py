@@ -17,6 +17,7 @@ REPAIR_INTERVAL_S = 300.0
 REPAIR_GRACE_S = 600.0
 REPAIR_RATE_BPS = 10e6
 SCRUB_INTERVAL_S = 3600.0
+AUDIT_RATE_BPS = 64 * 1024      # as storage/healing/audit.py
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +45,9 @@ def add_join_flags(parser: argparse.ArgumentParser) -> None:
                    f"(default {REPAIR_GRACE_S:.0f})")
     g.add_argument("--repair-rate", type=float, default=REPAIR_RATE_BPS, metavar="BYTES/S",
                    help=f"repair bandwidth cap, bytes/s (default {REPAIR_RATE_BPS:.0f})")
+    g.add_argument("--audit-rate", type=float, default=AUDIT_RATE_BPS, metavar="BYTES/S",
+                   help="how many bytes/s a repair leader fetches to check that holders keep "
+                   f"what they report (default {AUDIT_RATE_BPS:.0f}; 0 disables)")
     g.add_argument("--scrub-interval", type=float, default=SCRUB_INTERVAL_S, metavar="S",
                    help="how often stored fragments are re-hashed, s "
                    f"(default {SCRUB_INTERVAL_S:.0f}; 0 disables)")
@@ -68,5 +72,6 @@ def collect_join_settings(args: argparse.Namespace, settings: dict[str, object])
     settings["repair_interval"] = args.repair_interval
     settings["repair_grace"] = args.repair_grace
     settings["repair_rate"] = args.repair_rate
+    settings["audit_rate"] = args.audit_rate
     settings["scrub_interval"] = args.scrub_interval
     settings["drain_on_stop"] = bool(args.drain)

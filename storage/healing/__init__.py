@@ -2,7 +2,8 @@
 
 ``create(ctx)`` builds the ``repair`` service on nodes with the storage role, after the storage
 service registered itself in ``ctx.registry``. Join flags (taskworker/cli_monitor.py):
-``--repair-interval``, ``--repair-grace``, ``--repair-rate``, ``--scrub-interval``, ``--drain``.
+``--repair-interval``, ``--repair-grace``, ``--repair-rate``, ``--audit-rate``,
+``--scrub-interval``, ``--drain``.
 Defaults come from the durability study (simulations/figures/durability.md, "shipped" row).
 
 Placement after repair is not signed: see storage/healing/locate.py for why none is needed.
@@ -22,6 +23,7 @@ from mesh.channel import Caller
 from mesh.context import MeshContext
 from mesh.errors import InvalidArgumentError, UnavailableError
 from proto import mesh_pb2
+from storage.healing.audit import AUDIT_RATE_BPS
 from storage.healing.drain import drain
 from storage.healing.ratelimit import TokenBucket
 from storage.healing.repair import Repairer
@@ -49,7 +51,7 @@ class HealingService:
             storage.network, storage.manifests,
             interval=float(s.get("repair_interval", REPAIR_INTERVAL_S)),
             grace=float(s.get("repair_grace", REPAIR_GRACE_S)), bucket=self.bucket,
-            live_ids=self.live_ids)
+            live_ids=self.live_ids, audit_rate=float(s.get("audit_rate", AUDIT_RATE_BPS)))
         self.scrubber = Scrubber(
             storage.fragments, interval=float(s.get("scrub_interval", SCRUB_INTERVAL_S)),
             bucket=TokenBucket(SCRUB_RATE_BPS, burst=8 * 2**20),

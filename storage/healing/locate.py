@@ -5,8 +5,9 @@ re-sign it. So relocated fragments are found, not recorded: repair, drain and re
 ever put a fragment on one of the ``n + spare`` peers XOR-closest to the manifest's placement
 key, and anyone (a repairer, a reader) finds it by asking those peers and the recorded holders
 ``HasFragments``. Fragments are content-addressed ciphertext checked against the signed hashes,
-so a lying peer can only waste a call, never substitute data. No placement state is signed or
-stored besides the manifest itself.
+so a lying peer can only waste a call, never substitute data; one claiming a fragment it
+dropped is caught by the leader's audits (storage/healing/audit.py). No placement state is
+signed or stored besides the manifest itself.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Locations:
     held: dict[tuple[int, int], list[bytes]] = field(default_factory=dict)
     unreachable: set[bytes] = field(default_factory=set)  # asked but down
     answered: set[bytes] = field(default_factory=set)     # asked and answered
+    avoid: set[bytes] = field(default_factory=set)        # failed an audit: place nothing there
 
     @property
     def n(self) -> int:
@@ -120,9 +122,13 @@ async def locate(network: Network, manifest: Manifest, *,
 def pick_target(loc: Locations, s: int, i: int, taken: set[bytes],
                 avoid: Iterable[bytes] = ()) -> bytes | None:
     """The live peer that should get fragment (s, i): the closest one holding nothing of stripe
-    s yet (and not ``avoid``); with fewer peers than n, any up peer not holding index i."""
-    busy = loc.holders_of_stripe(s) | taken | set(avoid)
-    up = [p for p in loc.ranked if p not in loc.unreachable and p not in set(avoid)]
+    s yet (and not ``avoid``); with fewer peers than n, any up peer not holding index i. Peers
+    that failed an audit lately (``loc.avoid``) come last: an honest one whose disk rotted is
+    still where a small mesh must put the copy."""
+    skip = set(avoid)
+    busy = loc.holders_of_stripe(s) | taken | skip
+    up = [p for p in loc.ranked if p not in loc.unreachable and p not in skip]
+    up.sort(key=lambda p: p in loc.avoid)        # stable: closeness order otherwise
     for p in up:
         if p not in busy:
             return p

@@ -24,7 +24,8 @@ async def rebalance(rebuilder: Rebuilder, m: Manifest, loc: Locations) -> int:
     of the stripe: after a join (a closer peer appeared) or when two fragments share a peer
     (a repair raced a membership change). Equal fragments (the zero padding of a short last
     stripe) are one blob and move together. A copy on the manifest's recorded holder stays
-    (readers look there first); other old copies are deleted once the new peer has one.
+    (readers look there first); other old copies are deleted once the new peer has one. A
+    peer that failed an audit lately (``loc.avoid``) gets no moved fragment.
     """
     network = rebuilder.network
     body = m.body
@@ -44,7 +45,8 @@ async def rebalance(rebuilder: Rebuilder, m: Manifest, loc: Locations) -> int:
                       for p in loc.held.get((s, ix[0]), [])}
             if any(p in top and p not in others for p in where):
                 continue
-            free = [p for p in top if p not in loc.holders_of_stripe(s) and p not in taken]
+            free = [p for p in top if p not in loc.holders_of_stripe(s) and p not in taken
+                    and p not in loc.avoid]
             if not free:
                 continue
             data = None

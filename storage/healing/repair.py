@@ -9,8 +9,9 @@ The leader locates the fragments (storage/healing/locate.py). A fragment counts 
 no live candidate has it. It is rebuilt (storage/healing/rebuild.py) when it has been missing
 for ``grace`` seconds -- or at once when every candidate answered (nothing is merely
 unreachable: the fragment is lost, e.g. dropped by the scrubber). With nothing to rebuild the
-leader rebalances the file (storage/healing/rebalance.py). All repair bytes (fetched and
-stored) pass one token bucket.
+leader rebalances the file (storage/healing/rebalance.py). Copies holders report are audited
+by fetching a sample (storage/healing/audit.py); one not served is missing too. All repair
+bytes (fetched and stored) pass one token bucket.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from mesh.errors import MeshError
 from mesh.owned_task import OwnedTask
+from storage.healing.audit import Auditor
 from storage.healing.counters import RepairCounters, manifest_id
 from storage.healing.locate import Locations, locate
 from storage.healing.ratelimit import TokenBucket
@@ -41,7 +43,7 @@ CHECK_DEADLINE_S = 120.0    # one file's check never wedges the loop
 class Repairer:
     def __init__(self, network: Network, manifests: ManifestStore, *, interval: float,
                  grace: float, bucket: TokenBucket, live_ids: Callable[[], set[bytes]],
-                 concurrency: int = 8) -> None:
+                 audit_rate: float = 0.0, concurrency: int = 8) -> None:
         self.network = network
         self.manifests = manifests
         self.interval = interval
@@ -66,6 +68,7 @@ class Repairer:
         # (peer, cid) -> the peer's progress() document; set by the service (sealed channel)
         self.ask_progress: AskProgress | None = None
         self.rebuilder = Rebuilder(network, bucket, self.counters, self.missing_since)
+        self.auditor = Auditor(network, bucket, rate=audit_rate, interval=interval)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,6 +111,7 @@ class Repairer:
         started = self._pass_started = time.monotonic()
         rebalance, self.rebalance_pending = self.rebalance_pending, False
         manifests = await asyncio.to_thread(self._local_manifests)
+        self.auditor.begin_pass(manifests)
         seen: set[str] = set()
         self._led = 0
 
@@ -161,6 +165,8 @@ class Repairer:
         self.stage[key] = "locate"
         loc = await asyncio.wait_for(locate(self.network, m, expected=self.known.get(mid), live=live),
                                      CHECK_DEADLINE_S)
+        self.stage[key] = "audit"
+        await self.auditor.check(m, loc, lead=rank == 0)   # a copy not served is missing
         now = time.time()
         due: dict[int, list[int]] = {}
         oldest = now
@@ -239,7 +245,7 @@ class Repairer:
             "fragments_moved": c.fragments_moved, "bytes_fetched": c.bytes_fetched,
             "bytes_stored": c.bytes_stored, "stripes_unrecoverable": c.stripes_unrecoverable,
             "failures": c.failures, "manifests_copied": c.manifests_copied,
-            "throttled_s": round(self.bucket.waited_s, 3),
+            "throttled_s": round(self.bucket.waited_s, 3), **self.auditor.status(),
             "busy": dict(list(self.stage.items())[:20]),
             "under_replicated": sorted(self.report.values(), key=lambda f: str(f["cid"])),
         }

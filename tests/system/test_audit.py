@@ -1,0 +1,92 @@
+"""Audits on real nodes: a holder that dropped its fragments but answers HasFragments
+"present" for them is caught by the repair leaders' fetches, and its copies are rebuilt.
+
+The liar runs tests/support/liar_site (its HasFragments handler patched in its own process;
+FetchFragment is untouched). Without audits (``--audit-rate 0``) repair believes it forever:
+run with AUDIT_RATE="0" and this test fails (not healed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from proto import storage_pb2, taskworker_pb2, taskworker_pb2_grpc
+from storage.manifest import manifest_key
+from tests.support.nodes import ROOT, NodeCluster, NodeProc
+from tests.system.test_repair import (
+    FAST,
+    HEAL_BOUND_S,
+    check_gets,
+    fragments_on,
+    health,
+    manifests,
+    push_files,
+    wait_healthy,
+)
+
+AUDIT_RATE = "65536"     # the default: in a mesh this small every reported copy is fetched each pass
+LIAR_ENV = {"PYTHONPATH": os.pathsep.join(
+    [str(ROOT / "tests" / "support" / "liar_site"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def leader(cid: str, ids: list[bytes]) -> bytes:
+    """The file's repair leader: the live node XOR-closest to its manifest key."""
+    key = int.from_bytes(manifest_key(cid))
+    return min(ids, key=lambda p: int.from_bytes(p) ^ key)
+
+
+async def make_liar(cluster: NodeCluster, index: int) -> NodeProc:
+    """Restart node ``index`` with its fragment files deleted and HasFragments lying."""
+    old = cluster.nodes[index]
+    old.kill()
+    for path in (old.data_dir / "fragments").glob("??/*"):
+        if len(path.name) == 64 and "." not in path.name:
+            path.unlink()
+    liar = NodeProc(old.data_dir, old.extra, LIAR_ENV)
+    liar.start([n.peer for n in cluster.live() if n is not old][:3])
+    cluster.nodes[index] = liar
+    await liar.wait_ready()
+    await cluster.wait_converged()
+    assert "LIAR: HasFragments answers present" in liar.log_path.read_text()
+    return liar
+
+
+async def test_a_holder_lying_about_dropped_fragments_is_audited_and_repaired(
+        tmp_path: Path) -> None:
+    extra = [*FAST, "--audit-rate", AUDIT_RATE]
+    async with NodeCluster(tmp_path, 7, extra=extra) as cluster:
+        files = await push_files(cluster, 12, seed=21)
+        bodies = manifests(cluster.nodes)
+        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
+        ids = {bytes.fromhex(p.node_id) for i in (0, 1) for p in (await cluster.peers_of(i)).peers}
+        by_prefix = {p.hex()[:16]: p for p in ids}
+        node_ids = [by_prefix[n.node_id_prefix] for n in cluster.nodes]
+
+        def watched(liar_id: bytes) -> dict[str, storage_pb2.ManifestBody]:
+            """Files led by an honest node that the liar holds fragments of (a liar does not
+            audit itself: its own files stay as it says)."""
+            return {cid: b for cid, b in bodies.items() if leader(cid, node_ids) != liar_id
+                    and liar_id in [bytes(h) for h in b.holders]}
+
+        index = max(range(1, 7), key=lambda i: len(watched(node_ids[i])))
+        liar_id = node_ids[index]
+        mine = watched(liar_id)
+        assert mine
+        await make_liar(cluster, index)
+        missing, _ = health(mine, cluster.live())
+        assert missing > 0                               # the liar really lost fragments
+        took = await wait_healthy(mine, cluster, HEAL_BOUND_S)
+        print(f"{missing} lied-about fragments rebuilt in {took:.1f}s")
+        assert not fragments_on(cluster.nodes[index])   # rebuilt elsewhere, not on the liar
+        failed: dict[str, int] = {}
+        for i in range(7):
+            doc = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
+                taskworker_pb2.StatusRequest(), timeout=10)
+            repair = json.loads(doc.json)["services"]["repair"]
+            assert repair["audits"] >= repair["audit_failures"]
+            for peer, count in repair["audit_failed_holders"].items():
+                failed[peer] = failed.get(peer, 0) + count
+        assert set(failed) == {liar_id.hex()[:16]}, failed   # only the liar failed audits
+        await check_gets(cluster, 0, files)
