@@ -56,6 +56,7 @@ class HttpProxy:
         self.resolve_ips = resolve_ips
         self._ssl = ssl_context or ssl.create_default_context()
         self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()   # evicted clients' aclose, awaited in close
         self.max_clients = max_clients
         self.connections_attempted = 0     # requests actually sent (tests assert refusals)
         self.stats = {"requests": 0, "refused": 0, "failures": 0, "redirects": 0}
@@ -64,6 +65,7 @@ class HttpProxy:
         clients, self._clients = list(self._clients.values()), OrderedDict()
         for client in clients:
             await client.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     def _client(self, hostname: str) -> httpx.AsyncClient:
         """One client (connection pool) per host name, so a pooled TLS connection is only
@@ -76,7 +78,9 @@ class HttpProxy:
             self._clients[hostname] = client
             while len(self._clients) > self.max_clients:
                 _, old = self._clients.popitem(last=False)
-                asyncio.get_running_loop().create_task(old.aclose())  # noqa: RUF006
+                closing = asyncio.get_running_loop().create_task(old.aclose())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
         self._clients.move_to_end(hostname)
         return client
 

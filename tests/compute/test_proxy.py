@@ -526,3 +526,18 @@ async def test_sandbox_end_to_end(pool: SandboxPool, service: ProxyService,
     with pytest.raises(PolicyViolation):
         await pool.run(USER, "lookup", ["x.blocked.test"], {}, host=allowed)
     assert SECRET not in caplog.text
+
+
+async def test_clients_evicted_past_the_limit_are_closed_by_close() -> None:
+    """One connection pool per host name, at most ``max_clients``: the oldest is closed when a
+    new host pushes it out, and ``close`` waits for that too (no task left running)."""
+    async def no_lookup(host: str) -> list[str]:
+        raise AssertionError("not resolved here")
+
+    proxy = HttpProxy(ProxyPolicy(), no_lookup, max_clients=2)
+    first = proxy._client("a.example")
+    proxy._client("b.example")
+    proxy._client("c.example")                 # pushes a.example's pool out
+    assert "a.example" not in proxy._clients and len(proxy._clients) == 2
+    await proxy.close()
+    assert first.is_closed and not proxy._closing and not proxy._clients
