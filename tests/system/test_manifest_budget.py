@@ -39,6 +39,14 @@ from tests.system.test_storage import Stub, _get_stream, _ids
 JUNK = 22 * 2**20
 
 
+
+def _member_client(cluster: NodeCluster, pool: ChannelPool, ids: list[str],
+                   i: int) -> StorageClient:
+    """Node ``i``'s storage peer service as the member holding ``pool``'s key reaches it."""
+    return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])),
+                                timeout=120)
+
+
 async def test_manifests_piled_on_a_cid_cannot_hide_its_owner_s_manifest(
         tmp_path: Path) -> None:
     async with NodeCluster(tmp_path, 6, extra=["--sweep-interval", "600"]) as cluster:
@@ -50,8 +58,7 @@ async def test_manifests_piled_on_a_cid_cannot_hide_its_owner_s_manifest(
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])),
-                                        timeout=120)
+            return _member_client(cluster, pool, ids, i)
 
         replicas = _ranked(ids, manifest_key(r.cid))[:3]
         try:
@@ -116,8 +123,7 @@ async def test_the_owner_s_manifest_makes_room_in_a_budget_a_member_filled(
         pool = ChannelPool(attacker)
 
         def client(i: int) -> StorageClient:
-            return StorageClient.remote(cluster.nodes[i].member(pool, bytes.fromhex(ids[i])),
-                                        timeout=120)
+            return _member_client(cluster, pool, ids, i)
 
         try:
             ranked = _ranked(ids, manifest_key(r.cid))
