@@ -35,6 +35,7 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
             if holder is not None:
                 by_holder.setdefault(holder, []).append((s, i))
     present: dict[tuple[int, int], bool] = {}
+    found_at: dict[tuple[int, int], bytes] = {}
     reachable: dict[bytes, bool] = {}
     # a frozen holder is reported unreachable after the read tail (tail.py), not the 30 s
     # deadline, and a suspected one as soon as the others answered; a deep Stat re-hashes
@@ -42,17 +43,32 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
     tail = Tail(floor=3600.0, patient=True) if deep else read_tail(network, counters)
 
     async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
-        hashes = [body.stripes[s].fragments[i].hash for s, i in items]
+        hashes = list(dict.fromkeys(bytes(body.stripes[s].fragments[i].hash) for s, i in items))
         try:
             client = await network.client(holder)
             answer = await tail.call(holder, lambda: client.has_fragments(hashes, deep))
             reachable[holder] = True
         except MeshError:
-            answer, reachable[holder] = [False] * len(items), False
-        present.update(zip(items, answer, strict=True))
+            answer, reachable[holder] = [False] * len(hashes), False
+        have = {h for h, ok in zip(hashes, answer, strict=True) if ok}
+        for s, i in items:
+            if bytes(body.stripes[s].fragments[i].hash) in have:
+                present[(s, i)] = True
+                found_at.setdefault((s, i), holder)
 
     await asyncio.gather(*(ask(h, items) for h, items in by_holder.items()))
     n = body.k + body.m
+    # Repair, drain and rebalance move fragments without re-signing the manifest (they cannot):
+    # a fragment not at its recorded holder is looked for where they put it, on the peers
+    # closest to the placement key (storage/healing/locate.py), as readers do.
+    rest = [(s, i) for s, stripe in enumerate(body.stripes)
+            for i in range(len(stripe.fragments)) if not present.get((s, i))]
+    if rest:
+        ranked = await network.closest(bytes(body.placement_key), n + min(n, 8))  # locate.spare
+        asked = {p: set(items) for p, items in by_holder.items()}
+        again = {p: [si for si in rest if si not in asked.get(p, ())]
+                 for p in dict.fromkeys([*ranked, *body.holders]) if reachable.get(p, True)}
+        await asyncio.gather(*(ask(p, items) for p, items in again.items() if items))
     ok = degraded = lost = 0
     for s in range(len(body.stripes)):
         count = sum(present.get((s, i), False) for i in range(n))
@@ -64,7 +80,9 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
             lost += 1
     fragments = []
     for i in range(n):
-        holders = [manifest.holder_of(s, i) for s in range(len(body.stripes))]
+        # the peer holding most of index i's fragments now (else the recorded one)
+        holders = [found_at.get((s, i)) or manifest.holder_of(s, i)
+                   for s in range(len(body.stripes))]
         holder = max(set(holders), key=holders.count) if holders else None
         fragments.append(FragmentHealth(
             i, holder, network.address(holder) if holder else "",

@@ -151,6 +151,32 @@ async def test_corrupt_fragment_detected_and_read_still_correct(net: FakeNetwork
     assert await (await files.open(r.cid, alice)).read_all() == data
 
 
+async def test_stat_finds_fragments_repair_moved_off_their_recorded_holders(
+        net: FakeNetwork) -> None:
+    """Repair cannot re-sign the manifest: two holders that each got the other's fragment back
+    (seen on real nodes after both lost theirs) leave the file healthy, and Stat says so."""
+    files = FileStore(net)
+    alice = _user()
+    r = await files.push_bytes(os.urandom(50_000), alice, SMALL)        # one stripe
+    manifest = (await files.resolve(r.cid, alice))[0]
+    a, b = (manifest.body.stripes[0].fragments[i] for i in (0, 1))
+    ha, hb = (manifest.body.holders[f.holder] for f in (a, b))
+    for frag, old, new in ((a, ha, hb), (b, hb, ha)):
+        store_old, store_new = net.handlers[old].fragments, net.handlers[new].fragments
+        data = store_old.get(frag.hash.hex())
+        assert data is not None
+        store_new.put(data, manifest.file_id, 0)
+    for frag, old in ((a, ha), (b, hb)):
+        net.handlers[old].fragments.delete(frag.hash.hex())
+        assert not net.handlers[old].fragments.has(frag.hash.hex())
+    st = await files.stat(r.cid, alice)
+    assert st.health == "healthy"
+    assert [f.holder for f in st.fragments[:2]] == [hb, ha]     # where they are now
+    net.down.add(hb)                                             # and one holder lost again
+    st = await files.stat(r.cid, alice)
+    assert st.health == "degraded"
+
+
 async def test_private_public_readers(net: FakeNetwork) -> None:
     files = FileStore(net)
     alice, bob, carol = _user(), _user(), _user()

@@ -196,6 +196,13 @@ async def test_leave_hands_fragments_off_before_exit(tmp_path: Path, how: str) -
         missing, crowded = health(bodies, cluster.live())
         assert (missing, crowded) == (0, 0)
         await check_gets(cluster, 0, files)
+        # Stat finds the moved fragments too, though the signed manifests still name the node
+        # that left as their holder
+        stub = cluster.stub(0, taskworker_pb2_grpc.FileServiceStub)
+        for cid in files:
+            stat = await stub.Stat(taskworker_pb2.StatRequest(file_id=cid), timeout=30)
+            assert stat.health == "healthy", (cid, stat)
+            assert not any(f.holder.startswith(leaving.node_id_prefix) for f in stat.fragments)
 
 
 @pytest.mark.slow
