@@ -69,11 +69,15 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
         again = {p: [si for si in rest if si not in asked.get(p, ())]
                  for p in dict.fromkeys([*ranked, *body.holders]) if reachable.get(p, True)}
         await asyncio.gather(*(ask(p, items) for p, items in again.items() if items))
-    ok = degraded = lost = 0
-    for s in range(len(body.stripes)):
+    ok = degraded = lost = crowded = 0
+    for s, stripe in enumerate(body.stripes):
         count = sum(present.get((s, i), False) for i in range(n))
         if count >= n:
             ok += 1
+            # every fragment is there, but on fewer peers than it has distinct fragments (a
+            # mesh smaller than k+m): losing one peer loses more than one fragment
+            blobs = {bytes(f.hash) for f in stripe.fragments}
+            crowded += len({found_at.get((s, i)) for i in range(n)}) < len(blobs)
         elif count >= body.k:
             degraded += 1
         else:
@@ -89,7 +93,8 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
             reachable.get(holder, False) if holder else False,
             bool(holders) and all(present.get((s, i), False)
                                   for s in range(len(body.stripes)))))
-    health = "unrecoverable" if lost else "degraded" if degraded else "healthy"
+    health = ("unrecoverable" if lost else "degraded" if degraded
+              else "under-replicated" if crowded else "healthy")
     if not body.stripes:
         fragments = []
     return StatResult(manifest, filename, fragments, health, ok, degraded, lost)

@@ -46,7 +46,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this capability's subcommands."""
     cli_transfer.register(sub)
 
-    p = sub.add_parser("stat", help="show a file's fragments, holders and health")
+    p = sub.add_parser("stat", help="show a file's fragments, holders and health",
+                       description="Ask the peers holding a file's fragments whether they still "
+                       "have them (where repair moved one too). Health: healthy (every fragment "
+                       "on its own peer), under-replicated (every fragment there, some on one "
+                       "peer: the mesh has fewer than k+m storage peers), degraded (some lost, "
+                       "still readable: repair rebuilds them), unrecoverable (fewer than k).",
+                       epilog="example:\n  tw-mesh stat bafkrei... --deep")
     p.add_argument("ref", metavar="CID", help="a CID or file_id")
     p.add_argument("--user", help="keyring user (shows the filename if they can read it)")
     p.add_argument("--deep", action="store_true",

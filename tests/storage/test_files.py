@@ -177,6 +177,20 @@ async def test_stat_finds_fragments_repair_moved_off_their_recorded_holders(
     assert st.health == "degraded"
 
 
+async def test_stat_of_a_file_on_fewer_peers_than_fragments_says_under_replicated(
+        tmp_path: Path) -> None:
+    small = FakeNetwork(tmp_path, 3)                 # (4,2) on 3 peers: two fragments each
+    files = FileStore(small)
+    alice = _user()
+    r = await files.push_bytes(os.urandom(50_000), alice, SMALL)
+    assert r.under_replicated
+    st = await files.stat(r.cid, alice)
+    assert st.health == "under-replicated"
+    assert all(f.healthy for f in st.fragments)
+    small.down.add(next(iter(small.handlers)))      # one peer lost: two fragments gone
+    assert (await files.stat(r.cid, alice)).health == "degraded"
+
+
 async def test_private_public_readers(net: FakeNetwork) -> None:
     files = FileStore(net)
     alice, bob, carol = _user(), _user(), _user()
