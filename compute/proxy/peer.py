@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError, Message
@@ -40,6 +42,10 @@ MAX_REPLY_HEADER_BYTES = 100 * 1024
 MAX_REPLY_URL_CHARS = 8 * 1024
 MAX_RESOLVE_RECORDS = 256
 MAX_RECORD_VALUE_CHARS = 4 * 1024
+# A peer whose answer was refused is asked last for this long: candidates are ranked by XOR to
+# the domain, so without it a hostile peer nearest a domain failed every request for it.
+SHUNNED_S = 600.0
+MAX_SHUNNED = 1024
 
 
 def check_http_reply(reply: proxy_pb2.HttpReply, max_bytes: int, peer: str) -> None:
@@ -73,10 +79,21 @@ def _parse(message: Message, raw: bytes, peer: str) -> None:
 
 
 class PeerProxy:
-    def __init__(self, service: ProxyService) -> None:
+    def __init__(self, service: ProxyService,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
+        self.clock = clock
+        self.shunned: dict[bytes, float] = {}       # node id -> until (clock)
         self.stats = {"served_resolve": 0, "served_http": 0, "forwarded": 0,
                       "refused_answers": 0}
+
+    def _refused(self, node_id: bytes) -> None:
+        """Count a refused answer; its peer is asked last for SHUNNED_S."""
+        self.stats["refused_answers"] += 1
+        self.shunned.pop(node_id, None)
+        self.shunned[node_id] = self.clock() + SHUNNED_S
+        while len(self.shunned) > MAX_SHUNNED:
+            del self.shunned[next(iter(self.shunned))]
 
     # -- server side ---------------------------------------------------------------------------
     def register(self) -> None:
@@ -126,12 +143,17 @@ class PeerProxy:
     def _candidates(self, topic: str, only: frozenset[bytes] | None = None
                     ) -> list[mesh_pb2.PeerRecord]:
         """Live compute peers (of ``only``, when given), nearest (XOR) to a hash of the topic
-        first, so one name tends to be served by the same peer (its cache stays warm)."""
+        first, so one name tends to be served by the same peer (its cache stays warm); peers
+        whose answers were refused lately last."""
         key = int.from_bytes(hashlib.blake2b(topic.encode(), digest_size=20).digest(), "big")
         me = self.service.ctx.identity.node_id
         peers = [p.record for p in self.service.ctx.membership.live_peers()
                  if p.node_id != me and (only is None or p.node_id in only)]
-        peers.sort(key=lambda p: int.from_bytes(p.node_id, "big") ^ key)
+        now = self.clock()
+        for node_id in [n for n, until in self.shunned.items() if until <= now]:
+            del self.shunned[node_id]
+        peers.sort(key=lambda p: (p.node_id in self.shunned,
+                                  int.from_bytes(p.node_id, "big") ^ key))
         return peers
 
     async def _call(self, topic: str, method: str, body: bytes, timeout: float,
@@ -175,7 +197,7 @@ class PeerProxy:
                     f"takes ({MAX_RESOLVE_RECORDS} of ≤ {MAX_RECORD_VALUE_CHARS} characters); "
                     "refused")
         except (ResourceExhaustedError, UnavailableError):
-            self.stats["refused_answers"] += 1
+            self._refused(node_id)
             raise
         return Answer([Record(r.type, r.value, r.ttl) for r in reply.records], reply.cached,
                       f"peer:{peer}")
@@ -203,7 +225,7 @@ class PeerProxy:
             _parse(reply, raw, peer)
             check_http_reply(reply, max_bytes, peer)
         except (ResourceExhaustedError, UnavailableError):
-            self.stats["refused_answers"] += 1
+            self._refused(node_id)
             raise
         return Response(reply.status, [(h.name, h.value) for h in reply.headers], reply.body,
                         reply.url)

@@ -193,7 +193,8 @@ class ProxyService:
     def status(self) -> dict[str, Any]:
         return {"in_flight": self._in_flight, "via_peers": self.policy.via_peers,
                 "dns": self.resolver.status(), "http": dict(self.http.stats),
-                "secrets": self.secrets.status(), "peer": dict(self.peers.stats)}
+                "secrets": self.secrets.status(), "peer": {**self.peers.stats,
+                                                         "shunned": len(self.peers.shunned)}}
 
     def load(self) -> int:
         return self._in_flight

@@ -222,6 +222,32 @@ async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
     assert resp["status"] == 200 and len(resp["body"]) == cap
 
 
+async def test_a_peer_whose_answer_was_refused_is_asked_last(
+        nodes: list[Node], http_server: HttpServer) -> None:
+    """Peers are ranked by XOR to the domain, so the one nearest a domain served every request
+    for it: a hostile one failed them all. After one refused answer it is asked last."""
+    far = proxy_of(nodes[2])
+    url = f"http://api.test:{http_server.port}/echo"
+    first = far.peers._candidates(url.split("/")[2])[0].node_id
+    liar = next(n for n in nodes[:2] if n.ctx is not None and n.ctx.identity.node_id == first)
+    served: list[bytes] = []
+
+    async def hostile(caller: Caller, body: bytes) -> bytes:
+        served.append(caller.node_id)
+        return proxy_pb2.HttpReply(status=0, url=url).SerializeToString()
+
+    assert liar.ctx is not None
+    liar.ctx.channel_server.handle("proxy.Http", hostile)
+    host = far.host_for("weather", "forecast")
+    with pytest.raises(RuntimeError, match="HTTP status 0"):
+        await host.call_external_api(url, "GET", None, None, 5.0)
+    for _ in range(3):                       # the honest peer serves from now on
+        resp = await host.call_external_api(url, "GET", None, None, 5.0)
+        assert resp["status"] == 200
+    assert len(served) == 1
+    assert far.status()["peer"]["shunned"] == 1
+
+
 async def test_a_header_secret_goes_out_only_through_a_peer_it_is_sealed_to(
         nodes: list[Node], http_server: HttpServer) -> None:
     """A secret set with --node is sealed to those nodes (and its owner) only; before, node 2
