@@ -6,7 +6,11 @@ leader (rank 0 only: one auditor per file) therefore fetches a random sample of 
 holder) pairs HasFragments reported and checks the bytes against the signed hash, as Storj's
 audits do. NOT_FOUND or other bytes fail the audit: that copy counts as missing (repair
 rebuilds it elsewhere like any lost copy) and for ``DISTRUST_S`` the holder is the last choice
-for repaired fragments and gets no rebalanced ones. A timeout or an unreachable holder is counted, not failed: it may be slow.
+for repaired fragments and gets no rebalanced ones. A timeout or an unreachable holder is
+counted, not failed: it may be slow. But a holder that answered this pass's HasFragments and
+still leaves the same copy unserved in ``WITHHOLD_STRIKES`` passes in a row (a timeout, or an
+instant "busy" forever) withholds it: that fails the audit too, so a holder cannot keep a copy
+counted while serving it to nobody.
 
 Cost: fragments are per stripe, so an audit reads one fragment (stripe/k bytes plus parity
 overhead). Audit bytes pass the repair token bucket and an audit budget of ``rate`` bytes/s
@@ -39,6 +43,7 @@ AUDIT_TIMEOUT_S = 30.0
 AUDIT_FILE_S = 60.0              # no new fetch after this long on one file (slow holders)
 DISTRUST_S = 3600.0              # a holder that failed an audit is placed on last
 MAX_TRACKED = 1024               # holders remembered (failures, distrust)
+WITHHOLD_STRIKES = 3             # passes in a row a responsive holder left one copy unserved
 
 
 def fragment_bytes(m: Manifest, s: int) -> int:
@@ -66,9 +71,10 @@ class Auditor:
         self._stamp = clock()
         self._seen = 0             # bytes of every candidate pair this pass
         self._seen_last = 0
-        self.audits = self.failures = self.timeouts = self.bytes = 0
+        self.audits = self.failures = self.timeouts = self.bytes = self.withheld = 0
         self.failed_by: dict[bytes, int] = {}
         self.distrusted: dict[bytes, float] = {}   # node id -> until (monotonic)
+        self.strikes: dict[tuple[bytes, bytes], int] = {}   # (hash, holder) -> unserved passes
 
     def begin_pass(self, manifests: list[Manifest] | None = None) -> None:
         """Refill the budget; set the sampling probability from the last pass's total; shuffle
@@ -129,12 +135,28 @@ class Auditor:
             await self.bucket.take(size)
             self.audits += 1
             verdict = await self._fetch(m, s, h, peer)
+            if verdict is None and peer in loc.answered and self._strike(h, peer):
+                verdict = False                  # answers HasFragments, never serves the copy
             if verdict is None:
                 slow.add(peer)
             elif not verdict:
                 failed += 1
                 self._fail(m, loc, h, peer)
+            else:
+                self.strikes.pop((h, peer), None)
         return failed
+
+    def _strike(self, h: bytes, peer: bytes) -> bool:
+        """Count one more pass in which responsive ``peer`` left copy ``h`` unserved; True
+        once that makes ``WITHHOLD_STRIKES`` (the count starts over)."""
+        count = self.strikes.pop((h, peer), 0) + 1
+        if count >= WITHHOLD_STRIKES:
+            self.withheld += 1
+            return True
+        self.strikes[(h, peer)] = count
+        while len(self.strikes) > 4 * MAX_TRACKED:
+            del self.strikes[next(iter(self.strikes))]
+        return False
 
     async def _fetch(self, m: Manifest, s: int, h: bytes, peer: bytes) -> bool | None:
         """True: the holder served the fragment; False: it failed; None: no answer."""
@@ -171,6 +193,7 @@ class Auditor:
         worst = sorted(self.failed_by.items(), key=lambda kv: -kv[1])[:20]
         return {"audit_rate_Bps": self.rate, "audits": self.audits,
                 "audit_failures": self.failures, "audit_timeouts": self.timeouts,
-                "audit_bytes": self.bytes, "audit_probability": round(self.probability, 6),
+                "audit_bytes": self.bytes, "audit_withheld": self.withheld,
+                "audit_probability": round(self.probability, 6),
                 "audit_failed_holders": {p.hex()[:16]: n for p, n in worst},
                 "audit_distrusted": len(self.distrusted)}

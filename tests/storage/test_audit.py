@@ -155,3 +155,26 @@ async def test_the_seed_fixes_the_sample() -> None:
         return a.sample(m, loc)
 
     assert picks(3) == picks(3) and picks(3) != picks(4)
+
+
+async def test_a_responsive_holder_that_never_serves_a_copy_fails_on_the_third_pass() -> None:
+    m, loc, net = setup(1, {2: "down", 3: "down"})
+    loc.answered = {PEERS[2]}                # answered HasFragments; PEERS[3] did not
+    a = auditor(net, 1e9, Clock())
+    for _ in range(2):
+        a.begin_pass()
+        assert await a.audit(m, loc) == 0                # unserved twice: still only slow
+    assert loc.held[(0, 2)] == [PEERS[2]] and a.timeouts == 4
+    a.begin_pass()
+    assert await a.audit(m, loc) == 1                    # the third pass in a row: withheld
+    assert loc.held[(0, 2)] == [] and loc.held[(0, 3)] == [PEERS[3]]
+    assert a.status()["audit_withheld"] == 1 and PEERS[2] in a.avoid()
+    # a served copy starts the count over
+    _, loc2, net2 = setup(1, {2: "down"})
+    loc2.answered = {PEERS[2]}
+    b = auditor(net2, 1e9, Clock())
+    for mode in ("down", "down", "honest", "down", "down"):
+        net2.holders[PEERS[2]].mode = mode
+        b.begin_pass()
+        assert await b.audit(m, loc2) == 0
+    assert loc2.held[(0, 2)] == [PEERS[2]]
