@@ -35,12 +35,14 @@ class WorkerHost:
     def principal(self) -> str:
         return f"{self.worker_id}/{self.function}"
 
-    async def get_secret(self, name: str) -> str:
+    async def get_secret(self, name: str, owner: str | None = None) -> str:
         try:
             return await self.proxy.secrets.get(name, self.worker_id, self.function,
-                                                self.deployer)
+                                                self.deployer, owner)
         except PermissionDeniedError as exc:
             raise PermissionError(str(exc)) from None
+        except InvalidArgumentError as exc:
+            raise ValueError(str(exc)) from None
 
     async def call_external_api(self, url: str, method: str, headers: dict[str, str] | None,
                                 body: str | bytes | None, timeout: float) -> dict[str, Any]:
