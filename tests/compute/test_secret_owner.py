@@ -1,6 +1,7 @@
 """``get_secret(name, owner=...)``: the owner argument's form, checked where it enters (the
 real sandbox's pipe, TaskWorker, the reader), and the reader's rule for a named owner (only
-that key's record, whatever sequence another key published the name at).
+that key's record, whatever sequence another key published the name at), for reads and for
+``{{secret:NAME@OWNER}}`` header placeholders.
 
 The reader cases use test_proxy's in-memory DHT (pure selection logic); the sandbox and
 TaskWorker cases run the real sandbox and a real embedded node.
@@ -17,11 +18,13 @@ import pytest
 
 from compute.proxy.envelope import encrypt_value, seal_record
 from compute.proxy.secrets import SecretStore
+from compute.proxy.service import ProxyService
 from compute.sandbox import SandboxPool
 from compute.sandbox.limits import check_owner
 from mesh.errors import InvalidArgumentError, PermissionDeniedError
 from taskworker import TaskWorker
 from tests.compute.test_proxy import FakeCtx, FakeDHT, link, store
+from tests.compute.test_proxy_support import HttpServer, http_server_fixture  # noqa: F401
 
 NODE_ID = "0123456789abcdef0123456789abcdef01234567"          # 40 hex digits
 KEY = "ab" * 32                                                # a 64-hex public key
@@ -138,6 +141,51 @@ async def test_a_named_owner_s_record_only(tmp_path: Path) -> None:
                          trusted_owners=[intruder.identity.node_id_hex[:12]])
     with pytest.raises(PermissionDeniedError, match="^no secret"):    # --secret-owner holds
         await pinned.get("token", "w", "fn", None, named)
+
+
+# ---------------------------------------------------------------- {{secret:NAME@OWNER}}
+CALL = '''
+def call(url, ref):
+    try:
+        resp = worker.call_external_api(url, headers={"Authorization": "Bearer " + ref})
+        return resp["status"]
+    except (PermissionError, ValueError) as exc:
+        return [type(exc).__name__, str(exc)]
+'''
+
+
+async def test_a_header_placeholder_names_its_owner(tmp_path: Path, pool: SandboxPool,
+                                                    http_server: HttpServer) -> None:
+    dht = FakeDHT()
+    owner = FakeCtx("owner", dht, tmp_path)
+    intruder = FakeCtx("intr", dht, tmp_path)
+    node = FakeCtx("node", dht, tmp_path, {
+        "proxy_allow_networks": ["127.0.0.1/32"], "proxy_http_allow": ["fn=127.0.0.1"],
+        "proxy_secret_cache": 0.0})
+    link(owner, node, intruder)
+    service = ProxyService(node)  # type: ignore[arg-type]
+    try:
+        data_key = nacl.utils.random(32)
+        await intruder.membership.publish(seal_record(
+            intruder.identity, "token", 2**63, data_key,
+            encrypt_value(intruder.identity.public_key, "token", b"forged-value", data_key),
+            ["fn"], {node.identity.node_id: node.identity.public_key}, True))
+        host = service.host_for("w", "fn", b"\x01" * 20)     # deployed from a third node
+        url = f"http://127.0.0.1:{http_server.port}/echo"
+        named = "{{secret:token@" + owner.identity.node_id_hex[:16] + "}}"
+        hits = len(http_server.hits)
+        assert await pool.run(CALL, "call", [url, "{{secret:token}}"], {}, host=host) == 200
+        assert http_server.hits[hits][2]["Authorization"] == "Bearer forged-value"  # limit
+        got = await pool.run(CALL, "call", [url, named], {}, host=host)
+        assert got == ["PermissionError", "no secret 'token' is available to this function"]
+        got = await pool.run(CALL, "call", [url, "{{secret:token@abc}}"], {}, host=host)
+        assert got[0] == "ValueError" and "owner must be a node id" in got[1], got
+        assert len(http_server.hits) == hits + 1      # refused reads sent nothing
+        await store(owner).set("token", b"owner-value", ["fn"], [])
+        assert await pool.run(CALL, "call", [url, named], {}, host=host) == 200
+        assert http_server.hits[-1][2]["Authorization"] == "Bearer owner-value"
+    finally:
+        await service.stop()
 
 
 # ---------------------------------------------------------------- TaskWorker (seed API)
