@@ -34,7 +34,7 @@ class NoProxyHost:
 
     reason = "this node runs no proxy service (secrets, external APIs and DNS are unavailable)"
 
-    async def get_secret(self, name: str) -> str:
+    async def get_secret(self, name: str, owner: str | None = None) -> str:
         raise PermissionError(f"secret {name!r} refused: {self.reason}")
 
     async def call_external_api(self, url: str, method: str, headers: dict[str, str] | None,

@@ -38,6 +38,7 @@ from typing import Any, TypeVar, overload
 
 import grpc
 
+from compute.sandbox.limits import check_owner
 from mesh.channel import allocator
 from proto import taskworker_pb2_grpc
 from taskworker.worker_capture import TaskWorkerError, capture
@@ -195,9 +196,15 @@ class TaskWorker:
     def _host(self) -> Any:
         return self._compute().host_for(self.worker_id, "")
 
-    async def get_secret(self, name: str) -> str:
-        """A secret from the node pool's proxy (PermissionError when refused)."""
-        secret: str = await self._host().get_secret(name)
+    async def get_secret(self, name: str, owner: str | None = None) -> str:
+        """A secret from the node pool's proxy (PermissionError when refused). ``owner``
+        (a node id, a prefix of one of 16+ hex digits, or a public key; ValueError for
+        anything else) takes only the record that key signed: a secret another node set for
+        this worker cannot then be stood in for by another key's record."""
+        owner = check_owner(owner)
+        host = self._host()
+        secret: str = await (host.get_secret(name) if owner is None else
+                             host.get_secret(name, owner=owner))
         return secret
 
     async def call_external_api(self, url: str, method: str = "GET",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from compute.sandbox.limits import check_owner
 from mesh.errors import InvalidArgumentError, MeshError, NotFoundError, PermissionDeniedError
 
 from .http import Request, redact
@@ -18,7 +19,8 @@ from .http import Request, redact
 if TYPE_CHECKING:
     from .service import ProxyService
 
-PLACEHOLDER = re.compile(r"\{\{\s*secret:([A-Za-z0-9_.-]{1,64})\s*\}\}")
+# {{secret:NAME}} or {{secret:NAME@OWNER}} (the owner as get_secret's ``owner``)
+PLACEHOLDER = re.compile(r"\{\{\s*secret:([A-Za-z0-9_.-]{1,64})(?:@([0-9A-Fa-f]+))?\s*\}\}")
 
 
 class WorkerHost:
@@ -35,12 +37,14 @@ class WorkerHost:
     def principal(self) -> str:
         return f"{self.worker_id}/{self.function}"
 
-    async def get_secret(self, name: str) -> str:
+    async def get_secret(self, name: str, owner: str | None = None) -> str:
         try:
             return await self.proxy.secrets.get(name, self.worker_id, self.function,
-                                                self.deployer)
+                                                self.deployer, owner)
         except PermissionDeniedError as exc:
             raise PermissionError(str(exc)) from None
+        except InvalidArgumentError as exc:
+            raise ValueError(str(exc)) from None
 
     async def call_external_api(self, url: str, method: str, headers: dict[str, str] | None,
                                 body: str | bytes | None, timeout: float) -> dict[str, Any]:
@@ -49,18 +53,20 @@ class WorkerHost:
         clear: dict[str, str] = {}
         sealed_to: frozenset[bytes] | None = None
         try:
-            values: dict[str, str] = {}
+            values: dict[tuple[str, str], str] = {}
             for key, value in (headers or {}).items():
-                names = PLACEHOLDER.findall(value)
-                for name in names:
-                    if name not in values:
-                        values[name], nodes = await self.proxy.secrets.read(
-                            name, self.worker_id, self.function, self.deployer)
-                        secrets.append(values[name])
+                refs: list[tuple[str, str]] = PLACEHOLDER.findall(value)
+                for name, owner in refs:
+                    if (name, owner) not in values:
+                        values[name, owner], nodes = await self.proxy.secrets.read(
+                            name, self.worker_id, self.function, self.deployer,
+                            check_owner(owner or None))
+                        secrets.append(values[name, owner])
                         sealed_to = nodes if sealed_to is None else sealed_to & nodes
-                if names:
+                if refs:
                     secret_headers.add(key.lower())
-                    value = PLACEHOLDER.sub(lambda m: values[m.group(1)], value)
+                    value = PLACEHOLDER.sub(lambda m: values[m.group(1), m.group(2) or ""],
+                                            value)
                 if "\r" in value or "\n" in value:
                     raise InvalidArgumentError(f"header {key[:40]!r} contains a line break")
                 clear[key] = value

@@ -14,8 +14,9 @@ import time
 
 import nacl.public
 
+from compute.sandbox.limits import check_owner
 from mesh.context import MeshContext
-from mesh.errors import MeshError, PermissionDeniedError, RecordError
+from mesh.errors import InvalidArgumentError, MeshError, PermissionDeniedError, RecordError
 from mesh.identity import node_id_for
 from mesh.records import verify_record
 from proto import mesh_pb2, proxy_pb2
@@ -87,13 +88,20 @@ class SecretReader:
         self._cache[name] = (now, owners)
         return owners
 
-    async def _current(self, name: str, deployer: bytes | None) -> Opened | None:
-        """The record a call believes: its owner's (the deployer of the code, else this node:
-        a TaskWorker's), whatever sequence other keys published the name at; failing that,
-        the only other key's. Any key may publish a genuine secret under any name (the DHT
-        key depends on the name only), so when several others did, none is the call's and
-        the read is refused rather than handed a value an outsider chose."""
+    async def _current(self, name: str, deployer: bytes | None,
+                       owner: str | None = None) -> Opened | None:
+        """The record a call believes: the named ``owner``'s only, when the function named
+        one; else its owner's (the deployer of the code, else this node: a TaskWorker's),
+        whatever sequence other keys published the name at; failing that, the only other
+        key's. Any key may publish a genuine secret under any name (the DHT key depends on
+        the name only), so when several others did, none is the call's and the read is
+        refused rather than handed a value an outsider chose; and when the owner's record is
+        missing, only a named owner keeps the one other key's from being taken."""
         owners = await self._by_owner(name)
+        if owner is not None:
+            named = [opened for nid, opened in owners.items()
+                     if nid.hex().startswith(owner) or opened[0].owner_key.hex() == owner]
+            return named[0] if len(named) == 1 else None
         mine = owners.get(deployer or self.ctx.identity.node_id)
         if mine is not None or len(owners) <= 1:
             return mine or next(iter(owners.values()), None)
@@ -102,21 +110,27 @@ class SecretReader:
             "owner; a node accepts the one it should trust with --secret-owner NODE_ID")
 
     async def get(self, name: str, worker_id: str, function: str,
-                  deployer: bytes | None = None) -> str:
+                  deployer: bytes | None = None, owner: str | None = None) -> str:
         """The secret's value for a call of ``function`` in ``worker_id``, or
-        PermissionDeniedError (the same message whether it exists or not)."""
-        return (await self.read(name, worker_id, function, deployer))[0]
+        PermissionDeniedError (the same message whether it exists or not); with ``owner``
+        (see compute.sandbox.limits.check_owner), only the record that key signed."""
+        return (await self.read(name, worker_id, function, deployer, owner))[0]
 
     async def read(self, name: str, worker_id: str, function: str,
-                   deployer: bytes | None = None) -> tuple[str, frozenset[bytes]]:
+                   deployer: bytes | None = None, owner: str | None = None
+                   ) -> tuple[str, frozenset[bytes]]:
         """``get``'s value and the nodes it is sealed to (no other node is to see it)."""
+        try:
+            owner = check_owner(owner)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         self.stats["reads"] += 1
         denied = PermissionDeniedError(f"no secret {name!r} is available to this function")
         if not NAME_RE.match(name):
             self.stats["denied"] += 1
             raise denied
         try:
-            current = await self._current(name, deployer)
+            current = await self._current(name, deployer, owner)
         except PermissionDeniedError:
             self.stats["denied"] += 1
             raise

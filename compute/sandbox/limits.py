@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 JSON = Any  # a JSON-compatible value: None, bool, int, float, str, list, dict[str, JSON]
+_OWNER = re.compile(r"[0-9a-f]{16,40}|[0-9a-f]{64}")
+
+
+def check_owner(owner: object) -> str | None:
+    """``get_secret``'s ``owner`` (None: not named), lower-cased: a node id (40 hex digits), a
+    prefix of one of at least 16 (what ``tw-mesh status`` prints), or a 64-hex public key.
+    Checked where it enters (the sandbox pipe, TaskWorker, the reader), so a typo is an
+    error rather than a secret silently not found."""
+    if owner is None:
+        return None
+    if not isinstance(owner, str) or not _OWNER.fullmatch(owner.lower()):
+        raise ValueError(f"owner must be a node id (40 hex digits, or a prefix of at least 16) "
+                         f"or a 64-hex public key, not {str(owner)[:80]!r}")
+    return owner.lower()
 
 
 @dataclass(frozen=True)
@@ -49,11 +64,13 @@ class Limits:
 class HostServices(Protocol):
     """Policy hook: serves the requests a sandboxed function sends up its pipe.
 
-    Raise PermissionError to refuse (the user sees a PermissionError); any other exception
-    reaches the user as a RuntimeError with the exception's message.
+    Raise PermissionError to refuse (the user sees a PermissionError), ValueError for a bad
+    argument (a ValueError); any other exception reaches the user as a RuntimeError with the
+    exception's message. ``get_secret`` gets ``owner`` (checked by ``check_owner``) only
+    when the function named one: a hook without the parameter serves the one-argument form.
     """
 
-    async def get_secret(self, name: str) -> str: ...
+    async def get_secret(self, name: str, owner: str | None = None) -> str: ...
 
     async def call_external_api(
         self,
@@ -70,7 +87,7 @@ class HostServices(Protocol):
 class DenyAllHost:
     """Default HostServices: every request is refused."""
 
-    async def get_secret(self, name: str) -> str:
+    async def get_secret(self, name: str, owner: str | None = None) -> str:
         raise PermissionError(f"no secret {name!r} is available to this function")
 
     async def call_external_api(

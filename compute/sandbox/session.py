@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors, framing
-from .limits import JSON, HostServices, Limits
+from .limits import JSON, HostServices, Limits, check_owner
 
 _ERROR_SLACK = 64 * 1024
 
@@ -89,7 +89,9 @@ async def _serve_request(host: HostServices, msg: dict[str, Any]) -> dict[str, A
             raise ValueError("malformed request")
         value: JSON
         if method == "get_secret":
-            value = await host.get_secret(str(params["name"]))
+            owner = check_owner(params.get("owner"))
+            value = await (host.get_secret(str(params["name"])) if owner is None else
+                           host.get_secret(str(params["name"]), owner=owner))
         elif method == "resolve":
             value = await host.resolve(str(params["domain"]), str(params["record_type"]))
         elif method == "call_external_api":
@@ -110,6 +112,8 @@ async def _serve_request(host: HostServices, msg: dict[str, Any]) -> dict[str, A
         reply.update(ok=True, value=value)
     except PermissionError as exc:
         reply.update(ok=False, denied=True, error=str(exc)[:1000] or "permission denied")
+    except ValueError as exc:   # a bad argument: the user's ValueError
+        reply.update(ok=False, invalid=True, error=str(exc)[:1000] or "invalid argument")
     except Exception as exc:  # the policy hook's failure becomes the user's RuntimeError
         reply.update(ok=False, error=str(exc)[:1000] or type(exc).__name__)
     return reply

@@ -40,6 +40,8 @@ class _Pipe:
         message = str(reply.get("error", "request failed"))
         if reply.get("denied"):
             raise PermissionError(message)
+        if reply.get("invalid"):
+            raise ValueError(message)
         raise HostRequestError(message)
 
 
@@ -74,8 +76,13 @@ class TaskWorker:
 
         return decorate
 
-    def get_secret(self, name: str) -> str:
-        return str(PIPE.request("get_secret", {"name": str(name)}))
+    def get_secret(self, name: str, owner: str | None = None) -> str:
+        """``owner`` (a node id, a prefix of one of 16+ hex digits, or a public key): take
+        only the record that key signed, never another's (the host checks the form)."""
+        params = {"name": str(name)}
+        if owner is not None:
+            params["owner"] = str(owner)
+        return str(PIPE.request("get_secret", params))
 
     def call_external_api(
         self,
