@@ -11,6 +11,7 @@ from typing import Any
 from kademlia.node import Node
 
 from mesh.dht.cookies import AddressTokens
+from mesh.dht.peers import IDENTIFY_PAD
 from mesh.dht.rpc import TrackedDatagrams
 
 RpcResult = tuple[bool, Any]
@@ -71,4 +72,5 @@ class OutboundRpcs(TrackedDatagrams):
     async def call_identify(self, node_to_ask: Node, nonce: bytes) -> RpcResult:
         """Raw identify call: the caller decides what the answer means. Admission is not
         latency-critical, so it waits five RPC timeouts (a loaded peer still gets in)."""
-        return await self._call("identify", node_to_ask, nonce, timeout=5 * self._wait_timeout)
+        return await self._call("identify", node_to_ask, nonce, bytes(IDENTIFY_PAD),
+                                timeout=5 * self._wait_timeout)

@@ -47,6 +47,14 @@ def short(node_id: bytes) -> str:
     return node_id.hex()[:8]
 
 
+# An IDENTIFY request carries this many bytes of padding, and a node answers none with less:
+# the answer (a signed peer record and a signature, ~325 B) is then smaller than the request
+# (~460 B), so a spoofed source address draws no amplified reflection (QUIC pads its first
+# datagram to 1,200 bytes for the same reason, RFC 9000 section 8.1).
+IDENTIFY_PAD = 384
+MAX_IDENTIFY_PAD = 1024
+
+
 def identify_message(nonce: bytes, responder: bytes, requester: bytes) -> bytes:
     """What a responder signs: bound to the nonce and to both node IDs."""
     return _DOMAIN + nonce + responder + requester

@@ -16,7 +16,8 @@ Section numbers refer to Maymounkov & Mazières 2002. Changes from 2.2.3:
 * FIND_NODE and FIND_VALUE answer in full only a sender whose address is proven (admitted
   there, or it returned an address token): others get a small answer and a token
   (cookies.py), so the node cannot be used to reflect large answers onto a spoofed address.
-* ``rpc_identify`` lets a node prove that it holds the key behind its node ID.
+* ``rpc_identify`` lets a node prove that it holds the key behind its node ID; it answers
+  only a request padded past the answer's size (no reflection).
 
 The outbound calls (call_*, with their address tokens) are in calls.py.
 """
@@ -34,6 +35,7 @@ from rpcudp.protocol import RPCProtocol
 
 from mesh.dht.calls import OutboundRpcs, RpcResult
 from mesh.dht.cookies import AddressTokens
+from mesh.dht.peers import IDENTIFY_PAD, MAX_IDENTIFY_PAD
 from mesh.dht.routing import MeshRoutingTable
 from mesh.dht.storage import RecordStorage
 from mesh.errors import RecordError
@@ -44,7 +46,7 @@ __all__ = ["DEFAULT_RPC_TIMEOUT_S", "MAX_DEFERRED_STORES", "UNVERIFIED_CONTACTS"
            "MeshProtocol", "RpcResult", "valid_id"]
 
 DEFAULT_RPC_TIMEOUT_S = 1.0
-UNVERIFIED_CONTACTS = 8       # FIND_NODE contacts for a sender whose address is unproven
+UNVERIFIED_CONTACTS = 0       # FIND_NODE contacts for an unproven sender: the token only (no reflection)
 MAX_DEFERRED_STORES = 64      # STOREs waiting for their sender's admission
 Contacts = list[tuple[bytes, str, int]]
 
@@ -162,11 +164,14 @@ class MeshProtocol(OutboundRpcs, KademliaProtocol):  # type: ignore[misc]
             return {"value": value}
         return {"token": self.tokens.issue((source.ip, source.port))}
 
-    def rpc_identify(self, sender: tuple[str, int], nodeid: object,
-                     nonce: object) -> list[bytes] | None:
-        """IDENTIFY: our signed peer record and a signature over the caller's nonce."""
+    def rpc_identify(self, sender: tuple[str, int], nodeid: object, nonce: object,
+                     pad: object = None) -> list[bytes] | None:
+        """IDENTIFY: our signed peer record and a signature over the caller's nonce, for a
+        request padded to more than the answer (peers.py ``IDENTIFY_PAD``: no reflection)."""
         source = self._sender(sender, nodeid)
         if self.identify_answer is None or not isinstance(nonce, bytes) or len(nonce) > 64:
+            return None
+        if not isinstance(pad, bytes) or not IDENTIFY_PAD <= len(pad) <= MAX_IDENTIFY_PAD:
             return None
         return self.identify_answer(nonce, source.id)
 
