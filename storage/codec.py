@@ -4,21 +4,9 @@ Why a bitmatrix: reedsolo run one byte column at a time managed ~1 MB/s here. In
 generator coefficient is expanded into its 8x8 bitmatrix over GF(2) and the code runs as bulk
 numpy XORs of whole packets (Jerasure's technique), which reaches GB/s in one thread.
 
-Generator: by default the parity matrix is reedsolo's own systematic RS code (``RSCodec(nsym=m)``,
-prim 0x11d, generator 2, fcr 0), read off by encoding unit vectors, so every symbol column of a
-stripe is a reedsolo codeword (tests decode columns with reedsolo). A symbol is bit-sliced: it
-takes one bit from each of 8 packets (layout below), which is what turns multiplication into
-whole-packet XORs. ``matrix="cauchy"`` selects a "good" Cauchy matrix instead. Why reedsolo's
-is the default: it has more one-bits (228 vs 115 for (4,2)), but after pair elimination it
-needs 74 vs 64 XORs per chunk for (4,2) and 535 vs 422 for (10,4), i.e. 16-27% more kernel
-work. Measured end to end (``benchmarks.codec_bench --stripe-mib 4``, 64 MiB, three quiet
-runs at load 0.8, 2026-11-28 09:06 UTC) that is 17-19% lower encode MB/s for (4,2) (about
-7.5 vs 9.2 GB/s) and 19-22% for (10,4) (3.3 vs 4.2 GB/s), while decode is within 4% either
-way (XOR counts are close: 67 vs 80 for (4,2) with fragments 0,1 erased). That is under the
-30% bar that would justify giving up reedsolo compatibility, and both stay above 5x zfec for
-(4,2) encode. Re-measured with 128 KiB packets (thread CPU time, best of 11 interleaved runs,
-2026-11-28 10:38 UTC, 4 MiB stripes): reedsolo's matrix takes 19-20% longer to encode (4,2)
-and (10,4) (9.4 vs 11.2 GB/s, 3.9 vs 4.7 GB/s) and 0-4% longer to decode.
+Generator: see storage/_generator.py (reedsolo's systematic RS code by default, so every symbol
+column of a stripe is a reedsolo codeword; or ``matrix="cauchy"``). A symbol is bit-sliced: it
+takes one bit from each of 8 packets (layout below), so multiplication is whole-packet XORs.
 
 On-disk layout (format version 1), for a stripe of L bytes and packet size P:
   * F = fragment_size(L): ceil(L / k) rounded up to whole chunks of 8*P bytes, except that the
@@ -36,15 +24,15 @@ On-disk layout (format version 1), for a stripe of L bytes and packet size P:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 
 from mesh.errors import MeshError
-from storage import _gf, _xor
+from storage import _xor
+from storage._generator import MatrixKind as MatrixKind
+from storage._generator import decode_schedule as _decoder  # codec_bench and tests use _decoder
+from storage._generator import encode_schedule
 
-MatrixKind = Literal["reedsolo", "cauchy"]
 FORMAT_VERSION = 1
 # 128 KiB: a 4 MiB (4,2) stripe is one chunk, each packet an eighth of a fragment, so every
 # XOR runs over 128 KiB in one piece; measured ~20% faster than 32 KiB packets (whose 4 MiB
@@ -55,30 +43,6 @@ DEFAULT_PACKET = 131072
 
 class NotEnoughFragmentsError(MeshError):
     """Fewer than k distinct usable fragments were supplied to decode."""
-
-
-@lru_cache(maxsize=32)
-def _encoder(k: int, m: int, kind: MatrixKind) -> tuple[tuple[tuple[int, ...], ...], _xor.Schedule]:
-    parity = _gf.reedsolo_parity(k, m) if kind == "reedsolo" else _gf.cauchy_parity(k, m)
-    return parity, _xor.compile_schedule(_gf.expand(parity, k))
-
-
-@lru_cache(maxsize=256)
-def _decoder(
-    k: int, m: int, kind: MatrixKind, chosen: tuple[int, ...], wanted: tuple[int, ...]
-) -> _xor.Schedule:
-    """Schedule writing data rows `wanted` out of the k fragments `chosen` (a wanted row that
-    is itself chosen becomes a plain copy).
-
-    Cached per erasure pattern: the matrix inverse and pair elimination run once per
-    (k, m, kind, chosen, wanted), not per stripe.
-    """
-    if len(set(chosen)) != k or not set(wanted) <= set(range(k)):
-        raise ValueError(f"bad decode pattern: chosen {chosen}, wanted {wanted}")
-    parity = _encoder(k, m, kind)[0]
-    rows = [[int(i == j) for j in range(k)] if i < k else list(parity[i - k]) for i in chosen]
-    inverse = _gf.invert(rows)
-    return _xor.compile_schedule(_gf.expand([inverse[d] for d in wanted], k))
 
 
 class Codec:
@@ -101,7 +65,7 @@ class Codec:
         self.k, self.m, self.n = k, m, k + m
         self.packet_size = packet_size
         self.matrix: MatrixKind = matrix
-        self._parity, self._enc = _encoder(k, m, matrix)
+        self._parity, self._enc = encode_schedule(k, m, matrix)
 
     def __repr__(self) -> str:
         return (

@@ -1,12 +1,12 @@
 """SandboxPool: the node-facing API. Keeps ``size`` pre-forked single-use workers ready,
-forked by a zygote process (never by the node), and runs each call in a fresh one."""
+forked by a zygote process (never by the node; its control socket: zygote_link.py), and runs
+each call in a fresh one."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import os
 import socket
 from typing import Any
 
@@ -15,11 +15,12 @@ from .launcher import Zygote
 from .limits import JSON, DenyAllHost, HostServices, Limits
 from .seccomp_policy import compile_bpf
 from .session import Worker, converse, encode_call
+from .zygote_link import ZygoteLink
 
 DEFAULT_LIMITS = Limits()
 
 
-class SandboxPool:
+class SandboxPool(ZygoteLink):
     def __init__(self, size: int = 4, limits: Limits = DEFAULT_LIMITS, *, seccomp: bool = True,
                  acquire_timeout_s: float = 10.0, inprocess_guard: bool = True,
                  namespaces: bool = True) -> None:
@@ -57,27 +58,6 @@ class SandboxPool:
         self._attach()
         self._refill = asyncio.create_task(self._refill_loop(), name="sandbox-refill")
 
-    def _attach(self) -> None:
-        assert self._zygote is not None
-        self._ctrl = self._zygote.ctrl
-        asyncio.get_running_loop().add_reader(self._ctrl.fileno(), self._on_ctrl)
-        self._requested = 0
-        self._compiled.clear()  # a new zygote has an empty code cache
-        self._wake.set()
-
-    def _detach(self) -> None:
-        """Forget the current zygote's control socket and workers (its pid 1 took them)."""
-        if self._ctrl is not None and self._ctrl.fileno() >= 0:
-            asyncio.get_running_loop().remove_reader(self._ctrl.fileno())
-        self._ctrl = None
-        for worker in self._idle:
-            worker.close()
-        for worker in self._live.values():  # busy: their calls see EOF and close them
-            if not worker.exited.done():
-                worker.exited.set_result(-1)
-        self._live.clear()
-        self._idle.clear()
-
     async def stop(self) -> None:
         self._closed = True
         for task in (self._refill, self._restart):
@@ -94,101 +74,6 @@ class SandboxPool:
         if self._zygote is not None:
             zygote, self._zygote = self._zygote, None
             await zygote.shutdown()
-
-    def _on_ctrl(self) -> None:
-        assert self._ctrl is not None
-        while True:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self._ctrl, 1 << 16, 16)
-            except BlockingIOError:
-                return
-            except OSError:
-                data, fds = b"", []
-            if not data:
-                for fd in fds:
-                    os.close(fd)
-                self._zygote_lost()
-                return
-            self._handle(framing.loads(data), fds)
-
-    def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
-        op = msg.get("op")
-        wids = msg.get("wids") if op == "workers" else None
-        if isinstance(wids, list) and len(fds) == 2 * len(wids):
-            self._requested = max(0, self._requested - len(wids))
-            for i, wid in enumerate(wids):
-                self._add_worker(int(wid), fds[2 * i], fds[2 * i + 1])
-            return
-        for fd in fds:
-            os.close(fd)
-        if op == "exits":
-            for wid, status in msg.get("items", []):
-                self._worker_exited(int(wid), int(status))
-
-    def _add_worker(self, wid: int, sock_fd: int, pidfd: int) -> None:
-        sock = socket.socket(fileno=sock_fd)
-        sock.setblocking(False)
-        worker = Worker(wid, sock, pidfd)
-        if self._closed:
-            worker.close()
-            return
-        self._live[wid] = worker
-        self._idle.append(worker)
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                break
-
-    def _worker_exited(self, wid: int, status: int) -> None:
-        dead = self._live.get(wid)
-        if dead is None:
-            return
-        if not dead.exited.done():
-            dead.exited.set_result(status)
-        if dead in self._idle:  # died before use (should not happen): discard
-            self._idle.remove(dead)
-            self._live.pop(wid, None)
-            dead.close()
-            self._wake.set()
-
-    def _zygote_lost(self) -> None:
-        """The zygote died (killed, crashed): drop its workers and start a new one."""
-        self._detach()
-        if not self._closed and self._restart is None:
-            self._restart = asyncio.create_task(self._relaunch(), name="sandbox-relaunch")
-
-    async def _relaunch(self) -> None:
-        old, self._zygote = self._zygote, None
-        if old is not None:
-            await old.shutdown()
-        delay = 0.05
-        while not self._closed:
-            try:
-                self._zygote = await Zygote.launch(compile_bpf() if self.seccomp else b"",
-                                                   self.inprocess_guard, self.namespaces)
-            except errors.SandboxUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._restarts += 1
-            self._attach()
-            break
-        self._restart = None
-
-    async def _refill_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not self._closed:
-            await self._wake.wait()
-            self._wake.clear()
-            deficit = self.size - len(self._idle) - self._requested
-            if deficit > 0 and self._ctrl is not None:
-                self._requested += deficit
-                try:
-                    await loop.sock_sendall(self._ctrl, framing.dumps({"op": "spawn",
-                                                                       "n": deficit}))
-                except OSError:  # zygote gone: _on_ctrl sees EOF and relaunches it
-                    self._requested -= deficit
 
     async def _acquire(self) -> Worker:
         async with asyncio.timeout(self.acquire_timeout_s):

@@ -3,7 +3,7 @@ take (used by storage.py).
 
 Any key signs records and a fresh key costs nothing, so quotas per signer alone would buy
 nothing. A record is charged to its *account*: its signer when the signer stored it itself or
-is a live peer this node admitted (signed IDENTIFY, membership.py), otherwise the admitted peer
+is a live peer this node admitted (signed IDENTIFY, admission.py), otherwise the admitted peer
 that sent it. So records signed by throwaway keys are charged to whoever brings them, and that
 sender needed a live UDP endpoint that passed IDENTIFY. One account holds at most
 ``PER_KEY`` records of a key (a key's 32 slots need 8 accounts) and ``1 / SHARE`` of the

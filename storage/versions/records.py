@@ -14,7 +14,7 @@ without the genesis record, and nobody can claim another owner's file_id: they w
 second preimage of the hash under their own key.
 
 Writers are named by ``writer_id = node_id_for(writer_key)`` (20 bytes), the same derivation as
-node IDs. Vectors are lists of (writer_id, counter) sorted by writer, counters > 0.
+node IDs. Version vectors (lists of (writer_id, counter)) are in storage/versions/vectors.py.
 """
 
 from __future__ import annotations
@@ -35,21 +35,24 @@ from storage.versions.errors import (
     FutureRecordError,
     MalformedRecordError,
 )
+from storage.versions.vectors import Vector as Vector  # callers import vectors from here too
+from storage.versions.vectors import check_entries
+from storage.versions.vectors import dominates as dominates
+from storage.versions.vectors import leq as leq
+from storage.versions.vectors import vector_entries as vector_entries
+from storage.versions.vectors import vector_of as vector_of
+from storage.versions.vectors import vmax as vmax
 
 VERSION_DOMAIN = b"tw-mesh/version/v1\x00"
 GRANT_DOMAIN = b"tw-mesh/grant/v1\x00"
 FILE_ID_BYTES = 16
-WRITER_ID_BYTES = 20
 NONCE_BYTES = 16
 VERSION_ID_BYTES = 32
 MAX_RECORD_BYTES = 16 * 1024
 MAX_KEPT = 4096                     # record ids a revocation lists (GrantRecord.kept)
 MAX_GRANT_BYTES = MAX_RECORD_BYTES + (2 + VERSION_ID_BYTES) * MAX_KEPT     # 152 KiB
 MAX_PARENTS = 64
-MAX_WRITERS = 256
 CLOCK_SKEW_MS = 120_000
-
-Vector = dict[bytes, int]
 
 
 def now_ms() -> int:
@@ -93,49 +96,6 @@ def check_binding(binding: versions_pb2.FileBinding) -> None:
 
 def writer_id(public_key: bytes) -> bytes:
     return node_id_for(public_key)
-
-
-# -- vectors ---------------------------------------------------------------------------------
-def vector_of(entries: Iterable[versions_pb2.VectorEntry]) -> Vector:
-    return {e.writer: e.counter for e in entries}
-
-
-def vector_entries(vector: Mapping[bytes, int]) -> list[versions_pb2.VectorEntry]:
-    return [versions_pb2.VectorEntry(writer=w, counter=c)
-            for w, c in sorted(vector.items()) if c > 0]
-
-
-def leq(a: Mapping[bytes, int], b: Mapping[bytes, int]) -> bool:
-    """a ≤ b entry-wise (missing entries are 0)."""
-    return all(c <= b.get(w, 0) for w, c in a.items())
-
-
-def dominates(a: Mapping[bytes, int], b: Mapping[bytes, int]) -> bool:
-    """a > b: a ≥ b entry-wise and a ≠ b."""
-    return leq(b, a) and dict(a) != dict(b)
-
-
-def vmax(vectors: Iterable[Mapping[bytes, int]]) -> Vector:
-    out: Vector = {}
-    for v in vectors:
-        for w, c in v.items():
-            if c > out.get(w, 0):
-                out[w] = c
-    return out
-
-
-def _check_entries(entries: Iterable[versions_pb2.VectorEntry], what: str) -> None:
-    prev = b""
-    n = 0
-    for e in entries:
-        n += 1
-        if len(e.writer) != WRITER_ID_BYTES or e.counter <= 0:
-            raise MalformedRecordError(f"{what}: entries need a 20-byte writer and counter > 0")
-        if e.writer <= prev:
-            raise MalformedRecordError(f"{what}: entries must be sorted by writer, unique")
-        prev = e.writer
-    if n > MAX_WRITERS:
-        raise MalformedRecordError(f"{what}: more than {MAX_WRITERS} writers")
 
 
 # -- signing ---------------------------------------------------------------------------------
@@ -211,7 +171,7 @@ def verify_version(record: versions_pb2.VersionRecord, *, at_ms: int | None = No
         if len(p) != VERSION_ID_BYTES or p <= prev:
             raise MalformedRecordError("parents must be 32-byte ids, sorted and unique")
         prev = p
-    _check_entries(record.vector, "vector")
+    check_entries(record.vector, "vector")
     if len(record.content_ref) > 4096:
         raise MalformedRecordError("content_ref too large")
     if not verify_signature(record.writer_key, _signed_bytes(VERSION_DOMAIN, record),
@@ -229,7 +189,7 @@ def verify_grant(grant: versions_pb2.GrantRecord) -> None:
     check_binding(grant.file)
     if len(grant.grantee_key) != 32 or len(grant.signature) != 64:
         raise MalformedRecordError("grant has no valid grantee key or signature")
-    _check_entries(grant.vector, "grant vector")
+    check_entries(grant.vector, "grant vector")
     if (grant.kept or grant.HasField("kept_floor")) and not grant.revoke:
         raise MalformedRecordError("only a revocation lists kept records")
     if len(grant.kept) > MAX_KEPT:

@@ -4,8 +4,8 @@ Only records and grants that passed VersionSet.add are written, so a restart re-
 re-verifies a set it already trusted (a file edited on disk is re-checked, not believed).
 Besides them the store keeps, per (file, writer), the highest counter this node has signed with
 (persisted before the record leaves the node, so a crash never makes an honest writer reuse a
-counter), and per file the highest vector this node has seen (so a replica that withholds newer
-versions is noticed after a restart too).
+counter: store_writes.py), and per file the highest vector this node has seen (so a replica
+that withholds newer versions is noticed after a restart too).
 
 Thread-safe (one connection behind a lock); call it from asyncio through asyncio.to_thread or
 directly for these small writes.
@@ -13,13 +13,10 @@ directly for these small writes.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-from mesh.identity import Identity
 from proto import versions_pb2
 from storage.versions.precheck import Prepared, prepare_now
 from storage.versions.records import (
@@ -27,11 +24,10 @@ from storage.versions.records import (
     encode,
     grant_id,
     record_id,
-    sign_version,
     vector_of,
-    writer_id,
 )
 from storage.versions.store_async import PeerIngest
+from storage.versions.store_writes import OwnWrites
 from storage.versions.vset import AddResult, VersionSet
 
 DB_NAME = "versions.sqlite3"
@@ -46,7 +42,7 @@ CREATE TABLE IF NOT EXISTS seen (file_id BLOB PRIMARY KEY, vector BLOB NOT NULL)
 """
 
 
-class VersionStore(PeerIngest):
+class VersionStore(PeerIngest, OwnWrites):
     """Persistent VersionSets of every file this node replicates (or writes)."""
 
     def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
@@ -56,8 +52,8 @@ class VersionStore(PeerIngest):
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # Records received from peers exist elsewhere too: WAL + synchronous=NORMAL (safe
         # across a process crash; a power cut may drop the last ones, which anti-entropy brings
-        # back). What this node signs itself is committed with synchronous=FULL (see revise).
-        # durable=False (tests): OFF throughout.
+        # back). What this node signs itself is committed with synchronous=FULL
+        # (store_writes.py). durable=False (tests): OFF throughout.
         self.durable = durable
         self._db.execute(f"PRAGMA synchronous={'NORMAL' if durable else 'OFF'}")
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -152,105 +148,6 @@ class VersionStore(PeerIngest):
                     self._db.execute("INSERT OR IGNORE INTO grants VALUES (?,?,?)",
                                      (vs.file_id, grant_id(grant), encode(grant)))
             return new
-
-    def reserve(self, writer: Identity, binding: versions_pb2.FileBinding,
-                parents: list[bytes]) -> Vector:
-        """The vector of ``writer``'s next version on ``parents``, its counter durably
-        persisted (fsync) before this returns: whatever happens to the record signed with it
-        later, this node never signs another record with that counter."""
-        with self._lock:
-            vs = self.get(binding.file_id)
-            vs.bind(binding)
-            me = writer_id(writer.public_key)
-            vector = vs.next_vector(writer.public_key, parents,
-                                    floor=self.counter(binding.file_id, me))
-            vs.authorize(writer.public_key, vector)
-            with self._fsynced(), self._db:
-                self._db.execute(
-                    "INSERT INTO counters VALUES (?,?,?) ON CONFLICT (file_id, writer) "
-                    "DO UPDATE SET counter=max(counter, excluded.counter)",
-                    (binding.file_id, me, vector[me]))
-            return vector
-
-    def sign(self, writer: Identity, binding: versions_pb2.FileBinding, cid: str,
-             parents: list[bytes], vector: Vector, *, size: int = 0,
-             content_ref: bytes = b"") -> versions_pb2.VersionRecord:
-        """Sign a version with a vector ``reserve`` returned and add it to the set in memory
-        (peers may pull it from now on); ``commit`` writes it to disk."""
-        with self._lock:
-            vs = self.get(binding.file_id)
-            me = writer_id(writer.public_key)
-            if vector.get(me, 0) > self.counter(binding.file_id, me):
-                raise ValueError("sign a version only with a vector reserve() returned")
-            record = sign_version(writer, binding, cid, vector, parents, size=size,
-                                  content_ref=content_ref)
-            vs.add(record)
-            return record
-
-    def commit(self, record: versions_pb2.VersionRecord) -> None:
-        """Write a record this node signed (fsync before returning)."""
-        with self._lock, self._fsynced(), self._db:
-            self._db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?)",
-                             (record.file.file_id, record_id(record), encode(record)))
-
-    def revise(self, writer: Identity, binding: versions_pb2.FileBinding, cid: str,
-               parents: list[bytes] | None = None, *, size: int = 0,
-               content_ref: bytes = b"") -> versions_pb2.VersionRecord:
-        """Sign and add a new version by ``writer`` on ``parents`` (default: every head).
-
-        The record and the writer's counter are committed together before the record is sent
-        anywhere: a crash before the commit loses a record nobody has seen, so reusing its
-        counter later is no equivocation. (The node's Revise instead reserves the counter
-        while the content is stored, then commits the record while it is replicated.)
-        """
-        with self._lock:
-            vs = self.get(binding.file_id)
-            vs.bind(binding)
-            if parents is None:
-                parents = [h.id for h in vs.heads()]
-            me = writer_id(writer.public_key)
-            vector = vs.next_vector(writer.public_key, parents,
-                                    floor=self.counter(binding.file_id, me))
-            vs.authorize(writer.public_key, vector)
-            record = sign_version(writer, binding, cid, vector, parents, size=size,
-                                  content_ref=content_ref)
-            vs.add(record)
-            # record and counter in one durable transaction, before the record leaves the node
-            with self._fsynced(), self._db:
-                self._db.execute("BEGIN")
-                self._db.execute("INSERT OR IGNORE INTO records VALUES (?,?,?)",
-                                 (vs.file_id, record_id(record), encode(record)))
-                self._db.execute(
-                    "INSERT INTO counters VALUES (?,?,?) ON CONFLICT (file_id, writer) "
-                    "DO UPDATE SET counter=max(counter, excluded.counter)",
-                    (binding.file_id, me, vector[me]))
-            return record
-
-    @contextlib.contextmanager
-    def _fsynced(self) -> Iterator[None]:
-        """Commit the enclosed transaction with synchronous=FULL (fsync before returning)."""
-        if not self.durable:
-            yield
-            return
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            yield
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-
-    # -- writer counters -------------------------------------------------------------------
-    def counter(self, file_id: bytes, writer: bytes) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT counter FROM counters WHERE file_id=? AND writer=?",
-                                   (file_id, writer)).fetchone()
-        return int(row[0]) if row else 0
-
-    def reserve_counter(self, file_id: bytes, writer: bytes, counter: int) -> None:
-        """Persist that ``writer`` signs with ``counter`` before the record is signed."""
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT INTO counters VALUES (?,?,?) ON CONFLICT (file_id, writer) "
-                "DO UPDATE SET counter=max(counter, excluded.counter)", (file_id, writer, counter))
 
     # -- highest vector seen ---------------------------------------------------------------
     def seen(self, file_id: bytes) -> Vector:

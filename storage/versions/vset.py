@@ -19,7 +19,6 @@ writer signing two records at one counter) are kept as conflicting heads (lineag
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 from proto import versions_pb2
 from storage.versions.batch import Added, add_in_causal_order, causal_steps
@@ -37,39 +36,11 @@ from storage.versions.records import (
     vmax,
     writer_id,
 )
+from storage.versions.version import AddResult as AddResult
+from storage.versions.version import Version as Version
+from storage.versions.version import causal_key
 
 MAX_HEADS = 4 * MAX_PARENTS    # leaves compared for heads (see VersionSet.heads)
-
-
-@dataclass(frozen=True)
-class Version:
-    id: bytes
-    record: versions_pb2.VersionRecord
-    vector: Vector
-    writer: bytes               # writer id (20 bytes)
-
-    @property
-    def cid(self) -> str:
-        return self.record.cid
-
-    @property
-    def parents(self) -> list[bytes]:
-        return list(self.record.parents)
-
-    @property
-    def weight(self) -> int:
-        return sum(self.vector.values())
-
-
-def _causal_key(v: Version) -> tuple[int, int, bytes]:
-    return (v.weight, v.record.time_ms, v.id)
-
-
-@dataclass
-class AddResult:
-    accepted: int = 0
-    duplicate: int = 0
-    refused: list[tuple[bytes, VersionError]] = field(default_factory=list)
 
 
 class VersionSet(FileWriters):
@@ -96,7 +67,7 @@ class VersionSet(FileWriters):
 
     def records(self) -> list[Version]:
         """Every stored record, parents before children."""
-        return sorted(self._records.values(), key=_causal_key)
+        return sorted(self._records.values(), key=causal_key)
 
     def add_grant(self, grant: versions_pb2.GrantRecord,
                   checked: Mapping[bytes, VersionError | None] | None = None) -> bool:
@@ -220,7 +191,7 @@ class VersionSet(FileWriters):
         ids = self.valid_ids()
         referenced = {p for vid in ids for p in self._records[vid].record.parents}
         leaves = sorted((self._records[vid] for vid in ids if vid not in referenced),
-                        key=_causal_key)[-MAX_HEADS:]
+                        key=causal_key)[-MAX_HEADS:]
         heads = [c for c in leaves
                  if not any(dominates(o.vector, c.vector) for o in leaves if o is not c)]
         self._heads = heads
