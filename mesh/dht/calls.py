@@ -44,7 +44,9 @@ class OutboundRpcs(TrackedDatagrams):
         return self.handle_call_response(await self._call("ping", node_to_ask), node_to_ask)
 
     async def call_store(self, node_to_ask: Node, key: bytes, value: bytes) -> RpcResult:
-        result = await self._call("store", node_to_ask, key, value)
+        """STORE with the token ``node_to_ask`` gave this node; an answer that is a new token
+        (none yet, or an old one) is stored again once with it."""
+        result = await self._with_token("store", node_to_ask, key, value)
         return self.handle_call_response(result, node_to_ask)
 
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node) -> RpcResult:
@@ -58,15 +60,18 @@ class OutboundRpcs(TrackedDatagrams):
     async def _ask(self, name: str, node: Node, key: bytes) -> RpcResult:
         """A lookup RPC carrying the token ``node`` gave this node, if any. An answer with a
         new token (our address was not proven there) is asked again once with it."""
+        return await self._with_token(name, node, key)
+
+    async def _with_token(self, name: str, node: Node, *args: Any) -> RpcResult:
         addr = (node.ip, node.port)
         token = self.tokens.received(addr)
-        first = await self._call(name, node, key, *(() if token is None else (token,)))
+        first = await self._call(name, node, *args, *(() if token is None else (token,)))
         ok, answer = first
         fresh = answer.get("token") if ok and isinstance(answer, dict) else None
         if not isinstance(fresh, bytes) or fresh == token:
             return first
         self.tokens.remember(addr, fresh)
-        again = await self._call(name, node, key, fresh)
+        again = await self._call(name, node, *args, fresh)
         return again if again[0] else first
 
     async def call_identify(self, node_to_ask: Node, nonce: bytes) -> RpcResult:

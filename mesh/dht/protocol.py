@@ -11,10 +11,11 @@ Section numbers refer to Maymounkov & Mazières 2002. Changes from 2.2.3:
 * Defect 5: a contact that fails to answer is buried (see routing.py).
 * ``rpc_store`` accepts only signed records at their own key (see storage.py) and answers
   False on refusal, so the writer can count real acknowledgements. It stores only for a peer
-  this node admitted (a sender being admitted is answered once that ends: a joining node's
+  that returned its address token (else it answers one) and that this node admitted (a sender being admitted is answered once that ends: a joining node's
   first STOREs land), and charges what it stores to that peer's quota (quota.py).
-* FIND_NODE and FIND_VALUE answer in full only a sender whose address is proven (admitted
-  there, or it returned an address token): others get a small answer and a token
+* FIND_NODE and FIND_VALUE answer in full only a sender whose address is proven (it
+  returned an address token; being admitted there is not proof, UDP sources can be spoofed):
+  others get a small answer and a token
   (cookies.py), so the node cannot be used to reflect large answers onto a spoofed address.
 * ``rpc_identify`` lets a node prove that it holds the key behind its node ID; it answers
   only a request padded past the answer's size (no reflection).
@@ -96,20 +97,25 @@ class MeshProtocol(OutboundRpcs, KademliaProtocol):  # type: ignore[misc]
         return node_id
 
     def _verified(self, source: Node, token: object) -> bool:
-        """Whether ``source`` receives at its address: admitted there, or it sent our token."""
-        return (self.admitted is None or self.admitted(source)
-                or self.tokens.valid(token, (source.ip, source.port)))
+        """Whether ``source`` receives at its address: it sent the token we gave it there.
+        Being admitted at the address is not enough: UDP source addresses can be spoofed,
+        an admitted peer's as well as anyone's."""
+        return self.admitted is None or self.tokens.valid(token, (source.ip, source.port))
 
-    def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object,
-                  value: object) -> bool | Coroutine[Any, Any, bool]:
+    def rpc_store(self, sender: tuple[str, int], nodeid: object, key: object, value: object,
+                  token: object = None) -> bool | dict[str, bytes] | Coroutine[Any, Any, bool]:
         """STORE: accept only verified, current signed records at their own key, from an
-        admitted peer (one being admitted is answered when its admission ends)."""
+        admitted peer (one being admitted is answered when its admission ends) that proved
+        its address with our token (else the answer is a token to store again with: a
+        datagram spoofed from a peer's address is not charged to that peer's quota)."""
         source = self._sender(sender, nodeid)
         if not valid_id(key):
             return False
         assert isinstance(key, bytes)
         if self.admitted is None:
             return self._store(None, key, value)
+        if not self._verified(source, token):
+            return {"token": self.tokens.issue((source.ip, source.port))}
         if self.admitted(source):
             return self._store(source, key, value)
         if self.admit is None or self._deferred >= MAX_DEFERRED_STORES:

@@ -6,7 +6,12 @@ a key and of a node's record budget bounded (mesh/dht/protocol.py, cookies.py, q
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import struct
 
+import pytest
+import umsgpack  # type: ignore[import-untyped]
 from kademlia.node import Node
 
 from mesh.dht import Membership
@@ -40,15 +45,18 @@ async def test_a_never_admitted_sender_s_store_is_refused(make_node: MakeNode) -
     try:
         signer = Identity.generate()
         key, value = note(signer, b"squat")
-        _, _, answer = await raw.ask(("127.0.0.1", target.port), "store", key, value)
+        addr = ("127.0.0.1", target.port)
+        _, _, answer = await raw.ask(addr, "store", key, value)
+        assert set(answer) == {"token"}            # first prove the address
+        token = answer["token"]
+        _, _, answer = await raw.ask(addr, "store", key, value, token)
         assert answer is False
         assert "identify" in raw.requests           # it was asked to prove itself, never did
         assert target.server.storage.records(key) == []
         # Not even a peer record of the key it claims to be (a joining node's own record).
         raw.node_id = signer.node_id
         own = sign_record(signer, "peer", b"", ttl_s=60)
-        _, _, answer = await raw.ask(("127.0.0.1", target.port), "store", signer.node_id,
-                                     encode_set([own]))
+        _, _, answer = await raw.ask(addr, "store", signer.node_id, encode_set([own]), token)
         assert answer is False and target.server.storage.records(signer.node_id) == []
     finally:
         raw.close()
@@ -104,6 +112,32 @@ async def test_lookup_answers_to_an_unproven_address_are_small(make_node: MakeNo
     ok, answer = await reader.server.protocol.call_find_value(at(target), Node(key))
     assert ok and len(answer["value"]) > BIG
     assert [len(r.payload) for r in await nodes[5].fetch(key)] == [BIG]
+
+
+def spoof_udp(src_port: int, dst_port: int, payload: bytes) -> None:
+    """One UDP datagram to 127.0.0.1:dst_port that claims to come from 127.0.0.1:src_port
+    (a raw socket writes the UDP header; checksum 0 means none in IPv4). Needs root."""
+    header = struct.pack("!HHHH", src_port, dst_port, 8 + len(payload), 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP) as raw:
+        raw.sendto(header + payload, ("127.0.0.1", 0))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a raw socket needs root")
+async def test_a_store_spoofed_from_an_admitted_peer_s_address_is_not_taken(
+        make_node: MakeNode) -> None:
+    """Before, a STORE datagram naming an admitted member's ID and spoofed from its address
+    was stored and charged to that member's quota (its own STOREs then refused)."""
+    nodes = await mesh(make_node, 3)
+    target, member = nodes[0], nodes[1]
+    assert member.node_id in {p.node_id for p in target.live_peers()}
+    key, value = note(Identity.generate(), b"spoofed")
+    request = b"\x00" + os.urandom(20) + umsgpack.packb(["store", [member.node_id, key, value]])
+    spoof_udp(member.port, target.port, request)
+    honest, honest_value = note(member.identity, b"honest")
+    assert await member.server.protocol.call_store(at(target), honest, honest_value) == (
+        True, True)                          # the datagram before it was handled first
+    assert target.server.storage.records(key) == []
+    assert len(target.server.storage.records(honest)) == 1
 
 
 async def test_identify_answers_only_a_request_larger_than_the_answer(

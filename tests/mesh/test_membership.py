@@ -206,7 +206,7 @@ async def test_bad_records_get_a_false_answer_not_a_timeout(make_node: MakeNode)
     unsigned.signature = b""
     forged = sign_record(owner, "provider", b"v", name=b"f", seq=12)
     forged.payload = b"tampered"
-    call = client.server.protocol._call
+    call = client.server.protocol._with_token     # with the address token the target gives
     assert await call("store", node, key, encode_set([good])) == (True, True)
     for bad_key, value in [(key, encode_set([stale])), (key, encode_set([unsigned])),
                            (key, encode_set([forged])), (bytes(20), encode_set([good])),

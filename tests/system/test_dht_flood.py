@@ -201,6 +201,9 @@ async def test_a_never_admitted_sender_stores_nothing_and_draws_no_large_answer(
             squat = sign_record(Identity.generate(), "note", b"x", name=b"squat")
             squat_key = record_key("note", b"", b"squat")
             _, _, answer = await raw.ask(addr, "store", squat_key, encode_set([squat]))
+            assert set(answer) == {"token"}             # prove the address first
+            _, _, answer = await raw.ask(addr, "store", squat_key, encode_set([squat]),
+                                         answer["token"])
             assert answer is False and "identify" in raw.requests
             assert await member.fetch(squat_key) == []
             sent, size, answer = await raw.ask(addr, "find_value", record_key("note", b"", b"big"))
