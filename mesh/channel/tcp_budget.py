@@ -1,0 +1,236 @@
+"""A TCP listener's receive budget: the memory incoming payloads may hold at once.
+
+Why: tcp_rx allocates a payload's whole buffer at its header, and keys are free, so anyone
+could handshake with a throwaway key, announce a 64 MiB message on each of 1,024
+connections and trickle it (a byte every few minutes keeps the idle timer alive): ~64 GiB.
+As HTTP/2's flow-control windows and grpc's resource quota do, a payload over
+``tcp_rx.OWN_BUFFER_ABOVE`` is charged to the listener from its header until the handler
+reads it:
+
+- at most ``RxPolicy.total`` bytes at once, and ``per_peer`` for one peer: the node id of the
+  session a frame's first 16 bytes name, else the connection's source address;
+- a message that does not fit waits, unread (its connection stops reading, so TCP's window
+  holds the sender), and is granted first come when budget frees; a connection still
+  waiting after ``max_wait_s`` is closed;
+- a payload partly received gets ``stall_s``: a connection whose payload received nothing
+  in that time, or less than ``min_rate`` bytes/s on average since its header, is closed and
+  its budget returned.
+
+A message alone always fits an idle budget (and an idle peer share), whatever its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from mesh.channel.tcp_wire import CALL, MAX_PAYLOAD, STREAM
+
+log = logging.getLogger(__name__)
+
+RX_BUDGET = 256 * 2**20     # all of a listener's payloads being received or not yet read
+PEER_SHARE = 2 * MAX_PAYLOAD    # one peer: two of the largest messages
+MAX_WAIT_S = 60.0           # a message waiting for budget longer than this closes its connection
+STALL_S = 30.0              # a partial payload receiving nothing for this long is dropped...
+MIN_RATE = 64 * 1024        # ... as is one under this many bytes/s on average after STALL_S
+
+
+@dataclass(frozen=True)
+class RxPolicy:
+    total: int = RX_BUDGET
+    per_peer: int = PEER_SHARE
+    max_wait_s: float = MAX_WAIT_S
+    stall_s: float = STALL_S
+    min_rate: float = MIN_RATE
+
+
+class Charge(Protocol):
+    """What a receiver asks of its account (tcp_rx.MessageReceiver.charge)."""
+
+    def take(self, kind: int, size: int, head: bytes) -> bool: ...  # False: wait for granted()
+    def give(self) -> None: ...                     # the oldest charged payload was read
+    def close(self) -> None: ...
+
+
+class Receiver(Protocol):
+    """What an account needs of its connection (tcp_rx.MessageReceiver)."""
+
+    def granted(self) -> None: ...
+    def partial(self) -> int | None: ...
+    def drop(self) -> None: ...
+
+
+class RxBudget:
+    """The listener's bytes held, per peer, and the messages waiting for room (in order)."""
+
+    def __init__(self, policy: RxPolicy, peer_of: Callable[[bytes], bytes | None]) -> None:
+        self.policy = policy
+        self._peer_of = peer_of              # a live session's client node id, by session id
+        self.held = 0
+        self.max_held = 0
+        self.waits = 0                        # messages that had to wait for room
+        self.wait_closed = 0                  # connections closed after waiting max_wait_s
+        self.stalled = 0                      # connections closed for a stalled payload
+        self._by_peer: dict[str, int] = {}
+        self._waiting: dict[Account, tuple[str, int]] = {}     # oldest first
+        self._total_blocked = False           # the oldest waiter needs room in the total
+
+    def account(self, conn: Receiver, source: str) -> Account:
+        return Account(self, conn, source)
+
+    def key(self, kind: int, head: bytes, source: str) -> str:
+        peer = self._peer_of(head) if kind in (CALL, STREAM) else None
+        return source if peer is None else peer.hex()
+
+    def status(self) -> dict[str, int]:
+        return {"held": self.held, "max_held": self.max_held, "waits": self.waits,
+                "wait_closed": self.wait_closed, "stalled": self.stalled,
+                "waiting": len(self._waiting)}
+
+    def held_by(self, key: str) -> int:
+        return self._by_peer.get(key, 0)
+
+    def _room(self, key: str, size: int) -> str:
+        if self.held and self.held + size > self.policy.total:
+            return "total"
+        mine = self._by_peer.get(key, 0)
+        if mine and mine + size > self.policy.per_peer:
+            return "peer"
+        return "fits"
+
+    def try_take(self, account: Account, key: str, size: int) -> bool:
+        """Charge now, or queue the account (False) to be granted later."""
+        room = self._room(key, size)
+        if room == "fits" and not self._total_blocked:
+            self._charge(key, size)
+            return True
+        self.waits += 1
+        self._waiting[account] = (key, size)
+        self._total_blocked = self._total_blocked or room == "total"
+        return False
+
+    def unwait(self, account: Account) -> None:
+        if self._waiting.pop(account, None) is not None:
+            self._grant()
+
+    def refund(self, key: str, size: int) -> None:
+        self.held -= size
+        left = self._by_peer[key] - size
+        if left:
+            self._by_peer[key] = left
+        else:
+            del self._by_peer[key]
+        self._grant()
+
+    def _charge(self, key: str, size: int) -> None:
+        self.held += size
+        self.max_held = max(self.max_held, self.held)
+        self._by_peer[key] = self._by_peer.get(key, 0) + size
+
+    def _grant(self) -> None:
+        """Grant waiters in order; one short of total room stops the rest (no overtaking it),
+        one over its peer's share is passed over (a peer at its share holds up nobody)."""
+        self._total_blocked = False
+        for account, (key, size) in list(self._waiting.items()):
+            if account not in self._waiting:
+                continue
+            room = self._room(key, size)
+            if room == "total":
+                self._total_blocked = True
+                return
+            if room == "fits":
+                del self._waiting[account]
+                self._charge(key, size)
+                account.granted(key, size)
+
+
+class Account:
+    """One connection's charges (tcp_rx's ``Charge``): payloads in arrival order."""
+
+    def __init__(self, budget: RxBudget, conn: Receiver, source: str) -> None:
+        self._budget = budget
+        self._conn = conn
+        self._source = source
+        self._held: collections.deque[tuple[str, int]] = collections.deque()
+        self._loop = asyncio.get_running_loop()
+        self._wait_timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._since = 0.0          # when the payload being received was charged
+        self._mark = 0             # its bytes at the last check
+        self._closed = False
+
+    def take(self, kind: int, size: int, head: bytes) -> bool:
+        """Room for a payload of ``size`` (False: the receiver waits for ``granted``)."""
+        if self._closed:
+            return False
+        key = self._budget.key(kind, head, self._source)
+        if self._budget.try_take(self, key, size):
+            self._charged(key, size)
+            return True
+        self._wait_timer = self._loop.call_later(self._budget.policy.max_wait_s, self._expire)
+        return False
+
+    def granted(self, key: str, size: int) -> None:
+        if self._wait_timer is not None:
+            self._wait_timer.cancel()
+            self._wait_timer = None
+        self._charged(key, size)
+        self._conn.granted()
+
+    def give(self) -> None:
+        """The oldest charged payload was read: its bytes go back."""
+        if self._held:
+            self._budget.refund(*self._held.popleft())
+
+    def close(self) -> None:
+        """The connection is done: everything it holds or waits for goes back."""
+        self._closed = True
+        for timer in (self._wait_timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
+        self._wait_timer = self._stall_timer = None
+        self._budget.unwait(self)
+        while self._held:
+            self._budget.refund(*self._held.popleft())
+
+    def _charged(self, key: str, size: int) -> None:
+        self._held.append((key, size))
+        self._since, self._mark = self._loop.time(), 0
+        if self._stall_timer is None:
+            self._stall_timer = self._loop.call_at(self._since + self._budget.policy.stall_s,
+                                                   self._check)
+
+    def _check(self) -> None:
+        """Is the payload being received still coming at an acceptable rate?"""
+        self._stall_timer = None
+        have = self._conn.partial()
+        if have is None or self._closed:
+            return                               # nothing partial: the next take re-arms
+        policy, now = self._budget.policy, self._loop.time()
+        due = self._since + policy.stall_s
+        if due > now + 0.001:                    # charged after the last check: not due yet
+            self._stall_timer = self._loop.call_at(due, self._check)
+            return
+        if have <= self._mark or have < policy.min_rate * (now - self._since):
+            self._budget.stalled += 1
+            log.warning("closed a TCP channel connection from %s: payload stalled at %d bytes "
+                        "after %.0f s", self._source, have, now - self._since)
+            self._drop()
+            return
+        self._mark = have
+        self._stall_timer = self._loop.call_at(now + policy.stall_s, self._check)
+
+    def _expire(self) -> None:
+        self._wait_timer = None
+        self._budget.wait_closed += 1
+        log.warning("closed a TCP channel connection from %s: waited %.0f s for receive budget",
+                    self._source, self._budget.policy.max_wait_s)
+        self._drop()
+
+    def _drop(self) -> None:
+        self.close()
+        self._conn.drop()
