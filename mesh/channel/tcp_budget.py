@@ -10,8 +10,9 @@ reads it:
 - at most ``RxPolicy.total`` bytes at once, and ``per_peer`` for one peer: the node id of the
   session a frame's first 16 bytes name, else the connection's source address;
 - a message that does not fit waits, unread (its connection stops reading, so TCP's window
-  holds the sender), and is granted first come when budget frees; a connection still
-  waiting after ``max_wait_s`` is closed;
+  holds the sender); freed budget goes to the waiter whose source address, then peer, holds
+  least (first come among equals), so a flood from one address or key waits behind everyone
+  else's; a connection still waiting after ``max_wait_s`` is closed;
 - a payload partly received gets ``stall_s``: a connection whose payload received nothing
   in that time, or less than ``min_rate`` bytes/s on average since its header, is closed and
   its budget returned.
@@ -76,8 +77,9 @@ class RxBudget:
         self.wait_closed = 0                  # connections closed after waiting max_wait_s
         self.stalled = 0                      # connections closed for a stalled payload
         self._by_peer: dict[str, int] = {}
-        self._waiting: dict[Account, tuple[str, int]] = {}     # oldest first
-        self._total_blocked = False           # the oldest waiter needs room in the total
+        self._by_source: dict[str, int] = {}
+        self._waiting: dict[Account, tuple[str, str, int]] = {}   # key, source, size; oldest first
+        self._total_blocked = False           # the first waiter needs room in the total
 
     def account(self, conn: Receiver, source: str) -> Account:
         return Account(self, conn, source)
@@ -102,14 +104,14 @@ class RxBudget:
             return "peer"
         return "fits"
 
-    def try_take(self, account: Account, key: str, size: int) -> bool:
+    def try_take(self, account: Account, key: str, source: str, size: int) -> bool:
         """Charge now, or queue the account (False) to be granted later."""
         room = self._room(key, size)
         if room == "fits" and not self._total_blocked:
-            self._charge(key, size)
+            self._charge(key, source, size)
             return True
         self.waits += 1
-        self._waiting[account] = (key, size)
+        self._waiting[account] = (key, source, size)
         self._total_blocked = self._total_blocked or room == "total"
         return False
 
@@ -117,35 +119,46 @@ class RxBudget:
         if self._waiting.pop(account, None) is not None:
             self._grant()
 
-    def refund(self, key: str, size: int) -> None:
+    def refund(self, key: str, source: str, size: int) -> None:
         self.held -= size
-        left = self._by_peer[key] - size
-        if left:
-            self._by_peer[key] = left
-        else:
-            del self._by_peer[key]
+        _add(self._by_peer, key, -size)
+        _add(self._by_source, source, -size)
         self._grant()
 
-    def _charge(self, key: str, size: int) -> None:
+    def _charge(self, key: str, source: str, size: int) -> None:
         self.held += size
         self.max_held = max(self.max_held, self.held)
-        self._by_peer[key] = self._by_peer.get(key, 0) + size
+        _add(self._by_peer, key, size)
+        _add(self._by_source, source, size)
 
     def _grant(self) -> None:
-        """Grant waiters in order; one short of total room stops the rest (no overtaking it),
-        one over its peer's share is passed over (a peer at its share holds up nobody)."""
+        """Grant waiters, least-holding source and peer first; one short of total room stops
+        the rest (nobody overtakes it), one over its peer's share is passed over (a peer at its
+        share holds up nobody)."""
         self._total_blocked = False
-        for account, (key, size) in list(self._waiting.items()):
-            if account not in self._waiting:
-                continue
-            room = self._room(key, size)
-            if room == "total":
-                self._total_blocked = True
-                return
-            if room == "fits":
-                del self._waiting[account]
-                self._charge(key, size)
-                account.granted(key, size)
+        while self._waiting:
+            order = sorted(self._waiting.items(), key=lambda item: (
+                self._by_source.get(item[1][1], 0), self._by_peer.get(item[1][0], 0)))
+            for account, (key, source, size) in order:
+                room = self._room(key, size)
+                if room == "total":
+                    self._total_blocked = True
+                    return
+                if room == "fits":
+                    del self._waiting[account]
+                    self._charge(key, source, size)
+                    account.granted(key, source, size)
+                    break                 # holdings changed: order again
+            else:
+                return                    # every waiter is over its peer's share
+
+
+def _add(table: dict[str, int], key: str, size: int) -> None:
+    left = table.get(key, 0) + size
+    if left:
+        table[key] = left
+    else:
+        del table[key]
 
 
 class Account:
@@ -155,7 +168,7 @@ class Account:
         self._budget = budget
         self._conn = conn
         self._source = source
-        self._held: collections.deque[tuple[str, int]] = collections.deque()
+        self._held: collections.deque[tuple[str, str, int]] = collections.deque()
         self._loop = asyncio.get_running_loop()
         self._wait_timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -168,13 +181,13 @@ class Account:
         if self._closed:
             return False
         key = self._budget.key(kind, head, self._source)
-        if self._budget.try_take(self, key, size):
+        if self._budget.try_take(self, key, self._source, size):
             self._charged(key, size)
             return True
         self._wait_timer = self._loop.call_later(self._budget.policy.max_wait_s, self._expire)
         return False
 
-    def granted(self, key: str, size: int) -> None:
+    def granted(self, key: str, source: str, size: int) -> None:
         if self._wait_timer is not None:
             self._wait_timer.cancel()
             self._wait_timer = None
@@ -198,7 +211,7 @@ class Account:
             self._budget.refund(*self._held.popleft())
 
     def _charged(self, key: str, size: int) -> None:
-        self._held.append((key, size))
+        self._held.append((key, self._source, size))
         self._since, self._mark = self._loop.time(), 0
         if self._stall_timer is None:
             self._stall_timer = self._loop.call_at(self._since + self._budget.policy.stall_s,

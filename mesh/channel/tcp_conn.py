@@ -83,10 +83,6 @@ class Connection(MessageReceiver):
     def close(self) -> None:
         self.transport.close()
 
-    def drop(self) -> None:
-        """Hang up at once (tcp_budget.py: a stalled payload, a wait too long)."""
-        self.transport.abort()
-
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 

@@ -126,6 +126,14 @@ class MessageReceiver(asyncio.BufferedProtocol):
         self._big_view.release()
         self._big, self._big_view = None, memoryview(b"")
 
+    def drop(self) -> None:
+        """Hang up at once, the partial payload freed now (its budget goes to another)."""
+        self._end_with(ConnectionAbortedError("dropped by the receive budget"))
+        self._big_view.release()
+        self._big, self._big_view = None, memoryview(b"")
+        if self._transport is not None:
+            self._transport.abort()
+
     # -- the budget's side ----------------------------------------------------------------
 
     def granted(self) -> None:
