@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mesh.channel import Caller, ChannelPool, ChannelServer
-from mesh.channel.handshake import ClientHandshake
+from mesh.channel import Caller, ChannelPool, ChannelServer, tcp_rx
+from mesh.channel.frames import encode_envelope
+from mesh.channel.handshake import ClientHandshake, SessionKeys
+from mesh.channel.session import Session
 from mesh.channel.tcp_budget import RxPolicy
 from mesh.channel.tcp_server import TcpListener
 from mesh.channel.tcp_wire import CALL, HANDSHAKE, HEADER, read_message, write_message
@@ -31,11 +33,17 @@ class Server:
         self.channel = ChannelServer(self.identity)
         self.listener = TcpListener(self.channel, receive=policy)
         self.channel.handle("test.Len", self._len)
+        self.channel.handle("test.Block", self._block)
+        self.release = asyncio.Event()
         self.port = 0
         self.most = 0           # the most payload bytes held at a sample
 
     async def _len(self, caller: Caller, body: bytes) -> bytes:
         return len(body).to_bytes(8, "big")
+
+    async def _block(self, caller: Caller, body: bytes) -> bytes:
+        await self.release.wait()
+        return b""
 
     def in_memory(self) -> int:
         """Payload bytes the connections hold: partial buffers and received, unread ones."""
@@ -71,14 +79,19 @@ async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
             await asyncio.sleep(0.01)
 
 
-async def _session(server: Server) -> tuple[bytes, Raw]:
-    """A real handshake with a throwaway key: the session id and its (authenticated) socket."""
+async def _keys(server: Server) -> tuple[SessionKeys, Raw]:
+    """A real handshake with a throwaway key: the session's keys and its authenticated socket."""
     raw = await asyncio.open_connection("127.0.0.1", server.port)
     hello = ClientHandshake(Identity.generate(), server.identity.node_id)
     write_message(raw[1], HANDSHAKE, hello.request.SerializeToString())
     kind, body = await read_message(raw[0])
     assert kind == HANDSHAKE
-    return hello.finish(peer_pb2.HandshakeResponse.FromString(body)).session_id, raw
+    return hello.finish(peer_pb2.HandshakeResponse.FromString(body)), raw
+
+
+async def _session(server: Server) -> tuple[bytes, Raw]:
+    keys, raw = await _keys(server)
+    return keys.session_id, raw
 
 
 async def _announce(server: Server, session_id: bytes, size: int, count: int) -> list[Raw]:
@@ -209,3 +222,20 @@ async def test_an_honest_burst_over_the_budget_waits_and_completes(pool: Channel
         assert budget.waits > 0 and budget.max_held <= 3 * MiB
         assert budget.stalled == budget.wait_closed == 0
         await _until(lambda: budget.held == 0)
+
+
+async def test_small_messages_behind_a_busy_handler_stop_at_the_small_queue_limit() -> None:
+    """Small messages are not charged to the budget, so a connection whose handler is busy
+    (here a call that blocks) stops reading after 256 KiB of them (QUEUE_SMALL_BYTES), not
+    4 MiB (QUEUE_BYTES): 1,024 such connections then hold 256 MiB, not 4 GiB."""
+    async with Server(RxPolicy()) as server:
+        keys, raw = await _keys(server)
+        call = Session(keys, is_client=True).seal(1, 0, True, encode_envelope("test.Block", b""))
+        write_message(raw[1], CALL, call.encode())
+        small = HEADER.pack(16_000, CALL) + keys.session_id + os.urandom(16_000 - 16)
+        raw[1].write(small * 500)                             # 8 MB, never read by the server
+        (conn,) = server.listener._connections
+        await _until(lambda: not conn.transport.is_reading())
+        assert conn._queued <= 256 * 1024 + tcp_rx.STAGING     # without the limit: 4 MiB
+        server.release.set()
+        raw[1].close()
