@@ -28,11 +28,12 @@ Raw = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class Server:
-    def __init__(self, policy: RxPolicy) -> None:
+    def __init__(self, policy: RxPolicy, idle_timeout: float = 300.0) -> None:
         self.identity = Identity.generate()
         self.channel = ChannelServer(self.identity)
-        self.listener = TcpListener(self.channel, receive=policy)
+        self.listener = TcpListener(self.channel, receive=policy, idle_timeout=idle_timeout)
         self.channel.handle("test.Len", self._len)
+        self.channel.handle("test.Big", self._big)
         self.channel.handle("test.Block", self._block)
         self.release = asyncio.Event()
         self.port = 0
@@ -40,6 +41,9 @@ class Server:
 
     async def _len(self, caller: Caller, body: bytes) -> bytes:
         return len(body).to_bytes(8, "big")
+
+    async def _big(self, caller: Caller, body: bytes) -> bytes:
+        return bytes(32 * MiB)
 
     async def _block(self, caller: Caller, body: bytes) -> bytes:
         await self.release.wait()
@@ -238,4 +242,15 @@ async def test_small_messages_behind_a_busy_handler_stop_at_the_small_queue_limi
         await _until(lambda: not conn.transport.is_reading())
         assert conn._queued <= 256 * 1024 + tcp_rx.STAGING     # without the limit: 4 MiB
         server.release.set()
+        raw[1].close()
+
+
+async def test_a_client_that_does_not_read_its_answer_is_closed_at_the_idle_timeout() -> None:
+    """A 32 MiB answer the client never reads: the server's wait for it to drain ends at the
+    idle timeout and the connection (with what it received) goes (before: it waited forever)."""
+    async with Server(RxPolicy(), idle_timeout=0.5) as server:
+        keys, raw = await _keys(server)
+        call = Session(keys, is_client=True).seal(1, 0, True, encode_envelope("test.Big", b""))
+        write_message(raw[1], CALL, call.encode())
+        await _until(lambda: not server.listener._connections)
         raw[1].close()
