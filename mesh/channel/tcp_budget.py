@@ -1,23 +1,18 @@
 """A TCP listener's receive budget: the memory incoming payloads may hold at once.
 
-Why: tcp_rx allocates a payload's whole buffer at its header, and keys are free, so anyone
-could handshake with a throwaway key, announce a 64 MiB message on each of 1,024
-connections and trickle it (a byte every few minutes keeps the idle timer alive): ~64 GiB.
-As HTTP/2's flow-control windows and grpc's resource quota do, a payload over
-``tcp_rx.OWN_BUFFER_ABOVE`` is charged to the listener from its header until the handler
-reads it:
+Why: tcp_rx allocates a payload's buffer at its header and keys are free, so anyone could
+handshake, announce 64 MiB on each of 1,024 connections and trickle it: ~64 GiB. As HTTP/2's
+flow-control windows and grpc's resource quota do, a payload over ``tcp_rx.OWN_BUFFER_ABOVE``
+is charged to the listener from its header until the handler reads it:
 
 - at most ``RxPolicy.total`` bytes at once, and ``per_peer`` for one peer: the node id of the
-  session a frame's first 16 bytes name, else the connection's source address;
+  session a frame's first 16 bytes name, else the connection's source address (a message
+  alone always fits an idle budget or share, whatever its size);
 - a message that does not fit waits, unread (its connection stops reading, so TCP's window
   holds the sender); freed budget goes to the waiter whose source address, then peer, holds
-  least (first come among equals), so a flood from one address or key waits behind everyone
-  else's; a connection still waiting after ``max_wait_s`` is closed;
-- a payload partly received gets ``stall_s``: a connection whose payload received nothing
-  in that time, or less than ``min_rate`` bytes/s on average since its header, is closed and
-  its budget returned.
-
-A message alone always fits an idle budget (and an idle peer share), whatever its size.
+  least (first come among equals); a connection still waiting after ``max_wait_s`` is closed;
+- a partial payload that received nothing in ``stall_s``, or less than ``min_rate`` bytes/s on
+  average since its header, is dropped with its connection, and its budget returned.
 """
 
 from __future__ import annotations
@@ -33,7 +28,7 @@ from mesh.channel.tcp_wire import CALL, MAX_PAYLOAD, STREAM
 
 log = logging.getLogger(__name__)
 
-RX_BUDGET = 256 * 2**20     # all of a listener's payloads being received or not yet read
+RX_BUDGET = 256 * 2**20     # honest traffic measured ≤ 11.5 MiB per node (docs/channel.md)
 PEER_SHARE = 2 * MAX_PAYLOAD    # one peer: two of the largest messages
 MAX_WAIT_S = 60.0           # a message waiting for budget longer than this closes its connection
 STALL_S = 30.0              # a partial payload receiving nothing for this long is dropped...
@@ -58,7 +53,7 @@ class Charge(Protocol):
 
 
 class Receiver(Protocol):
-    """What an account needs of its connection (tcp_rx.MessageReceiver)."""
+    """What an account needs of its connection (tcp_conn.Connection)."""
 
     def granted(self) -> None: ...
     def partial(self) -> int | None: ...
@@ -80,6 +75,7 @@ class RxBudget:
         self._by_source: dict[str, int] = {}
         self._waiting: dict[Account, tuple[str, str, int]] = {}   # key, source, size; oldest first
         self._total_blocked = False           # the first waiter needs room in the total
+        self._smallest: int | None = None     # the smallest waiting message (None: not known)
 
     def account(self, conn: Receiver, source: str) -> Account:
         return Account(self, conn, source)
@@ -92,9 +88,6 @@ class RxBudget:
         return {"held": self.held, "max_held": self.max_held, "waits": self.waits,
                 "wait_closed": self.wait_closed, "stalled": self.stalled,
                 "waiting": len(self._waiting)}
-
-    def held_by(self, key: str) -> int:
-        return self._by_peer.get(key, 0)
 
     def _room(self, key: str, size: int) -> str:
         if self.held and self.held + size > self.policy.total:
@@ -112,12 +105,19 @@ class RxBudget:
             return True
         self.waits += 1
         self._waiting[account] = (key, source, size)
+        if self._smallest is not None:
+            self._smallest = min(self._smallest, size)
         self._total_blocked = self._total_blocked or room == "total"
         return False
 
     def unwait(self, account: Account) -> None:
-        if self._waiting.pop(account, None) is not None:
+        if account in self._waiting:
+            self._unqueue(account)
             self._grant()
+
+    def _unqueue(self, account: Account) -> None:
+        if self._waiting.pop(account)[2] == self._smallest:
+            self._smallest = None
 
     def refund(self, key: str, source: str, size: int) -> None:
         self.held -= size
@@ -137,6 +137,11 @@ class RxBudget:
         share holds up nobody)."""
         self._total_blocked = False
         while self._waiting:
+            if self._smallest is None:
+                self._smallest = min(size for _, _, size in self._waiting.values())
+            if self.held and self.held + self._smallest > self.policy.total:
+                self._total_blocked = True        # nobody fits: no need to order them (O(1))
+                return
             order = sorted(self._waiting.items(), key=lambda item: (
                 self._by_source.get(item[1][1], 0), self._by_peer.get(item[1][0], 0)))
             for account, (key, source, size) in order:
@@ -145,7 +150,7 @@ class RxBudget:
                     self._total_blocked = True
                     return
                 if room == "fits":
-                    del self._waiting[account]
+                    self._unqueue(account)
                     self._charge(key, source, size)
                     account.granted(key, source, size)
                     break                 # holdings changed: order again
