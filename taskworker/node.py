@@ -125,7 +125,9 @@ class Node:
             "roles": list(self.config.roles),
             "peers": len(peers),
             "channel": {"refused_frames": self.channel_server.refused_frames,
-                        "hedged_calls": self.channels.hedged_calls},
+                        "hedged_calls": self.channels.hedged_calls,
+                        "receive": self.tcp_listener.budget.status()     # tcp_budget.py
+                        if self.tcp_listener is not None else {}},
             "api_auth": self._api_auth.refusals.status(),     # local-API calls refused
             "services": {s.name: s.status() for s in self.services},
         }

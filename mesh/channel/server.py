@@ -220,8 +220,12 @@ class ChannelServer:
     def knows_session(self, session_id: bytes) -> bool:
         """A live session has this id (tcp_preauth.py: 16 random bytes only its two ends and
         whoever sees their traffic know)."""
+        return self.session_peer(session_id) is not None
+
+    def session_peer(self, session_id: bytes) -> bytes | None:
+        """The client node id of the live session with this id (tcp_budget.py's peer)."""
         session = self._sessions.get(session_id)
-        return session is not None and not session.expired()
+        return None if session is None or session.expired() else session.keys.peer_id
 
     # -- helpers ---------------------------------------------------------------------------
     def _session_for(self, frame: Frame) -> Session:

@@ -50,6 +50,26 @@ class Connection(MessageReceiver):
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(None)
 
+    # -- the receive budget's side (tcp_budget.py) ----------------------------------------
+
+    def granted(self) -> None:
+        """The payload whose header waits in staging has its budget now: receive it."""
+        self._waiting, self._granted = False, True
+        if self._ended is None:
+            self._set_reading()
+            self._parse()
+
+    def partial(self) -> int | None:
+        """Bytes received of the payload being received in place, if any."""
+        return self._big_have if self._big is not None else None
+
+    def drop(self) -> None:
+        """Hang up at once, the partial payload freed now (its budget goes to another)."""
+        MessageReceiver.connection_lost(self, ConnectionAbortedError("dropped by the budget"))
+        self.transport.abort()
+
+    # -- writing ----------------------------------------------------------------------------
+
     def pause_writing(self) -> None:
         self._write_paused = True
 

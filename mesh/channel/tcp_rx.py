@@ -1,49 +1,40 @@
 """The TCP transport's receiving side: tcp_wire's messages read with no user-space copy.
 
-Why not StreamReader: a 1 MiB message read with ``readexactly`` is copied twice more after
-the kernel's copy into the transport's ``recv`` bytes (``feed_data`` into the reader's
-bytearray, ``readexactly`` out of it); memmove was 12-16% of a storage holder's main-thread
-CPU during 64 MiB Pushes over 5 nodes (perf). As an ``asyncio.BufferedProtocol`` the
-transport calls ``sock.recv_into(get_buffer())``, so the kernel writes straight into our
-buffers:
-
-- headers and small messages land in a 64 KiB staging buffer, so a burst of small messages
-  still takes one ``recv`` (each is copied out into its own bytes);
-- a header announcing more than ``OWN_BUFFER_ABOVE`` bytes gets a payload buffer of exactly
-  that size: what already arrived behind the header is moved into it once (up to 64 KiB of
-  a 1 MiB message), and ``get_buffer`` offers the rest of it, so the remainder lands in place
-  and ``recv`` never reads past the message's end. That buffer is the reader's payload. It
-  is allocated uninitialised: a header announcing 64 MiB that never come costs address space,
-  not memory.
-
-Measured: 1 MiB messages over loopback (2 GiB, same sender) cost the receiving process 0.10
-ms of CPU per MiB against 0.17 with StreamReader; in 64 MiB Pushes over 5 nodes (6 interleaved
-pairs) memmove left the holders' main thread (under 0.3% of its samples), whose CPU per Push
-went from 16.7 to 13.9 ms, and a 64 MiB Get cost the reading node 122 ms of CPU against 133.
+Why not StreamReader: ``feed_data`` and ``readexactly`` copy each message twice more after the
+kernel's copy (memmove was 12-16% of a storage holder's main thread in 64 MiB Pushes). As an
+``asyncio.BufferedProtocol`` the kernel writes straight into our buffers (0.10 ms of CPU per
+MiB received against 0.17, docs/status.md): headers and small messages land in a 64 KiB
+staging buffer (a burst of them takes one ``recv``; each is copied out), and a header
+announcing more than ``OWN_BUFFER_ABOVE`` bytes gets an uninitialised buffer of exactly that
+size, which becomes the reader's payload: what arrived behind the header is moved into it
+once (at most 64 KiB), the rest lands in place, and ``recv`` never reads past its end.
 
 Before a connection has proved anything (tcp_preauth.py) the server sets a ``gate``: called
 with each message's kind, size and first ``GATE_PEEK`` payload bytes (a frame's session id)
-before any buffer is given to it, it raises FrameError to refuse the message unread. Without
-a gate (the client, an authenticated connection) parsing is as before.
+before any buffer is given to it, it raises FrameError to refuse the message unread. With a
+``charge`` (the listener's receive budget, tcp_budget.py) a payload over ``OWN_BUFFER_ABOVE``
+is charged from its header and first ``GATE_PEEK`` bytes until it is read; one that must
+wait leaves the transport paused until ``granted``. The client has neither.
 
-Complete messages wait in a queue for the connection's one reader; beyond ``QUEUE_BYTES`` or
-``QUEUE_MESSAGES`` unread, the transport stops reading until the reader is down to half that.
-Errors match ``tcp_wire.read_message`` (the reference reader, which tests' peers use):
-FrameError on an unknown kind or a payload over MAX_PAYLOAD, IncompleteReadError at EOF, the
-transport's exception when the connection is lost; each comes after the messages received
-before it.
+Complete messages wait in a queue for the connection's one reader; beyond ``QUEUE_BYTES``,
+``QUEUE_MESSAGES`` or ``QUEUE_SMALL_BYTES`` unread, the transport stops reading (and no payload
+buffer is allocated) until the reader is down to half that. Errors match
+``tcp_wire.read_message`` (the reference reader, which tests' peers use): FrameError on an
+unknown kind or a payload over MAX_PAYLOAD, IncompleteReadError at EOF, the transport's
+exception when the connection is lost; each comes after the messages received before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import ctypes
 from collections.abc import Callable
 from typing import cast
 
 from nacl._sodium import ffi  # type: ignore[import-not-found]
 
+from mesh.channel.session import _new_bytes
+from mesh.channel.tcp_budget import Charge
 from mesh.channel.tcp_wire import HEADER, KINDS, MAX_PAYLOAD
 from mesh.errors import FrameError
 
@@ -52,20 +43,17 @@ OWN_BUFFER_ABOVE = 16 * 1024    # larger payloads get their own buffer, so a par
 _MIN_RECV = 16 * 1024           # in staging is small; moved down when less room than this is left
 QUEUE_BYTES = 4 * 2**20         # unread payload bytes before pause_reading (StreamReader's limit)
 QUEUE_MESSAGES = 1024           # ... or unread messages (many tiny ones)
+QUEUE_SMALL_BYTES = 256 * 1024  # ... or unread bytes of small ones (not charged: tcp_budget.py)
 GATE_PEEK = 16                  # payload bytes a gate sees: a frame's session id (frames.py)
 
 # (kind, size, the payload's first min(size, GATE_PEEK) bytes); raises FrameError to refuse
 Gate = Callable[[int, int, bytes], None]
 
-# An uninitialised bytes object, as session.py makes its outputs: recv_into fills it before
-# anyone else sees it, and the reader gets an immutable bytes (Frame.decode's type) for free.
-_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-_new_bytes.restype = ctypes.py_object
-_new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-
 
 def _writable_bytes(size: int) -> tuple[bytes, memoryview]:
-    """A new bytes of ``size`` and a writable view of it (for size > 1: never a shared one)."""
+    """A new bytes of ``size`` and a writable view of it (for size > 1: never a shared one).
+    Uninitialised, as session.py makes its outputs: recv_into fills it before anyone sees it,
+    and the reader gets an immutable bytes (Frame.decode's type) for free."""
     payload = _new_bytes(None, size)
     return payload, memoryview(ffi.buffer(ffi.from_buffer(payload)))
 
@@ -81,12 +69,16 @@ class MessageReceiver(asyncio.BufferedProtocol):
         self._big_view = memoryview(b"")
         self._big_kind = self._big_have = 0
         self._messages: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._queued = 0                    # payload bytes in _messages
-        self._paused = False
+        self._queued = self._queued_small = 0     # payload bytes in _messages, in small ones
+        self._paused = False                # the queue is full
+        self._waiting = False               # the next payload waits for budget
+        self._stopped = False               # the transport is paused (either of the above)
         self._ended: BaseException | None = None   # raised once _messages is empty
         self._waiter: asyncio.Future[None] | None = None
         self.gate: Gate | None = None
         self._gated = False                 # the message at _start passed the gate
+        self.charge: Charge | None = None
+        self._granted = False               # ... and was granted budget after waiting
 
     # -- the transport's side -------------------------------------------------------------
 
@@ -143,11 +135,15 @@ class MessageReceiver(asyncio.BufferedProtocol):
                 self._waiter = None
         kind, payload = self._messages.popleft()
         self._queued -= len(payload)
-        if (self._paused and self._queued <= QUEUE_BYTES // 2
-                and len(self._messages) <= QUEUE_MESSAGES // 2):
+        if len(payload) <= OWN_BUFFER_ABOVE:
+            self._queued_small -= len(payload)
+        elif self.charge is not None:
+            self.charge.give()
+        if self._paused and not self._full(2):
             self._paused = False
-            if self._transport is not None:
-                self._transport.resume_reading()
+            self._set_reading()
+            if self._ended is None:
+                self._parse()                # a payload's header may wait in staging
         return kind, payload
 
     def at_eof(self) -> bool:
@@ -179,6 +175,16 @@ class MessageReceiver(asyncio.BufferedProtocol):
                     return
                 self._gated = True
             if size > OWN_BUFFER_ABOVE:              # received in place from here on
+                if self._paused or self._waiting:
+                    return
+                if self.charge is not None and not self._granted:
+                    if self._end - body < GATE_PEEK:
+                        return
+                    if not self.charge.take(kind, size, bytes(view[body:body + GATE_PEEK])):
+                        self._waiting = True
+                        self._set_reading()
+                        return
+                self._granted = False
                 have = min(self._end - body, size)
                 self._big, self._big_view = _writable_bytes(size)
                 self._big_view[:have] = view[body:body + have]
@@ -204,12 +210,25 @@ class MessageReceiver(asyncio.BufferedProtocol):
     def _deliver(self, kind: int, payload: bytes) -> None:
         self._messages.append((kind, payload))
         self._queued += len(payload)
-        if not self._paused and (self._queued > QUEUE_BYTES
-                                 or len(self._messages) > QUEUE_MESSAGES):
+        if len(payload) <= OWN_BUFFER_ABOVE:
+            self._queued_small += len(payload)
+        if not self._paused and self._full(1):
             self._paused = True
-            if self._transport is not None:
-                self._transport.pause_reading()
+            self._set_reading()
         self._wake()
+
+    def _full(self, part: int) -> bool:
+        return (self._queued > QUEUE_BYTES // part or len(self._messages) > QUEUE_MESSAGES // part
+                or self._queued_small > QUEUE_SMALL_BYTES // part)
+
+    def _set_reading(self) -> None:
+        stop = self._paused or self._waiting
+        if stop != self._stopped and self._transport is not None:
+            self._stopped = stop
+            if stop:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
 
     def _fail(self, exc: FrameError) -> None:
         self._start = self._end = 0

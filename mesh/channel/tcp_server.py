@@ -5,7 +5,8 @@ Why a second transport: a unary round trip over grpc.aio costs ~0.33 ms on this 
 connection (docs/channel.md, "Transports"); node-to-node calls are most of a forwarded function
 call and of a small Push. Keys, frames and handlers are the gRPC transport's; only the framing
 differs, and nothing read here is trusted before a frame authenticates. Until a connection
-has authenticated it is held to tcp_preauth.py's limits.
+has authenticated it is held to tcp_preauth.py's limits; large payloads, on any connection,
+to the listener's receive budget (tcp_budget.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.message import DecodeError
 
+from mesh.channel.admission import source_of
 from mesh.channel.frames import Frame
 from mesh.channel.server import Abort, ChannelServer
+from mesh.channel.tcp_budget import RxBudget, RxPolicy
 from mesh.channel.tcp_conn import Connection, start_server
 from mesh.channel.tcp_preauth import PendingConnections, PreAuthPolicy, PreAuthRefused
 from mesh.channel.tcp_wire import ABORT, CALL, HANDSHAKE, STREAM, encode_abort, write_message
@@ -39,11 +42,12 @@ class TcpListener:
 
     def __init__(self, server: ChannelServer, *, idle_timeout: float = IDLE_TIMEOUT_S,
                  max_connections: int = MAX_CONNECTIONS,
-                 pre_auth: PreAuthPolicy | None = None) -> None:
+                 pre_auth: PreAuthPolicy | None = None, receive: RxPolicy | None = None) -> None:
         self._server = server
         self._idle = idle_timeout
         self._max_connections = max_connections
         self.pending = PendingConnections(pre_auth or PreAuthPolicy(), server.knows_session)
+        self.budget = RxBudget(receive or RxPolicy(), server.session_peer)
         self.accepted = 0
         self.refused_connections = 0
         self._listener: asyncio.Server | None = None
@@ -80,6 +84,8 @@ class TcpListener:
             return
         self._connections.add(conn)
         self.pending.add(conn)
+        address = conn.get_extra_info("peername")
+        conn.charge = self.budget.account(conn, source_of(str(address[0]) if address else ""))
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._handlers.add(task)
         task.add_done_callback(lambda done: self._served(conn, done))
@@ -90,6 +96,8 @@ class TcpListener:
         self.pending.discard(conn)
         self._handlers.discard(task)
         conn.transport.abort()
+        if conn.charge is not None:
+            conn.charge.close()           # what it held or waited for goes back
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("TCP channel handler failed", exc_info=exc)
 
@@ -98,7 +106,8 @@ class TcpListener:
         peer, host = str(address), str(address[0]) if address else ""
         try:
             while await self._one_call(conn, peer, host):
-                await conn.drain()
+                async with asyncio.timeout(self._idle):     # a client that stopped reading
+                    await conn.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass                          # the client went away, or idled too long
         except PreAuthRefused as exc:     # answered unread; the rest is discarded as it comes

@@ -19,6 +19,7 @@ from mesh.channel.tcp_rx import (
     OWN_BUFFER_ABOVE,
     QUEUE_BYTES,
     QUEUE_MESSAGES,
+    QUEUE_SMALL_BYTES,
     MessageReceiver,
 )
 from mesh.channel.tcp_wire import (
@@ -248,11 +249,33 @@ async def test_a_waiting_reader_gets_the_message_or_the_end() -> None:
 def test_unread_messages_pause_reading_until_read(size: int, count: int) -> None:
     rx, transport = receiver()
     message = (CALL, os.urandom(size))
-    feed(rx, wire(*[message] * count))
-    assert transport.calls == ["pause"]       # once, however many more arrived
+    data, pos = wire(*[message] * count), 0
     for _ in range(count):
+        while pos < len(data) and transport.calls[-1:] != ["pause"]:   # as a transport reads
+            buf = rx.get_buffer(-1)
+            n = min(len(buf), len(data) - pos)
+            buf[:n] = data[pos:pos + n]
+            rx.buffer_updated(n)
+            pos += n
+        assert rx._queued <= max(QUEUE_BYTES, QUEUE_SMALL_BYTES + 2**16) + size
         assert read_now(rx) == message
-    assert transport.calls == ["pause", "resume"]
+    assert pos == len(data) and transport.calls[:2] == ["pause", "resume"]
+    assert transport.calls == ["pause", "resume"] * (len(transport.calls) // 2)
+
+
+def test_no_payload_buffer_is_allocated_while_the_queue_is_full() -> None:
+    """A large message's header that arrives while reading is paused waits in staging: its
+    buffer is allocated once the reader has made room (a transport may deliver what it had)."""
+    rx, transport = receiver()
+    big = (CALL, os.urandom(OWN_BUFFER_ABOVE * 2))
+    feed(rx, wire(*[(CALL, os.urandom(2**20))] * 5) + wire(big)[:HEADER.size + 100])
+    assert transport.calls == ["pause"] and rx._big is None
+    for _ in range(4):
+        read_now(rx)
+    assert transport.calls == ["pause", "resume"] and rx._big is not None
+    feed(rx, wire(big)[HEADER.size + 100:])
+    assert len(read_now(rx)[1]) == 2**20
+    assert read_now(rx) == big
 
 
 @st.composite
