@@ -4,6 +4,7 @@ their holders still have them; what ``FileStore.stat`` reports."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from mesh.errors import InvalidArgumentError, MeshError
 from proto import storage_pb2
@@ -34,16 +35,20 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
             holder = manifest.holder_of(s, i)
             if holder is not None:
                 by_holder.setdefault(holder, []).append((s, i))
-    present: dict[tuple[int, int], bool] = {}
-    found_at: dict[tuple[int, int], bytes] = {}
+    held: dict[tuple[int, int], list[bytes]] = {}       # (stripe, index) -> peers that have it
+    asked: dict[bytes, set[tuple[int, int]]] = {}
     reachable: dict[bytes, bool] = {}
     # a frozen holder is reported unreachable after the read tail (tail.py), not the 30 s
     # deadline, and a suspected one as soon as the others answered; a deep Stat re-hashes
     # everything, which takes as long as it takes
     tail = Tail(floor=3600.0, patient=True) if deep else read_tail(network, counters)
 
+    def hash_of(si: tuple[int, int]) -> bytes:
+        return bytes(body.stripes[si[0]].fragments[si[1]].hash)
+
     async def ask(holder: bytes, items: list[tuple[int, int]]) -> None:
-        hashes = list(dict.fromkeys(bytes(body.stripes[s].fragments[i].hash) for s, i in items))
+        asked.setdefault(holder, set()).update(items)
+        hashes = list(dict.fromkeys(hash_of(si) for si in items))
         try:
             client = await network.client(holder)
             answer = await tail.call(holder, lambda: client.has_fragments(hashes, deep))
@@ -51,33 +56,41 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
         except MeshError:
             answer, reachable[holder] = [False] * len(hashes), False
         have = {h for h, ok in zip(hashes, answer, strict=True) if ok}
-        for s, i in items:
-            if bytes(body.stripes[s].fragments[i].hash) in have:
-                present[(s, i)] = True
-                found_at.setdefault((s, i), holder)
+        for si in items:
+            if hash_of(si) in have and holder not in held.get(si, []):
+                held.setdefault(si, []).append(holder)
 
-    await asyncio.gather(*(ask(h, items) for h, items in by_holder.items()))
     n = body.k + body.m
-    # Repair, drain and rebalance move fragments without re-signing the manifest (they cannot):
-    # a fragment not at its recorded holder is looked for where they put it, on the peers
-    # closest to the placement key (storage/healing/locate.py), as readers do.
-    rest = [(s, i) for s, stripe in enumerate(body.stripes)
-            for i in range(len(stripe.fragments)) if not present.get((s, i))]
-    if rest:
-        ranked = await network.closest(bytes(body.placement_key), n + min(n, 8))  # locate.spare
-        asked = {p: set(items) for p, items in by_holder.items()}
-        again = {p: [si for si in rest if si not in asked.get(p, ())]
+    ranked: list[bytes] = []
+
+    async def search(slots: list[tuple[int, int]]) -> None:
+        """Ask the peers repair, drain and rebalance place fragments on (the closest to the
+        placement key, storage/healing/locate.py) and the recorded holders about ``slots``:
+        they move fragments without re-signing the manifest (they cannot)."""
+        if not slots:
+            return
+        if not ranked:
+            ranked.extend(await network.closest(bytes(body.placement_key), n + min(n, 8)))
+        again = {p: [si for si in slots if si not in asked.get(p, ())]
                  for p in dict.fromkeys([*ranked, *body.holders]) if reachable.get(p, True)}
         await asyncio.gather(*(ask(p, items) for p, items in again.items() if items))
+
+    await asyncio.gather(*(ask(h, items) for h, items in by_holder.items()))
+    rows = [[(s, i) for i in range(len(stripe.fragments))]
+            for s, stripe in enumerate(body.stripes)]
+    await search([si for row in rows for si in row if not held.get(si)])
+    # every fragment there but seemingly sharing a peer: rebalance keeps the recorded
+    # holder's copy after moving one, so look for the other copies before saying so
+    await search([si for row in rows if _complete(row, held) and not _spread(row, held, hash_of)
+                  for si in row])
     ok = degraded = lost = crowded = 0
-    for s, stripe in enumerate(body.stripes):
-        count = sum(present.get((s, i), False) for i in range(n))
+    for row in rows:
+        count = sum(1 for si in row if held.get(si))
         if count >= n:
             ok += 1
-            # every fragment is there, but on fewer peers than it has distinct fragments (a
-            # mesh smaller than k+m): losing one peer loses more than one fragment
-            blobs = {bytes(f.hash) for f in stripe.fragments}
-            crowded += len({found_at.get((s, i)) for i in range(n)}) < len(blobs)
+            # on fewer peers than it has distinct fragments (a mesh smaller than k+m):
+            # losing one peer loses more than one fragment
+            crowded += not _spread(row, held, hash_of)
         elif count >= body.k:
             degraded += 1
         else:
@@ -85,14 +98,13 @@ async def file_health(network: Network, manifest: Manifest, key: bytes | None,
     fragments = []
     for i in range(n):
         # the peer holding most of index i's fragments now (else the recorded one)
-        holders = [found_at.get((s, i)) or manifest.holder_of(s, i)
+        holders = [held[(s, i)][0] if held.get((s, i)) else manifest.holder_of(s, i)
                    for s in range(len(body.stripes))]
         holder = max(set(holders), key=holders.count) if holders else None
         fragments.append(FragmentHealth(
             i, holder, network.address(holder) if holder else "",
             reachable.get(holder, False) if holder else False,
-            bool(holders) and all(present.get((s, i), False)
-                                  for s in range(len(body.stripes)))))
+            bool(holders) and all(held.get((s, i)) for s in range(len(body.stripes)))))
     health = ("unrecoverable" if lost else "degraded" if degraded
               else "under-replicated" if crowded else "healthy")
     if not body.stripes:
@@ -124,3 +136,28 @@ def _same_file(signed: storage_pb2.SignedManifest, file_id: str) -> bool:
         return verify_manifest(signed).file_id == file_id
     except InvalidArgumentError:
         return False
+
+
+def _complete(row: list[tuple[int, int]], held: dict[tuple[int, int], list[bytes]]) -> bool:
+    return all(held.get(si) for si in row)
+
+
+def _spread(row: list[tuple[int, int]], held: dict[tuple[int, int], list[bytes]],
+            hash_of: Callable[[tuple[int, int]], bytes]) -> bool:
+    """Whether each distinct fragment of a stripe has a peer of its own among its copies (a
+    bipartite matching, Kuhn's augmenting paths; equal fragments are one blob)."""
+    candidates: dict[bytes, set[bytes]] = {}
+    for si in row:
+        candidates.setdefault(hash_of(si), set()).update(held.get(si, []))
+    owner: dict[bytes, bytes] = {}                # peer -> blob it is matched to
+
+    def place(blob: bytes, seen: set[bytes]) -> bool:
+        for peer in candidates[blob]:
+            if peer not in seen:
+                seen.add(peer)
+                if peer not in owner or place(owner[peer], seen):
+                    owner[peer] = blob
+                    return True
+        return False
+
+    return all(place(blob, set()) for blob in candidates)

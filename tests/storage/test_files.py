@@ -191,6 +191,28 @@ async def test_stat_of_a_file_on_fewer_peers_than_fragments_says_under_replicate
     assert (await files.stat(r.cid, alice)).health == "degraded"
 
 
+async def test_stat_looks_further_before_calling_a_stripe_crowded(tmp_path: Path) -> None:
+    """After churn: repair put fragment b on a's holder P (b's recorded holder is gone), and
+    rebalance then moved a on to a free peer Q, keeping P's copy (the recorded one). P alone
+    seems to hold both; the copy on Q spreads them, and Stat must find it."""
+    net = FakeNetwork(tmp_path, 7)
+    files = FileStore(net)
+    alice = _user()
+    r = await files.push_bytes(os.urandom(50_000), alice, SMALL)        # one stripe
+    manifest = (await files.resolve(r.cid, alice))[0]
+    a, b = (manifest.body.stripes[0].fragments[i] for i in (0, 1))
+    p_, gone = (manifest.body.holders[f.holder] for f in (a, b))
+    q = next(x for x in net.handlers if x not in manifest.body.holders)
+    b_data = net.handlers[gone].fragments.get(b.hash.hex())
+    a_data = net.handlers[p_].fragments.get(a.hash.hex())
+    assert b_data is not None and a_data is not None
+    net.handlers[p_].fragments.put(b_data, manifest.file_id, 1)
+    net.down.add(gone)
+    assert (await files.stat(r.cid, alice)).health == "under-replicated"   # P has a and b
+    net.handlers[q].fragments.put(a_data, manifest.file_id, 0)
+    assert (await files.stat(r.cid, alice)).health == "healthy"
+
+
 async def test_private_public_readers(net: FakeNetwork) -> None:
     files = FileStore(net)
     alice, bob, carol = _user(), _user(), _user()
