@@ -13,6 +13,7 @@
     │   ├── UnavailableError     peer unreachable or overloaded
     │   ├── DeadlineExceededError
     │   └── ResourceExhaustedError
+    │       └── ReplyTooLargeError   this node refused a reply over the call's max_reply
     └── DHTError                 a DHT operation reached no live peer / stored nowhere
 
 PeerCallError subclasses carry a ``grpc.StatusCode`` so servicers can map them straight to
@@ -85,6 +86,15 @@ class DeadlineExceededError(PeerCallError):
 
 class ResourceExhaustedError(PeerCallError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class ReplyTooLargeError(ResourceExhaustedError):
+    """This node refused a peer's reply over the call's ``max_reply`` (mesh/channel/
+    reply_cap.py): no status the peer sent. ``unread``: refused at its header, not received."""
+
+    def __init__(self, message: str, *, size: int, cap: int, unread: bool) -> None:
+        super().__init__(message)
+        self.size, self.cap, self.unread = size, cap, unread
 
 
 class FailedPreconditionError(PeerCallError):

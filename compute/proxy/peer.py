@@ -22,6 +22,7 @@ from mesh.errors import (
     InvalidArgumentError,
     MeshError,
     PeerCallError,
+    ReplyTooLargeError,
     ResourceExhaustedError,
     UnavailableError,
 )
@@ -42,6 +43,10 @@ MAX_REPLY_HEADER_BYTES = 100 * 1024
 MAX_REPLY_URL_CHARS = 8 * 1024
 MAX_RESOLVE_RECORDS = 256
 MAX_RECORD_VALUE_CHARS = 4 * 1024
+# The most reply bytes the channel takes for them (PeerChannel.unary's max_reply; over TCP a
+# larger reply is refused at its header, unread): the caps above plus protobuf framing (a
+# record's value is ≤ 4 UTF-8 bytes a character; its type, TTL and tags fit in 64).
+RESOLVE_REPLY_CAP = MAX_RESOLVE_RECORDS * (4 * MAX_RECORD_VALUE_CHARS + 64) + 4096
 # A peer whose answer was refused is asked last for this long: candidates are ranked by XOR to
 # the domain, so without it a hostile peer nearest a domain failed every request for it.
 SHUNNED_S = 600.0
@@ -85,7 +90,7 @@ class PeerProxy:
         self.clock = clock
         self.shunned: dict[bytes, float] = {}       # node id -> until (clock)
         self.stats = {"served_resolve": 0, "served_http": 0, "forwarded": 0,
-                      "refused_answers": 0}
+                      "refused_answers": 0, "refused_unread": 0}   # over max_reply, at the header
 
     def _refused(self, node_id: bytes) -> None:
         """Count a refused answer; its peer is asked last for SHUNNED_S."""
@@ -157,7 +162,11 @@ class PeerProxy:
         return peers
 
     async def _call(self, topic: str, method: str, body: bytes, timeout: float,
-                    only: frozenset[bytes] | None = None) -> tuple[bytes, bytes]:
+                    only: frozenset[bytes] | None, max_reply: int, cap: str
+                    ) -> tuple[bytes, bytes]:
+        """The first peer's answer of at most ``max_reply`` bytes (``cap`` says which cap, in
+        the error); a peer whose channel failed is replaced by the next, up to MAX_PEER_TRIES.
+        A larger answer is a refused one and not retried: the peer may have acted on it."""
         last: MeshError = UnavailableError(
             "no peer of the pool serves proxy requests" if only is None else
             "no live peer the request's header secrets are sealed to serves proxy requests "
@@ -170,9 +179,15 @@ class PeerProxy:
             node_id = record.node_id
             try:
                 reply = await self.service.ctx.peer(record).unary(
-                    method, body, timeout=timeout)
+                    method, body, timeout=timeout, max_reply=max_reply)
                 self.stats["forwarded"] += 1
                 return node_id, reply
+            except ReplyTooLargeError as exc:
+                self._refused(node_id)
+                self.stats["refused_unread"] += int(exc.unread)
+                raise ResourceExhaustedError(
+                    f"peer {node_id.hex()[:16]} answered with {exc.size} bytes, over {cap}; "
+                    f"refused{' unread' if exc.unread else ''}") from None
             except (FailedPreconditionError, UnavailableError) as exc:
                 last = exc
             except PeerCallError:
@@ -185,7 +200,8 @@ class PeerProxy:
     async def resolve(self, domain: str, record_type: str, worker: str) -> Answer:
         body = proxy_pb2.ResolveRequest(domain=domain, record_type=record_type,
                                         worker=worker).SerializeToString()
-        node_id, raw = await self._call(domain, "proxy.Resolve", body, 10.0)
+        node_id, raw = await self._call(domain, "proxy.Resolve", body, 10.0, None,
+                                        RESOLVE_REPLY_CAP, "this node's cap for DNS records")
         peer = node_id.hex()[:16]
         reply = proxy_pb2.ResolveReply()
         try:
@@ -212,16 +228,13 @@ class PeerProxy:
         topic = req.url.split("/")[2] if req.url.count("/") >= 2 else req.url
         timeout = req.timeout if 0 < req.timeout <= self.service.policy.max_timeout_s \
             else self.service.policy.max_timeout_s
-        node_id, raw = await self._call(topic, "proxy.Http", msg.SerializeToString(),
-                                        timeout + 5.0, req.peers)
+        node_id, raw = await self._call(      # a larger reply is refused by the channel
+            topic, "proxy.Http", msg.SerializeToString(), timeout + 5.0, req.peers,
+            max_bytes + MAX_REPLY_HEADER_BYTES + MAX_REPLY_URL_CHARS + 16 * MAX_REPLY_HEADERS
+            + 4096, f"this node's cap of {max_bytes} for a body")     # + protobuf framing
         peer = node_id.hex()[:16]
         reply = proxy_pb2.HttpReply()
         try:
-            if len(raw) > (max_bytes + MAX_REPLY_HEADER_BYTES + MAX_REPLY_URL_CHARS
-                           + 16 * MAX_REPLY_HEADERS + 4096):     # + protobuf framing
-                raise ResourceExhaustedError(      # not even parsed
-                    f"peer {peer} answered with {len(raw)} bytes, over this node's cap of "
-                    f"{max_bytes} for a body; refused")
             _parse(reply, raw, peer)
             check_http_reply(reply, max_bytes, peer)
         except (ResourceExhaustedError, UnavailableError):

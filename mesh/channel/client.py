@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from mesh.channel import allocator
+from mesh.channel import allocator, reply_cap
 from mesh.channel.frames import Body, Frame, decode_reply, encode_envelope
 from mesh.channel.handshake import ClientHandshake
 from mesh.channel.hedge import hedged
@@ -110,43 +110,48 @@ class PeerChannel:
             self._session = None
 
     async def unary(self, method: str, body: Body, *, timeout: float | None = None,
-                    hedge_after: float | None = None) -> bytes:
+                    hedge_after: float | None = None, max_reply: int | None = None) -> bytes:
         """One sealed request, one sealed reply; raises the peer's error as PeerCallError.
 
         ``hedge_after`` (idempotent methods only: the peer may run both): with no answer by
         then, the request goes out again as a new call, on another connection over TCP, and
         the first answer wins (hedge.py). A connection stuck in TCP retransmission backoff
         held single stores for 8-19 s under 20% loss while new calls got through.
+
+        ``max_reply``: the most bytes of reply body this caller takes; a larger reply raises
+        ReplyTooLargeError (over TCP refused at its header, unread: reply_cap.py).
         """
         return bytes(await self.unary_view(method, body, timeout=timeout,
-                                           hedge_after=hedge_after))
+                                           hedge_after=hedge_after, max_reply=max_reply))
 
     async def unary_view(self, method: str, body: Body, *, timeout: float | None = None,
-                         hedge_after: float | None = None) -> memoryview:
+                         hedge_after: float | None = None,
+                         max_reply: int | None = None) -> memoryview:
         """``unary``'s reply body as a view into the opened frame: a fetched fragment is not
         copied out of it (a view keeps the frame's plaintext alive while it is held)."""
         if hedge_after is None:
-            return await self._unary(method, body, timeout)
+            return await self._unary(method, body, timeout, max_reply)
         loop = asyncio.get_running_loop()
         limit = timeout or self._pool.timeouts.call
         deadline = None if limit is None else loop.time() + limit
 
         def attempt() -> Coroutine[Any, Any, memoryview]:
             left = None if deadline is None else max(0.001, deadline - loop.time())
-            return self._unary(method, body, left)
+            return self._unary(method, body, left, max_reply)
 
         def counted() -> None:
             self._pool.hedged_calls += 1
         return await hedged(attempt, hedge_after, on_hedge=counted)
 
-    async def _unary(self, method: str, body: Body, timeout: float | None) -> memoryview:
+    async def _unary(self, method: str, body: Body, timeout: float | None,
+                     max_reply: int | None) -> memoryview:
         for attempt in (0, 1):
             session = await self._ensure_session()
             call_id = session.new_call_id()
             envelope = encode_envelope(method, body)
             try:
                 resp = await self._link.call(session.seal(call_id, 0, True, envelope),
-                                             timeout or self._pool.timeouts.call)
+                                             timeout or self._pool.timeouts.call, max_reply)
             except LinkError as exc:
                 if exc.code == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
                     self._forget(session)    # server lost or expired the session: re-key once
@@ -154,9 +159,12 @@ class PeerChannel:
                 raise self._failed(exc) from exc
             except LinkClosed as exc:
                 raise self._closed(exc) from exc
+            except reply_cap.ReplyOverCap as exc:   # the connection is closed, not the session
+                raise reply_cap.refused(exc, self.address) from None
             if not resp.final:
                 raise FrameError("unary reply is not a single final frame")
-            return _unwrap(session.open(resp, call_id, 0))
+            return reply_cap.check_body(_unwrap(session.open(resp, call_id, 0)), max_reply,
+                                        self.address)
         raise AssertionError("unreachable")
 
     async def stream(self, method: str, body: bytes, chunks: AsyncIterable[bytes] | None = None,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
+from mesh.channel import reply_cap
 from mesh.channel.frames import Frame
 from proto import peer_pb2
 
@@ -81,9 +82,13 @@ class GrpcLink:
             response: peer_pb2.HandshakeResponse = await self._handshake(request, timeout=timeout)
         return response
 
-    async def call(self, frame: Frame, timeout: float | None) -> Frame:
+    async def call(self, frame: Frame, timeout: float | None,
+                   max_reply: int | None = None) -> Frame:
+        """grpc has no per-call receive limit: a reply over ``max_reply`` (reply_cap.py) is
+        received whole (up to MAX_MESSAGE_BYTES) and refused here, before it is opened."""
         with self._translated():
             reply: Frame = await self._call(frame, timeout=timeout)
+        reply_cap.check_frame(reply, max_reply)
         return reply
 
     async def stream(self, frames: AsyncIterator[Frame],

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.message import DecodeError
 
+from mesh.channel import reply_cap
 from mesh.channel.frames import Frame
 from mesh.channel.hedge import hedged
 from mesh.channel.links import LinkClosed, LinkError
@@ -42,6 +43,7 @@ class TcpLink:
         self._is_closed = False
         self._draining: set[asyncio.Task[None]] = set()
         self.hedged_connects = 0
+        self.refused_replies = 0       # over their call's max_reply, at the header (unread)
 
     async def _take(self) -> tuple[Connection, bool]:
         while self._idle:
@@ -75,6 +77,7 @@ class TcpLink:
 
     def _give_back(self, conn: Connection, reusable: bool) -> None:
         self._busy.discard(conn)
+        conn.gate = None                  # a call's reply cap ends with its call
         if reusable and not self._is_closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
@@ -85,10 +88,11 @@ class TcpLink:
             return LinkClosed("link closed")
         return LinkError(grpc.StatusCode.UNAVAILABLE, f"connection to the peer lost ({exc!r})")
 
-    async def _exchange(self, kind: int, payload: bytes, timeout: float | None) -> bytes:
+    async def _exchange(self, kind: int, payload: bytes, timeout: float | None,
+                        max_reply: int | None = None) -> bytes:
         try:
             async with asyncio.timeout(timeout):     # connecting included
-                got, body = await self._send_and_read(kind, payload)
+                got, body = await self._send_and_read(kind, payload, max_reply)
         except TimeoutError as exc:
             raise LinkError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from exc
         if got == ABORT:
@@ -98,11 +102,16 @@ class TcpLink:
             raise LinkError(grpc.StatusCode.DATA_LOSS, f"answer of kind {got} to kind {kind}")
         return body
 
-    async def _send_and_read(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+    async def _send_and_read(self, kind: int, payload: bytes,
+                             max_reply: int | None) -> tuple[int, bytes]:
+        """With ``max_reply``, a reply announced over it is refused at its header, unread
+        (reply_cap.py), and its connection closed; the gate is set before the request goes
+        out (the answer may arrive during ``drain``)."""
         for attempt in (0, 1):
             conn, reused = await self._take()
             reusable = sent = handed_off = False
             try:
+                conn.gate = None if max_reply is None else reply_cap.gate(max_reply)
                 write_message(conn, kind, payload)
                 await conn.drain()
                 sent = True
@@ -118,6 +127,9 @@ class TcpLink:
                 if reused and attempt == 0 and not self._is_closed:
                     continue             # the peer closed an idle connection: use a new one
                 raise self._lost(exc) from exc
+            except reply_cap.ReplyOverCap:
+                self.refused_replies += 1
+                raise
             except FrameError as exc:
                 raise LinkError(grpc.StatusCode.DATA_LOSS, str(exc)) from exc
             finally:
@@ -128,7 +140,9 @@ class TcpLink:
     def _drain_later(self, conn: Connection) -> None:
         """Keep a connection whose call was abandoned after its request went out: read the
         late answer in the background, then pool it. Opening a new connection instead costs a
-        TCP handshake, whose lost SYN waits a whole second (hedged reads cancel calls often)."""
+        TCP handshake, whose lost SYN waits a whole second (hedged reads cancel calls often).
+        The gate stays for that read: the late answer is the abandoned call's, held to its cap
+        (one over it closes the connection); ``_give_back`` clears it before any reuse."""
         self._busy.discard(conn)
         task = asyncio.get_running_loop().create_task(self._drain(conn))
         self._draining.add(task)
@@ -154,8 +168,9 @@ class TcpLink:
         except DecodeError as exc:
             raise LinkError(grpc.StatusCode.UNAUTHENTICATED, "malformed handshake response") from exc
 
-    async def call(self, frame: Frame, timeout: float | None) -> Frame:
-        body = await self._exchange(CALL, frame.encode(), timeout)
+    async def call(self, frame: Frame, timeout: float | None,
+                   max_reply: int | None = None) -> Frame:
+        body = await self._exchange(CALL, frame.encode(), timeout, max_reply)
         try:
             return Frame.decode(body)
         except FrameError as exc:

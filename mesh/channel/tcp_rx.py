@@ -14,7 +14,7 @@ with each message's kind, size and first ``GATE_PEEK`` payload bytes (a frame's 
 before any buffer is given to it, it raises FrameError to refuse the message unread. With a
 ``charge`` (the listener's receive budget, tcp_budget.py) a payload over ``OWN_BUFFER_ABOVE``
 is charged from its header and first ``GATE_PEEK`` bytes until it is read; one that must
-wait leaves the transport paused until ``granted``. The client has neither.
+wait leaves the transport paused until ``granted``. A client sets a gate per call (reply_cap.py).
 
 Complete messages wait in a queue for the connection's one reader; beyond ``QUEUE_BYTES``,
 ``QUEUE_MESSAGES`` or ``QUEUE_SMALL_BYTES`` unread, the transport stops reading (and no payload

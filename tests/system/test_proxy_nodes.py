@@ -13,9 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from compute.proxy.peer import RESOLVE_REPLY_CAP
 from compute.proxy.service import ProxyService
-from mesh.channel import Caller
-from mesh.errors import NotFoundError
+from mesh.channel import Caller, tcp_rx
+from mesh.errors import NotFoundError, ResourceExhaustedError
 from proto import proxy_pb2, proxy_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 from taskworker.api_auth import aio_channel
 from taskworker.node import Node, NodeConfig
@@ -171,12 +172,32 @@ async def test_secret_read_on_another_node_and_http_through_a_peer(
     assert len(http_server.hits) == hits + 2
 
 
+class Allocations:
+    """The payload buffers the channel's TCP receivers allocate in this process (tcp_rx):
+    one per received message over 16 KiB, of its size (the nodes' replies are small)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        real = tcp_rx._writable_bytes
+
+        def allocate(size: int) -> tuple[bytes, memoryview]:
+            self.sizes.append(size)
+            return real(size)
+        monkeypatch.setattr(tcp_rx, "_writable_bytes", allocate)
+
+    def largest(self) -> int:
+        return max(self.sizes, default=0)
+
+
 async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
-        nodes: list[Node]) -> None:
+        nodes: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
     """Nodes 0 and 1 serve ``proxy.Http`` for node 2 (--proxy-via-peers); both are made
     hostile in process (their handler replaced by one that answers what the test says).
     Before, node 2 handed the function whatever a peer answered, up to the channel's 64 MiB
-    frame, whatever its own cap; now each bad answer is a clear error and nothing of it."""
+    frame, whatever its own cap; now each bad answer is a clear error and nothing of it. An
+    answer over the cap is refused at its header (the call's max_reply), before node 2
+    allocates or receives it: before, the 16 MiB answer was received whole, then refused."""
+    allocations = Allocations(monkeypatch)
     far = proxy_of(nodes[2])
     cap = far.policy.max_response_bytes
     url = "http://api.test/echo"
@@ -186,7 +207,7 @@ async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
                                                           body=b"x" * (cap + 1)),
                                       "body of 1048577 bytes, over this node's cap"),
         "a body of 16 MiB": (proxy_pb2.HttpReply(status=200, url=url, body=b"y" * 2**24),
-                             "over this node's cap of 1048576"),
+                             "over this node's cap of 1048576 for a body; refused unread"),
         "5,000 headers": (proxy_pb2.HttpReply(status=200, url=url, headers=[
             header(name=f"x-{i}", value="v") for i in range(5000)]), "5000 headers"),
         "a 128 KiB header": (proxy_pb2.HttpReply(status=200, url=url, headers=[
@@ -210,16 +231,49 @@ async def test_a_hostile_proxy_peer_s_answer_is_held_to_the_origin_s_caps(
     host = far.host_for("weather", "forecast")
     for what, (reply, reason) in bad.items():
         answer[:] = [reply if isinstance(reply, bytes) else reply.SerializeToString()]
+        allocations.sizes.clear()
         with pytest.raises(RuntimeError, match=reason) as info:
             await host.call_external_api(url, "GET", None, None, 5.0)
         assert len(str(info.value)) < 300, what                # a reason, not the answer
         assert str(info.value).startswith("peer "), what       # naming the peer
+        assert allocations.largest() < 2 * cap, what           # nothing over the cap held
     assert len(served) == len(bad)          # one peer asked per call: a refusal, not a retry
     assert far.peers.stats["refused_answers"] == len(bad)
+    assert far.status()["peer"]["refused_unread"] == 1     # the 16 MiB one, at its header
     answer[:] = [proxy_pb2.HttpReply(status=200, url=url, body=b"x" * cap, headers=[
         header(name="content-type", value="text/plain")]).SerializeToString()]
     resp = await host.call_external_api(url, "GET", None, None, 5.0)   # at the cap: handed
     assert resp["status"] == 200 and len(resp["body"]) == cap
+
+
+async def test_a_hostile_proxy_peer_s_oversized_dns_answer_is_refused_unread(
+        nodes: list[Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``proxy.Resolve`` answers are capped at MAX_RESOLVE_RECORDS records of at most
+    MAX_RECORD_VALUE_CHARS: one of 8 MiB is refused at its header, before node 2 holds it,
+    and not asked of another peer; one at the caps is taken."""
+    allocations = Allocations(monkeypatch)
+    far = proxy_of(nodes[2])
+    served: list[bytes] = []
+    records = [2048]
+
+    async def hostile(caller: Caller, body: bytes) -> bytes:
+        served.append(caller.node_id)
+        return proxy_pb2.ResolveReply(records=[
+            proxy_pb2.Record(type="TXT", value="v" * 4096, ttl=60)] * records[0],
+            source="upstream").SerializeToString()
+
+    for node in nodes[:2]:
+        assert node.ctx is not None
+        node.ctx.channel_server.handle("proxy.Resolve", hostile)
+    with pytest.raises(ResourceExhaustedError, match="for DNS records; refused unread") as info:
+        await far.peers.resolve("api.test", "TXT", "weather")
+    assert str(info.value).startswith("peer ") and len(str(info.value)) < 300
+    assert allocations.largest() < RESOLVE_REPLY_CAP < 2**23
+    assert len(served) == 1 and far.status()["peer"]["refused_unread"] == 1
+    assert far.peers.stats["refused_answers"] == 1
+    records[0] = 256                                          # at the caps: taken
+    answer = await far.peers.resolve("api.test", "TXT", "weather")
+    assert len(answer.records) == 256
 
 
 async def test_a_peer_whose_answer_was_refused_is_asked_last(
