@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -46,13 +45,6 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.listener.stop()
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[ChannelPool]:
-    p = ChannelPool(Identity.generate())
-    yield p
-    await p.close()
 
 
 @pytest.fixture

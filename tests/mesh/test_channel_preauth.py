@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -46,13 +46,6 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.listener.stop()
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[ChannelPool]:
-    p = ChannelPool(Identity.generate())
-    yield p
-    await p.close()
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-
-import pytest
+from collections.abc import Callable
 
 from mesh.channel import Caller, ChannelPool, ChannelServer, tcp_rx
 from mesh.channel.frames import encode_envelope
@@ -68,13 +66,6 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.listener.stop()
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[ChannelPool]:
-    p = ChannelPool(Identity.generate())
-    yield p
-    await p.close()
 
 
 async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:

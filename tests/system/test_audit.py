@@ -13,6 +13,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from proto import storage_pb2, taskworker_pb2, taskworker_pb2_grpc
 from storage.manifest import manifest_key
@@ -64,26 +65,52 @@ async def make_liar(cluster: NodeCluster, index: int, env: dict[str, str] = LIAR
     return liar
 
 
+async def healthy_files(cluster: NodeCluster, seed: int
+                        ) -> tuple[dict[str, bytes], dict[str, storage_pb2.ManifestBody],
+                                   list[bytes]]:
+    """12 public files pushed and fully placed: their bytes, manifests and the nodes' ids."""
+    files = await push_files(cluster, 12, seed=seed)
+    bodies = manifests(cluster.nodes)
+    await wait_healthy(bodies, cluster, HEAL_BOUND_S)
+    ids = {bytes.fromhex(p.node_id) for i in (0, 1) for p in (await cluster.peers_of(i)).peers}
+    by_prefix = {p.hex()[:16]: p for p in ids}
+    return files, bodies, [by_prefix[n.node_id_prefix] for n in cluster.nodes]
+
+
+def led_by_others(bodies: dict[str, storage_pb2.ManifestBody], node_ids: list[bytes],
+                  holder: bytes) -> dict[str, storage_pb2.ManifestBody]:
+    """Files led by another node that ``holder`` holds fragments of (a node does not audit
+    itself: its own files stay as it says)."""
+    return {cid: b for cid, b in bodies.items() if leader(cid, node_ids) != holder
+            and holder in [bytes(h) for h in b.holders]}
+
+
+async def repair_status(cluster: NodeCluster) -> list[dict[str, Any]]:
+    """Every node's Status ``services.repair``."""
+    out = []
+    for i in range(len(cluster.nodes)):
+        doc = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
+            taskworker_pb2.StatusRequest(), timeout=10)
+        out.append(json.loads(doc.json)["services"]["repair"])
+    return out
+
+
+def failed_holders(status: list[dict[str, Any]]) -> dict[str, int]:
+    failed: dict[str, int] = {}
+    for repair in status:
+        for peer, count in repair["audit_failed_holders"].items():
+            failed[peer] = failed.get(peer, 0) + count
+    return failed
+
+
 async def test_a_holder_lying_about_dropped_fragments_is_audited_and_repaired(
         tmp_path: Path) -> None:
     extra = [*FAST, "--audit-rate", AUDIT_RATE]
     async with NodeCluster(tmp_path, 7, extra=extra) as cluster:
-        files = await push_files(cluster, 12, seed=21)
-        bodies = manifests(cluster.nodes)
-        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
-        ids = {bytes.fromhex(p.node_id) for i in (0, 1) for p in (await cluster.peers_of(i)).peers}
-        by_prefix = {p.hex()[:16]: p for p in ids}
-        node_ids = [by_prefix[n.node_id_prefix] for n in cluster.nodes]
-
-        def watched(liar_id: bytes) -> dict[str, storage_pb2.ManifestBody]:
-            """Files led by an honest node that the liar holds fragments of (a liar does not
-            audit itself: its own files stay as it says)."""
-            return {cid: b for cid, b in bodies.items() if leader(cid, node_ids) != liar_id
-                    and liar_id in [bytes(h) for h in b.holders]}
-
-        index = max(range(1, 7), key=lambda i: len(watched(node_ids[i])))
+        files, bodies, node_ids = await healthy_files(cluster, 21)
+        index = max(range(1, 7), key=lambda i: len(led_by_others(bodies, node_ids, node_ids[i])))
         liar_id = node_ids[index]
-        mine = watched(liar_id)
+        mine = led_by_others(bodies, node_ids, liar_id)
         assert mine
         # copies only the liar has, which it is about to lose (checked before: the leaders'
         # audits may rebuild them all before the restarted liar is seen converged)
@@ -93,14 +120,10 @@ async def test_a_holder_lying_about_dropped_fragments_is_audited_and_repaired(
         took = await wait_healthy(mine, cluster, HEAL_BOUND_S)
         print(f"{missing} lied-about fragments rebuilt in {took:.1f}s")
         assert not fragments_on(cluster.nodes[index])   # rebuilt elsewhere, not on the liar
-        failed: dict[str, int] = {}
-        for i in range(7):
-            doc = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
-                taskworker_pb2.StatusRequest(), timeout=10)
-            repair = json.loads(doc.json)["services"]["repair"]
+        status = await repair_status(cluster)
+        for repair in status:
             assert repair["audits"] >= repair["audit_failures"]
-            for peer, count in repair["audit_failed_holders"].items():
-                failed[peer] = failed.get(peer, 0) + count
+        failed = failed_holders(status)
         assert set(failed) == {liar_id.hex()[:16]}, failed   # only the liar failed audits
         await check_gets(cluster, 0, files)
 
@@ -112,19 +135,9 @@ async def test_a_holder_that_keeps_fragments_but_never_serves_them_is_audited_an
     rebuilt elsewhere. Without the strikes it only ever counts as slow (this test times out)."""
     extra = [*FAST, "--audit-rate", AUDIT_RATE]
     async with NodeCluster(tmp_path, 7, extra=extra) as cluster:
-        files = await push_files(cluster, 12, seed=22)
-        bodies = manifests(cluster.nodes)
-        await wait_healthy(bodies, cluster, HEAL_BOUND_S)
-        ids = {bytes.fromhex(p.node_id) for i in (0, 1) for p in (await cluster.peers_of(i)).peers}
-        by_prefix = {p.hex()[:16]: p for p in ids}
-        node_ids = [by_prefix[n.node_id_prefix] for n in cluster.nodes]
-
-        def led_by_others(holder: bytes) -> dict[str, storage_pb2.ManifestBody]:
-            return {cid: b for cid, b in bodies.items() if leader(cid, node_ids) != holder
-                    and holder in [bytes(h) for h in b.holders]}
-
-        index = max(range(1, 7), key=lambda i: len(led_by_others(node_ids[i])))
-        mine = led_by_others(node_ids[index])
+        files, bodies, node_ids = await healthy_files(cluster, 22)
+        index = max(range(1, 7), key=lambda i: len(led_by_others(bodies, node_ids, node_ids[i])))
+        mine = led_by_others(bodies, node_ids, node_ids[index])
         assert mine
         withheld = await make_liar(cluster, index, WITHHOLDER_ENV, drop=False)
         kept = fragments_on(withheld)
@@ -140,15 +153,8 @@ async def test_a_holder_that_keeps_fragments_but_never_serves_them_is_audited_an
         while (left := await asyncio.to_thread(elsewhere)):
             assert time.monotonic() - started < HEAL_BOUND_S, f"{len(left)} copies only withheld"
             await asyncio.sleep(1.0)
-        withheld_count = 0
-        failed: dict[str, int] = {}
-        for i in range(7):
-            doc = await cluster.stub(i, taskworker_pb2_grpc.NodeServiceStub).Status(
-                taskworker_pb2.StatusRequest(), timeout=10)
-            repair = json.loads(doc.json)["services"]["repair"]
-            withheld_count += repair["audit_withheld"]
-            for peer, count in repair["audit_failed_holders"].items():
-                failed[peer] = failed.get(peer, 0) + count
-        assert withheld_count > 0
+        status = await repair_status(cluster)
+        assert sum(repair["audit_withheld"] for repair in status) > 0
+        failed = failed_holders(status)
         assert set(failed) == {node_ids[index].hex()[:16]}, failed
         await check_gets(cluster, 0, files)
