@@ -110,7 +110,9 @@ async def all_healthy(cluster: NodeCluster, cids: list[str], index: int = 0) -> 
     stub = cluster.stub(index, pbg.FileServiceStub)
     for cid in cids:
         st = await stub.Stat(pb.StatRequest(file_id=cid), timeout=30)
-        if st.health != "healthy":
+        if st.health != "healthy":      # shown if the wait fails: which file, and why
+            print(f"Stat {cid[:24]}: {st.health}", [(f.index, f.holder[:8], f.reachable,
+                                                      f.healthy) for f in st.fragments])
             return False
     return True
 
