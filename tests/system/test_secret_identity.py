@@ -20,9 +20,11 @@ Two attacks, both by a key of the attacker's own (any key that completes the han
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nacl.utils
@@ -58,6 +60,30 @@ def dump():
 '''
 
 
+
+@contextlib.asynccontextmanager
+async def rogue_member(cluster: NodeCluster) -> AsyncIterator[Membership]:
+    """A mesh member with a fresh key (anyone can be one), joined through node 2."""
+    rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
+                       peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
+    await rogue.start()
+    try:
+        host, port = cluster.nodes[2].peer.rsplit(":", 1)
+        await rogue.bootstrap([(host, int(port))])
+        yield rogue
+    finally:
+        await rogue.stop()
+
+
+async def node_keys(rogue: Membership, ids: list[bytes]) -> dict[bytes, bytes]:
+    """Each node's identity key, as its signed peer record gives it to any member."""
+    keys: dict[bytes, bytes] = {}
+    for nid in ids:
+        peer = await rogue.fetch_peer(nid)
+        assert peer is not None and len(peer.identity_key) == 32
+        keys[nid] = bytes(peer.identity_key)
+    return keys
+
 async def test_a_copied_secret_envelope_does_not_open_for_another_signer(
         tmp_path: Path) -> None:
     (tmp_path / "steal.py").write_text(STEAL)
@@ -71,12 +97,7 @@ async def test_a_copied_secret_envelope_does_not_open_for_another_signer(
         code, _, err = await cli("call", "steal", api=api[1])
         assert code == 1 and "PERMISSION_DENIED" in err, err          # not allowed: fine
 
-        rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
-                           peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
-        await rogue.start()
-        try:
-            host, port = cluster.nodes[2].peer.rsplit(":", 1)
-            await rogue.bootstrap([(host, int(port))])
+        async with rogue_member(cluster) as rogue:
             owners = [r for r in await rogue.fetch(dht_key("api_key")) if r.kind == KIND]
             assert owners, "the owner's record is in the DHT for any member to read"
             victim = max(owners, key=lambda r: r.seq)
@@ -103,8 +124,6 @@ async def test_a_copied_secret_envelope_does_not_open_for_another_signer(
                 assert time.monotonic() < deadline, err
                 await asyncio.sleep(0.3)
             assert code == 1 and "PERMISSION_DENIED" in err, err
-        finally:
-            await rogue.stop()
 
 
 async def test_a_forged_call_does_not_run_with_a_deployed_function_s_identity(
@@ -191,17 +210,8 @@ async def test_a_secret_published_under_the_owner_s_name_does_not_shadow_it(
         assert code == 0, err
         ids = [bytes.fromhex(await node_id(cluster, i)) for i in range(3)]
 
-        rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
-                           peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
-        await rogue.start()
-        try:
-            host, port = cluster.nodes[2].peer.rsplit(":", 1)
-            await rogue.bootstrap([(host, int(port))])
-            keys: dict[bytes, bytes] = {}
-            for nid in ids:
-                peer = await rogue.fetch_peer(nid)
-                assert peer is not None and len(peer.identity_key) == 32
-                keys[nid] = bytes(peer.identity_key)
+        async with rogue_member(cluster) as rogue:
+            keys = await node_keys(rogue, ids)
             data_key = nacl.utils.random(32)
             shadow = seal_record(
                 rogue.identity, "api_key", 2**63, data_key,
@@ -231,5 +241,3 @@ async def test_a_secret_published_under_the_owner_s_name_does_not_shadow_it(
                         sees_both.add(resp.node_id)
                     else:
                         assert value == SECRET or "refused" in str(value), value
-        finally:
-            await rogue.stop()

@@ -17,11 +17,10 @@ import nacl.utils
 
 from compute import values
 from compute.proxy.envelope import encrypt_value, seal_record
-from mesh.dht import Membership
-from mesh.identity import Identity
-from proto import mesh_pb2, taskworker_pb2, taskworker_pb2_grpc
+from proto import taskworker_pb2, taskworker_pb2_grpc
 from tests.compute.test_deploy_ownership import cli, node_id
 from tests.support.nodes import NodeCluster, run_cli
+from tests.system.test_secret_identity import node_keys, rogue_member
 
 SECRET = "tok-owner-5b0e2d71c9"
 FORGED = "intruder-value-1e8a"
@@ -48,17 +47,8 @@ async def test_a_named_owner_s_secret_is_never_another_key_s(tmp_path: Path) -> 
         ids = [bytes.fromhex(await node_id(cluster, i)) for i in range(3)]
         owner = ids[0].hex()                                    # node A: sets the secret later
 
-        rogue = Membership(Identity.generate(), host="127.0.0.1", port=0,
-                           peer_record_factory=lambda: mesh_pb2.PeerRecord(roles=["storage"]))
-        await rogue.start()
-        try:
-            host, port = cluster.nodes[2].peer.rsplit(":", 1)
-            await rogue.bootstrap([(host, int(port))])
-            keys: dict[bytes, bytes] = {}
-            for nid in ids:
-                peer = await rogue.fetch_peer(nid)
-                assert peer is not None and len(peer.identity_key) == 32
-                keys[nid] = bytes(peer.identity_key)
+        async with rogue_member(cluster) as rogue:
+            keys = await node_keys(rogue, ids)
             data_key = nacl.utils.random(32)
             shadow = seal_record(     # genuine: its own value, sealed to every node, allowed
                 rogue.identity, "api_key", 2**63, data_key,
@@ -108,5 +98,3 @@ async def test_a_named_owner_s_secret_is_never_another_key_s(tmp_path: Path) -> 
                 assert plain == FORGED or "published by 2 keys" in plain, (node, plain)
                 if named == SECRET:
                     confirmed.add(node)
-        finally:
-            await rogue.stop()
